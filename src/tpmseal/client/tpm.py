@@ -1,0 +1,386 @@
+"""The :class:`Tpm` client: runs registry commands with sessions over a transport.
+
+Responsibilities (and nothing more):
+
+* marshal a registry command, protect it with its sessions (HMAC, parameter
+  encryption — :mod:`tpmseal.session.auth`), send it, check and decrypt the
+  response, unmarshal it into the registry's response type;
+* retry TPM_RC_RETRY / YIELDED / TESTING with bounded exponential backoff;
+* track the Names of handles it learned (Load, CreatePrimary, ReadPublic,
+  NV_ReadPublic...), verifying each Name the TPM reports against the public
+  area it describes (TPM 2.0 Part 1 §16), and use them in cpHash;
+* flush the transient objects and sessions it created when they are no longer
+  needed, including when a later step fails (``close()`` / ``with``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, TypeVar
+
+from tpmseal.errors import IntegrityError, UsageError
+from tpmseal.session.auth import (
+    AuthSession,
+    PasswordSession,
+    Session,
+    check_response,
+    protect_command,
+    session_key,
+)
+from tpmseal.session.policy import PolicyStep
+from tpmseal.session.salt import make_salt
+from tpmseal.transport.base import Transport, open_transport
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.commands import Command, Response
+from tpmseal.wire.constants import (
+    HASH_SIZES,
+    TPM_ALG,
+    TPM_CAP,
+    TPM_HT,
+    TPM_PT,
+    TPM_RH,
+    TPM_SE,
+    TPMA_SESSION,
+    handle_type,
+)
+from tpmseal.wire.frames import build_command, parse_header, split_response
+from tpmseal.wire.marshal import Reader, u32
+from tpmseal.wire.rc import RETRYABLE, TpmResponseError, decode_rc
+from tpmseal.wire.structures import (
+    AES_128_CFB,
+    NvPublic,
+    PcrSelection,
+    PcrSelectionList,
+    Public,
+    PublicParms,
+    SymCipherParms,
+    SymDef,
+)
+
+log = logging.getLogger("tpmseal.client")
+
+R = TypeVar("R", bound=Response)
+
+#: Handle types whose Name is the handle itself (Part 1 §16).
+_SELF_NAMED = {TPM_HT.PCR, TPM_HT.HMAC_SESSION, TPM_HT.POLICY_SESSION, TPM_HT.PERMANENT}
+
+#: PCR_Read returns at most this many digests per call (Part 3 §22.4, PC Client PTP).
+PCR_READ_MAX = 8
+
+
+class Tpm:
+    """A TPM reached through a transport. Use as a context manager."""
+
+    def __init__(self, transport: Transport, *, retry_limit: int = 8,
+                 retry_delay: float = 0.01):
+        self.transport = transport
+        self.retry_limit = retry_limit
+        self.retry_delay = retry_delay
+        self.names: dict[int, bytes] = {}
+        self._nv: dict[int, NvPublic] = {}
+        self._transients: set[int] = set()
+        self._sessions: dict[int, AuthSession] = {}
+        self.commands_sent = 0
+
+    @classmethod
+    def open(cls, uri: str | None = None, **kw: Any) -> Tpm:
+        """Open the TPM at *uri* (see :mod:`tpmseal.transport.base`)."""
+        return cls(open_transport(uri), **kw)
+
+    def __enter__(self) -> Tpm:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush what this client loaded or started and close the transport."""
+        try:
+            for h in sorted(self._transients | set(self._sessions)):
+                with contextlib.suppress(Exception):
+                    self.flush(h)
+        finally:
+            self.transport.close()
+
+    # ------------------------------------------------------------------ commands
+
+    def run(self, cmd: Command[R], *sessions: Session) -> R:
+        """Run *cmd* authorized/protected by *sessions*; return its typed response."""
+        cls = type(cmd)
+        lay = cls.layout()
+        handles = cmd.handle_values()
+        n_auth = sum(1 for h in lay.handles if h.auth)
+        if n_auth and not sessions:
+            sessions = tuple(PasswordSession() for _ in range(n_auth))
+        resp_layout = cls.RESPONSE.layout()
+        delay = self.retry_delay
+        for attempt in range(self.retry_limit + 1):
+            parts = cmd.param_parts()
+            pending = None
+            if sessions:
+                names = (self._names_for(handles)
+                         if any(isinstance(s, AuthSession) for s in sessions)
+                         else [u32(h) for h in handles])
+                params, auths, pending = protect_command(
+                    int(cls.CC), names, n_auth, parts, list(sessions),
+                    lay.first_param_encryptable)
+            else:
+                params, auths = b"".join(parts), []
+            frame = build_command(int(cls.CC), handles, auths, params)
+            self.commands_sent += 1
+            raw = self.transport.send(frame)
+            header = parse_header(raw)
+            if header.code == 0:
+                break
+            decoded = decode_rc(header.code)
+            if decoded.name in RETRYABLE and attempt < self.retry_limit:
+                log.debug("TPM2_%s: %s, retrying in %.0f ms", cls.CC.name, decoded.name,
+                          delay * 1000)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            raise TpmResponseError(header.code, cls.CC.name)
+        frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
+        params_bytes = frame_r.params
+        if pending is not None:
+            params_bytes = check_response(pending, params_bytes, frame_r.auths,
+                                          resp_layout.first_param_encryptable)
+            for s in sessions:
+                if isinstance(s, AuthSession) and s.ended:
+                    self._sessions.pop(s.handle, None)
+        reader = Reader(params_bytes, base=frame_r.params_offset)
+        response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
+        self._after(cmd, response)
+        return response
+
+    def _names_for(self, handles: list[int]) -> list[bytes]:
+        return [self.name_of(h) for h in handles]
+
+    def name_of(self, handle: int) -> bytes:
+        """The Name of *handle*, reading its public area if not yet known."""
+        if handle_type(handle) in _SELF_NAMED:
+            return u32(handle)
+        name = self.names.get(handle)
+        if name is None:
+            if handle_type(handle) == TPM_HT.NV_INDEX:
+                self.nv_read_public(handle)
+            else:
+                self.read_public(handle)
+            name = self.names[handle]
+        return name
+
+    def _after(self, cmd: Command[Any], response: Response) -> None:
+        """Bookkeeping of Names, transients and sessions after a successful command."""
+        if isinstance(cmd, cmds.Load) and isinstance(response, cmds.LoadResponse):
+            expected = cmd.in_public.name()
+            if not hmac.compare_digest(expected, response.name):
+                self._transients.add(response.object_handle)
+                raise IntegrityError("TPM returned a Name for the loaded object that does "
+                                     "not match its public area: possible bus tampering")
+            self._track_object(response.object_handle, response.name)
+        elif isinstance(cmd, cmds.CreatePrimary) and isinstance(response,
+                                                                cmds.CreatePrimaryResponse):
+            self._transients.add(response.object_handle)
+            if response.out_public.name() != response.name:
+                raise IntegrityError("TPM returned a Name for the primary object that does "
+                                     "not match its public area: possible bus tampering")
+            self._track_object(response.object_handle, response.name)
+        elif isinstance(cmd, cmds.ContextLoad) and isinstance(response,
+                                                              cmds.ContextLoadResponse):
+            if handle_type(response.loaded_handle) == TPM_HT.TRANSIENT:
+                self._transients.add(response.loaded_handle)
+        elif isinstance(cmd, cmds.FlushContext):
+            self._transients.discard(cmd.flush_handle)
+            self.names.pop(cmd.flush_handle, None)
+            s = self._sessions.pop(cmd.flush_handle, None)
+            if s is not None:
+                s.ended = True
+        elif isinstance(cmd, cmds.EvictControl):
+            if handle_type(cmd.object_handle) == TPM_HT.PERSISTENT:
+                self.names.pop(cmd.object_handle, None)
+            elif cmd.object_handle in self.names:
+                self.names[cmd.persistent_handle] = self.names[cmd.object_handle]
+        elif isinstance(cmd, cmds.NV_Write) and cmd.nv_index in self._nv:
+            self._track_nv(self._nv[cmd.nv_index].written())
+        elif isinstance(cmd, cmds.NV_DefineSpace):
+            self._track_nv(cmd.public_info)
+        elif isinstance(cmd, cmds.NV_UndefineSpace):
+            self._nv.pop(cmd.nv_index, None)
+            self.names.pop(cmd.nv_index, None)
+
+    def _track_object(self, handle: int, name: bytes) -> None:
+        if handle_type(handle) == TPM_HT.TRANSIENT:
+            self._transients.add(handle)
+        self.names[handle] = name
+
+    def _track_nv(self, pub: NvPublic) -> None:
+        self._nv[pub.nv_index] = pub
+        self.names[pub.nv_index] = pub.name()
+
+    # ------------------------------------------------------------------ objects
+
+    def flush(self, handle: int) -> None:
+        """TPM2_FlushContext for a transient object or session."""
+        self.run(cmds.FlushContext(handle))
+
+    @contextlib.contextmanager
+    def scoped(self, handle: int) -> Iterator[int]:
+        """Flush *handle* when the block ends, unless something already did."""
+        try:
+            yield handle
+        finally:
+            if handle in self._transients or handle in self._sessions:
+                self.flush(handle)
+
+    def read_public(self, handle: int) -> Public:
+        """TPM2_ReadPublic, verifying that the Name matches the public area."""
+        r = self.run(cmds.ReadPublic(handle))
+        if not hmac.compare_digest(r.out_public.name(), r.name):
+            raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
+                                 "public area: possible bus tampering")
+        self.names[handle] = r.name
+        return r.out_public
+
+    def nv_read_public(self, index: int) -> NvPublic:
+        """TPM2_NV_ReadPublic, verifying that the Name matches the public area."""
+        r = self.run(cmds.NV_ReadPublic(index))
+        if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
+            raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
+                                 "its public area: possible bus tampering")
+        self._track_nv(r.nv_public)
+        return r.nv_public
+
+    def nv_read(self, index: int, size: int, auth: int = TPM_RH.OWNER, *sessions: Session,
+                chunk: int = 512) -> bytes:
+        """Read *size* bytes of an NV index in chunks the TPM accepts."""
+        out = b""
+        while len(out) < size:
+            n = min(chunk, size - len(out))
+            out += self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
+        return out
+
+    def nv_write(self, index: int, data: bytes, auth: int = TPM_RH.OWNER, *sessions: Session,
+                 chunk: int = 512) -> None:
+        """Write *data* to an NV index from offset 0 in chunks the TPM accepts."""
+        for off in range(0, len(data), chunk):
+            self.run(cmds.NV_Write(auth, index, data[off : off + chunk], off), *sessions)
+
+    # ---------------------------------------------------------------- sessions
+
+    def start_session(self, kind: int = TPM_SE.HMAC, *, salt_key: Public | None = None,
+                      salt_handle: int = TPM_RH.NULL, bind: int = TPM_RH.NULL,
+                      bind_auth: bytes = b"", symmetric: SymDef = AES_128_CFB,
+                      auth_hash: int = TPM_ALG.SHA256,
+                      attributes: int = TPMA_SESSION.continueSession) -> AuthSession:
+        """TPM2_StartAuthSession (Part 3 §11.1), optionally salted and/or bound.
+
+        *salt_key* is the public area of *salt_handle* as the caller trusts it;
+        the salt is encrypted to that key, so if the TPM's key differs the TPM
+        cannot recover the salt and every later HMAC fails.
+        """
+        if (salt_key is None) != (salt_handle == TPM_RH.NULL):
+            raise UsageError("a salted session needs both salt_key and salt_handle")
+        nonce_caller = os.urandom(HASH_SIZES[auth_hash])
+        salt = make_salt(salt_key) if salt_key is not None else None
+        r = self.run(cmds.StartAuthSession(
+            salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
+            auth_hash))
+        key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
+                          nonce_caller)
+        bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None
+        s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
+                        salted=salt is not None, bind_name=bind_name, attributes=attributes)
+        self._sessions[s.handle] = s
+        return s
+
+    def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
+        """Execute policy *steps* in *session*, recording what changes its HMAC rules."""
+        for step in steps:
+            self.run(step.command(session.handle))
+            if isinstance(step.command(session.handle), cmds.PolicyAuthValue):
+                session.policy_auth_value, session.policy_password = True, False
+            elif isinstance(step.command(session.handle), cmds.PolicyPassword):
+                session.policy_password, session.policy_auth_value = True, False
+
+    def policy_digest(self, session: AuthSession) -> bytes:
+        return self.run(cmds.PolicyGetDigest(session.handle)).policy_digest
+
+    # --------------------------------------------------------------- queries
+
+    def get_random(self, n: int, *sessions: Session) -> bytes:
+        """n random bytes from the TPM's RNG (several calls if the TPM returns fewer)."""
+        out = b""
+        while len(out) < n:
+            got = self.run(cmds.GetRandom(min(n - len(out), 48)), *sessions).random_bytes
+            if not got:
+                raise IntegrityError("TPM2_GetRandom returned no bytes")
+            out += got
+        return out
+
+    def test_parms(self, sym: SymDef = AES_128_CFB) -> bool:
+        """Whether TPM2_TestParms accepts a symmetric cipher (Part 3 §30.3)."""
+        try:
+            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))))
+        except TpmResponseError as e:
+            if e.rc.warning:
+                raise
+            return False
+        return True
+
+    def capability(self, cap: int, prop: int = 0, count: int = 256) -> list[tuple[int, ...]]:
+        """All items of a capability, following moreData."""
+        items: list[tuple[int, ...]] = []
+        while True:
+            r = self.run(cmds.GetCapability(cap, prop, count))
+            new = list(r.capability_data.items)
+            items += new
+            if not r.more_data or not new:
+                return items
+            last = new[-1][0]
+            prop = last + 1
+
+    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
+        """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""
+        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count))
+        return {k: v for k, v in r.capability_data.items}
+
+    def pcr_banks(self) -> PcrSelectionList:
+        """Allocated PCR banks and their PCRs (GetCapability PCRS)."""
+        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1)).capability_data.pcrs
+
+    def handles(self, first: int) -> list[int]:
+        """Handles of the type of *first*, from *first* on."""
+        return [h for (h,) in self.capability(TPM_CAP.HANDLES, first)
+                if handle_type(h) == handle_type(first)]
+
+    def pcr_read(self, selection: PcrSelectionList, *sessions: Session) -> dict[tuple[int, int],
+                                                                                 bytes]:
+        """Read PCR values, at most 8 per PCR_Read, in as few calls as possible.
+
+        Returns {(bank, index): value}. If the TPM reports fewer values than asked
+        (e.g. a bank not allocated), raises :class:`UsageError`.
+        """
+        wanted = selection.pairs()
+        values: dict[tuple[int, int], bytes] = {}
+        for start in range(0, len(wanted), PCR_READ_MAX):
+            chunk = wanted[start : start + PCR_READ_MAX]
+            sel = _group(chunk)
+            r = self.run(cmds.PCR_Read(sel), *sessions)
+            got = r.pcr_selection_out.pairs()
+            if got != chunk or len(r.pcr_values.digests) != len(chunk):
+                raise UsageError("the TPM did not return every requested PCR; is the bank "
+                                 "allocated? (see `tpmseal probe`)")
+            values.update(zip(got, r.pcr_values.digests, strict=True))
+        return values
+
+
+def _group(pairs: list[tuple[int, int]]) -> PcrSelectionList:
+    banks: dict[int, list[int]] = {}
+    for bank, i in pairs:
+        banks.setdefault(bank, []).append(i)
+    return PcrSelectionList(tuple(PcrSelection(b, tuple(ix)) for b, ix in banks.items()))

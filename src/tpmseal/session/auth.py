@@ -1,0 +1,298 @@
+"""Authorization sessions: password, HMAC and policy (TPM 2.0 Part 1 §19, §21).
+
+Theory, in the order a command uses it:
+
+* **Session key** (§19.6.8): ``sessionKey = KDFa(authHash, bind.authValue ‖ salt,
+  "ATH", nonceTPM, nonceCaller, digestBits)`` where the nonces are the ones
+  exchanged by StartAuthSession. Empty when the session is neither salted nor
+  bound — such a session proves nothing to a bus observer, so this module
+  refuses to use it for parameter encryption.
+* **Parameter encryption** (§21.3): key‖IV = KDFa(authHash, sessionKey ‖
+  authValue, "CFB", nonceNewer, nonceOlder, keyBits + 128). Commands use
+  (nonceCaller, nonceTPM), responses (nonceTPM, nonceCaller). Only the data
+  bytes of the first parameter, and only when it is a TPM2B, are enciphered with
+  AES in CFB mode (full-block feedback).
+* **HMAC** (§19.6.12-17): ``HMAC(sessionKey ‖ authValue, pHash ‖ nonceNewer ‖
+  nonceOlder ‖ [nonceDecrypt] ‖ [nonceEncrypt] ‖ sessionAttributes)`` where
+  cpHash = H(commandCode ‖ Names ‖ parameters as sent) and rpHash = H(0 ‖
+  commandCode ‖ parameters as received). nonceDecrypt/nonceEncrypt are the
+  nonceTPM of a *different* session that carries the decrypt/encrypt attribute,
+  and appear only in the first session's command HMAC.
+
+Threat model: a passive bus observer learns nothing from salted sessions; an
+active one cannot change a response without breaking its HMAC, which this
+module checks on every authorized response and reports as
+:class:`~tpmseal.errors.ResponseIntegrityError`.
+
+This module is sans-I/O: the client feeds it bytes and gets bytes back.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+try:  # cryptography >= 47 keeps CFB among the "decrepit" modes
+    from cryptography.hazmat.decrepit.ciphers.modes import CFB
+except ImportError:  # pragma: no cover - older cryptography
+    from cryptography.hazmat.primitives.ciphers.modes import CFB
+
+from tpmseal.errors import ResponseIntegrityError, UsageError
+from tpmseal.session.kdf import LABEL_ATH, LABEL_CFB, kdfa
+from tpmseal.wire.constants import HASH_NAMES, HASH_SIZES, TPM_ALG, TPM_RH, TPM_SE, TPMA_SESSION
+from tpmseal.wire.frames import AuthCommand, AuthResponse
+from tpmseal.wire.marshal import tpm2b, u8, u32
+from tpmseal.wire.structures import SymDef, digest
+
+
+def trim_auth(value: bytes) -> bytes:
+    """Remove trailing zero bytes from an authValue (Part 1 §19.6.4.3).
+
+    The TPM strips them when an authValue is set, so HMAC keys and password
+    comparisons must use the trimmed form.
+    """
+    return value.rstrip(b"\0")
+
+
+def session_key(auth_hash: int, bind_auth: bytes, salt: bytes, nonce_tpm: bytes,
+                nonce_caller: bytes) -> bytes:
+    """sessionKey of a new session (Part 1 §19.6.8); empty if unsalted and unbound."""
+    secret = trim_auth(bind_auth) + salt
+    if not secret:
+        return b""
+    return kdfa(auth_hash, secret, LABEL_ATH, nonce_tpm, nonce_caller,
+                HASH_SIZES[auth_hash] * 8)
+
+
+def cfb(sym: SymDef, auth_hash: int, key: bytes, nonce_newer: bytes, nonce_older: bytes,
+        data: bytes, *, encrypt: bool) -> bytes:
+    """AES-CFB parameter en/decryption (Part 1 §21.3)."""
+    if sym.algorithm != TPM_ALG.AES or sym.mode != TPM_ALG.CFB:
+        raise UsageError("parameter encryption is supported only with AES in CFB mode")
+    nbytes = sym.key_bits // 8
+    material = kdfa(auth_hash, key, LABEL_CFB, nonce_newer, nonce_older, sym.key_bits + 128)
+    cipher = Cipher(algorithms.AES(material[:nbytes]), CFB(material[nbytes:]))
+    op = cipher.encryptor() if encrypt else cipher.decryptor()
+    return op.update(data) + op.finalize()
+
+
+class Session:
+    """What every session has: a handle and the attributes for the next command."""
+
+    handle: int
+    attributes: int
+    auth_value: bytes
+
+    def is_password(self) -> bool:
+        return self.handle == TPM_RH.RS_PW
+
+
+class PasswordSession(Session):
+    """The password pseudo-session TPM_RS_PW (Part 1 §19.8.4): the authValue in clear."""
+
+    def __init__(self, auth_value: bytes = b"") -> None:
+        self.handle = TPM_RH.RS_PW
+        self.attributes = TPMA_SESSION.continueSession
+        self.auth_value = auth_value
+
+    def __repr__(self) -> str:
+        return "PasswordSession()"
+
+
+@dataclass(eq=False)
+class AuthSession(Session):
+    """An HMAC, policy or trial session started with TPM2_StartAuthSession.
+
+    ``attributes`` are those sent with the next command: set ``decrypt`` /
+    ``encrypt`` to ask for parameter encryption and clear ``continueSession`` to
+    let the TPM end the session after the command.
+    """
+
+    handle: int
+    kind: int
+    auth_hash: int
+    symmetric: SymDef
+    session_key: bytes = field(repr=False)
+    nonce_tpm: bytes = field(repr=False)
+    salted: bool = False
+    bind_name: bytes | None = None
+    attributes: int = TPMA_SESSION.continueSession
+    auth_value: bytes = field(default=b"", repr=False)
+    nonce_caller: bytes = field(default=b"", repr=False)
+    #: set by PolicyAuthValue / PolicyPassword (Part 3 §23.17, §23.18)
+    policy_auth_value: bool = False
+    policy_password: bool = False
+    ended: bool = False
+
+    @property
+    def is_policy(self) -> bool:
+        return self.kind in (TPM_SE.POLICY, TPM_SE.TRIAL)
+
+    def _entity_auth(self, entity_name: bytes | None) -> bytes:
+        """The authValue that joins sessionKey in the HMAC key (Part 1 §19.6.12)."""
+        if entity_name is None:
+            return b""
+        if self.is_policy:
+            return trim_auth(self.auth_value) if self.policy_auth_value else b""
+        if self.bind_name is not None and entity_name == self.bind_name:
+            return b""
+        return trim_auth(self.auth_value)
+
+    def hmac_key(self, entity_name: bytes | None) -> bytes:
+        return self.session_key + self._entity_auth(entity_name)
+
+    def cfb_key(self, entity_name: bytes | None) -> bytes:
+        """sessionValue for parameter encryption (Part 1 §21.3)."""
+        return self.session_key + self._entity_auth(entity_name)
+
+    def check_can_encrypt(self) -> None:
+        if self.symmetric.algorithm == TPM_ALG.NULL:
+            raise UsageError("this session was started without a symmetric algorithm, so it "
+                             "cannot encrypt parameters; start it with AES-128-CFB")
+        if not self.session_key:
+            raise UsageError("refusing parameter encryption on a session that is neither "
+                             "salted nor bound: its key would derive from public nonces only; "
+                             "salt the session with the TPM's endorsement key")
+
+
+@dataclass
+class Pending:
+    """What a protected command must remember to check its response."""
+
+    code: int
+    sessions: list[Session]
+    names: list[bytes | None]
+    encrypt_session: AuthSession | None
+    encrypt_name: bytes | None
+
+
+def _hash(alg: int, *parts: bytes) -> bytes:
+    return digest(alg, b"".join(parts))
+
+
+def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: list[bytes],
+                    sessions: list[Session], first_param_2b: bool) -> tuple[
+                        bytes, list[AuthCommand], Pending]:
+    """Encrypt the first parameter if asked and compute each session's authorization.
+
+    *handle_names* are the Names of all handles; the first *n_auth* handles are
+    authorized by the first *n_auth* sessions, further sessions only
+    encrypt/decrypt/audit. Returns the parameter area as sent, the auth area
+    entries and the state needed by :func:`check_response`.
+    """
+    if len(sessions) < n_auth:
+        raise UsageError(f"command needs {n_auth} authorization session(s), got {len(sessions)}")
+    if len(sessions) > 3:
+        raise UsageError("a command carries at most three sessions")
+    names: list[bytes | None] = [
+        handle_names[i] if i < n_auth else None for i in range(len(sessions))]
+    auth_sessions = [s for s in sessions if isinstance(s, AuthSession)]
+    dec = [s for s in auth_sessions if s.attributes & TPMA_SESSION.decrypt]
+    enc = [s for s in auth_sessions if s.attributes & TPMA_SESSION.encrypt]
+    if len(dec) > 1 or len(enc) > 1:
+        raise UsageError("at most one session may set decrypt, and one encrypt")
+    for s in sessions:
+        if not isinstance(s, AuthSession) and s.attributes & (TPMA_SESSION.decrypt |
+                                                              TPMA_SESSION.encrypt):
+            raise UsageError("a password session cannot encrypt parameters")
+        if isinstance(s, AuthSession):
+            if s.ended:
+                raise UsageError(f"session {s.handle:#x} has already ended")
+            s.nonce_caller = os.urandom(max(16, HASH_SIZES[s.auth_hash]))
+    params = list(params)
+    if dec:
+        if not (params and first_param_2b):
+            raise UsageError("decrypt attribute set, but the command's first parameter "
+                             "is not a sized buffer")
+        d = dec[0]
+        d.check_can_encrypt()
+        data = params[0][2:]
+        ct = cfb(d.symmetric, d.auth_hash, d.cfb_key(names[sessions.index(d)]),
+                 d.nonce_caller, d.nonce_tpm, data, encrypt=True)
+        params[0] = tpm2b(ct)
+    for s in enc:
+        s.check_can_encrypt()
+    param_bytes = b"".join(params)
+    cp_hashes: dict[int, bytes] = {}
+    auths: list[AuthCommand] = []
+    for i, s in enumerate(sessions):
+        if not isinstance(s, AuthSession):
+            auths.append(AuthCommand(s.handle, b"", s.attributes, s.auth_value))
+            continue
+        if s.policy_password:
+            auths.append(AuthCommand(s.handle, s.nonce_caller, s.attributes,
+                                     trim_auth(s.auth_value)))
+            continue
+        alg = s.auth_hash
+        if alg not in cp_hashes:
+            cp_hashes[alg] = _hash(alg, u32(code), *handle_names, param_bytes)
+        extra = b""
+        if i == 0:
+            if dec and dec[0] is not s:
+                extra += dec[0].nonce_tpm
+            if enc and enc[0] is not s and enc[0] is not (dec[0] if dec else None):
+                extra += enc[0].nonce_tpm
+        key = s.hmac_key(names[i])
+        mac = b""
+        if key or not s.is_policy:
+            msg = cp_hashes[alg] + s.nonce_caller + s.nonce_tpm + extra + u8(s.attributes)
+            mac = hmac.new(key, msg, HASH_NAMES[alg]).digest()
+        auths.append(AuthCommand(s.handle, s.nonce_caller, s.attributes, mac))
+    enc_session = enc[0] if enc else None
+    enc_name = names[sessions.index(enc_session)] if enc_session else None
+    return param_bytes, auths, Pending(code, sessions, names, enc_session, enc_name)
+
+
+def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
+                   first_param_2b: bool) -> bytes:
+    """Verify each session's response HMAC, roll nonces, and decrypt the first parameter.
+
+    Raises :class:`ResponseIntegrityError` on any mismatch; nothing is decrypted
+    or returned unless every HMAC verifies.
+    """
+    if len(auths) != len(pending.sessions):
+        raise ResponseIntegrityError(
+            f"TPM response carries {len(auths)} session(s), the command sent "
+            f"{len(pending.sessions)}: modified in transit")
+    rp_hashes: dict[int, bytes] = {}
+    for s, a, name in zip(pending.sessions, auths, pending.names, strict=True):
+        if not isinstance(s, AuthSession):
+            if a.nonce or a.hmac:
+                raise ResponseIntegrityError("password session response carries data: "
+                                             "modified in transit")
+            continue
+        sent = s.attributes & ~(TPMA_SESSION.auditExclusive | TPMA_SESSION.auditReset)
+        got = a.attributes & ~(TPMA_SESSION.auditExclusive | TPMA_SESSION.auditReset)
+        if got != sent:
+            raise ResponseIntegrityError()
+        alg = s.auth_hash
+        if alg not in rp_hashes:
+            rp_hashes[alg] = _hash(alg, u32(0), u32(pending.code), params)
+        key = s.hmac_key(name)
+        if s.policy_password or (s.is_policy and not key):
+            expected = b""
+        else:
+            msg = rp_hashes[alg] + a.nonce + s.nonce_caller + u8(a.attributes)
+            expected = hmac.new(key, msg, HASH_NAMES[alg]).digest()
+        if not hmac.compare_digest(expected, a.hmac):
+            raise ResponseIntegrityError()
+    for s, a in zip(pending.sessions, auths, strict=True):
+        if isinstance(s, AuthSession):
+            s.nonce_tpm = a.nonce
+            if not a.attributes & TPMA_SESSION.continueSession:
+                s.ended = True
+    e = pending.encrypt_session
+    if e is None:
+        return params
+    if not first_param_2b or len(params) < 2:
+        raise ResponseIntegrityError("encrypt attribute set, but the response has no sized "
+                                     "first parameter to decrypt")
+    size = int.from_bytes(params[:2], "big")
+    if size > len(params) - 2:
+        raise ResponseIntegrityError("encrypted response parameter overruns the response")
+    plain = cfb(e.symmetric, e.auth_hash, e.cfb_key(pending.encrypt_name), e.nonce_tpm,
+                e.nonce_caller, params[2 : 2 + size], encrypt=False)
+    return params[:2] + plain + params[2 + size :]

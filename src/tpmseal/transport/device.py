@@ -1,0 +1,52 @@
+"""Linux TPM character devices: /dev/tpmrm0 (with the kernel resource manager) or /dev/tpm0.
+
+The kernel driver takes one whole command per write() and returns one whole
+response per read() (drivers/char/tpm/tpm-dev-common.c),
+so the response is read with a single read after poll() signals it is ready.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+
+from tpmseal.errors import TransportError
+
+MAX_RESPONSE = 8192
+
+
+class DeviceTransport:
+    """A TPM reached through a character device."""
+
+    def __init__(self, path: str, timeout: float):
+        self.uri = f"device:{path}"
+        self._timeout = timeout
+        try:
+            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise TransportError(
+                f"no TPM device at {path}",
+                "this machine has no TPM (or its driver is not loaded); use --tpm sim:DIR "
+                "for a simulator") from None
+        except PermissionError:
+            raise TransportError(f"permission denied opening {path}",
+                                 "run as root or add your user to the 'tss' group") from None
+        except OSError as e:
+            raise TransportError(f"cannot open {path}: {e.strerror}") from None
+
+    def send(self, command: bytes) -> bytes:
+        try:
+            os.write(self._fd, command)
+            ready, _, _ = select.select([self._fd], [], [], self._timeout)
+            if not ready:
+                raise TransportError(f"TPM at {self.uri} did not answer in {self._timeout:g}s")
+            data = os.read(self._fd, MAX_RESPONSE)
+        except OSError as e:
+            raise TransportError(f"TPM device I/O failed at {self.uri}: {e.strerror}") from None
+        if len(data) < 10 or int.from_bytes(data[2:6], "big") != len(data):
+            raise TransportError(f"TPM at {self.uri} returned a truncated response "
+                                 f"({len(data)} bytes)")
+        return data
+
+    def close(self) -> None:
+        os.close(self._fd)

@@ -1,0 +1,95 @@
+"""swtpm's data channel over a unix or TCP stream socket.
+
+Framing: the response is read exactly by the size field of its 10-byte header
+(TPM 2.0 Part 1 §18.8), however the bytes arrive. A peer that closes early or
+stays silent past the time-out gives a :class:`TransportError`, never a hang.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from tpmseal.errors import TransportError
+from tpmseal.transport.base import TpmUri
+
+HEADER = 10
+MAX_FRAME = 1 << 16
+
+
+def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0) -> bytes:
+    """Read exactly *n* bytes or raise :class:`TransportError`."""
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = sock.recv(n - len(buf))
+        except TimeoutError:
+            raise TransportError(f"TPM at {uri} did not answer in time",
+                                 "check that the TPM or simulator is alive") from None
+        except OSError as e:
+            raise TransportError(f"lost the connection to the TPM at {uri}: {e.strerror}") from None
+        if not chunk:
+            raise TransportError(
+                f"TPM at {uri} closed the connection after {got + len(buf)} bytes of a {what}",
+                "the simulator may have stopped or another client took over; retry")
+        buf += chunk
+    return bytes(buf)
+
+
+def read_frame(sock: socket.socket, uri: str, what: str = "response") -> bytes:
+    """Read one TPM frame (header + body) from *sock*."""
+    head = recv_exact(sock, HEADER, what, uri)
+    size = int.from_bytes(head[2:6], "big")
+    if size < HEADER or size > MAX_FRAME:
+        raise TransportError(f"TPM at {uri} sent a {what} with impossible size {size}")
+    return head + recv_exact(sock, size - HEADER, what, uri, HEADER)
+
+
+def connect(uri: TpmUri, timeout: float) -> socket.socket:
+    """Connect to a unix or TCP socket with errors that say what to do."""
+    try:
+        if uri.scheme == "unix":
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(uri.path)
+        else:
+            s = socket.create_connection((uri.host, uri.port), timeout=timeout)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except FileNotFoundError:
+        raise TransportError(f"no TPM socket at {uri}",
+                             "start one with `tpmseal sim start --state DIR` or fix --tpm"
+                             ) from None
+    except ConnectionRefusedError:
+        raise TransportError(f"nothing listens at {uri}",
+                             "start the simulator (`tpmseal sim start`) or fix --tpm") from None
+    except PermissionError:
+        raise TransportError(f"permission denied connecting to {uri}",
+                             "run as a user that may open the socket") from None
+    except TimeoutError:
+        raise TransportError(f"connecting to {uri} timed out") from None
+    except OSError as e:
+        if e.errno in (errno.ENOTSOCK, errno.ECONNREFUSED):
+            raise TransportError(f"{uri} is not a listening socket",
+                                 "point --tpm at swtpm's data socket") from None
+        raise TransportError(f"cannot connect to {uri}: {e.strerror}") from None
+    s.settimeout(timeout)
+    return s
+
+
+class StreamTransport:
+    """One connection to an swtpm data socket."""
+
+    def __init__(self, uri: TpmUri, timeout: float):
+        self.uri = str(uri)
+        self._sock = connect(uri, timeout)
+
+    def send(self, command: bytes) -> bytes:
+        try:
+            self._sock.sendall(command)
+        except OSError as e:
+            raise TransportError(f"lost the connection to the TPM at {self.uri}: "
+                                 f"{e.strerror or e}") from None
+        return read_frame(self._sock, self.uri)
+
+    def close(self) -> None:
+        self._sock.close()

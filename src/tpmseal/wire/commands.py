@@ -1,0 +1,622 @@
+"""The declarative command registry (DESIGN.md principle 1).
+
+Each TPM command is one frozen dataclass whose fields are its handles and
+parameters, in wire order, with a codec per parameter; its response is another.
+Everything else reads these declarations: the client marshals commands and
+parses responses from them, computes cpHash from the handles' Names and the
+parameter bytes, decides whether the first parameter can be encrypted (it can
+when it is a TPM2B), and the sniffer decodes captured traffic with them.
+
+Adding a command is one entry here (plus a round-trip vector in the tests).
+Sections refer to TPM 2.0 Library Specification Part 3 ("Commands").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, ClassVar, Generic, TypeVar
+
+from tpmseal.wire import codecs as c
+from tpmseal.wire.codecs import Codec
+from tpmseal.wire.constants import TPM_CC
+from tpmseal.wire.marshal import Reader
+from tpmseal.wire.structures import (
+    CapabilityData,
+    Context,
+    CreationData,
+    DigestList,
+    DigestValues,
+    NvPublic,
+    PcrSelectionList,
+    Public,
+    PublicParms,
+    SensitiveCreate,
+    SymDef,
+    Ticket,
+)
+
+
+def handle(*, auth: bool = False, default: int | None = None) -> Any:
+    """Declare a handle-area field; *auth* marks handles that need a session."""
+    meta = {"kind": "handle", "auth": auth}
+    if default is None:
+        return dataclasses.field(metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def param(codec: Codec[Any], default: Any = dataclasses.MISSING) -> Any:
+    """Declare a parameter-area field marshaled with *codec*."""
+    return dataclasses.field(default=default, metadata={"kind": "param", "codec": codec})
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    name: str
+    codec: Codec[Any] | None  # None for handles
+    auth: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The handle and parameter fields of a command or response, in wire order."""
+
+    handles: tuple[FieldSpec, ...]
+    params: tuple[FieldSpec, ...]
+
+    @property
+    def first_param_encryptable(self) -> bool:
+        """True when the first parameter is a TPM2B (Part 1 §21.1)."""
+        return bool(self.params) and bool(self.params[0].codec and self.params[0].codec.is_2b)
+
+
+def _layout(cls: type) -> Layout:
+    hs: list[FieldSpec] = []
+    ps: list[FieldSpec] = []
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("kind") == "handle":
+            hs.append(FieldSpec(f.name, None, bool(f.metadata["auth"])))
+        elif f.metadata.get("kind") == "param":
+            ps.append(FieldSpec(f.name, f.metadata["codec"]))
+    return Layout(tuple(hs), tuple(ps))
+
+
+class Response:
+    """Base of response declarations."""
+
+    @classmethod
+    @cache
+    def layout(cls) -> Layout:
+        return _layout(cls)
+
+    @classmethod
+    def from_wire(cls, handles: list[int], params: Reader) -> Any:
+        """Build the response from its handle values and a reader over the parameters."""
+        lay = cls.layout()
+        values: dict[str, Any] = dict(zip((h.name for h in lay.handles), handles, strict=True))
+        for p in lay.params:
+            assert p.codec is not None
+            values[p.name] = p.codec.get(params)
+        params.done(f"{cls.__name__} parameters")
+        return cls(**values)
+
+    def param_bytes(self) -> bytes:
+        """The response parameter area as the TPM would marshal it."""
+        out = b""
+        for p in self.layout().params:
+            assert p.codec is not None
+            out += p.codec.put(getattr(self, p.name))
+        return out
+
+    def handle_values(self) -> list[int]:
+        return [getattr(self, h.name) for h in self.layout().handles]
+
+
+R = TypeVar("R", bound=Response)
+
+#: Every registered command class, by command code.
+REGISTRY: dict[int, type[Command[Any]]] = {}
+
+
+class Command(Generic[R]):
+    """Base of command declarations; subclasses register themselves."""
+
+    CC: ClassVar[TPM_CC]
+    SECTION: ClassVar[str]
+    RESPONSE: ClassVar[type[Any]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        REGISTRY[int(cls.CC)] = cls
+
+    @classmethod
+    @cache
+    def layout(cls) -> Layout:
+        return _layout(cls)
+
+    def handle_values(self) -> list[int]:
+        return [getattr(self, h.name) for h in self.layout().handles]
+
+    def param_parts(self) -> list[bytes]:
+        """Each parameter marshaled on its own, in order."""
+        out = []
+        for p in self.layout().params:
+            assert p.codec is not None
+            out.append(p.codec.put(getattr(self, p.name)))
+        return out
+
+    @classmethod
+    def from_wire(cls, handles: list[int], params: Reader) -> Any:
+        lay = cls.layout()
+        values: dict[str, Any] = dict(zip((h.name for h in lay.handles), handles, strict=True))
+        for p in lay.params:
+            assert p.codec is not None
+            values[p.name] = p.codec.get(params)
+        params.done(f"{cls.__name__} parameters")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Empty(Response):
+    """A response with no handles and no parameters."""
+
+
+# ----------------------------------------------------------------------- startup and testing
+
+
+@dataclass(frozen=True)
+class Startup(Command[Empty]):
+    """TPM2_Startup (Part 3 §9.3)."""
+
+    CC = TPM_CC.Startup
+    SECTION = "Part 3 §9.3"
+    RESPONSE = Empty
+    startup_type: int = param(c.UInt(2, "TPM_SU"))
+
+
+@dataclass(frozen=True)
+class Shutdown(Command[Empty]):
+    """TPM2_Shutdown (Part 3 §9.4)."""
+
+    CC = TPM_CC.Shutdown
+    SECTION = "Part 3 §9.4"
+    RESPONSE = Empty
+    shutdown_type: int = param(c.UInt(2, "TPM_SU"))
+
+
+@dataclass(frozen=True)
+class SelfTest(Command[Empty]):
+    """TPM2_SelfTest (Part 3 §10.2)."""
+
+    CC = TPM_CC.SelfTest
+    SECTION = "Part 3 §10.2"
+    RESPONSE = Empty
+    full_test: int = param(c.YES_NO, 1)
+
+
+# ----------------------------------------------------------------------------- sessions
+
+
+@dataclass(frozen=True)
+class StartAuthSessionResponse(Response):
+    session_handle: int = handle()
+    nonce_tpm: bytes = param(c.NONCE)
+
+
+@dataclass(frozen=True)
+class StartAuthSession(Command[StartAuthSessionResponse]):
+    """TPM2_StartAuthSession (Part 3 §11.1): *tpm_key* decrypts the salt, *bind* binds."""
+
+    CC = TPM_CC.StartAuthSession
+    SECTION = "Part 3 §11.1"
+    RESPONSE = StartAuthSessionResponse
+    tpm_key: int = handle()
+    bind: int = handle()
+    nonce_caller: bytes = param(c.NONCE)
+    encrypted_salt: bytes = param(c.ENCRYPTED_SECRET)
+    session_type: int = param(c.UInt(1, "TPM_SE"))
+    symmetric: SymDef = param(c.Struct(SymDef, "TPMT_SYM_DEF"))
+    auth_hash: int = param(c.ALG_ID)
+
+
+# ------------------------------------------------------------------------------ objects
+
+
+@dataclass(frozen=True)
+class CreateResponse(Response):
+    out_private: bytes = param(c.PRIVATE)
+    out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    creation_data: CreationData = param(c.Sized(CreationData, "TPM2B_CREATION_DATA"))
+    creation_hash: bytes = param(c.DIGEST)
+    creation_ticket: Ticket = param(c.Struct(Ticket, "TPMT_TK_CREATION"))
+
+
+@dataclass(frozen=True)
+class Create(Command[CreateResponse]):
+    """TPM2_Create (Part 3 §12.1): a new object under *parent_handle*."""
+
+    CC = TPM_CC.Create
+    SECTION = "Part 3 §12.1"
+    RESPONSE = CreateResponse
+    parent_handle: int = handle(auth=True)
+    in_sensitive: SensitiveCreate = param(c.Sized(SensitiveCreate, "TPM2B_SENSITIVE_CREATE"))
+    in_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    outside_info: bytes = param(c.DATA, b"")
+    creation_pcr: PcrSelectionList = param(
+        c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"), PcrSelectionList())
+
+
+@dataclass(frozen=True)
+class CreatePrimaryResponse(Response):
+    object_handle: int = handle()
+    out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    creation_data: CreationData = param(c.Sized(CreationData, "TPM2B_CREATION_DATA"))
+    creation_hash: bytes = param(c.DIGEST)
+    creation_ticket: Ticket = param(c.Struct(Ticket, "TPMT_TK_CREATION"))
+    name: bytes = param(c.NAME)
+
+
+@dataclass(frozen=True)
+class CreatePrimary(Command[CreatePrimaryResponse]):
+    """TPM2_CreatePrimary (Part 3 §24.1): a primary object in a hierarchy."""
+
+    CC = TPM_CC.CreatePrimary
+    SECTION = "Part 3 §24.1"
+    RESPONSE = CreatePrimaryResponse
+    primary_handle: int = handle(auth=True)
+    in_sensitive: SensitiveCreate = param(c.Sized(SensitiveCreate, "TPM2B_SENSITIVE_CREATE"))
+    in_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    outside_info: bytes = param(c.DATA, b"")
+    creation_pcr: PcrSelectionList = param(
+        c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"), PcrSelectionList())
+
+
+@dataclass(frozen=True)
+class LoadResponse(Response):
+    object_handle: int = handle()
+    name: bytes = param(c.NAME)
+
+
+@dataclass(frozen=True)
+class Load(Command[LoadResponse]):
+    """TPM2_Load (Part 3 §12.2): load an object's private and public parts."""
+
+    CC = TPM_CC.Load
+    SECTION = "Part 3 §12.2"
+    RESPONSE = LoadResponse
+    parent_handle: int = handle(auth=True)
+    in_private: bytes = param(c.PRIVATE)
+    in_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+
+
+@dataclass(frozen=True)
+class UnsealResponse(Response):
+    out_data: bytes = param(c.SENSITIVE_DATA)
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"UnsealResponse(out_data=<{len(self.out_data)} bytes>)"
+
+
+@dataclass(frozen=True)
+class Unseal(Command[UnsealResponse]):
+    """TPM2_Unseal (Part 3 §12.7): return a sealed data object's data."""
+
+    CC = TPM_CC.Unseal
+    SECTION = "Part 3 §12.7"
+    RESPONSE = UnsealResponse
+    item_handle: int = handle(auth=True)
+
+
+@dataclass(frozen=True)
+class ReadPublicResponse(Response):
+    out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    name: bytes = param(c.NAME)
+    qualified_name: bytes = param(c.NAME)
+
+
+@dataclass(frozen=True)
+class ReadPublic(Command[ReadPublicResponse]):
+    """TPM2_ReadPublic (Part 3 §12.4)."""
+
+    CC = TPM_CC.ReadPublic
+    SECTION = "Part 3 §12.4"
+    RESPONSE = ReadPublicResponse
+    object_handle: int = handle()
+
+
+# --------------------------------------------------------------------- context management
+
+
+@dataclass(frozen=True)
+class FlushContext(Command[Empty]):
+    """TPM2_FlushContext (Part 3 §28.4); the handle travels in the parameter area."""
+
+    CC = TPM_CC.FlushContext
+    SECTION = "Part 3 §28.4"
+    RESPONSE = Empty
+    flush_handle: int = param(c.UInt(4, "TPMI_DH_CONTEXT"))
+
+
+@dataclass(frozen=True)
+class EvictControl(Command[Empty]):
+    """TPM2_EvictControl (Part 3 §28.5): make an object persistent, or evict it."""
+
+    CC = TPM_CC.EvictControl
+    SECTION = "Part 3 §28.5"
+    RESPONSE = Empty
+    auth: int = handle(auth=True)
+    object_handle: int = handle()
+    persistent_handle: int = param(c.UInt(4, "TPMI_DH_PERSISTENT"))
+
+
+@dataclass(frozen=True)
+class ContextSaveResponse(Response):
+    context: Context = param(c.Struct(Context, "TPMS_CONTEXT"))
+
+
+@dataclass(frozen=True)
+class ContextSave(Command[ContextSaveResponse]):
+    """TPM2_ContextSave (Part 3 §28.2)."""
+
+    CC = TPM_CC.ContextSave
+    SECTION = "Part 3 §28.2"
+    RESPONSE = ContextSaveResponse
+    save_handle: int = handle()
+
+
+@dataclass(frozen=True)
+class ContextLoadResponse(Response):
+    loaded_handle: int = handle()
+
+
+@dataclass(frozen=True)
+class ContextLoad(Command[ContextLoadResponse]):
+    """TPM2_ContextLoad (Part 3 §28.3)."""
+
+    CC = TPM_CC.ContextLoad
+    SECTION = "Part 3 §28.3"
+    RESPONSE = ContextLoadResponse
+    context: Context = param(c.Struct(Context, "TPMS_CONTEXT"))
+
+
+# ------------------------------------------------------------------------------- random
+
+
+@dataclass(frozen=True)
+class GetRandomResponse(Response):
+    random_bytes: bytes = param(c.DIGEST)
+
+    def __repr__(self) -> str:  # may become key material
+        return f"GetRandomResponse(random_bytes=<{len(self.random_bytes)} bytes>)"
+
+
+@dataclass(frozen=True)
+class GetRandom(Command[GetRandomResponse]):
+    """TPM2_GetRandom (Part 3 §16.1)."""
+
+    CC = TPM_CC.GetRandom
+    SECTION = "Part 3 §16.1"
+    RESPONSE = GetRandomResponse
+    bytes_requested: int = param(c.U16)
+
+
+# --------------------------------------------------------------------------- capability
+
+
+@dataclass(frozen=True)
+class GetCapabilityResponse(Response):
+    more_data: int = param(c.YES_NO)
+    capability_data: CapabilityData = param(c.Struct(CapabilityData, "TPMS_CAPABILITY_DATA"))
+
+
+@dataclass(frozen=True)
+class GetCapability(Command[GetCapabilityResponse]):
+    """TPM2_GetCapability (Part 3 §30.2)."""
+
+    CC = TPM_CC.GetCapability
+    SECTION = "Part 3 §30.2"
+    RESPONSE = GetCapabilityResponse
+    capability: int = param(c.UInt(4, "TPM_CAP"))
+    property: int = param(c.U32)
+    property_count: int = param(c.U32)
+
+
+@dataclass(frozen=True)
+class TestParms(Command[Empty]):
+    """TPM2_TestParms (Part 3 §30.3): does the TPM support these parameters?"""
+
+    __test__ = False  # not a pytest class
+    CC = TPM_CC.TestParms
+    SECTION = "Part 3 §30.3"
+    RESPONSE = Empty
+    parameters: PublicParms = param(c.Struct(PublicParms, "TPMT_PUBLIC_PARMS"))
+
+
+# ------------------------------------------------------------------------------- policy
+
+
+@dataclass(frozen=True)
+class PolicyPCR(Command[Empty]):
+    """TPM2_PolicyPCR (Part 3 §23.7): gate on PCR values."""
+
+    CC = TPM_CC.PolicyPCR
+    SECTION = "Part 3 §23.7"
+    RESPONSE = Empty
+    policy_session: int = handle()
+    pcr_digest: bytes = param(c.DIGEST)
+    pcrs: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
+
+
+@dataclass(frozen=True)
+class PolicyGetDigestResponse(Response):
+    policy_digest: bytes = param(c.DIGEST)
+
+
+@dataclass(frozen=True)
+class PolicyGetDigest(Command[PolicyGetDigestResponse]):
+    """TPM2_PolicyGetDigest (Part 3 §23.19)."""
+
+    CC = TPM_CC.PolicyGetDigest
+    SECTION = "Part 3 §23.19"
+    RESPONSE = PolicyGetDigestResponse
+    policy_session: int = handle()
+
+
+@dataclass(frozen=True)
+class PolicyAuthValue(Command[Empty]):
+    """TPM2_PolicyAuthValue (Part 3 §23.17): require the object's authValue in the HMAC."""
+
+    CC = TPM_CC.PolicyAuthValue
+    SECTION = "Part 3 §23.17"
+    RESPONSE = Empty
+    policy_session: int = handle()
+
+
+@dataclass(frozen=True)
+class PolicyPassword(Command[Empty]):
+    """TPM2_PolicyPassword (Part 3 §23.18): require the authValue as a plain password."""
+
+    CC = TPM_CC.PolicyPassword
+    SECTION = "Part 3 §23.18"
+    RESPONSE = Empty
+    policy_session: int = handle()
+
+
+@dataclass(frozen=True)
+class PolicyRestart(Command[Empty]):
+    """TPM2_PolicyRestart (Part 3 §23.24): reset a policy session's digest."""
+
+    CC = TPM_CC.PolicyRestart
+    SECTION = "Part 3 §23.24"
+    RESPONSE = Empty
+    session_handle: int = handle()
+
+
+# --------------------------------------------------------------------------------- PCRs
+
+
+@dataclass(frozen=True)
+class PCR_ReadResponse(Response):
+    pcr_update_counter: int = param(c.U32)
+    pcr_selection_out: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
+    pcr_values: DigestList = param(c.Struct(DigestList, "TPML_DIGEST"))
+
+
+@dataclass(frozen=True)
+class PCR_Read(Command[PCR_ReadResponse]):
+    """TPM2_PCR_Read (Part 3 §22.4): at most 8 digests per call."""
+
+    CC = TPM_CC.PCR_Read
+    SECTION = "Part 3 §22.4"
+    RESPONSE = PCR_ReadResponse
+    pcr_selection_in: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
+
+
+@dataclass(frozen=True)
+class PCR_Extend(Command[Empty]):
+    """TPM2_PCR_Extend (Part 3 §22.2)."""
+
+    CC = TPM_CC.PCR_Extend
+    SECTION = "Part 3 §22.2"
+    RESPONSE = Empty
+    pcr_handle: int = handle(auth=True)
+    digests: DigestValues = param(c.Struct(DigestValues, "TPML_DIGEST_VALUES"))
+
+
+# ----------------------------------------------------------------------------------- NV
+
+
+@dataclass(frozen=True)
+class NV_DefineSpace(Command[Empty]):
+    """TPM2_NV_DefineSpace (Part 3 §31.3)."""
+
+    CC = TPM_CC.NV_DefineSpace
+    SECTION = "Part 3 §31.3"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    auth: bytes = param(c.AUTH)
+    public_info: NvPublic = param(c.Sized(NvPublic, "TPM2B_NV_PUBLIC"))
+
+
+@dataclass(frozen=True)
+class NV_UndefineSpace(Command[Empty]):
+    """TPM2_NV_UndefineSpace (Part 3 §31.4)."""
+
+    CC = TPM_CC.NV_UndefineSpace
+    SECTION = "Part 3 §31.4"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
+
+
+@dataclass(frozen=True)
+class NV_ReadPublicResponse(Response):
+    nv_public: NvPublic = param(c.Sized(NvPublic, "TPM2B_NV_PUBLIC"))
+    nv_name: bytes = param(c.NAME)
+
+
+@dataclass(frozen=True)
+class NV_ReadPublic(Command[NV_ReadPublicResponse]):
+    """TPM2_NV_ReadPublic (Part 3 §31.6)."""
+
+    CC = TPM_CC.NV_ReadPublic
+    SECTION = "Part 3 §31.6"
+    RESPONSE = NV_ReadPublicResponse
+    nv_index: int = handle()
+
+
+@dataclass(frozen=True)
+class NV_ReadResponse(Response):
+    data: bytes = param(c.MAX_NV_BUFFER)
+
+    def __repr__(self) -> str:  # NV may hold a legacy plaintext key
+        return f"NV_ReadResponse(data=<{len(self.data)} bytes>)"
+
+
+@dataclass(frozen=True)
+class NV_Read(Command[NV_ReadResponse]):
+    """TPM2_NV_Read (Part 3 §31.13)."""
+
+    CC = TPM_CC.NV_Read
+    SECTION = "Part 3 §31.13"
+    RESPONSE = NV_ReadResponse
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
+    size: int = param(c.U16)
+    offset: int = param(c.U16, 0)
+
+
+@dataclass(frozen=True)
+class NV_Write(Command[Empty]):
+    """TPM2_NV_Write (Part 3 §31.7)."""
+
+    CC = TPM_CC.NV_Write
+    SECTION = "Part 3 §31.7"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
+    data: bytes = param(c.MAX_NV_BUFFER)
+    offset: int = param(c.U16, 0)
+
+    def __repr__(self) -> str:
+        return f"NV_Write(index={self.nv_index:#x}, data=<{len(self.data)} bytes>)"
+
+
+# -------------------------------------------------------------------------- hierarchies
+
+
+@dataclass(frozen=True)
+class Clear(Command[Empty]):
+    """TPM2_Clear (Part 3 §24.6): reset the owner hierarchy (lockout or platform auth)."""
+
+    CC = TPM_CC.Clear
+    SECTION = "Part 3 §24.6"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+
+
+def response_class(cc: int) -> type[Response] | None:
+    """The response declaration of a registered command code, if any."""
+    cmd = REGISTRY.get(cc)
+    return None if cmd is None else cmd.RESPONSE

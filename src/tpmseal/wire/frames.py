@@ -1,0 +1,259 @@
+"""Command and response frames (TPM 2.0 Part 1 §18.7-18.10, Part 3 §5).
+
+A command is: header (tag, commandSize, commandCode), handle area, then — with
+tag TPM_ST_SESSIONS — authorizationSize and the authorization area, then the
+parameter area. A response is: header (tag, responseSize, responseCode), handle
+area, then — with TPM_ST_SESSIONS — parameterSize, the parameters and the
+response authorization area.
+
+This module frames and unframes bytes; it neither computes HMACs nor decrypts
+(that is :mod:`tpmseal.session`). :func:`decode_command` and
+:func:`decode_response` give a field-by-field view of captured traffic for the
+sniffer, using the command registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tpmseal.errors import DecodeError
+from tpmseal.wire.commands import REGISTRY, Layout
+from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION, enum_name
+from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
+
+HEADER_SIZE = 10
+
+
+@dataclass(frozen=True)
+class AuthCommand:
+    """TPMS_AUTH_COMMAND (Part 2 §10.13.2)."""
+
+    session_handle: int
+    nonce: bytes
+    attributes: int
+    hmac: bytes
+
+    def marshal(self) -> bytes:
+        return u32(self.session_handle) + tpm2b(self.nonce) + u8(self.attributes) + tpm2b(self.hmac)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> AuthCommand:
+        return cls(r.u32("sessionHandle"), r.tpm2b("nonce"), r.u8("sessionAttributes"),
+                   r.tpm2b("hmac"))
+
+    def __repr__(self) -> str:  # the hmac field of a password session is the password
+        return (f"AuthCommand(handle={self.session_handle:#x}, "
+                f"attributes={session_attrs_text(self.attributes)})")
+
+
+@dataclass(frozen=True)
+class AuthResponse:
+    """TPMS_AUTH_RESPONSE (Part 2 §10.13.3)."""
+
+    nonce: bytes
+    attributes: int
+    hmac: bytes
+
+    def marshal(self) -> bytes:
+        return tpm2b(self.nonce) + u8(self.attributes) + tpm2b(self.hmac)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> AuthResponse:
+        return cls(r.tpm2b("nonce"), r.u8("sessionAttributes"), r.tpm2b("hmac"))
+
+
+def session_attrs_text(attrs: int) -> str:
+    """E.g. ``continueSession|decrypt``; ``0`` when no bit is set."""
+    names = [a.name or "" for a in TPMA_SESSION if attrs & a]
+    return "|".join(names) if names else "0"
+
+
+@dataclass(frozen=True)
+class Header:
+    tag: int
+    size: int
+    code: int
+
+
+def parse_header(data: bytes) -> Header:
+    if len(data) < HEADER_SIZE:
+        raise DecodeError(f"frame shorter than its {HEADER_SIZE}-byte header", len(data))
+    r = Reader(data)
+    h = Header(r.u16("tag"), r.u32("size"), r.u32("code"))
+    if h.size != len(data):
+        raise DecodeError(f"header says {h.size} bytes, frame has {len(data)}", 2)
+    return h
+
+
+def build_command(code: int, handles: list[int], auths: list[AuthCommand], params: bytes) -> bytes:
+    """Frame a command (Part 1 §18.7)."""
+    body = b"".join(u32(h) for h in handles)
+    if auths:
+        area = b"".join(a.marshal() for a in auths)
+        body += u32(len(area)) + area
+    body += params
+    tag = TPM_ST.SESSIONS if auths else TPM_ST.NO_SESSIONS
+    return u16(tag) + u32(HEADER_SIZE + len(body)) + u32(code) + body
+
+
+def build_response(rc: int, handles: list[int], params: bytes,
+                   auths: list[AuthResponse]) -> bytes:
+    """Frame a response (Part 1 §18.8); used by tests and the interposer."""
+    if rc:
+        return u16(TPM_ST.NO_SESSIONS) + u32(HEADER_SIZE) + u32(rc)
+    body = b"".join(u32(h) for h in handles)
+    if auths:
+        body += u32(len(params)) + params + b"".join(a.marshal() for a in auths)
+    else:
+        body += params
+    tag = TPM_ST.SESSIONS if auths else TPM_ST.NO_SESSIONS
+    return u16(tag) + u32(HEADER_SIZE + len(body)) + u32(rc) + body
+
+
+@dataclass(frozen=True)
+class ResponseFrame:
+    """A successful response split into its areas."""
+
+    handles: list[int]
+    params: bytes
+    params_offset: int
+    auths: list[AuthResponse]
+
+
+def split_response(data: bytes, n_handles: int, n_sessions: int) -> ResponseFrame:
+    """Split a TPM_RC_SUCCESS response into handles, parameters and auth area."""
+    h = parse_header(data)
+    r = Reader(data, HEADER_SIZE)
+    handles = [r.u32("handle") for _ in range(n_handles)]
+    if h.tag == TPM_ST.SESSIONS:
+        psize = r.u32("parameterSize")
+        start = r.offset
+        params = r.raw(psize, "parameters")
+        auths = [AuthResponse.unmarshal(r) for _ in range(n_sessions)]
+        r.done("response")
+        return ResponseFrame(handles, params, start, auths)
+    if h.tag != TPM_ST.NO_SESSIONS:
+        raise DecodeError(f"unexpected response tag {h.tag:#x}", 0)
+    if n_sessions:
+        raise DecodeError("response carries no sessions but the command used some", 0)
+    start = r.offset
+    return ResponseFrame(handles, data[start:], start, [])
+
+
+# ------------------------------------------------------------------ generic decoding
+
+
+@dataclass(frozen=True)
+class DecodedField:
+    """One decoded field: name, TPM type, and value (or raw bytes when encrypted)."""
+
+    name: str
+    tpm_type: str
+    value: Any
+    offset: int
+    encrypted: bool = False
+
+
+@dataclass(frozen=True)
+class DecodedCommand:
+    tag: int
+    size: int
+    code: int
+    name: str
+    handles: list[tuple[str, int]]
+    sessions: list[AuthCommand]
+    params: list[DecodedField]
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class DecodedResponse:
+    tag: int
+    size: int
+    rc: int
+    handles: list[tuple[str, int]]
+    sessions: list[AuthResponse]
+    params: list[DecodedField]
+    error: str | None = None
+
+
+def command_name(code: int) -> str:
+    return enum_name(TPM_CC, code)
+
+
+def _decode_params(layout: Layout, r: Reader, first_encrypted: bool) -> list[DecodedField]:
+    out: list[DecodedField] = []
+    for i, p in enumerate(layout.params):
+        assert p.codec is not None
+        off = r.offset
+        if i == 0 and first_encrypted:
+            out.append(DecodedField(p.name, p.codec.tpm_type, r.tpm2b(p.name), off, True))
+        else:
+            out.append(DecodedField(p.name, p.codec.tpm_type, p.codec.get(r), off))
+    return out
+
+
+def decode_command(data: bytes) -> DecodedCommand:
+    """Decode a captured command field by field using the registry.
+
+    Parse failures do not raise: the result carries what was decoded and an
+    ``error`` sentence, since captured traffic can be anything.
+    """
+    h = parse_header(data)
+    name = command_name(h.code)
+    cls = REGISTRY.get(h.code)
+    handles: list[tuple[str, int]] = []
+    sessions: list[AuthCommand] = []
+    params: list[DecodedField] = []
+    if cls is None:
+        return DecodedCommand(h.tag, h.size, h.code, name, [], [], [],
+                              "command not in the registry; fields not decoded")
+    lay = cls.layout()
+    r = Reader(data, HEADER_SIZE)
+    try:
+        handles = [(f.name, r.u32(f.name)) for f in lay.handles]
+        if h.tag == TPM_ST.SESSIONS:
+            size = r.u32("authorizationSize")
+            auth = Reader(data, r.offset, r.offset + size)
+            while auth.remaining:
+                sessions.append(AuthCommand.unmarshal(auth))
+            r.offset += size
+        encrypted = any(s.attributes & TPMA_SESSION.decrypt for s in sessions)
+        params = _decode_params(lay, r, encrypted and lay.first_param_encryptable)
+        r.done("command parameters")
+    except DecodeError as e:
+        return DecodedCommand(h.tag, h.size, h.code, name, handles, sessions, params, e.message)
+    return DecodedCommand(h.tag, h.size, h.code, name, handles, sessions, params)
+
+
+def decode_response(data: bytes, command: DecodedCommand | None) -> DecodedResponse:
+    """Decode a captured response, given the command it answers (if known)."""
+    h = parse_header(data)
+    if h.code != 0 or command is None:
+        return DecodedResponse(h.tag, h.size, h.code, [], [], [])
+    cls = REGISTRY.get(command.code)
+    if cls is None:
+        return DecodedResponse(h.tag, h.size, h.code, [], [], [], "command not in the registry")
+    lay = cls.RESPONSE.layout()
+    r = Reader(data, HEADER_SIZE)
+    handles: list[tuple[str, int]] = []
+    sessions: list[AuthResponse] = []
+    params: list[DecodedField] = []
+    try:
+        handles = [(f.name, r.u32(f.name)) for f in lay.handles]
+        if h.tag == TPM_ST.SESSIONS:
+            psize = r.u32("parameterSize")
+            pr = Reader(data, r.offset, r.offset + psize)
+            encrypted = any(s.attributes & TPMA_SESSION.encrypt for s in command.sessions)
+            params = _decode_params(lay, pr, encrypted and lay.first_param_encryptable)
+            pr.done("response parameters")
+            r.offset += psize
+            while r.remaining:
+                sessions.append(AuthResponse.unmarshal(r))
+        else:
+            params = _decode_params(lay, r, False)
+            r.done("response parameters")
+    except DecodeError as e:
+        return DecodedResponse(h.tag, h.size, h.code, handles, sessions, params, e.message)
+    return DecodedResponse(h.tag, h.size, h.code, handles, sessions, params)

@@ -1,0 +1,534 @@
+"""TPM 2.0 structures as frozen dataclasses (TPM 2.0 Part 2).
+
+Each structure has ``marshal() -> bytes`` and ``unmarshal(r: Reader)``; the
+reader consumes exactly the structure's bytes. Size-prefixed wrappers
+(TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE...) are expressed with
+:meth:`Reader.sized` and :func:`tpm2b` by the code that embeds them, so the inner
+structure is the one that carries the fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+from tpmseal.errors import DecodeError
+from tpmseal.wire.constants import (
+    HASH_NAMES,
+    HASH_SIZES,
+    TPM_ALG,
+    TPM_CAP,
+    TPM_ECC,
+    TPMA_NV,
+    enum_name,
+)
+from tpmseal.wire.marshal import Reader, parse_exact, tpm2b, u8, u16, u32, u64
+
+
+def digest(alg: int, data: bytes) -> bytes:
+    """Hash *data* with a TPM hash algorithm (Part 2 §6.3)."""
+    name = HASH_NAMES.get(alg)
+    if name is None:
+        raise ValueError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}")
+    return hashlib.new(name, data).digest()
+
+
+# --------------------------------------------------------------------------- PCRs
+
+
+@dataclass(frozen=True)
+class PcrSelection:
+    """TPMS_PCR_SELECTION (Part 2 §10.6.2): one bank and a set of PCR indices."""
+
+    hash_alg: int
+    pcrs: tuple[int, ...]
+    size_of_select: int = 3
+
+    def marshal(self) -> bytes:
+        bits = bytearray(self.size_of_select)
+        for i in self.pcrs:
+            bits[i // 8] |= 1 << (i % 8)
+        return u16(self.hash_alg) + u8(self.size_of_select) + bytes(bits)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> PcrSelection:
+        alg = r.u16("TPMS_PCR_SELECTION.hash")
+        n = r.u8("TPMS_PCR_SELECTION.sizeofSelect")
+        bits = r.raw(n, "TPMS_PCR_SELECTION.pcrSelect")
+        pcrs = tuple(i for i in range(n * 8) if bits[i // 8] & (1 << (i % 8)))
+        return cls(alg, pcrs, n)
+
+
+@dataclass(frozen=True)
+class PcrSelectionList:
+    """TPML_PCR_SELECTION (Part 2 §10.9.7). Order of banks and indices matters."""
+
+    selections: tuple[PcrSelection, ...] = ()
+
+    def marshal(self) -> bytes:
+        return u32(len(self.selections)) + b"".join(s.marshal() for s in self.selections)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> PcrSelectionList:
+        n = r.u32("TPML_PCR_SELECTION.count")
+        if n > 16:
+            raise DecodeError(f"TPML_PCR_SELECTION.count {n} exceeds 16", r.offset - 4)
+        return cls(tuple(PcrSelection.unmarshal(r) for _ in range(n)))
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """(bank, index) pairs in the TPM's canonical order: bank order, then ascending."""
+        return [(s.hash_alg, i) for s in self.selections for i in sorted(s.pcrs)]
+
+
+@dataclass(frozen=True)
+class DigestList:
+    """TPML_DIGEST (Part 2 §10.9.3)."""
+
+    digests: tuple[bytes, ...] = ()
+
+    def marshal(self) -> bytes:
+        return u32(len(self.digests)) + b"".join(tpm2b(d) for d in self.digests)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> DigestList:
+        n = r.u32("TPML_DIGEST.count")
+        if n > 8:
+            raise DecodeError(f"TPML_DIGEST.count {n} exceeds 8", r.offset - 4)
+        return cls(tuple(r.tpm2b("TPM2B_DIGEST") for _ in range(n)))
+
+
+@dataclass(frozen=True)
+class DigestValues:
+    """TPML_DIGEST_VALUES (Part 2 §10.9.5): (hashAlg, digest) pairs for PCR_Extend."""
+
+    values: tuple[tuple[int, bytes], ...] = ()
+
+    def marshal(self) -> bytes:
+        out = u32(len(self.values))
+        for alg, d in self.values:
+            out += u16(alg) + d
+        return out
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> DigestValues:
+        n = r.u32("TPML_DIGEST_VALUES.count")
+        vals = []
+        for _ in range(n):
+            alg = r.u16("TPMT_HA.hashAlg")
+            size = HASH_SIZES.get(alg)
+            if size is None:
+                raise DecodeError(f"TPMT_HA: unknown hash {alg:#x}", r.offset - 2)
+            vals.append((alg, r.raw(size, "TPMT_HA.digest")))
+        return cls(tuple(vals))
+
+
+# --------------------------------------------------------------------------- algorithms
+
+
+@dataclass(frozen=True)
+class SymDef:
+    """TPMT_SYM_DEF / TPMT_SYM_DEF_OBJECT (Part 2 §11.1.6, §11.1.7).
+
+    ``algorithm`` NULL means no symmetric algorithm; XOR carries a hash
+    algorithm in ``key_bits`` and no mode.
+    """
+
+    algorithm: int = TPM_ALG.NULL
+    key_bits: int = 0
+    mode: int = TPM_ALG.NULL
+
+    def marshal(self) -> bytes:
+        if self.algorithm == TPM_ALG.NULL:
+            return u16(self.algorithm)
+        if self.algorithm == TPM_ALG.XOR:
+            return u16(self.algorithm) + u16(self.key_bits)
+        return u16(self.algorithm) + u16(self.key_bits) + u16(self.mode)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> SymDef:
+        alg = r.u16("TPMT_SYM_DEF.algorithm")
+        if alg == TPM_ALG.NULL:
+            return cls()
+        bits = r.u16("TPMT_SYM_DEF.keyBits")
+        if alg == TPM_ALG.XOR:
+            return cls(alg, bits)
+        return cls(alg, bits, r.u16("TPMT_SYM_DEF.mode"))
+
+
+AES_128_CFB = SymDef(TPM_ALG.AES, 128, TPM_ALG.CFB)
+AES_256_CFB = SymDef(TPM_ALG.AES, 256, TPM_ALG.CFB)
+
+#: UINT16 fields that follow each scheme identifier (Part 2 §11.2: TPMU_*_SCHEME).
+_SCHEME_DETAILS: dict[int, tuple[str, ...]] = {
+    TPM_ALG.NULL: (),
+    TPM_ALG.RSAES: (),
+    TPM_ALG.OAEP: ("hashAlg",),
+    TPM_ALG.RSASSA: ("hashAlg",),
+    TPM_ALG.RSAPSS: ("hashAlg",),
+    TPM_ALG.ECDSA: ("hashAlg",),
+    TPM_ALG.ECDH: ("hashAlg",),
+    TPM_ALG.ECDAA: ("hashAlg", "count"),
+    TPM_ALG.SM2: ("hashAlg",),
+    TPM_ALG.ECSCHNORR: ("hashAlg",),
+    TPM_ALG.ECMQV: ("hashAlg",),
+    TPM_ALG.HMAC: ("hashAlg",),
+    TPM_ALG.XOR: ("hashAlg", "kdf"),
+    TPM_ALG.MGF1: ("hashAlg",),
+    TPM_ALG.KDF1_SP800_56A: ("hashAlg",),
+    TPM_ALG.KDF2: ("hashAlg",),
+    TPM_ALG.KDF1_SP800_108: ("hashAlg",),
+}
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A TPMT_*_SCHEME: an algorithm id and its UINT16 details (Part 2 §11.2)."""
+
+    scheme: int = TPM_ALG.NULL
+    details: tuple[int, ...] = ()
+
+    def marshal(self) -> bytes:
+        return u16(self.scheme) + b"".join(u16(d) for d in self.details)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> Scheme:
+        alg = r.u16("TPMT_SCHEME.scheme")
+        names = _SCHEME_DETAILS.get(alg)
+        if names is None:
+            raise DecodeError(f"unknown scheme {enum_name(TPM_ALG, alg)}", r.offset - 2)
+        return cls(alg, tuple(r.u16(f"TPMT_SCHEME.{n}") for n in names))
+
+
+NULL_SCHEME = Scheme()
+
+
+@dataclass(frozen=True)
+class RsaParms:
+    """TPMS_RSA_PARMS (Part 2 §12.2.3.5)."""
+
+    symmetric: SymDef = SymDef()
+    scheme: Scheme = NULL_SCHEME
+    key_bits: int = 2048
+    exponent: int = 0
+
+    def marshal(self) -> bytes:
+        return (self.symmetric.marshal() + self.scheme.marshal() + u16(self.key_bits)
+                + u32(self.exponent))
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> RsaParms:
+        return cls(SymDef.unmarshal(r), Scheme.unmarshal(r), r.u16("keyBits"), r.u32("exponent"))
+
+
+@dataclass(frozen=True)
+class EccParms:
+    """TPMS_ECC_PARMS (Part 2 §12.2.3.6)."""
+
+    symmetric: SymDef = SymDef()
+    scheme: Scheme = NULL_SCHEME
+    curve_id: int = TPM_ECC.NIST_P256
+    kdf: Scheme = NULL_SCHEME
+
+    def marshal(self) -> bytes:
+        return (self.symmetric.marshal() + self.scheme.marshal() + u16(self.curve_id)
+                + self.kdf.marshal())
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> EccParms:
+        return cls(SymDef.unmarshal(r), Scheme.unmarshal(r), r.u16("curveID"),
+                   Scheme.unmarshal(r))
+
+
+@dataclass(frozen=True)
+class KeyedHashParms:
+    """TPMS_KEYEDHASH_PARMS (Part 2 §12.2.3.3)."""
+
+    scheme: Scheme = NULL_SCHEME
+
+    def marshal(self) -> bytes:
+        return self.scheme.marshal()
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> KeyedHashParms:
+        return cls(Scheme.unmarshal(r))
+
+
+@dataclass(frozen=True)
+class SymCipherParms:
+    """TPMS_SYMCIPHER_PARMS (Part 2 §12.2.3.1)."""
+
+    sym: SymDef = AES_128_CFB
+
+    def marshal(self) -> bytes:
+        return self.sym.marshal()
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> SymCipherParms:
+        return cls(SymDef.unmarshal(r))
+
+
+Parms = RsaParms | EccParms | KeyedHashParms | SymCipherParms
+
+_PARMS_BY_TYPE: dict[int, type[RsaParms] | type[EccParms] | type[KeyedHashParms]
+                      | type[SymCipherParms]] = {
+    TPM_ALG.RSA: RsaParms,
+    TPM_ALG.ECC: EccParms,
+    TPM_ALG.KEYEDHASH: KeyedHashParms,
+    TPM_ALG.SYMCIPHER: SymCipherParms,
+}
+
+
+def _parms_for(type_: int, r: Reader) -> Parms:
+    cls = _PARMS_BY_TYPE.get(type_)
+    if cls is None:
+        raise DecodeError(f"unsupported public type {enum_name(TPM_ALG, type_)}", r.offset - 2)
+    return cls.unmarshal(r)
+
+
+@dataclass(frozen=True)
+class PublicParms:
+    """TPMT_PUBLIC_PARMS (Part 2 §12.2.3.8), the argument of TPM2_TestParms."""
+
+    type: int
+    parameters: Parms
+
+    def marshal(self) -> bytes:
+        return u16(self.type) + self.parameters.marshal()
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> PublicParms:
+        t = r.u16("TPMT_PUBLIC_PARMS.type")
+        return cls(t, _parms_for(t, r))
+
+
+@dataclass(frozen=True)
+class EccPoint:
+    """TPMS_ECC_POINT (Part 2 §11.2.5.2)."""
+
+    x: bytes
+    y: bytes
+
+    def marshal(self) -> bytes:
+        return tpm2b(self.x) + tpm2b(self.y)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> EccPoint:
+        return cls(r.tpm2b("TPMS_ECC_POINT.x"), r.tpm2b("TPMS_ECC_POINT.y"))
+
+
+Unique = bytes | EccPoint
+
+
+@dataclass(frozen=True)
+class Public:
+    """TPMT_PUBLIC (Part 2 §12.2.4): the public area of an object.
+
+    ``unique`` is the RSA modulus / keyed-hash or symcipher digest as bytes, or an
+    :class:`EccPoint` for ECC keys.
+    """
+
+    type: int
+    name_alg: int
+    object_attributes: int
+    auth_policy: bytes
+    parameters: Parms
+    unique: Unique = b""
+
+    def marshal(self) -> bytes:
+        uniq = self.unique.marshal() if isinstance(self.unique, EccPoint) else tpm2b(self.unique)
+        return (u16(self.type) + u16(self.name_alg) + u32(self.object_attributes)
+                + tpm2b(self.auth_policy) + self.parameters.marshal() + uniq)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> Public:
+        t = r.u16("TPMT_PUBLIC.type")
+        name_alg = r.u16("TPMT_PUBLIC.nameAlg")
+        attrs = r.u32("TPMT_PUBLIC.objectAttributes")
+        policy = r.tpm2b("TPMT_PUBLIC.authPolicy")
+        parms = _parms_for(t, r)
+        unique: Unique = (EccPoint.unmarshal(r) if t == TPM_ALG.ECC
+                          else r.tpm2b("TPMT_PUBLIC.unique"))
+        return cls(t, name_alg, attrs, policy, parms, unique)
+
+    def sized(self) -> bytes:
+        """The TPM2B_PUBLIC encoding (what tpm2-tools writes with ``-u``)."""
+        return tpm2b(self.marshal())
+
+    @classmethod
+    def from_sized(cls, data: bytes) -> Public:
+        """Parse a complete TPM2B_PUBLIC."""
+        return parse_exact(data, lambda r: r.sized(cls.unmarshal, "TPM2B_PUBLIC"), "TPM2B_PUBLIC")
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Public:
+        """Parse a complete TPMT_PUBLIC (no size prefix)."""
+        return parse_exact(data, cls.unmarshal, "TPMT_PUBLIC")
+
+    def name(self) -> bytes:
+        """The object's Name: nameAlg ‖ H_nameAlg(TPMT_PUBLIC) (Part 1 §16)."""
+        return u16(self.name_alg) + digest(self.name_alg, self.marshal())
+
+    def with_unique(self, unique: Unique) -> Public:
+        return replace(self, unique=unique)
+
+
+@dataclass(frozen=True)
+class SensitiveCreate:
+    """TPMS_SENSITIVE_CREATE (Part 2 §11.1.15): the new object's authValue and data."""
+
+    user_auth: bytes = b""
+    data: bytes = b""
+
+    def marshal(self) -> bytes:
+        return tpm2b(self.user_auth) + tpm2b(self.data)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> SensitiveCreate:
+        return cls(r.tpm2b("TPMS_SENSITIVE_CREATE.userAuth"),
+                   r.tpm2b("TPMS_SENSITIVE_CREATE.data"))
+
+    def __repr__(self) -> str:  # never show the secret
+        return (f"SensitiveCreate(user_auth=<{len(self.user_auth)} bytes>, "
+                f"data=<{len(self.data)} bytes>)")
+
+
+@dataclass(frozen=True)
+class CreationData:
+    """TPMS_CREATION_DATA (Part 2 §15.1)."""
+
+    pcr_select: PcrSelectionList
+    pcr_digest: bytes
+    locality: int
+    parent_name_alg: int
+    parent_name: bytes
+    parent_qualified_name: bytes
+    outside_info: bytes
+
+    def marshal(self) -> bytes:
+        return (self.pcr_select.marshal() + tpm2b(self.pcr_digest) + u8(self.locality)
+                + u16(self.parent_name_alg) + tpm2b(self.parent_name)
+                + tpm2b(self.parent_qualified_name) + tpm2b(self.outside_info))
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> CreationData:
+        return cls(PcrSelectionList.unmarshal(r), r.tpm2b("pcrDigest"), r.u8("locality"),
+                   r.u16("parentNameAlg"), r.tpm2b("parentName"),
+                   r.tpm2b("parentQualifiedName"), r.tpm2b("outsideInfo"))
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """TPMT_TK_CREATION and friends (Part 2 §10.7): tag, hierarchy, digest."""
+
+    tag: int
+    hierarchy: int
+    digest: bytes
+
+    def marshal(self) -> bytes:
+        return u16(self.tag) + u32(self.hierarchy) + tpm2b(self.digest)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> Ticket:
+        return cls(r.u16("TPMT_TK.tag"), r.u32("TPMT_TK.hierarchy"), r.tpm2b("TPMT_TK.digest"))
+
+
+@dataclass(frozen=True)
+class NvPublic:
+    """TPMS_NV_PUBLIC (Part 2 §13.5)."""
+
+    nv_index: int
+    name_alg: int
+    attributes: int
+    auth_policy: bytes
+    data_size: int
+
+    def marshal(self) -> bytes:
+        return (u32(self.nv_index) + u16(self.name_alg) + u32(self.attributes)
+                + tpm2b(self.auth_policy) + u16(self.data_size))
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> NvPublic:
+        return cls(r.u32("nvIndex"), r.u16("nameAlg"), r.u32("attributes"),
+                   r.tpm2b("authPolicy"), r.u16("dataSize"))
+
+    def name(self) -> bytes:
+        """The index's Name: nameAlg ‖ H(TPMS_NV_PUBLIC) (Part 1 §16)."""
+        return u16(self.name_alg) + digest(self.name_alg, self.marshal())
+
+    def written(self) -> NvPublic:
+        """This public area as it reads after the first write (TPMA_NV_WRITTEN set)."""
+        return replace(self, attributes=self.attributes | TPMA_NV.WRITTEN)
+
+
+@dataclass(frozen=True)
+class Context:
+    """TPMS_CONTEXT (Part 2 §14.5): a saved object or session context."""
+
+    sequence: int
+    saved_handle: int
+    hierarchy: int
+    blob: bytes
+
+    def marshal(self) -> bytes:
+        return u64(self.sequence) + u32(self.saved_handle) + u32(self.hierarchy) + tpm2b(self.blob)
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> Context:
+        return cls(r.u64("sequence"), r.u32("savedHandle"), r.u32("hierarchy"),
+                   r.tpm2b("contextBlob"))
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+@dataclass(frozen=True)
+class CapabilityData:
+    """TPMS_CAPABILITY_DATA (Part 2 §10.10.2) for the capabilities tpmseal reads.
+
+    ``items`` holds, by capability: ALGS (alg, attributes); HANDLES, COMMANDS
+    (value,); PCRS (hash alg, pcr indices...); TPM_PROPERTIES (property, value);
+    ECC_CURVES (curve,).
+    """
+
+    capability: int
+    items: tuple[tuple[int, ...], ...] = field(default=())
+    pcrs: PcrSelectionList = PcrSelectionList()
+
+    def marshal(self) -> bytes:
+        c = self.capability
+        if c == TPM_CAP.PCRS:
+            return u32(c) + self.pcrs.marshal()
+        out = u32(c) + u32(len(self.items))
+        for item in self.items:
+            if c == TPM_CAP.ALGS:
+                out += u16(item[0]) + u32(item[1])
+            elif c == TPM_CAP.TPM_PROPERTIES:
+                out += u32(item[0]) + u32(item[1])
+            elif c == TPM_CAP.ECC_CURVES:
+                out += u16(item[0])
+            else:
+                out += u32(item[0])
+        return out
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> CapabilityData:
+        c = r.u32("TPMS_CAPABILITY_DATA.capability")
+        if c == TPM_CAP.PCRS:
+            return cls(c, pcrs=PcrSelectionList.unmarshal(r))
+        if c not in (TPM_CAP.ALGS, TPM_CAP.HANDLES, TPM_CAP.COMMANDS, TPM_CAP.TPM_PROPERTIES,
+                     TPM_CAP.ECC_CURVES, TPM_CAP.PP_COMMANDS, TPM_CAP.AUDIT_COMMANDS):
+            raise DecodeError(f"unsupported capability {c:#x}", r.offset - 4)
+        n = r.u32("TPML.count")
+        if n > 1024:
+            raise DecodeError(f"capability list count {n} is implausible", r.offset - 4)
+        items: list[tuple[int, ...]] = []
+        for _ in range(n):
+            if c == TPM_CAP.ALGS:
+                items.append((r.u16("alg"), r.u32("algProperties")))
+            elif c == TPM_CAP.TPM_PROPERTIES:
+                items.append((r.u32("property"), r.u32("value")))
+            elif c == TPM_CAP.ECC_CURVES:
+                items.append((r.u16("curve"),))
+            else:
+                items.append((r.u32("handle"),))
+        return cls(c, tuple(items))
