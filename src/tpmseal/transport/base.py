@@ -25,7 +25,8 @@ DEFAULT_TIMEOUT = 120.0
 class Transport(Protocol):
     """Carries one TPM command and returns its complete response."""
 
-    uri: str
+    @property
+    def uri(self) -> str: ...
 
     def send(self, command: bytes) -> bytes: ...
 
