@@ -19,6 +19,8 @@ from tpmseal.errors import ExitCode, TpmsealError, UsageError
 #: Modules that each define ``register(subparsers)``; imported lazily by name.
 COMMAND_MODULES = (
     "tpmseal.cli.sim",
+    "tpmseal.cli.probe",
+    "tpmseal.cli.provision",
 )
 
 Handler = Callable[[argparse.Namespace], int]

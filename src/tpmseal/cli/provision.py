@@ -1,0 +1,45 @@
+"""``tpmseal provision``: create and persist the EK and SRK, pin them."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.recipes.provision import provision
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision", help="create the EK and SRK if missing and pin them in the trust file",
+        description="Create what is missing (EK from the TCG template, SRK per the TCG "
+                    "provisioning guidance), persist it at the profile's handles, and record "
+                    "the EK's public key in the trust file. Idempotent.")
+    add_profile(p)
+    p.add_argument("--ek-type", choices=("rsa", "ecc"), default="rsa",
+                   help="EK algorithm: rsa (template L-1, default) or ecc (L-2, NIST P-256)")
+    p.add_argument("--ek-ca", metavar="FILE|DIR",
+                   help="verify the EK certificate in NV against these CA certificates")
+    p.add_argument("--repin", action="store_true",
+                   help="accept a different EK than the one already pinned (replaced TPM)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    with open_tpm(args) as tpm:
+        r = provision(tpm, profile_of(args), ek_type=args.ek_type, trust_file=trust_of(args),
+                      ek_ca=args.ek_ca, repin=args.repin)
+    keys = {role: {"handle": f"{k.handle:#010x}", "name": k.name.hex(), "created": k.created}
+            for role, k in (("ek", r.ek), ("srk", r.srk))}
+    if args.json:
+        print_json({"profile": r.profile, **keys, "aes_128_cfb": r.aes_128_cfb,
+                    "ek_certificate": r.ek_certificate, "trust_file": r.trust_file})
+        return 0
+    for role, k in keys.items():
+        verb = "created" if k["created"] else "present"
+        print(f"{role.upper():<4} {k['handle']} {verb:<8} name {k['name']}")
+    print(f"AES-128-CFB {'supported' if r.aes_128_cfb else 'NOT supported (legacy sealing)'}")
+    print(f"EK certificate: {r.ek_certificate}")
+    print(f"pinned in {r.trust_file}")
+    return 0

@@ -1,0 +1,63 @@
+"""Profiles: where a deployment keeps its keys and sealed blobs.
+
+* ``tcg``: TCG handle conventions — EK at 0x81010001 (RSA) or 0x81010002 (ECC)
+  per the TCG EK Credential Profile §2.2.1.5, SRK at 0x81000001 per the TCG
+  Provisioning Guidance §7.
+* ``eve``: LF Edge EVE's layout — EK 0x81000001, SRK 0x81000002, sealed object
+  in NV 0x01800000 (TPM2B_PRIVATE contents) and 0x01900000 (TPM2B_PUBLIC
+  contents), legacy plaintext vault key in NV 0x01700000, default PCRs sha256
+  0-14 without 5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tpmseal.errors import UsageError
+from tpmseal.wire.constants import TPM_ALG
+from tpmseal.wire.structures import PcrSelection, PcrSelectionList
+
+
+@dataclass(frozen=True)
+class NvLayout:
+    """NV indices holding a sealed object with no metadata (EVE's format)."""
+
+    private: int
+    public: int
+    legacy_key: int
+    #: where a re-seal stages the new pair before swapping it in
+    staging_private: int
+    staging_public: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    ek_rsa: int
+    ek_ecc: int
+    srk: int
+    default_pcrs: PcrSelectionList
+    nv: NvLayout | None = None
+
+    def ek_handle(self, ek_type: str) -> int:
+        return self.ek_ecc if ek_type == "ecc" else self.ek_rsa
+
+
+def _sha256(*pcrs: int) -> PcrSelectionList:
+    return PcrSelectionList((PcrSelection(TPM_ALG.SHA256, pcrs),))
+
+
+TCG = Profile("tcg", 0x81010001, 0x81010002, 0x81000001, _sha256(0, 1, 2, 3, 4, 6, 7))
+EVE = Profile(
+    "eve", 0x81000001, 0x81000001, 0x81000002,
+    _sha256(0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14),
+    NvLayout(0x01800000, 0x01900000, 0x01700000, 0x01800001, 0x01900001))
+
+PROFILES = {p.name: p for p in (TCG, EVE)}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise UsageError(f"unknown profile {name!r}", "use --profile tcg or --profile eve") from None

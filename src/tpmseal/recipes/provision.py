@@ -1,0 +1,101 @@
+"""Provisioning: create what is missing (EK, SRK), persist it, pin it.
+
+Idempotent: keys already at the profile's handles are kept when they have the
+template's shape (TCG EK template L-1/L-2, SRK per the TCG Provisioning
+Guidance); a different key at such a handle is an error rather than something
+to overwrite. RSA key generation takes seconds on real chips, which is why
+this happens once here and never on the seal/unseal path.
+
+Finally the EK's public area and the SRK's Name are pinned in the trust file
+(:mod:`tpmseal.recipes.trust`), after checking the EK against its certificate
+when a CA bundle is given.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import UsageError
+from tpmseal.recipes import ekcert, trust
+from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_RH
+from tpmseal.wire.rc import TpmResponseError
+from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
+
+log = logging.getLogger("tpmseal.provision")
+
+
+@dataclass(frozen=True)
+class KeyState:
+    handle: int
+    name: bytes
+    public: Public
+    created: bool
+
+
+@dataclass(frozen=True)
+class ProvisionResult:
+    profile: str
+    ek: KeyState
+    srk: KeyState
+    aes_128_cfb: bool
+    ek_certificate: str
+    trust_file: str
+
+
+def _shape(p: Public) -> Public:
+    """The template-defining part of a public area (unique zeroed)."""
+    return replace(p, unique=EccPoint(b"", b"") if isinstance(p.unique, EccPoint) else b"")
+
+
+def read_optional(tpm: Tpm, handle: int) -> Public | None:
+    """ReadPublic, or None when nothing is persisted at *handle*."""
+    try:
+        return tpm.read_public(handle)
+    except TpmResponseError as e:
+        if e.name == "HANDLE":
+            return None
+        raise
+
+
+def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str) -> KeyState:
+    """Keep the key at *handle* if it fits *template*; else create and persist one."""
+    existing = read_optional(tpm, handle)
+    if existing is not None:
+        if _shape(existing) != _shape(template):
+            raise UsageError(
+                f"handle {handle:#x} holds a key that is not a standard {what}",
+                f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another --profile")
+        return KeyState(handle, existing.name(), existing, False)
+    log.info("creating the %s (this takes seconds on a hardware TPM)", what)
+    r = tpm.run(cmds.CreatePrimary(hierarchy, SensitiveCreate(), template))
+    with tpm.scoped(r.object_handle):
+        tpm.run(cmds.EvictControl(TPM_RH.OWNER, r.object_handle, handle))
+    tpm.names[handle] = r.name
+    return KeyState(handle, r.name, r.out_public, True)
+
+
+def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
+              trust_file: Path | None = None, ek_ca: str | None = None,
+              repin: bool = False) -> ProvisionResult:
+    """Create the profile's EK and SRK if missing, and pin them in the trust file."""
+    if ek_type not in ("rsa", "ecc"):
+        raise UsageError(f"unknown EK type {ek_type!r}", "use --ek-type rsa or --ek-type ecc")
+    template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
+    ek = ensure_key(tpm, profile.ek_handle(ek_type), TPM_RH.ENDORSEMENT, template,
+                    f"{ek_type.upper()} endorsement key")
+    srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key")
+    aes = tpm.test_parms()
+    cert_state = "not checked"
+    if ek_ca is not None:
+        index = ekcert.verify_ek(tpm, ek.public, ek_ca)
+        cert_state = f"verified (NV {index:#x})"
+    path = trust.trust_path(str(trust_file) if trust_file else None)
+    trust.save(path, trust.TrustRecord(profile.name, ek.handle, ek.public, srk.handle, srk.name,
+                                       aes, cert_state), replace=repin)
+    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path))
