@@ -47,8 +47,10 @@ def cert_indices_for(pub: Public) -> list[int]:
     if pub.type == TPM_ALG.RSA:
         return [0x01C00002, 0x01C00012, 0x01C0001C, 0x01C0001E]
     assert isinstance(pub.parameters, EccParms)
-    return {TPM_ECC.NIST_P256: [0x01C0000A, 0x01C00014], TPM_ECC.NIST_P384: [0x01C00016],
-            TPM_ECC.NIST_P521: [0x01C00018]}.get(pub.parameters.curve_id, [])
+    by_curve: dict[int, list[int]] = {TPM_ECC.NIST_P256: [0x01C0000A, 0x01C00014],
+                                      TPM_ECC.NIST_P384: [0x01C00016],
+                                      TPM_ECC.NIST_P521: [0x01C00018]}
+    return by_curve.get(pub.parameters.curve_id, [])
 
 
 def _der_length(data: bytes) -> int:

@@ -29,8 +29,8 @@ def parse_pcrs(spec: str) -> PcrSelectionList:
             raise UsageError(f"bad PCR spec {spec!r}: bank {bank_name} appears twice", _HINT)
         seen_banks.add(bank)
         pcrs: list[int] = []
-        for item in indices.split(","):
-            item = item.strip()
+        for raw in indices.split(","):
+            item = raw.strip()
             if not item.isdigit():
                 raise UsageError(f"bad PCR spec {spec!r}: {item!r} is not a PCR index", _HINT)
             i = int(item)

@@ -60,4 +60,5 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise UsageError(f"unknown profile {name!r}", "use --profile tcg or --profile eve") from None
+        raise UsageError(f"unknown profile {name!r}",
+                         "use --profile tcg or --profile eve") from None
