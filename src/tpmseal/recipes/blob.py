@@ -1,0 +1,175 @@
+"""The sealed blob file: versioned JSON around the sealed object's public and private parts.
+
+``public`` is base64 of TPM2B_PUBLIC *with* its size prefix and ``private`` of
+TPM2B_PRIVATE with its size prefix — byte-identical to tpm2-tools' ``-u`` and
+``-r`` files, so either tool can load the other's object. Nothing in the file is
+secret: the private part is encrypted under the SRK, which never leaves the TPM.
+The rest lets ``unseal`` run with no extra TPM round trips (salt key public area
+and handle, the PCR selection and the values they had at seal time) and explain
+a failure (which PCRs changed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.recipes import pcrspec
+from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
+from tpmseal.wire.structures import PcrSelectionList, Public
+
+FORMAT = "tpmseal-sealed/1"
+ENCRYPTED = "aes-128-cfb"
+LEGACY = "legacy"
+
+
+@dataclass(frozen=True)
+class SaltKey:
+    """The key a session salt is encrypted to (normally the EK), as pinned."""
+
+    handle: int
+    public: Public
+
+    @property
+    def name(self) -> bytes:
+        return self.public.name()
+
+
+@dataclass(frozen=True)
+class SealedBlob:
+    """A sealed object plus what is needed to unseal it and to explain failures."""
+
+    public: Public
+    private: bytes  # TPM2B_PRIVATE contents (no size prefix)
+    pcrs: PcrSelectionList
+    pcr_values: dict[tuple[int, int], bytes]
+    parent_handle: int
+    parent_name: bytes
+    salt_key: SaltKey | None
+    sealed_with: str
+    pin: bool = False
+    check: bytes | None = None
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
+        timespec="seconds"))
+
+    @property
+    def policy_digest(self) -> bytes:
+        return self.public.auth_policy
+
+    @property
+    def name(self) -> bytes:
+        """The sealed object's Name."""
+        return self.public.name()
+
+    def to_json(self) -> str:
+        values: dict[str, dict[str, str]] = {}
+        for (bank, i), v in sorted(self.pcr_values.items()):
+            values.setdefault(pcrspec.bank_name(bank), {})[str(i)] = v.hex()
+        doc: dict[str, Any] = {
+            "format": FORMAT,
+            "public": base64.b64encode(self.public.sized()).decode(),
+            "private": base64.b64encode(tpm2b(self.private)).decode(),
+            "pcrs": pcrspec.to_dict(self.pcrs),
+            "pcr_values": values,
+            "policy_digest": self.policy_digest.hex(),
+            "parent": {"handle": f"{self.parent_handle:#010x}", "name": self.parent_name.hex()},
+            "salt_key": None if self.salt_key is None else {
+                "handle": f"{self.salt_key.handle:#010x}",
+                "name": self.salt_key.name.hex(),
+                "public": base64.b64encode(self.salt_key.public.sized()).decode()},
+            "sealed_with": self.sealed_with,
+            "pin": self.pin,
+            "check": None if self.check is None else self.check.hex(),
+            "created": self.created,
+        }
+        return json.dumps(doc, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "blob") -> SealedBlob:
+        """Parse and validate a blob file; every problem is a one-line BadInputError."""
+        try:
+            doc = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadInputError(f"{where} is not a tpmseal blob: not JSON ({e})",
+                                "pass the JSON file written by `tpmseal seal --output`") from None
+        if not isinstance(doc, dict):
+            raise BadInputError(f"{where} is not a tpmseal blob: JSON is not an object")
+        fmt = doc.get("format")
+        if fmt != FORMAT:
+            raise BadInputError(f"{where} has format {fmt!r}, this tpmseal reads {FORMAT!r}",
+                                "upgrade tpmseal or re-seal the secret")
+        try:
+            return _parse(doc)
+        except BadInputError as e:
+            raise BadInputError(f"{where}: {e.message}", e.hint) from None
+        except DecodeError as e:
+            raise BadInputError(f"{where}: a TPM structure is malformed: {e.message}",
+                                "the file is truncated or corrupted") from None
+        except (KeyError, TypeError, ValueError, binascii.Error, AttributeError, UsageError) as e:
+            what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise BadInputError(f"{where} is malformed ({what})",
+                                "the file is truncated or corrupted; restore it") from None
+
+
+def _b64(doc: dict[str, Any], key: str) -> bytes:
+    try:
+        return base64.b64decode(doc[key], validate=True)
+    except binascii.Error:
+        raise BadInputError(f"field {key!r} is not valid base64") from None
+
+
+def _parse(doc: dict[str, Any]) -> SealedBlob:
+    public = Public.from_sized(_b64(doc, "public"))
+    private = parse_exact(_b64(doc, "private"), lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"),
+                          "TPM2B_PRIVATE")
+    pcrs = pcrspec.from_dict(doc["pcrs"])
+    values: dict[tuple[int, int], bytes] = {}
+    for bank, entries in (doc.get("pcr_values") or {}).items():
+        for i, v in entries.items():
+            values[(pcrspec.bank_alg(bank), int(i))] = bytes.fromhex(v)
+    if bytes.fromhex(doc["policy_digest"]) != public.auth_policy:
+        raise BadInputError("policy_digest does not match the sealed object's authPolicy")
+    salt = doc.get("salt_key")
+    salt_key = None
+    if salt is not None:
+        salt_pub = Public.from_sized(_b64(salt, "public"))
+        salt_key = SaltKey(int(salt["handle"], 16), salt_pub)
+        if bytes.fromhex(salt["name"]) != salt_key.name:
+            raise BadInputError("salt_key name does not match its public area")
+    sealed_with = doc["sealed_with"]
+    if sealed_with not in (ENCRYPTED, LEGACY):
+        raise BadInputError(f"unknown sealed_with {sealed_with!r}")
+    check = doc.get("check")
+    return SealedBlob(
+        public, private, pcrs, values, int(doc["parent"]["handle"], 16),
+        bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),
+        None if check is None else bytes.fromhex(check), str(doc.get("created", "")))
+
+
+def check_value(secret: bytes, name: bytes) -> bytes:
+    """HMAC-SHA256 keyed by the secret over the sealed object's Name.
+
+    Lets unseal detect a wrong result (a buggy stack, a tampered response) without
+    storing anything that helps an attacker — provided the secret has at least
+    128 bits of entropy. For a short passphrase it would allow an offline guessing
+    attack, so it is only stored for key-like secrets (see :func:`key_like`).
+    """
+    return hmac.new(secret, b"tpmseal-check/1" + name, hashlib.sha256).digest()
+
+
+def key_like(secret: bytes) -> bool:
+    """Heuristic: 16+ bytes that are not printable text — a generated key, not a passphrase."""
+    if len(secret) < 16:
+        return False
+    try:
+        text = secret.decode("ascii")
+    except UnicodeDecodeError:
+        return True
+    return not text.strip().isprintable()

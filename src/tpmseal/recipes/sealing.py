@@ -1,0 +1,258 @@
+"""Seal and unseal a secret under a PCR policy — the encrypted path and the legacy path.
+
+Encrypted path (the default whenever the pinned TPM supports AES-128-CFB):
+
+* **seal** — 1 salted HMAC session (salt encrypted to the *pinned* EK, never a
+  fresh ReadPublic), used first as an audit session on PCR_Read so forged PCR
+  values are detected (the response HMAC covers them), then to authorize Create
+  under the SRK with the ``decrypt`` attribute: the secret crosses the bus only
+  as AES-128-CFB ciphertext. The PolicyPCR digest is computed in software
+  (no trial session). Commands: StartAuthSession, PCR_Read (one per 8 PCRs),
+  Create — 3 for up to 6 PCRs plus PCR 0 and 4.
+* **unseal** — Load, StartAuthSession (policy, salted, ``encrypt``), PolicyPCR
+  with the seal-time pcrDigest, Unseal (continueSession clear, so the TPM ends
+  the session), FlushContext: 5 commands. The secret crosses the bus only as
+  ciphertext, and the response HMAC proves it came from the TPM.
+
+Legacy path (TPMs without AES-128-CFB, or ``legacy=True``): password sessions
+and an unsalted policy session, exactly what such a TPM can do; the secret is in
+plaintext on the bus. The sealed object has the same form on both paths, so
+each unseals what the other sealed. A blob sealed on the encrypted path is never
+unsealed on the legacy path without ``allow_downgrade``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import (
+    AuthFailedError,
+    BadInputError,
+    IntegrityError,
+    PolicyMismatchError,
+    TrustError,
+    UsageError,
+)
+from tpmseal.recipes import pcrspec
+from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
+from tpmseal.recipes.profiles import TCG, Profile
+from tpmseal.recipes.templates import sealed_template
+from tpmseal.recipes.trust import EK_MISMATCH, TrustRecord
+from tpmseal.session.auth import AuthSession
+from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_ALG, TPM_SE, TPMA_SESSION
+from tpmseal.wire.rc import TpmResponseError
+from tpmseal.wire.structures import PcrSelection, PcrSelectionList, SensitiveCreate, SymDef
+
+log = logging.getLogger("tpmseal.seal")
+
+MSG_AES = "TPM supports AES-128-CFB, sealing with parameter encryption"
+MSG_NO_AES = "TPM does not support AES-128-CFB, sealing without parameter encryption"
+
+#: The PCRs whose all-zero value means "boot not measured" (PC Client: CRTM/firmware, boot loader).
+ANCHOR_PCRS = (0, 4)
+
+MAX_SECRET = 128  # MAX_SYM_DATA of TPM 2.0 (Part 2 §10.4.7)
+
+
+def policy_steps(pcrs: PcrSelectionList, values: dict[tuple[int, int], bytes],
+                 pin: bool) -> list[PolicyStep]:
+    """PolicyPCR over *values* in selection order, then PolicyAuthValue if a PIN is set."""
+    ordered = [values[k] for k in pcrs.pairs()]
+    # pcrDigest uses the policy session's hash (SHA-256), whatever the PCR bank
+    steps: list[PolicyStep] = [PcrStep(pcrs, pcr_digest(TPM_ALG.SHA256, ordered))]
+    if pin:
+        steps.append(AuthValueStep())
+    return steps
+
+
+def _with_anchors(pcrs: PcrSelectionList) -> PcrSelectionList:
+    return PcrSelectionList(tuple(
+        PcrSelection(s.hash_alg, tuple(sorted(set(s.pcrs) | set(ANCHOR_PCRS))))
+        for s in pcrs.selections))
+
+
+def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList) -> None:
+    zero = [f"{pcrspec.bank_name(b)}:{i}" for s in pcrs.selections for (b, i) in
+            ((s.hash_alg, i) for i in ANCHOR_PCRS) if not any(values[(b, i)])]
+    if zero:
+        raise UsageError(
+            f"refusing to seal: PCR {', '.join(zero)} is all zero, so the boot was not "
+            "measured and anyone could recreate these PCR values (TPM Carte Blanche)",
+            "seal on a measured boot, or pass --allow-unmeasured if you accept that")
+
+
+def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
+         profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
+         allow_unmeasured: bool = False, pin: bytes | None = None,
+         check: bool | None = None) -> SealedBlob:
+    """Seal *secret* to the current values of *pcrs* under the profile's SRK."""
+    if not secret:
+        raise UsageError("refusing to seal an empty secret")
+    if len(secret) > MAX_SECRET:
+        raise UsageError(f"secret is {len(secret)} bytes; a TPM seals at most {MAX_SECRET}",
+                         "seal a key and encrypt larger data with it")
+    pcrs = pcrs or profile.default_pcrs
+    if not pcrs.selections:
+        raise UsageError("no PCRs selected")
+    encrypted = not legacy and trust is not None and trust.aes_128_cfb
+    if not legacy:
+        if trust is None:
+            raise UsageError("no pinned endorsement key: the encrypted path needs one",
+                             f"run `tpmseal provision --profile {profile.name}` first, or pass "
+                             "--legacy to seal without bus protection")
+        if encrypted:
+            log.info(MSG_AES)
+        else:
+            log.warning(MSG_NO_AES)
+    if pin and not encrypted:
+        raise UsageError("a PIN needs the encrypted path (it would cross the bus in a form "
+                         "open to offline guessing)")
+    srk = trust.srk_handle if trust else profile.srk
+    read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
+    session: AuthSession | None = None
+    try:
+        if encrypted:
+            assert trust is not None
+            session = tpm.start_session(
+                TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
+                attributes=TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+            values = tpm.pcr_read(read_sel, session)
+        else:
+            values = tpm.pcr_read(read_sel)
+        if not allow_unmeasured:
+            _check_measured(values, pcrs)
+        steps = policy_steps(pcrs, values, pin is not None)
+        template = sealed_template(compute_policy(steps))
+        sensitive = SensitiveCreate(pin or b"", secret)
+        if session is not None:
+            assert trust is not None
+            tpm.names[srk] = trust.srk_name
+            session.attributes = TPMA_SESSION.decrypt  # ends with this command
+            r = tpm.run(cmds.Create(srk, sensitive, template), session)
+        else:
+            r = tpm.run(cmds.Create(srk, sensitive, template))
+    except TpmResponseError as e:
+        raise _explain(e, trust) from None
+    finally:
+        if session is not None and not session.ended:
+            tpm.flush(session.handle)
+    public = r.out_public
+    if public.with_unique(b"") != template:
+        raise IntegrityError("TPM returned a different public area than the one sent: "
+                             "possible bus tampering")
+    sealed_values = {k: values[k] for k in pcrs.pairs()}
+    use_check = key_like(secret) if check is None else check
+    salt = SaltKey(trust.ek_handle, trust.ek_public) if trust else None
+    parent_name = trust.srk_name if trust else tpm.name_of(srk)
+    return SealedBlob(public, r.out_private, pcrs, sealed_values, srk, parent_name, salt,
+                      ENCRYPTED if encrypted else LEGACY, pin is not None,
+                      check_value(secret, public.name()) if use_check else None)
+
+
+def _explain(e: TpmResponseError, trust: TrustRecord | None) -> Exception:
+    """Turn TPM errors of the seal/unseal flows into what they mean here."""
+    if e.command == "StartAuthSession" and e.rc.parameter == 2:
+        return TrustError(EK_MISMATCH, "the salt could not be decrypted by the key at the "
+                                       "pinned handle")
+    if e.command == "Load" and e.name in ("INTEGRITY", "BINDING", "KEY", "TYPE", "HANDLE"):
+        return BadInputError(f"the TPM refused to load the sealed object ({e.rc.describe()})",
+                             "the blob was sealed on another TPM or under another SRK, or it "
+                             "is corrupted")
+    if e.name in ("AUTH_FAIL", "BAD_AUTH") and e.command == "Unseal":
+        return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
+                                            "(dictionary-attack protection)")
+    if e.name == "LOCKOUT":
+        return AuthFailedError(e.message, "wait for the TPM's lockout to expire")
+    if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
+        return TrustError("the SRK at the pinned handle is not the pinned one: possible "
+                          "interposer or replaced TPM")
+    return e
+
+
+def changed_pcrs(tpm: Tpm, blob: SealedBlob) -> dict[str, list[int]]:
+    """Which of the blob's PCRs differ now from their seal-time values."""
+    if not blob.pcr_values:
+        return {}
+    now = tpm.pcr_read(blob.pcrs)
+    changed: dict[str, list[int]] = {}
+    for k in blob.pcrs.pairs():
+        if blob.pcr_values.get(k) != now[k]:
+            changed.setdefault(pcrspec.bank_name(k[0]), []).append(k[1])
+    return changed
+
+
+def mismatch_error(changed: dict[str, list[int]]) -> PolicyMismatchError:
+    if changed:
+        what = "; ".join(f"{bank} PCR {', '.join(map(str, ix))}" for bank, ix in changed.items())
+        msg = f"PCR policy check failed: {what} changed since sealing"
+    else:
+        msg = "PCR policy check failed: the PCR values differ from those the secret was sealed to"
+    return PolicyMismatchError(msg, changed, "boot the measured configuration again, or reseal "
+                                             "from a trusted state (`tpmseal reseal`)")
+
+
+def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
+           pin: bytes | None = None, trust: TrustRecord | None = None,
+           steps: list[PolicyStep] | None = None) -> bytes:
+    """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
+
+    *steps* overrides the policy built from the blob (used for NV blobs, whose
+    seal-time PCR values are unknown: PolicyPCR then gets an empty pcrDigest).
+    """
+    if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
+        raise UsageError("this secret was sealed with parameter encryption; unsealing it on "
+                         "the legacy path would expose it on the bus",
+                         "pass --allow-downgrade if you really mean it")
+    salt = blob.salt_key
+    if trust is not None:
+        pinned = SaltKey(trust.ek_handle, trust.ek_public)
+        if salt is not None and salt.name != pinned.name:
+            raise TrustError(EK_MISMATCH, "the blob's salt key differs from the trust file's")
+        salt = salt or pinned
+    encrypted = not legacy and salt is not None
+    if not encrypted and not legacy:
+        if blob.sealed_with == ENCRYPTED:
+            raise UsageError("the blob names no salt key and no trust file is available",
+                             "pass --trust-file")
+        log.warning("no pinned endorsement key: unsealing without parameter encryption")
+    if blob.pin and pin is None:
+        raise UsageError("this secret is protected by a PIN", "pass --pin-file FILE")
+    if blob.pin and not encrypted:
+        raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
+    if steps is None:
+        if not blob.pcr_values:
+            raise BadInputError("the blob has no seal-time PCR values")
+        steps = policy_steps(blob.pcrs, blob.pcr_values, blob.pin)
+    try:
+        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin)
+    except TpmResponseError as e:
+        if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
+            raise mismatch_error(changed_pcrs(tpm, blob)) from None
+        raise _explain(e, trust) from None
+    if blob.check is not None and not hmac.compare_digest(
+            check_value(secret, blob.name), blob.check):
+        raise IntegrityError("the unsealed secret failed its check value: the TPM response "
+                             "was altered or the blob does not match the object")
+    return secret
+
+
+def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[PolicyStep],
+            pin: bytes | None) -> bytes:
+    loaded = tpm.run(cmds.Load(blob.parent_handle, blob.private, blob.public))
+    with tpm.scoped(loaded.object_handle) as handle:
+        if salt is not None:
+            session = tpm.start_session(TPM_SE.POLICY, salt_key=salt.public,
+                                        salt_handle=salt.handle,
+                                        attributes=TPMA_SESSION.encrypt)
+        else:
+            session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
+        with tpm.scoped(session.handle):
+            tpm.run_policy(session, steps)
+            session.auth_value = pin or b""
+            out = tpm.run(cmds.Unseal(handle), session).out_data
+    return out
+
