@@ -29,6 +29,11 @@ class Reader:
         self._base = base
 
     @property
+    def position(self) -> int:
+        """The absolute offset of the next byte (``base`` + offset): for error messages."""
+        return self._base + self.offset
+
+    @property
     def remaining(self) -> int:
         """How many bytes are left before the end of this reader's window."""
         return self._end - self.offset

@@ -72,7 +72,7 @@ class PcrSelectionList:
     def unmarshal(cls, r: Reader) -> PcrSelectionList:
         n = r.u32("TPML_PCR_SELECTION.count")
         if n > 16:
-            raise DecodeError(f"TPML_PCR_SELECTION.count {n} exceeds 16", r.offset - 4)
+            raise DecodeError(f"TPML_PCR_SELECTION.count {n} exceeds 16", r.position - 4)
         return cls(tuple(PcrSelection.unmarshal(r) for _ in range(n)))
 
     def pairs(self) -> list[tuple[int, int]]:
@@ -93,7 +93,7 @@ class DigestList:
     def unmarshal(cls, r: Reader) -> DigestList:
         n = r.u32("TPML_DIGEST.count")
         if n > 8:
-            raise DecodeError(f"TPML_DIGEST.count {n} exceeds 8", r.offset - 4)
+            raise DecodeError(f"TPML_DIGEST.count {n} exceeds 8", r.position - 4)
         return cls(tuple(r.tpm2b("TPM2B_DIGEST") for _ in range(n)))
 
 
@@ -117,7 +117,7 @@ class DigestValues:
             alg = r.u16("TPMT_HA.hashAlg")
             size = HASH_SIZES.get(alg)
             if size is None:
-                raise DecodeError(f"TPMT_HA: unknown hash {alg:#x}", r.offset - 2)
+                raise DecodeError(f"TPMT_HA: unknown hash {alg:#x}", r.position - 2)
             vals.append((alg, r.raw(size, "TPMT_HA.digest")))
         return cls(tuple(vals))
 
@@ -195,7 +195,7 @@ class Scheme:
         alg = r.u16("TPMT_SCHEME.scheme")
         names = _SCHEME_DETAILS.get(alg)
         if names is None:
-            raise DecodeError(f"unknown scheme {enum_name(TPM_ALG, alg)}", r.offset - 2)
+            raise DecodeError(f"unknown scheme {enum_name(TPM_ALG, alg)}", r.position - 2)
         return cls(alg, tuple(r.u16(f"TPMT_SCHEME.{n}") for n in names))
 
 
@@ -278,11 +278,17 @@ _PARMS_BY_TYPE: dict[int, type[RsaParms] | type[EccParms] | type[KeyedHashParms]
 }
 
 
-def _parms_for(type_: int, r: Reader) -> Parms:
+def _parms_class(type_: int, at: int) -> type[Parms]:
+    """The parameters class of a public type; *at* is the type field's offset."""
     cls = _PARMS_BY_TYPE.get(type_)
     if cls is None:
-        raise DecodeError(f"unsupported public type {enum_name(TPM_ALG, type_)}", r.offset - 2)
-    return cls.unmarshal(r)
+        raise DecodeError(f"unsupported public type {enum_name(TPM_ALG, type_)}", at)
+    return cls
+
+
+def _parms_for(type_: int, r: Reader) -> Parms:
+    """Parse the parameters that immediately follow the type field."""
+    return _parms_class(type_, r.position - 2).unmarshal(r)
 
 
 @dataclass(frozen=True)
@@ -341,11 +347,13 @@ class Public:
 
     @classmethod
     def unmarshal(cls, r: Reader) -> Public:
+        at = r.position
         t = r.u16("TPMT_PUBLIC.type")
+        parms_cls = _parms_class(t, at)
         name_alg = r.u16("TPMT_PUBLIC.nameAlg")
         attrs = r.u32("TPMT_PUBLIC.objectAttributes")
         policy = r.tpm2b("TPMT_PUBLIC.authPolicy")
-        parms = _parms_for(t, r)
+        parms = parms_cls.unmarshal(r)
         unique: Unique = (EccPoint.unmarshal(r) if t == TPM_ALG.ECC
                           else r.tpm2b("TPMT_PUBLIC.unique"))
         return cls(t, name_alg, attrs, policy, parms, unique)
@@ -517,10 +525,10 @@ class CapabilityData:
             return cls(c, pcrs=PcrSelectionList.unmarshal(r))
         if c not in (TPM_CAP.ALGS, TPM_CAP.HANDLES, TPM_CAP.COMMANDS, TPM_CAP.TPM_PROPERTIES,
                      TPM_CAP.ECC_CURVES, TPM_CAP.PP_COMMANDS, TPM_CAP.AUDIT_COMMANDS):
-            raise DecodeError(f"unsupported capability {c:#x}", r.offset - 4)
+            raise DecodeError(f"unsupported capability {c:#x}", r.position - 4)
         n = r.u32("TPML.count")
         if n > 1024:
-            raise DecodeError(f"capability list count {n} is implausible", r.offset - 4)
+            raise DecodeError(f"capability list count {n} is implausible", r.position - 4)
         items: list[tuple[int, ...]] = []
         for _ in range(n):
             if c == TPM_CAP.ALGS:
