@@ -21,6 +21,9 @@ COMMAND_MODULES = (
     "tpmseal.cli.sim",
     "tpmseal.cli.probe",
     "tpmseal.cli.provision",
+    "tpmseal.cli.seal",
+    "tpmseal.cli.pcrs",
+    "tpmseal.cli.vault",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -196,12 +196,12 @@ def mismatch_error(changed: dict[str, list[int]]) -> PolicyMismatchError:
 
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
-           pin: bytes | None = None, trust: TrustRecord | None = None,
-           steps: list[PolicyStep] | None = None) -> bytes:
+           pin: bytes | None = None, trust: TrustRecord | None = None) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
-    *steps* overrides the policy built from the blob (used for NV blobs, whose
-    seal-time PCR values are unknown: PolicyPCR then gets an empty pcrDigest).
+    A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
+    empty pcrDigest: the TPM then uses the current values, and a mismatch shows
+    up as TPM_RC_POLICY_FAIL at Unseal.
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("this secret was sealed with parameter encryption; unsealing it on "
@@ -223,10 +223,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise UsageError("this secret is protected by a PIN", "pass --pin-file FILE")
     if blob.pin and not encrypted:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
-    if steps is None:
-        if not blob.pcr_values:
-            raise BadInputError("the blob has no seal-time PCR values")
+    if blob.pcr_values:
         steps = policy_steps(blob.pcrs, blob.pcr_values, blob.pin)
+    else:
+        steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
     try:
         secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin)
     except TpmResponseError as e:

@@ -1,0 +1,71 @@
+"""``tpmseal pcrs show | recover``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.seal import _pcr_spec
+from tpmseal.errors import PolicyMismatchError
+from tpmseal.recipes import recovery, trust
+from tpmseal.recipes.pcrspec import bank_name, format_pcrs
+from tpmseal.recipes.stores import FileStore, NvStore, Store, require_candidates
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pcrs", help="show PCR values or recover a sealed object's PCR list")
+    psub = p.add_subparsers(dest="pcrs_command", metavar="ACTION", required=True)
+    show = psub.add_parser("show", help="print the current values of PCRs")
+    add_profile(show)
+    show.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
+                      help="PCRs to show (default: the profile's list)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(handler=run_show)
+    rec = psub.add_parser("recover", help="find which PCRs a sealed object's policy covers",
+                          description="Match the sealed object's authPolicy against the "
+                                      "profile's default PCRs, then every subset of PCRs 0-15, "
+                                      "with the current PCR values.")
+    add_profile(rec)
+    g = rec.add_mutually_exclusive_group(required=True)
+    g.add_argument("--input", metavar="BLOB.json", dest="blob")
+    g.add_argument("--nv", action="store_true", help="EVE's NV layout")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(handler=run_recover)
+
+
+def run_show(args: argparse.Namespace) -> int:
+    sel = args.pcrs or profile_of(args).default_pcrs
+    with open_tpm(args) as tpm:
+        values = tpm.pcr_read(sel)
+    if args.json:
+        out: dict[str, dict[str, str]] = {}
+        for (bank, i), v in values.items():
+            out.setdefault(bank_name(bank), {})[str(i)] = v.hex()
+        print_json(out)
+    else:
+        for (bank, i), v in values.items():
+            print(f"{bank_name(bank)}:{i:<2} {v.hex()}")
+    return 0
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = trust.load_all(trust_of(args)).get(profile.name)
+    with open_tpm(args) as tpm:
+        store: Store = (NvStore.for_profile(profile, None, rec) if args.nv
+                        else FileStore(Path(args.blob)))
+        blob = require_candidates(tpm, store)[0]
+        found = recovery.recover(tpm, blob.public, blob.pcrs)
+    if found is None:
+        raise PolicyMismatchError(
+            "no selection of PCRs 0-15 with their current values matches the sealed object's "
+            "policy: the PCR values themselves changed since sealing")
+    sel, pin = found
+    if args.json:
+        print_json({"pcrs": format_pcrs(sel), "pin": pin})
+    else:
+        print(format_pcrs(sel) + (" (with PIN)" if pin else ""))
+    return 0
+

@@ -1,0 +1,244 @@
+"""``tpmseal seal | unseal | reseal | import``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import UsageError
+from tpmseal.files import read_input
+from tpmseal.recipes import ekcert, sealing, trust
+from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
+from tpmseal.recipes.lifecycle import UnsealOptions, reseal, unseal_stored
+from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
+from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.stores import FileStore, NvStore, Store
+from tpmseal.recipes.trust import TrustRecord
+from tpmseal.session.policy import compute_policy
+from tpmseal.wire.marshal import Reader, parse_exact
+from tpmseal.wire.structures import PcrSelectionList, Public
+
+log = logging.getLogger("tpmseal.cli")
+
+
+def register(sub: Any) -> None:
+    _register_seal(sub)
+    _register_unseal(sub)
+    _register_reseal(sub)
+    _register_import(sub)
+
+
+def _pcrs_option(p: argparse.ArgumentParser, help_: str) -> None:
+    p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
+                   help=f"{help_}, e.g. sha256:0,1,2,3,4,6,7 or sha256:0,7+sha384:0 "
+                        "(default: the profile's list)")
+
+
+def _pcr_spec(text: str) -> PcrSelectionList:
+    try:
+        return parse_pcrs(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(e.one_line()) from None
+
+
+def _storage(p: argparse.ArgumentParser, direction: str) -> None:
+    g = p.add_mutually_exclusive_group(required=True)
+    flag = "--output" if direction == "out" else "--input"
+    g.add_argument(flag, metavar="BLOB.json", dest="blob",
+                   help="sealed blob file (JSON)")
+    g.add_argument("--nv", action="store_true",
+                   help="EVE's NV layout (0x01800000 private, 0x01900000 public; --profile eve)")
+
+
+def _register_seal(sub: Any) -> None:
+    p = sub.add_parser("seal", help="seal a secret under a PCR policy",
+                       description="Seal a secret (from stdin or --input) to the current PCR "
+                                   "values. On the encrypted path the secret crosses the TPM bus "
+                                   "only as AES-128-CFB ciphertext.")
+    add_profile(p)
+    _pcrs_option(p, "PCRs to seal to")
+    p.add_argument("--input", metavar="FILE|-", default="-", help="secret source (default stdin)")
+    _storage(p, "out")
+    p.add_argument("--legacy", action="store_true",
+                   help="no parameter encryption (for TPMs without AES-128-CFB)")
+    p.add_argument("--allow-unmeasured", action="store_true",
+                   help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    p.add_argument("--force", action="store_true", help="replace an existing sealed secret")
+    p.add_argument("--no-check-value", action="store_true",
+                   help="do not store a check value (automatic for passphrase-like secrets)")
+    p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_pin_options(p, prompt=True)
+    p.set_defaults(handler=run_seal)
+
+
+def _register_unseal(sub: Any) -> None:
+    p = sub.add_parser("unseal", help="unseal a secret to stdout or a file",
+                       description="Unseal a secret. Raw bytes go to stdout (for pipelines such "
+                                   "as `cryptsetup open --key-file=-`) or to a 0600 file.")
+    add_profile(p)
+    _storage(p, "in")
+    _pcrs_option(p, "with --nv: the PCRs the secret was sealed to")
+    p.add_argument("--output", metavar="FILE|-", help="where to write the secret "
+                                                      "(default stdout, refused on a terminal)")
+    p.add_argument("--legacy", action="store_true", help="no parameter encryption")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow --legacy on a secret sealed with parameter encryption")
+    p.add_argument("--no-recover", action="store_true",
+                   help="with --nv: do not search for the PCR selection on a policy failure")
+    p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_pin_options(p, prompt=False)
+    p.set_defaults(handler=run_unseal)
+
+
+def _register_reseal(sub: Any) -> None:
+    p = sub.add_parser("reseal", help="move a sealed secret to a new PCR policy, crash-safely",
+                       description="Unseal with the old policy and seal to NEW PCRs. At no "
+                                   "moment does a crash leave no unsealable copy.")
+    add_profile(p)
+    _pcrs_option(p, "new PCRs to seal to")
+    _storage(p, "in")
+    p.add_argument("--output", metavar="BLOB.json",
+                   help="write the new blob here instead of replacing --input")
+    p.add_argument("--old-pcrs", metavar="SPEC", type=_pcr_spec,
+                   help="with --nv: the PCRs the secret is sealed to now")
+    p.add_argument("--legacy", action="store_true", help="no parameter encryption")
+    p.add_argument("--allow-downgrade", action="store_true")
+    p.add_argument("--allow-unmeasured", action="store_true")
+    add_pin_options(p, prompt=False)
+    p.set_defaults(handler=run_reseal)
+
+
+def _register_import(sub: Any) -> None:
+    p = sub.add_parser("import", help="wrap a tpm2-tools sealed object into a tpmseal blob",
+                       description="Make a tpmseal blob from tpm2-tools' seal.pub (TPM2B_PUBLIC) "
+                                   "and seal.priv (TPM2B_PRIVATE) of an object sealed under "
+                                   "PolicyPCR.")
+    add_profile(p)
+    p.add_argument("--public", required=True, metavar="FILE")
+    p.add_argument("--private", required=True, metavar="FILE")
+    p.add_argument("--pcrs", required=True, metavar="SPEC", type=_pcr_spec,
+                   help="the PCRs the object was sealed to")
+    p.add_argument("--output", required=True, metavar="BLOB.json")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(handler=run_import)
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> TrustRecord | None:
+    path = trust_of(args)
+    if required:
+        return trust.load(path, profile.name)
+    return trust.load_all(path).get(profile.name)
+
+
+def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
+           pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
+    if args.nv:
+        return NvStore.for_profile(profile, pcrs, rec, pin)
+    return FileStore(Path(args.blob))
+
+
+def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> None:
+    if args.ek_ca:
+        if public is None:
+            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
+        ekcert.verify_ek(tpm, public, args.ek_ca)
+
+
+# ---------------------------------------------------------------------------- handlers
+
+
+def run_seal(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = _trust(args, profile, required=not args.legacy)
+    secret = read_secret(args.input)
+    pin = read_pin(args, needed=False, confirm=True)
+    with open_tpm(args) as tpm:
+        store = _store(args, profile, rec, args.pcrs, pin is not None)
+        if not args.force and store.candidates(tpm):
+            raise UsageError(f"{store.describe()} already holds a sealed secret",
+                             "use `tpmseal reseal` to change its policy, or --force to replace "
+                             "it (the old secret is then lost)")
+        _verify_ek(tpm, args, rec.ek_public if rec else None)
+        blob = sealing.seal(tpm, secret, args.pcrs, profile=profile, trust=rec,
+                            legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
+                            check=False if args.no_check_value else None)
+        store.save(tpm, blob)
+    log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
+             blob.sealed_with, store.describe())
+    return 0
+
+
+def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
+                    pin: bytes | None) -> UnsealOptions:
+    return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
+                         trust=rec, recover=not getattr(args, "no_recover", False))
+
+
+def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:
+    needs = any(b.pin for b in store.candidates(tpm)) if isinstance(store, FileStore) else False
+    return read_pin(args, needed=needs, confirm=False)
+
+
+def run_unseal(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = _trust(args, profile, required=False)
+    with open_tpm(args) as tpm:
+        pin_given = bool(args.pin_file)
+        store = _store(args, profile, rec, args.pcrs, pin_given)
+        pin = _pin_for(args, store, tpm)
+        if args.ek_ca:
+            blobs = store.candidates(tpm)
+            salt = blobs[0].salt_key if blobs else None
+            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
+        secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
+    write_secret(args.output, secret)
+    return 0
+
+
+def run_reseal(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = _trust(args, profile, required=not args.legacy)
+    with open_tpm(args) as tpm:
+        pin_given = bool(args.pin_file)
+        store = _store(args, profile, rec, args.old_pcrs, pin_given)
+        pin = _pin_for(args, store, tpm)
+        target = FileStore(Path(args.output)) if args.output else None
+        if target is not None and args.nv:
+            raise UsageError("--output applies to blob files, not --nv")
+        blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
+                      allow_unmeasured=args.allow_unmeasured, target=target)
+    log.info("resealed to %s", format_pcrs(blob.pcrs))
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = _trust(args, profile, required=False)
+    public = Public.from_sized(read_input(args.public, "public", limit=4096))
+    private = parse_exact(read_input(args.private, "private", limit=4096),
+                          lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    out = FileStore(Path(args.output))
+    with open_tpm(args) as tpm:
+        if not args.force and out.candidates(tpm):
+            raise UsageError(f"{args.output} already exists", "pass --force to replace it")
+        values = tpm.pcr_read(args.pcrs)
+        if compute_policy(sealing.policy_steps(args.pcrs, values, False)) != public.auth_policy:
+            log.warning("the object's policy is not PolicyPCR over %s with the current values; "
+                        "it will not unseal until they match", format_pcrs(args.pcrs))
+            values = {}
+        srk = rec.srk_handle if rec else profile.srk
+        blob = SealedBlob(
+            public, private, args.pcrs, {k: values[k] for k in args.pcrs.pairs() if values}, srk,
+            rec.srk_name if rec else tpm.name_of(srk),
+            SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
+            ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
+        out.save(tpm, blob)
+    return 0

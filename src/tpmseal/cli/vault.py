@@ -1,0 +1,52 @@
+"""``tpmseal vault-key``: EVE's FetchSealedVaultKey."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.seal import _pcr_spec
+from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
+from tpmseal.recipes import trust
+from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
+from tpmseal.recipes.stores import NvStore
+
+log = logging.getLogger("tpmseal.cli")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "vault-key", help="get the vault key: generate+seal, migrate a legacy key, or unseal",
+        description="EVE's FetchSealedVaultKey. No key yet: 32 bytes from the TPM's RNG mixed "
+                    "with the OS's are sealed into NV. Only a legacy plaintext key in NV "
+                    "0x01700000: it is sealed, and removed once the sealed copy unsealed. A "
+                    "sealed key: it is unsealed (recovering the PCR list if needed). The key "
+                    "goes to stdout or --output (e.g. `| cryptsetup open --key-file=- ...`).")
+    add_profile(p)
+    p.set_defaults(profile="eve")
+    p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
+                   help="PCRs to seal to (default: the profile's list)")
+    p.add_argument("--output", metavar="FILE|-", help="where to write the key (default stdout)")
+    p.add_argument("--legacy", action="store_true", help="no parameter encryption")
+    p.add_argument("--allow-downgrade", action="store_true")
+    p.add_argument("--allow-unmeasured", action="store_true")
+    add_pin_options(p, prompt=False)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    require_nv(profile)
+    rec = (trust.load_all(trust_of(args)).get(profile.name) if args.legacy
+           else trust.load(trust_of(args), profile.name))
+    pin = read_pin(args, needed=False, confirm=False)
+    opts = UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
+                         trust=rec)
+    with open_tpm(args) as tpm:
+        store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None)
+        result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured)
+    log.info("vault key %s", result.action)
+    write_secret(args.output, result.key)
+    return 0

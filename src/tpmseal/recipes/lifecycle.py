@@ -1,0 +1,161 @@
+"""Secret lifecycle over a store: unseal with fallback and recovery, reseal, vault key.
+
+* :func:`unseal_stored` tries each stored copy (main, then staging), and when
+  the policy fails on a copy without seal-time PCR values it recovers the PCR
+  selection from the object's authPolicy (EVE's UnsealDiskKeyWithRecovery).
+* :func:`reseal` unseals with the old policy and stores a copy sealed to the
+  new one; the store's ``save`` keeps an unsealable copy at every instant.
+* :func:`vault_key` is EVE's FetchSealedVaultKey: generate, migrate a legacy
+  plaintext key, or unseal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, replace
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import IntegrityError, NotFoundError, PolicyMismatchError, TpmsealError
+from tpmseal.recipes import recovery, sealing
+from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.stores import NvStore, Store, nv_read_index, nv_undefine, require_candidates
+from tpmseal.recipes.trust import TrustRecord
+from tpmseal.session.auth import PasswordSession
+from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
+from tpmseal.wire.structures import PcrSelectionList
+
+log = logging.getLogger("tpmseal.lifecycle")
+
+VAULT_KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class UnsealOptions:
+    legacy: bool = False
+    allow_downgrade: bool = False
+    pin: bytes | None = None
+    trust: TrustRecord | None = None
+    recover: bool = True
+
+
+def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
+    def attempt(b: SealedBlob) -> bytes:
+        return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
+                              pin=opts.pin, trust=opts.trust)
+
+    try:
+        return attempt(blob)
+    except PolicyMismatchError:
+        if blob.pcr_values or not opts.recover:
+            raise
+        found = recovery.recover(tpm, blob.public, blob.pcrs)
+        if found is None:
+            raise
+        sel, pin = found
+        log.warning("unseal with PCRs %s failed; recovered PCRs %s", format_pcrs(blob.pcrs),
+                    format_pcrs(sel))
+        return attempt(replace(blob, pcrs=sel, pin=pin))
+
+
+def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
+    """Unseal the first stored copy that unseals; report the first copy's failure."""
+    first_error: TpmsealError | None = None
+    for blob in require_candidates(tpm, store):
+        try:
+            return _unseal_one(tpm, blob, opts)
+        except TpmsealError as e:
+            if first_error is None:
+                first_error = e
+            log.info("copy in %s did not unseal: %s", store.describe(), e.one_line())
+    assert first_error is not None
+    raise first_error
+
+
+def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
+           profile: Profile, *, allow_unmeasured: bool = False,
+           target: Store | None = None) -> SealedBlob:
+    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store)."""
+    secret = unseal_stored(tpm, store, opts)
+    old = store.candidates(tpm)[0]
+    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile, trust=opts.trust,
+                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                        check=old.check is not None or None)
+    (target or store).save(tpm, blob)
+    return blob
+
+
+def fresh_key(tpm: Tpm, trust: TrustRecord | None) -> bytes:
+    """32 bytes: the TPM's RNG (over an encrypted session when possible) mixed with the OS's."""
+    if trust is not None and trust.aes_128_cfb:
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
+                              attributes=TPMA_SESSION.encrypt)
+        tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, s)
+        if not s.ended:
+            tpm.flush(s.handle)
+    else:
+        tpm_bytes = tpm.get_random(VAULT_KEY_BYTES)
+    return hashlib.sha256(tpm_bytes + os.urandom(VAULT_KEY_BYTES)).digest()
+
+
+def _read_legacy(tpm: Tpm, index: int, trust: TrustRecord | None) -> bytes | None:
+    """The legacy plaintext key, read through an encrypted session when possible."""
+    if trust is not None and trust.aes_128_cfb:
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
+                              attributes=TPMA_SESSION.encrypt | TPMA_SESSION.continueSession)
+        with tpm.scoped(s.handle):
+            return nv_read_index(tpm, index, PasswordSession(), s)
+    return nv_read_index(tpm, index)
+
+
+@dataclass(frozen=True)
+class VaultResult:
+    key: bytes
+    action: str  # "generated" | "migrated" | "unsealed"
+
+    def __repr__(self) -> str:
+        return f"VaultResult(action={self.action!r})"
+
+
+def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *,
+              allow_unmeasured: bool = False) -> VaultResult:
+    """EVE's FetchSealedVaultKey, with the legacy index removed only after a verified unseal."""
+    assert profile.nv is not None
+    legacy_index = profile.nv.legacy_key
+    if store.candidates(tpm):
+        key = unseal_stored(tpm, store, opts)
+        legacy = _read_legacy(tpm, legacy_index, opts.trust)
+        if legacy is not None:
+            _retire_legacy(tpm, legacy_index, legacy, key)
+        return VaultResult(key, "unsealed")
+    legacy = _read_legacy(tpm, legacy_index, opts.trust)
+    key, action = (legacy, "migrated") if legacy is not None else (
+        fresh_key(tpm, opts.trust), "generated")
+    log.info("%s vault key: sealing it", action)
+    blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
+                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin)
+    store.save(tpm, blob)
+    check = unseal_stored(tpm, store, opts)
+    if check != key:
+        raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
+    if legacy is not None:
+        _retire_legacy(tpm, legacy_index, legacy, key)
+    return VaultResult(key, action)
+
+
+def _retire_legacy(tpm: Tpm, index: int, legacy: bytes, key: bytes) -> None:
+    if legacy == key:
+        log.info("sealed vault key verified; removing the legacy plaintext key in NV %#x", index)
+        nv_undefine(tpm, index)
+    else:
+        log.warning("legacy key in NV %#x differs from the sealed key; leaving it in place", index)
+
+
+def require_nv(profile: Profile) -> None:
+    if profile.nv is None:
+        raise NotFoundError(f"profile {profile.name!r} keeps no vault key in NV",
+                            "use --profile eve")
+

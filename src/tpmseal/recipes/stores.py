@@ -1,0 +1,185 @@
+"""Where sealed blobs live — a JSON file or EVE's NV indices — and crash-safe replacement.
+
+Both stores give the same guarantee to ``reseal``: at every instant a crash
+leaves at least one complete copy that unseals (the old or the new).
+
+* :class:`FileStore`: temp file, fsync, rename (:func:`tpmseal.files.write_atomic`).
+* :class:`NvStore`: EVE's layout has no metadata — TPM2B_PRIVATE contents in
+  one ordinary owner-read/write index, TPMT_PUBLIC bytes (TPM2B_PUBLIC contents)
+  in another, no size prefixes. Replacing it in place always has a moment with
+  no complete pair, so the new pair is first written to *staging* indices, then
+  the main pair is replaced, then staging is removed. Readers try the main pair
+  first and fall back to staging.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import DecodeError, NotFoundError, UsageError
+from tpmseal.files import write_atomic
+from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
+from tpmseal.recipes.profiles import NvLayout, Profile
+from tpmseal.recipes.trust import TrustRecord
+from tpmseal.session.auth import Session
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV
+from tpmseal.wire.rc import TpmResponseError
+from tpmseal.wire.structures import NvPublic, PcrSelectionList, Public
+
+log = logging.getLogger("tpmseal.store")
+
+#: EVE's NV attributes: an ordinary index the owner may read and write (Part 2 §13.4).
+NV_ATTRS = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
+
+
+class Store(Protocol):
+    """A place holding sealed blobs."""
+
+    def describe(self) -> str: ...
+
+    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
+        """Blobs to try, best first (empty if none stored)."""
+        ...
+
+    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
+        """Replace what is stored with *blob* without a moment of having no copy."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileStore:
+    path: Path
+
+    def describe(self) -> str:
+        return str(self.path)
+
+    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        except OSError as e:
+            raise UsageError(f"cannot read blob {self.path}: {e.strerror}") from None
+        return [SealedBlob.from_json(text, str(self.path))]
+
+    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
+        write_atomic(self.path, blob.to_json().encode(), mode=0o600)
+
+
+# ----------------------------------------------------------------------------- NV
+
+
+def nv_public(tpm: Tpm, index: int) -> NvPublic | None:
+    """NV_ReadPublic, or None if the index is not defined."""
+    try:
+        return tpm.nv_read_public(index)
+    except TpmResponseError as e:
+        if e.name == "HANDLE":
+            return None
+        raise
+
+
+def nv_read_index(tpm: Tpm, index: int, *sessions: Session) -> bytes | None:
+    """The whole content of an owner-readable index; None if undefined or never written."""
+    pub = nv_public(tpm, index)
+    if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
+        return None
+    return tpm.nv_read(index, pub.data_size, TPM_RH.OWNER, *sessions)
+
+
+def nv_undefine(tpm: Tpm, index: int) -> None:
+    """Remove an index; nothing happens if it does not exist."""
+    try:
+        tpm.run(cmds.NV_UndefineSpace(TPM_RH.OWNER, index))
+    except TpmResponseError as e:
+        if e.name != "HANDLE":
+            raise
+
+
+def nv_define_write(tpm: Tpm, index: int, data: bytes) -> None:
+    """Define an ordinary owner read/write index of exactly len(data) bytes and fill it."""
+    tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", NvPublic(
+        index, TPM_ALG.SHA256, NV_ATTRS, b"", len(data))))
+    tpm.nv_write(index, data)
+
+
+@dataclass(frozen=True)
+class NvStore:
+    """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
+    was sealed to (*pcrs*) and whether it needs a PIN."""
+
+    layout: NvLayout
+    pcrs: PcrSelectionList
+    srk: int
+    trust: TrustRecord | None
+    pin: bool = False
+
+    @classmethod
+    def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
+                    trust: TrustRecord | None, pin: bool = False) -> NvStore:
+        if profile.nv is None:
+            raise UsageError(f"profile {profile.name!r} has no NV layout",
+                             "use --profile eve with --nv, or a blob file")
+        return cls(profile.nv, pcrs or profile.default_pcrs,
+                   trust.srk_handle if trust else profile.srk, trust, pin)
+
+    def describe(self) -> str:
+        return f"NV {self.layout.private:#x}/{self.layout.public:#x}"
+
+    def _pair(self, tpm: Tpm, private: int, public: int) -> SealedBlob | None:
+        priv = nv_read_index(tpm, private)
+        pub = nv_read_index(tpm, public) if priv is not None else None
+        if priv is None or pub is None:
+            return None
+        try:
+            public_area = Public.from_bytes(pub)
+        except DecodeError as e:
+            log.warning("NV %#x does not hold a public area: %s", public, e.message)
+            return None
+        t = self.trust
+        salt = SaltKey(t.ek_handle, t.ek_public) if t else None
+        sealed_with = ENCRYPTED if t is not None and t.aes_128_cfb else LEGACY
+        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, b"", salt, sealed_with,
+                          self.pin)
+
+    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
+        out = []
+        for priv, pub in ((self.layout.private, self.layout.public),
+                          (self.layout.staging_private, self.layout.staging_public)):
+            blob = self._pair(tpm, priv, pub)
+            if blob is not None:
+                out.append(blob)
+        return out
+
+    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
+        lay = self.layout
+        priv, pub = blob.private, blob.public.marshal()
+        # 1. a complete new copy in staging (the main pair is untouched)
+        for index in (lay.staging_public, lay.staging_private):
+            nv_undefine(tpm, index)
+        nv_define_write(tpm, lay.staging_private, priv)
+        nv_define_write(tpm, lay.staging_public, pub)
+        # 2. replace the main pair (staging covers the moment it is incomplete)
+        nv_undefine(tpm, lay.public)
+        nv_undefine(tpm, lay.private)
+        nv_define_write(tpm, lay.private, priv)
+        nv_define_write(tpm, lay.public, pub)
+        # 3. drop staging
+        nv_undefine(tpm, lay.staging_public)
+        nv_undefine(tpm, lay.staging_private)
+
+    def with_pcrs(self, pcrs: PcrSelectionList) -> NvStore:
+        return replace(self, pcrs=pcrs)
+
+
+def require_candidates(tpm: Tpm, store: Store) -> list[SealedBlob]:
+    blobs = store.candidates(tpm)
+    if not blobs:
+        raise NotFoundError(f"no sealed secret in {store.describe()}",
+                            "seal one first with `tpmseal seal`")
+    return blobs
