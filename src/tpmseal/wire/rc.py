@@ -96,6 +96,15 @@ SENTENCES: dict[str, str] = {
     "BINDING": "the public and private parts of the object do not belong together",
 }
 
+#: Software layers that set bits 16-23 of a response code (TSS 2.0 TCTI/RC
+#: conventions; the Linux kernel's /dev/tpmrm0 resource manager uses 11 for the
+#: TPM-format codes it makes up itself, e.g. 0x000b0143).
+LAYERS: dict[int, str] = {
+    6: "TSS feature API", 7: "TSS ESAPI", 8: "TSS SAPI", 9: "TSS marshaling",
+    10: "TSS TCTI", 11: "resource manager", 12: "resource manager (TPM code)",
+    13: "TSS driver",
+}
+
 #: Warnings that mean "send the same command again" (Part 2 §6.6.3).
 RETRYABLE = frozenset({"RETRY", "YIELDED", "TESTING"})
 
@@ -130,10 +139,14 @@ class DecodedRC:
         return ""
 
     def describe(self) -> str:
-        """E.g. ``0x99d TPM_RC_POLICY_FAIL (session 1)``."""
+        """E.g. ``0x99d TPM_RC_POLICY_FAIL (session 1)``; names a non-TPM layer."""
         where = self.where()
         text = f"{self.value:#x} TPM_RC_{self.name}"
-        return f"{text} ({where})" if where else text
+        if where:
+            text += f" ({where})"
+        if self.layer:
+            text += f" from the {LAYERS.get(self.layer, f'software layer {self.layer}')}"
+        return text
 
 
 def decode_rc(rc: int) -> DecodedRC:
