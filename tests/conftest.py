@@ -16,9 +16,14 @@ from pathlib import Path
 import pytest
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.recipes.profiles import get_profile
+from tpmseal.recipes.provision import provision
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.capture import CapturingTransport
 from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import HASH_SIZES
+from tpmseal.wire.structures import DigestValues, digest
 
 _IGNORE = shutil.ignore_patterns("tpm.sock*", "swtpm.pid", "swtpm.log")
 
@@ -43,7 +48,70 @@ def sim_template() -> Iterator[Path]:
 
 
 def provision_template(sim: Simulator) -> None:
-    """Hook for the provisioned state every test starts from (EKs come from swtpm_setup)."""
+    """Hook for the state every ``sim`` starts from (EKs and certs come from swtpm_setup)."""
+
+
+def _provisioned_template(base: Path, profile: str) -> Path:
+    """A copy of *base* provisioned for *profile*, with its trust file at STATE/trust.json."""
+    d = _short_dir(f"tpmseal-{profile}-")
+    shutil.rmtree(d)
+    shutil.copytree(base, d, ignore=_IGNORE)
+    sim = Simulator(d)
+    sim.start()
+    try:
+        with Tpm.open(sim.uri) as t:
+            provision(t, get_profile(profile), trust_file=d / "trust.json")
+    finally:
+        sim.stop()
+    return d
+
+
+def measure_boot(sim: Simulator) -> None:
+    """Extend PCRs 0-7 of every bank as a measured boot would (a simulator starts at zero)."""
+    with Tpm.open(sim.uri) as t:
+        for pcr in range(8):
+            event = f"boot component {pcr}".encode()
+            t.run(cmds.PCR_Extend(pcr, DigestValues(tuple(
+                (alg, digest(alg, event)) for alg in HASH_SIZES))))
+
+
+@pytest.fixture(scope="session")
+def tcg_template(sim_template: Path) -> Iterator[Path]:
+    d = _provisioned_template(sim_template, "tcg")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def eve_template(sim_template: Path) -> Iterator[Path]:
+    d = _provisioned_template(sim_template, "eve")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _measured(template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    s = start_copy(template)
+    measure_boot(s)
+    monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(s.state / "trust.json"))
+    monkeypatch.setenv("TPMSEAL_TPM", s.uri)
+    yield s
+    s.stop()
+    shutil.rmtree(s.state, ignore_errors=True)
+
+
+@pytest.fixture
+def tcg_sim(tcg_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """A running TPM provisioned for the tcg profile after a measured boot (PCRs 0-7 set).
+
+    ``$TPMSEAL_TPM`` and ``$TPMSEAL_TRUST_FILE`` point at it (trust file STATE/trust.json).
+    """
+    yield from _measured(tcg_template, monkeypatch)
+
+
+@pytest.fixture
+def eve_sim(eve_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    """Like ``tcg_sim`` for EVE's profile (EK 0x81000001, SRK 0x81000002)."""
+    yield from _measured(eve_template, monkeypatch)
 
 
 def start_copy(template: Path) -> Simulator:
