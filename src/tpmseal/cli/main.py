@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "tpmseal.cli.seal",
     "tpmseal.cli.pcrs",
     "tpmseal.cli.vault",
+    "tpmseal.cli.demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -18,12 +18,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import UsageError
+from tpmseal.errors import IntegrityError, UsageError
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_RH
+from tpmseal.wire.constants import TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 
@@ -80,6 +80,25 @@ def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: st
     return KeyState(handle, r.name, r.out_public, True)
 
 
+def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
+    """Confirm a TestParms "unsupported" answer in a way an interposer cannot forge.
+
+    Error responses carry no HMAC, so a forged TestParms failure would pin the
+    TPM as legacy-only forever. If an EK-salted AES-128-CFB session completes an
+    encrypted GetRandom whose response HMAC verifies, the TPM does support it
+    and the TestParms answer was forged.
+    """
+    try:
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle,
+                              attributes=TPMA_SESSION.encrypt)
+        tpm.get_random(16, s)
+    except TpmResponseError:
+        return True
+    raise IntegrityError("TPM2_TestParms said AES-128-CFB is unsupported, yet the TPM just "
+                         "performed it in an authenticated session: forged response, possible "
+                         "interposer")
+
+
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
               trust_file: Path | None = None, ek_ca: str | None = None,
               repin: bool = False) -> ProvisionResult:
@@ -90,7 +109,7 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     ek = ensure_key(tpm, profile.ek_handle(ek_type), TPM_RH.ENDORSEMENT, template,
                     f"{ek_type.upper()} endorsement key")
     srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key")
-    aes = tpm.test_parms()
+    aes = tpm.test_parms() or not _aes_refused(tpm, ek)
     cert_state = "not checked"
     if ek_ca is not None:
         index = ekcert.verify_ek(tpm, ek.public, ek_ca)
