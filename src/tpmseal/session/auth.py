@@ -8,7 +8,10 @@ Theory, in the order a command uses it:
   bound — such a session proves nothing to a bus observer, so this module
   refuses to use it for parameter encryption.
 * **Parameter encryption** (§21.3): key‖IV = KDFa(authHash, sessionKey ‖
-  authValue, "CFB", nonceNewer, nonceOlder, keyBits + 128). Commands use
+  authValue, "CFB", nonceNewer, nonceOlder, keyBits + 128), where authValue is
+  that of the entity the session authorizes (none for a session that only
+  encrypts) — always, even when the HMAC key leaves it out (bound entity, policy
+  session without PolicyAuthValue). Commands use
   (nonceCaller, nonceTPM), responses (nonceTPM, nonceCaller). Only the data
   bytes of the first parameter, and only when it is a TPM2B, are enciphered with
   AES in CFB mode (full-block feedback).
@@ -145,8 +148,22 @@ class AuthSession(Session):
         return self.session_key + self._entity_auth(entity_name)
 
     def cfb_key(self, entity_name: bytes | None) -> bytes:
-        """sessionValue for parameter encryption (Part 1 §21.3)."""
-        return self.session_key + self._entity_auth(entity_name)
+        """sessionValue for parameter encryption (Part 1 §21.3).
+
+        Unlike the HMAC key, this always appends the (trimmed) authValue of the
+        entity the session authorizes, whatever the session kind: also for a
+        policy session without PolicyAuthValue and for a bound session
+        authorizing its bind entity. The reference implementation does the same
+        (SessionProcess.c, ParseSessionBuffer/BuildResponseSession: "authValue is
+        concatenated with sessionKey ... no matter if the handle is the session
+        bound entity or not"); swtpm confirms it (tests/test_session_cfb_key.py).
+        So ``auth_value`` must be set on a policy session that encrypts for an
+        entity with a non-empty authValue, even when its HMAC does not use it.
+        A session that authorizes nothing (*entity_name* None) uses sessionKey.
+        """
+        if entity_name is None:
+            return self.session_key
+        return self.session_key + trim_auth(self.auth_value)
 
     def check_can_encrypt(self) -> None:
         if self.symmetric.algorithm == TPM_ALG.NULL:
