@@ -1,0 +1,160 @@
+"""Leak scanner: does a secret appear anywhere on the bus?
+
+The property tpmseal exists for is that the sealed secret never crosses the
+CPU-TPM bus in plaintext (TPM 2.0 Part 1 §21: parameter encryption covers the
+first TPM2B parameter of a command or response). This module checks it the
+way a bus observer would: it looks for each secret in every captured message,
+not only as raw bytes but also spelled as lowercase or uppercase hex and as
+base64 (standard and URL-safe, at any alignment inside a longer base64 text),
+since a careless client may carry a key as text. It reports every hit with its
+exchange, direction and byte offset.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tpmseal.errors import BadInputError, UsageError
+from tpmseal.sniff.record import Exchange
+
+#: Secrets shorter than this would match random bytes by chance.
+MIN_SECRET = 4
+_MIN_B64_CORE = 6
+
+
+@dataclass(frozen=True)
+class Match:
+    """One occurrence of a secret in a byte string."""
+
+    secret: int
+    encoding: str
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Leak:
+    """A secret seen on the bus: which exchange, which side, where and how spelled."""
+
+    exchange: int
+    command: str
+    direction: str
+    secret: int
+    encoding: str
+    offset: int
+    length: int
+
+    def describe(self) -> str:
+        return (f"secret {self.secret + 1} ({self.encoding}, {self.length} bytes) in the "
+                f"{self.direction} of #{self.exchange} {self.command} at offset 0x{self.offset:x}")
+
+
+def _b64_cores(secret: bytes, encode: Callable[[bytes], bytes]) -> list[bytes]:
+    """The base64 characters fully determined by *secret* at each of the 3 alignments."""
+    cores = []
+    n = len(secret)
+    for shift in range(3):
+        text = encode(b"\0" * shift + secret)
+        first = -(-8 * shift // 6)
+        last = (8 * (shift + n)) // 6
+        core = text[first:last]
+        if len(core) >= _MIN_B64_CORE:
+            cores.append(core)
+    return cores
+
+
+def spellings(secret: bytes) -> list[tuple[str, bytes]]:
+    """(encoding, bytes) pairs a secret may appear as, most literal first, deduplicated."""
+    candidates = [("raw", secret), ("hex", secret.hex().encode()),
+                  ("HEX", secret.hex().upper().encode())]
+    candidates += [("base64", c) for c in _b64_cores(secret, base64.b64encode)]
+    candidates += [("base64url", c) for c in _b64_cores(secret, base64.urlsafe_b64encode)]
+    seen: set[bytes] = set()
+    out = []
+    for enc, data in candidates:
+        if data not in seen:
+            seen.add(data)
+            out.append((enc, data))
+    return out
+
+
+def find(data: bytes, secrets: Sequence[bytes]) -> list[Match]:
+    """Every occurrence of every secret's spellings in *data* (overlaps included)."""
+    matches = []
+    for i, secret in enumerate(secrets):
+        for enc, needle in spellings(secret):
+            at = data.find(needle)
+            while at != -1:
+                matches.append(Match(i, enc, at, len(needle)))
+                at = data.find(needle, at + 1)
+    return sorted(matches, key=lambda m: (m.offset, m.secret))
+
+
+def _sides(ex: Exchange) -> list[tuple[str, bytes]]:
+    sides = [("command", ex.command)]
+    if ex.response is not None:
+        sides.append(("response", ex.response))
+    if ex.tpm_command is not None and ex.tpm_command != ex.command:
+        sides.append(("command as the TPM received it", ex.tpm_command))
+    if ex.tpm_response is not None and ex.tpm_response != ex.response:
+        sides.append(("response as the TPM sent it", ex.tpm_response))
+    return sides
+
+
+def scan_exchange(ex: Exchange, secrets: Sequence[bytes]) -> list[Leak]:
+    """The leaks in one exchange, in both directions."""
+    return [Leak(ex.index, ex.name, side, m.secret, m.encoding, m.offset, m.length)
+            for side, data in _sides(ex) for m in find(data, secrets)]
+
+
+def scan(exchanges: Iterable[Exchange], secrets: Sequence[bytes]) -> list[Leak]:
+    """Every leak of any of *secrets* in *exchanges*."""
+    check_secrets(secrets)
+    return [leak for ex in exchanges for leak in scan_exchange(ex, secrets)]
+
+
+def check_secrets(secrets: Sequence[bytes]) -> None:
+    for s in secrets:
+        if len(s) < MIN_SECRET:
+            raise UsageError(f"a secret of {len(s)} bytes would match random traffic",
+                             f"give secrets of at least {MIN_SECRET} bytes")
+
+
+def load_secret(spec: str) -> bytes:
+    """A secret from the command line: hex digits, or ``@FILE`` for a file's raw bytes."""
+    if spec.startswith("@"):
+        try:
+            data = Path(spec[1:]).read_bytes()
+        except OSError as e:
+            raise BadInputError(f"cannot read secret file {spec[1:]}: {e.strerror}") from None
+    else:
+        try:
+            data = bytes.fromhex(spec.replace(":", ""))
+        except ValueError:
+            raise UsageError("a --secret must be hex digits or @FILE") from None
+    check_secrets([data])
+    return data
+
+
+class LeakMonitor:
+    """A proxy observer that scans each exchange as it completes."""
+
+    def __init__(self, secrets: Sequence[bytes],
+                 on_leak: Callable[[Leak], None] | None = None):
+        check_secrets(secrets)
+        self.secrets = list(secrets)
+        self.on_leak = on_leak
+        self.leaks: list[Leak] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, ex: Exchange) -> None:
+        found = scan_exchange(ex, self.secrets)
+        with self._lock:
+            self.leaks += found
+        if self.on_leak is not None:
+            for leak in found:
+                self.on_leak(leak)

@@ -1,0 +1,442 @@
+"""The sniffing proxy: a TPM socket in front of another, recording every exchange.
+
+Threat model and purpose: the proxy *is* the TPM bus. Everything a passive
+observer could read crosses it and is recorded (:class:`~tpmseal.sniff.record.Exchange`);
+everything an active interposer could do is available as hooks
+(:mod:`tpmseal.sniff.hooks`). Tests put it between a client and swtpm to assert
+on the exact bytes; ``tpmseal sniff`` puts it in front of a simulator for humans.
+
+Mechanics: one thread accepts data-channel clients, one the control channel;
+each client gets a thread that frames its byte stream with a
+:class:`~tpmseal.sniff.framing.FrameReader`. swtpm serves one data connection
+at a time, so all clients share one upstream connection and a lock makes each
+command and its response one atomic exchange. The control channel (see
+:mod:`tpmseal.sniff.sockets`) is relayed byte for byte, one upstream connection
+per client connection, so tpm2-tools' ``swtpm:path=`` TCTI works through the
+proxy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+
+from tpmseal.errors import TpmsealError, TransportError
+from tpmseal.sniff.framing import MAX_FRAME, FrameReader, FramingError
+from tpmseal.sniff.hooks import (
+    Close,
+    CommandHook,
+    Hang,
+    HookContext,
+    Respond,
+    ResponseHook,
+    Verdict,
+)
+from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.sockets import (
+    Upstream,
+    bound_uri,
+    ctrl_uri,
+    listen,
+    relay,
+    resolve_upstream,
+    unlink_socket,
+)
+from tpmseal.transport.base import DEFAULT_TIMEOUT, TpmUri, parse_uri
+from tpmseal.transport.stream import connect
+
+log = logging.getLogger("tpmseal.sniff")
+
+Observer = Callable[[Exchange], None]
+
+_ANSWER, _CLOSE, _HANG = "answer", "close", "hang"
+
+
+class HookError(RuntimeError):
+    """An interposer hook raised; the first such exception is the ``__cause__``."""
+
+
+class Proxy:
+    """A recording, interposable TPM proxy.
+
+    *listen* is ``unix:PATH`` or ``tcp:HOST:PORT`` (port 0 picks a free pair of
+    ports); *upstream* is any TPM URI (``unix:``, ``tcp:``, ``sim:``, ``device:``).
+    Use as a context manager; :attr:`exchanges` lists what crossed.
+    """
+
+    def __init__(self, listen: str, upstream: str, *, on_command: CommandHook | None = None,
+                 on_response: ResponseHook | None = None, observers: Sequence[Observer] = (),
+                 control: bool = True, timeout: float = DEFAULT_TIMEOUT,
+                 max_frame: int = MAX_FRAME, keep: int | None = None):
+        self._listen_req = parse_uri(listen)
+        self._upstream_req = upstream
+        self.on_command = on_command
+        self.on_response = on_response
+        self.observers: list[Observer] = list(observers)
+        self.control = control
+        self.timeout = timeout
+        self.max_frame = max_frame
+        #: Keep at most this many exchanges in :attr:`exchanges` (None: all).
+        self.keep = keep
+        #: Framing errors, upstream failures and observer failures, as sentences.
+        self.errors: list[str] = []
+        #: Exceptions raised by hooks (each also closed its client's connection).
+        self.hook_errors: list[BaseException] = []
+        self._exchanges: list[Exchange] = []
+        self._cond = threading.Condition()
+        self._bus = threading.Lock()
+        self._state = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: set[threading.Thread] = set()
+        self._conns: set[socket.socket] = set()
+        self._listeners: list[tuple[socket.socket, TpmUri]] = []
+        self._next_index = 0
+        self._next_client = 1
+        self._upstream: Upstream | None = None
+        self._upstream_ctrl: TpmUri | None = None
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self.uri = str(self._listen_req)
+        self.ctrl_uri: str | None = None
+        self.upstream = upstream
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> Proxy:
+        """Connect upstream and listen; returns once clients can connect."""
+        if self._wake_r is not None:
+            raise RuntimeError("proxy already started")
+        up = resolve_upstream(self._upstream_req)
+        self.upstream = str(up)
+        self._upstream = Upstream(up, self.timeout)
+        self._upstream.open()
+        self._upstream_ctrl = ctrl_uri(up) if self.control else None
+        try:
+            self._bind()
+        except BaseException:
+            self._upstream.close()
+            raise
+        self._wake_r, self._wake_w = socket.socketpair()
+        for sock, kind_uri in self._listeners:
+            is_ctrl = str(kind_uri) == self.ctrl_uri
+            self._spawn(self._accept_loop, sock, is_ctrl, name="accept-ctrl" if is_ctrl
+                        else "accept")
+        log.info("sniffing on %s (control %s), upstream %s", self.uri, self.ctrl_uri,
+                 self.upstream)
+        return self
+
+    def _bind(self) -> None:
+        req = self._listen_req
+        for _ in range(32):  # tcp port 0: find P with P+1 also free
+            data = listen(req)
+            uri = bound_uri(data, req)
+            self._listeners = [(data, uri)]
+            self.uri = str(uri)
+            ctrl = ctrl_uri(uri) if self._upstream_ctrl is not None else None
+            if ctrl is None:
+                return
+            try:
+                self._listeners.append((listen(ctrl), ctrl))
+            except TpmsealError:
+                data.close()
+                unlink_socket(uri)
+                if req.scheme == "tcp" and req.port == 0:
+                    continue
+                raise
+            self.ctrl_uri = str(ctrl)
+            return
+        raise TransportError("found no free pair of TCP ports for the data and control channels")
+
+    def stop(self) -> None:
+        """Close every connection, join every thread, remove the unix sockets."""
+        if self._wake_w is None or self._stopping.is_set():
+            return
+        self._stopping.set()
+        self._wake_w.send(b"\0")
+        with self._state:
+            conns = list(self._conns)
+        for c in conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+        if self._upstream is not None:
+            self._upstream.abort()
+        while True:
+            with self._state:
+                threads = [t for t in self._threads if t is not threading.current_thread()]
+            if not threads:
+                break
+            for t in threads:
+                t.join(timeout=10)
+                with self._state:
+                    self._threads.discard(t)
+        for sock, uri in self._listeners:
+            sock.close()
+            unlink_socket(uri)
+        if self._upstream is not None:
+            self._upstream.close()
+        self._wake_w.close()
+        if self._wake_r is not None:
+            self._wake_r.close()
+
+    def __enter__(self) -> Proxy:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+        if exc_type is None:
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`HookError` if a hook raised (tests: surface assertion failures)."""
+        if self.hook_errors:
+            raise HookError(f"{len(self.hook_errors)} interposer hook call(s) raised") \
+                from self.hook_errors[0]
+
+    @property
+    def tools_tcti(self) -> str:
+        """The tpm2-tools TCTI string (``TPM2TOOLS_TCTI``) that reaches the proxy."""
+        uri = parse_uri(self.uri)
+        if uri.scheme == "unix":
+            return f"swtpm:path={uri.path}"
+        return f"swtpm:host={uri.host},port={uri.port}"
+
+    # ----------------------------------------------------------------- records
+
+    @property
+    def exchanges(self) -> list[Exchange]:
+        """A snapshot of the exchanges recorded so far, in the order the TPM saw them."""
+        with self._cond:
+            return list(self._exchanges)
+
+    def clear(self) -> None:
+        """Forget the recorded exchanges (indices keep counting)."""
+        with self._cond:
+            self._exchanges.clear()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[Exchange]:
+        """Wait until at least *count* exchanges are recorded; return them."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._exchanges) >= count, timeout):
+                raise TimeoutError(f"{len(self._exchanges)} of {count} exchanges after "
+                                   f"{timeout:g}s")
+            return list(self._exchanges)
+
+    @contextlib.contextmanager
+    def interpose(self, on_command: CommandHook | None = None,
+                  on_response: ResponseHook | None = None) -> Iterator[Proxy]:
+        """Install hooks for the duration of a ``with`` block."""
+        saved = self.on_command, self.on_response
+        self.on_command, self.on_response = on_command, on_response
+        try:
+            yield self
+        finally:
+            self.on_command, self.on_response = saved
+
+    # ----------------------------------------------------------------- threads
+
+    def _spawn(self, target: Callable[..., None], *args: object, name: str) -> None:
+        t = threading.Thread(target=target, args=args, name=f"tpmseal-sniff-{name}",
+                             daemon=True)
+        with self._state:
+            self._threads.add(t)
+        t.start()
+
+    def _forget(self) -> None:
+        with self._state:
+            self._threads.discard(threading.current_thread())
+
+    def _accept_loop(self, listener: socket.socket, is_ctrl: bool) -> None:
+        assert self._wake_r is not None
+        try:
+            while not self._stopping.is_set():
+                ready, _, _ = select.select([listener, self._wake_r], [], [])
+                if self._wake_r in ready:
+                    return
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    continue
+                with self._state:
+                    if self._stopping.is_set():
+                        conn.close()
+                        return
+                    self._conns.add(conn)
+                if is_ctrl:
+                    self._spawn(self._serve_ctrl, conn, name="ctrl")
+                else:
+                    client = self._next_client
+                    self._next_client += 1
+                    self._spawn(self._serve_data, conn, client, name=f"client-{client}")
+        finally:
+            self._forget()
+
+    def _drop_conn(self, conn: socket.socket) -> None:
+        with self._state:
+            self._conns.discard(conn)
+        conn.close()
+
+    def _serve_ctrl(self, conn: socket.socket) -> None:
+        assert self._upstream_ctrl is not None and self._wake_r is not None
+        try:
+            up = connect(self._upstream_ctrl, self.timeout)
+        except TransportError as e:
+            self.errors.append(f"control channel: {e.message}")
+            self._drop_conn(conn)
+            self._forget()
+            return
+        try:
+            with up:
+                relay(conn, up, self._wake_r)
+        finally:
+            self._drop_conn(conn)
+            self._forget()
+
+    def _serve_data(self, conn: socket.socket, client: int) -> None:
+        framer = FrameReader(self.max_frame, "command")
+        conn.settimeout(self.timeout)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    framer.close()
+                    return
+                for frame in framer.feed(data):
+                    after = self._exchange(conn, client, frame)
+                    if after == _CLOSE:
+                        return
+                    if after == _HANG:
+                        _drain(conn, self._stopping)
+                        return
+        except FramingError as e:
+            self.errors.append(f"client {client}: {e.message}")
+            log.warning("client %d: %s", client, e.message)
+        except OSError:
+            pass
+        finally:
+            self._drop_conn(conn)
+            self._forget()
+
+    # --------------------------------------------------------------- exchanges
+
+    def _history(self) -> tuple[Exchange, ...]:
+        if self.on_command is None and self.on_response is None:
+            return ()  # nobody looks: spare the copy
+        with self._cond:
+            return tuple(self._exchanges)
+
+    def _hook(self, hook: CommandHook | ResponseHook | None, ctx: HookContext,
+              notes: list[str]) -> Verdict:
+        if hook is None:
+            return None
+        try:
+            verdict = hook(ctx)
+            if verdict is not None and not isinstance(verdict, bytes | Respond | Close | Hang):
+                raise TypeError(f"hook returned {type(verdict).__name__}, expected bytes, "
+                                "Respond, Close, Hang or None")
+            return verdict
+        except Exception as e:
+            self.hook_errors.append(e)
+            notes.append(f"hook raised {type(e).__name__}: {e}")
+            log.warning("interposer hook raised %r", e)
+            return Close()
+
+    def _exchange(self, conn: socket.socket, client: int, frame: bytes) -> str:
+        """Run one exchange under the bus lock; say what to do with the connection."""
+        with self._bus:
+            if self._stopping.is_set():
+                return _CLOSE
+            index = self._next_index
+            self._next_index += 1
+            started = time.time()
+            notes: list[str] = []
+            ctx = HookContext(index, client, frame, self._history(), stopping=self._stopping)
+            tpm_command: bytes | None = frame
+            tpm_response: bytes | None = None
+            tpm_seconds: float | None = None
+            reply: bytes | None = None
+            after = _ANSWER
+            verdict = self._hook(self.on_command, ctx, notes)
+            if isinstance(verdict, bytes):
+                notes.append("command rewritten by hook")
+                tpm_command = verdict
+            elif verdict is not None:
+                tpm_command = None
+                reply, after = _apply(verdict, None, notes, "command")
+            if tpm_command is not None:
+                assert self._upstream is not None
+                t0 = time.perf_counter()
+                try:
+                    tpm_response = self._upstream.exchange(tpm_command)
+                except TransportError as e:
+                    self.errors.append(f"client {client}: {e.message}")
+                    notes.append(f"upstream failed: {e.message}")
+                    after = _CLOSE
+                else:
+                    tpm_seconds = time.perf_counter() - t0
+                    rctx = dataclasses.replace(ctx, response=tpm_response,
+                                               tpm_command=tpm_command)
+                    verdict = self._hook(self.on_response, rctx, notes)
+                    reply, after = _apply(verdict, tpm_response, notes, "response")
+            ex = Exchange(index, client, frame, reply, started, time.time(), tpm_seconds,
+                          tpm_command, tpm_response, "; ".join(notes))
+            with self._cond:
+                self._exchanges.append(ex)
+                if self.keep is not None and len(self._exchanges) > 2 * self.keep:
+                    del self._exchanges[: len(self._exchanges) - self.keep]
+                self._cond.notify_all()
+            if reply:
+                try:
+                    conn.sendall(reply)
+                except OSError:
+                    after = _CLOSE
+            for observe in list(self.observers):
+                try:
+                    observe(ex)
+                except Exception as e:  # a full disk must not take the bus down
+                    self.errors.append(f"observer failed: {type(e).__name__}: {e}")
+                    log.warning("observer %r failed: %s", observe, e)
+            return after
+
+
+def _apply(verdict: Verdict, default: bytes | None, notes: list[str],
+           what: str) -> tuple[bytes | None, str]:
+    """Turn a hook's verdict into (bytes for the client, what to do with the connection)."""
+    if verdict is None:
+        return default, _ANSWER
+    if isinstance(verdict, bytes):
+        notes.append(f"{what} rewritten by hook")
+        return verdict, _ANSWER
+    if isinstance(verdict, Respond):
+        notes.append("answered by hook; the TPM never saw the command" if what == "command"
+                     else "response rewritten by hook")
+        return verdict.response, _ANSWER
+    if isinstance(verdict, Close):
+        if not any(n.startswith("hook raised") for n in notes):
+            sent = f" after sending {len(verdict.partial)} bytes" if verdict.partial else ""
+            notes.append(f"connection closed by hook at the {what}{sent}")
+        return (verdict.partial or None), _CLOSE
+    notes.append(f"hook never answered the {what}")
+    return None, _HANG
+
+
+def _drain(conn: socket.socket, stopping: threading.Event) -> None:
+    """Swallow whatever the client still sends until it closes or the proxy stops."""
+    while not stopping.is_set():
+        try:
+            if not conn.recv(65536):
+                return
+        except TimeoutError:
+            continue
+        except OSError:
+            return

@@ -1,0 +1,254 @@
+"""Human-readable dumps of TPM traffic, in the seed's format and beyond.
+
+Per exchange: ``>>> Command: Create (tag=0x8002 size=141)``, a hexdump with
+offsets and an ASCII column, then the fields decoded by the command registry —
+handles with their well-known names, each session (TPMS_AUTH_COMMAND, TPM 2.0
+Part 2 §10.13.2: handle, nonce, attributes, HMAC), parameters by name with the
+first marked *encrypted* when a session carries ``decrypt`` (commands) or
+``encrypt`` (responses) (Part 1 §21). Then ``<<< Response to Create: rc=...``
+with the response code decoded per Part 2 §6.6.
+
+Byte ranges can be highlighted (:class:`Span`) — the leak scanner and the demo
+mark the secret's bytes: in colour on a terminal, otherwise with a ``^^^^``
+marker line under the hexdump row and a label, as in the seed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import IO
+
+from tpmseal.sniff.leaks import find
+from tpmseal.sniff.record import (
+    Exchange,
+    header_problem,
+    safe_decode_command,
+    safe_decode_response,
+)
+from tpmseal.sniff.values import bytes_text, handle_text, value_lines
+from tpmseal.wire.frames import (
+    DecodedCommand,
+    DecodedField,
+    command_name,
+    session_attrs_text,
+)
+from tpmseal.wire.rc import SENTENCES, decode_rc
+
+_HL = "\x1b[1;97;41m"  # bold white on red
+_BOLD = "\x1b[1m"
+_RESET = "\x1b[0m"
+_ASCII_COL = 62  # where the ASCII column's first character sits in a hexdump row
+_INDENT = "    "
+
+
+@dataclass(frozen=True)
+class Span:
+    """Bytes ``[start, end)`` of a message to highlight, with what they are."""
+
+    start: int
+    end: int
+    label: str
+
+
+def secret_spans(data: bytes, secrets: Sequence[bytes]) -> list[Span]:
+    """Spans covering every appearance of *secrets* in *data* (see :mod:`~tpmseal.sniff.leaks`)."""
+    out = []
+    for m in find(data, secrets):
+        what = "secret" if len(secrets) == 1 else f"secret {m.secret + 1}"
+        how = "in plaintext" if m.encoding == "raw" else f"as {m.encoding}"
+        out.append(Span(m.offset, m.offset + m.length,
+                        f"{what} visible {how} at offset 0x{m.offset:x}"))
+    return out
+
+
+def _col(i: int) -> int:
+    return 10 + 3 * i + (1 if i >= 8 else 0)
+
+
+def hexdump(data: bytes, spans: Sequence[Span] = (), color: bool = False) -> list[str]:
+    """16 bytes per row: offset, hex in two groups of 8, ASCII; highlights as *spans* say."""
+    marked: set[int] = set()
+    for s in spans:
+        marked.update(range(max(s.start, 0), min(s.end, len(data))))
+    lines = []
+    for row in range(0, max(len(data), 1), 16):
+        chunk = data[row : row + 16]
+        if not chunk:
+            break
+        cells = []
+        chars = []
+        for i, b in enumerate(chunk):
+            cell, ch = f"{b:02x}", chr(b) if 0x20 <= b < 0x7F else "."
+            if color and row + i in marked:
+                cell, ch = f"{_HL}{cell}{_RESET}", f"{_HL}{ch}{_RESET}"
+            cells.append(cell)
+            chars.append(ch)
+        pad = ["  "] * (16 - len(chunk))
+        cells += pad
+        left, right = " ".join(cells[:8]), " ".join(cells[8:])
+        lines.append(f"{row:08x}  {left}  {right}   |{''.join(chars)}|")
+        if not color:
+            lines += _marker_lines(row, len(chunk), marked, spans)
+    return lines
+
+
+def _marker_lines(row: int, n: int, marked: set[int], spans: Sequence[Span]) -> list[str]:
+    hits = [i for i in range(n) if row + i in marked]
+    if not hits:
+        return []
+    line = [" "] * (_ASCII_COL + 16)
+    for i in hits:
+        line[_col(i)] = line[_col(i) + 1] = "^"
+        if i + 1 in hits:
+            for c in range(_col(i) + 2, _col(i + 1)):
+                line[c] = "^"
+        line[_ASCII_COL + i] = "^"
+    out = ["".join(line).rstrip()]
+    out += [" " * 10 + s.label for s in spans if row <= s.start < row + 16]
+    return out
+
+
+def _bold(text: str, color: bool) -> str:
+    return f"{_BOLD}{text}{_RESET}" if color else text
+
+
+def _param_lines(params: Sequence[DecodedField]) -> list[str]:
+    lines = []
+    for p in params:
+        label = f"{p.name} ({p.tpm_type})"
+        if p.encrypted:
+            lines.append(f"{_INDENT * 2}{label} [encrypted]: {bytes_text(p.value)}")
+        else:
+            lines += value_lines(label, p.value, p.tpm_type, _INDENT * 2)
+    return lines
+
+
+def command_lines(data: bytes, spans: Sequence[Span] = (), *, color: bool = False,
+                  dump: bool = True, title: str = "Command") -> list[str]:
+    """The ``>>> Command`` block: header line, hexdump and decoded fields."""
+    problem = header_problem(data)
+    dec = safe_decode_command(data)
+    if dec is None or problem is not None:
+        lines = [_bold(f">>> {title}: ? ({len(data)} bytes: {problem or 'undecodable'})",
+                       color)]
+        return lines + (hexdump(data, spans, color) if dump else [])
+    lines = [_bold(f">>> {title}: {dec.name} (tag=0x{dec.tag:04x} size={dec.size})", color)]
+    if dump:
+        lines += hexdump(data, spans, color)
+    if dec.handles:
+        lines.append(f"{_INDENT}handles:")
+        lines += [f"{_INDENT * 2}{n}: {handle_text(h)}" for n, h in dec.handles]
+    if dec.sessions:
+        lines.append(f"{_INDENT}sessions:")
+        for i, s in enumerate(dec.sessions):
+            lines.append(f"{_INDENT * 2}[{i}] handle={handle_text(s.session_handle)} "
+                         f"attributes={session_attrs_text(s.attributes)} (0x{s.attributes:02x})")
+            lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
+            lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
+    if dec.params:
+        lines.append(f"{_INDENT}parameters:")
+        lines += _param_lines(dec.params)
+    if dec.error:
+        lines.append(f"{_INDENT}decode error: {dec.error}")
+    return lines
+
+
+def rc_summary(rc: int) -> str:
+    """``rc=0x00000000 TPM_RC_SUCCESS`` or ``rc=0x99d TPM_RC_POLICY_FAIL (session 1)``."""
+    return "rc=0x00000000 TPM_RC_SUCCESS" if rc == 0 else f"rc={decode_rc(rc).describe()}"
+
+
+def response_lines(data: bytes, command: DecodedCommand | None, spans: Sequence[Span] = (),
+                   *, color: bool = False, dump: bool = True,
+                   title: str = "Response to") -> list[str]:
+    """The ``<<< Response to`` block for *data*, decoded in the light of *command*."""
+    name = command.name if command is not None else "?"
+    problem = header_problem(data)
+    dec = safe_decode_response(data, command) if problem is None else None
+    if dec is None:
+        lines = [_bold(f"<<< {title} {name}: ? ({len(data)} bytes: {problem or 'undecodable'})",
+                       color)]
+        return lines + (hexdump(data, spans, color) if dump else [])
+    lines = [_bold(f"<<< {title} {name}: {rc_summary(dec.rc)} "
+                   f"(tag=0x{dec.tag:04x} size={dec.size})", color)]
+    if dump:
+        lines += hexdump(data, spans, color)
+    if dec.rc:
+        sentence = SENTENCES.get(decode_rc(dec.rc).name)
+        if sentence:
+            lines.append(f"{_INDENT}meaning: {sentence}")
+        return lines
+    if dec.handles:
+        lines.append(f"{_INDENT}handles:")
+        lines += [f"{_INDENT * 2}{n}: {handle_text(h)}" for n, h in dec.handles]
+    if dec.params:
+        lines.append(f"{_INDENT}parameters:")
+        lines += _param_lines(dec.params)
+    if dec.sessions:
+        lines.append(f"{_INDENT}sessions:")
+        for i, s in enumerate(dec.sessions):
+            lines.append(f"{_INDENT * 2}[{i}] attributes={session_attrs_text(s.attributes)} "
+                         f"(0x{s.attributes:02x})")
+            lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
+            lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
+    if dec.error:
+        lines.append(f"{_INDENT}decode error: {dec.error}")
+    return lines
+
+
+def exchange_title(ex: Exchange) -> str:
+    """``=== #3 client 1 at 14:37:34.123456 (TPM 1.23 ms)``."""
+    clock = time.strftime("%H:%M:%S", time.localtime(ex.started))
+    micros = int((ex.started % 1) * 1_000_000)
+    tpm = f" (TPM {ex.tpm_seconds * 1000:.2f} ms)" if ex.tpm_seconds is not None else ""
+    return f"=== #{ex.index} client {ex.client} at {clock}.{micros:06d}{tpm}"
+
+
+def render_exchange(ex: Exchange, *, secrets: Sequence[bytes] = (), color: bool = False,
+                    dump: bool = True) -> str:
+    """The full human dump of one exchange, secrets highlighted where they appear."""
+    def spans(data: bytes) -> list[Span]:
+        return secret_spans(data, secrets) if secrets else []
+
+    lines = [exchange_title(ex)]
+    lines += command_lines(ex.command, spans(ex.command), color=color, dump=dump)
+    cmd = safe_decode_command(ex.command)
+    if ex.tpm_command is None:
+        lines.append("!!! interposer: the command was not forwarded to the TPM")
+    elif ex.tpm_command != ex.command:
+        lines += command_lines(ex.tpm_command, spans(ex.tpm_command), color=color, dump=dump,
+                               title="!!! interposer rewrote the command; the TPM received")
+    sent = safe_decode_command(ex.tpm_command) if ex.tpm_command is not None else cmd
+    if ex.tpm_response is not None and ex.tpm_response != ex.response:
+        lines += response_lines(ex.tpm_response, sent, spans(ex.tpm_response), color=color,
+                                dump=dump, title="!!! interposer replaced the TPM's response to")
+    if ex.response is None:
+        name = cmd.name if cmd is not None else command_name(ex.code)
+        lines.append(_bold(f"<<< No response to {name}", color))
+    else:
+        lines += response_lines(ex.response, cmd if cmd is not None else sent,
+                                spans(ex.response), color=color, dump=dump)
+    if ex.note:
+        lines.append(f"!!! {ex.note}")
+    return "\n".join(lines) + "\n"
+
+
+class TextWriter:
+    """A proxy observer printing each exchange's dump to a text stream."""
+
+    def __init__(self, stream: IO[str], *, secrets: Sequence[bytes] = (), color: bool = False,
+                 dump: bool = True):
+        self.stream = stream
+        self.secrets = list(secrets)
+        self.color = color
+        self.dump = dump
+        self._lock = threading.Lock()
+
+    def __call__(self, ex: Exchange) -> None:
+        text = render_exchange(ex, secrets=self.secrets, color=self.color, dump=self.dump)
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
