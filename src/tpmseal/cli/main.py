@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "tpmseal.cli.pcrs",
     "tpmseal.cli.vault",
     "tpmseal.cli.demo",
+    "tpmseal.cli.sniff",
 )
 
 Handler = Callable[[argparse.Namespace], int]

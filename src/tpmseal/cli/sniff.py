@@ -1,0 +1,160 @@
+"""``tpmseal sniff`` (a recording proxy on the TPM bus) and ``tpmseal decode`` (offline).
+
+The sniffer prints key material by design: it shows what a bus observer sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from tpmseal.errors import LeakFoundError
+from tpmseal.files import read_input
+from tpmseal.sniff.jsonl import JsonlWriter, dumps
+from tpmseal.sniff.leaks import Leak, LeakMonitor, load_secret, scan
+from tpmseal.sniff.offline import FORMATS, load
+from tpmseal.sniff.pcap import TPM_PORT, PcapWriter
+from tpmseal.sniff.proxy import Observer, Proxy
+from tpmseal.sniff.render import TextWriter, render_exchange
+
+_CAPTURE_LIMIT = 1 << 30
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "sniff", help="proxy a TPM socket and dump every command and response",
+        description="Listen on a socket, forward to a TPM simulator (data and control "
+                    "channel, so tpm2-tools' swtpm TCTI works through it) and print every "
+                    "exchange decoded. Runs until SIGINT or SIGTERM. Shows key material: "
+                    "that is what a bus observer sees.")
+    p.add_argument("--listen", required=True, metavar="URI",
+                   help="where clients connect: unix:PATH (control at PATH.ctrl) or "
+                        "tcp:HOST:PORT (control at PORT+1)")
+    p.add_argument("--upstream", required=True, metavar="URI",
+                   help="the TPM: unix:PATH, tcp:HOST:PORT, sim:STATE_DIR or device:PATH")
+    p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per exchange")
+    p.add_argument("--pcap", metavar="FILE",
+                   help="also write a pcap that Wireshark decodes (TCP port 2321)")
+    _add_secret(p)
+    p.add_argument("--quiet", action="store_true", help="do not print the dump")
+    _add_color(p)
+    p.set_defaults(handler=run_sniff)
+
+    d = sub.add_parser(
+        "decode", help="decode a saved capture (JSON lines, pcap, raw frames)",
+        description="Decode a capture written by `tpmseal sniff --json/--pcap`, a tcpdump "
+                    "or dumpcap capture of TPM traffic on TCP port 2321, or a raw stream of "
+                    "TPM frames (command, response, ...). The format is detected.")
+    d.add_argument("file", help="the capture file, or - for stdin")
+    d.add_argument("--format", choices=FORMATS, help="the capture format (default: detect)")
+    d.add_argument("--json", action="store_true", help="print JSON lines instead of the dump")
+    d.add_argument("--port", type=int, default=TPM_PORT,
+                   help=f"TCP port of the TPM in a pcap (default {TPM_PORT})")
+    _add_secret(d)
+    _add_color(d)
+    d.set_defaults(handler=run_decode)
+
+
+def _add_secret(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--secret", action="append", default=[], metavar="HEX|@FILE",
+                   help="report (and exit 10 at the end) if these bytes cross the bus raw, "
+                        "as hex or as base64; @FILE reads the file's raw bytes; repeatable")
+
+
+def _add_color(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="highlight secrets in colour (auto: on a terminal, unless $NO_COLOR)")
+
+
+def _color(args: argparse.Namespace) -> bool:
+    if args.color == "auto":
+        return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    return bool(args.color == "always")
+
+
+def _leak_error(leaks: list[Leak]) -> LeakFoundError:
+    first = leaks[0].describe()
+    more = f" and {len(leaks) - 1} more" if len(leaks) > 1 else ""
+    return LeakFoundError(f"a secret crossed the bus {len(leaks)} time(s): {first}{more}")
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"tpmseal: {text}\n")
+    sys.stderr.flush()
+
+
+def run_sniff(args: argparse.Namespace) -> int:
+    secrets = [load_secret(s) for s in args.secret]
+    observers: list[Observer] = []
+    closers: list[Callable[[], None]] = []
+    if not args.quiet:
+        observers.append(TextWriter(sys.stdout, secrets=secrets, color=_color(args)))
+    monitor = LeakMonitor(secrets, on_leak=lambda leak: _say(f"LEAK: {leak.describe()}"))
+    if secrets:
+        observers.append(monitor)
+    try:
+        if args.json:
+            jw = JsonlWriter(args.json)
+            observers.append(jw)
+            closers.append(jw.close)
+        if args.pcap:
+            pw = PcapWriter(args.pcap)
+            observers.append(pw)
+            closers.append(pw.close)
+        proxy = Proxy(args.listen, args.upstream, observers=observers, keep=0)
+        _serve(proxy)
+    finally:
+        for close in closers:
+            close()
+    for err in proxy.errors:
+        _say(f"warning: {err}")
+    if monitor.leaks:
+        raise _leak_error(monitor.leaks)
+    return 0
+
+
+def _serve(proxy: Proxy) -> None:
+    """Run *proxy* until SIGINT or SIGTERM, then stop it cleanly."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    saved = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        proxy.start()
+        ctrl = f" (control {proxy.ctrl_uri})" if proxy.ctrl_uri else ""
+        _say(f"sniffing on {proxy.uri}{ctrl}, upstream {proxy.upstream}; "
+             f"tpm2-tools: TPM2TOOLS_TCTI={proxy.tools_tcti}; stop with Ctrl-C")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        proxy.stop()
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    _say("stopped")
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    secrets = [load_secret(s) for s in args.secret]
+    capture = load(read_input(args.file, "capture", _CAPTURE_LIMIT), args.format, args.port)
+    for w in capture.warnings:
+        _say(f"warning: {w}")
+    color = _color(args)
+    for ex in capture.exchanges:
+        if args.json:
+            sys.stdout.write(dumps(ex) + "\n")
+        else:
+            sys.stdout.write(render_exchange(ex, secrets=secrets, color=color) + "\n")
+    sys.stdout.flush()
+    leaks = scan(capture.exchanges, secrets) if secrets else []
+    for leak in leaks:
+        _say(f"LEAK: {leak.describe()}")
+    if leaks:
+        raise _leak_error(leaks)
+    return 0
