@@ -31,6 +31,7 @@ from tpmseal.session.auth import (
     check_response,
     protect_command,
     session_key,
+    trim_auth,
 )
 from tpmseal.session.policy import PolicyStep
 from tpmseal.session.salt import make_salt
@@ -291,10 +292,12 @@ class Tpm:
             salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
             auth_hash))
         key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
-                          nonce_caller)
+                          nonce_caller, bound=bind != TPM_RH.NULL)
         bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None
         s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
-                        salted=salt is not None, bind_name=bind_name, attributes=attributes)
+                        salted=salt is not None, bind_name=bind_name,
+                        bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
+                        attributes=attributes)
         self._sessions[s.handle] = s
         return s
 

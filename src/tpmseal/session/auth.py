@@ -61,10 +61,19 @@ def trim_auth(value: bytes) -> bytes:
 
 
 def session_key(auth_hash: int, bind_auth: bytes, salt: bytes, nonce_tpm: bytes,
-                nonce_caller: bytes) -> bytes:
-    """sessionKey of a new session (Part 1 §19.6.8); empty if unsalted and unbound."""
+                nonce_caller: bytes, *, bound: bool | None = None) -> bytes:
+    """sessionKey of a new session (Part 1 §19.6.8); empty if unsalted and unbound.
+
+    *bound* says whether StartAuthSession named a bind entity (default: whether
+    *bind_auth* is non-empty). A bound session has a sessionKey even when the
+    bind entity's authValue is empty: KDFa over an empty key, as the reference
+    implementation's SessionCreate() computes it whenever bind is not
+    TPM_RH_NULL or a salt was sent.
+    """
     secret = trim_auth(bind_auth) + salt
-    if not secret:
+    if bound is None:
+        bound = bool(bind_auth)
+    if not salt and not bound:
         return b""
     return kdfa(auth_hash, secret, LABEL_ATH, nonce_tpm, nonce_caller,
                 HASH_SIZES[auth_hash] * 8)
@@ -122,6 +131,8 @@ class AuthSession(Session):
     nonce_tpm: bytes = field(repr=False)
     salted: bool = False
     bind_name: bytes | None = None
+    #: the bind entity's authValue was non-empty, so an unsalted sessionKey is secret
+    bind_secret: bool = False
     attributes: int = TPMA_SESSION.continueSession
     auth_value: bytes = field(default=b"", repr=False)
     nonce_caller: bytes = field(default=b"", repr=False)
@@ -169,10 +180,11 @@ class AuthSession(Session):
         if self.symmetric.algorithm == TPM_ALG.NULL:
             raise UsageError("this session was started without a symmetric algorithm, so it "
                              "cannot encrypt parameters; start it with AES-128-CFB")
-        if not self.session_key:
+        if not self.session_key or not (self.salted or self.bind_secret):
             raise UsageError("refusing parameter encryption on a session that is neither "
-                             "salted nor bound: its key would derive from public nonces only; "
-                             "salt the session with the TPM's endorsement key")
+                             "salted nor bound to an entity with an authValue: its key would "
+                             "derive from public nonces only; salt the session with the "
+                             "TPM's endorsement key")
 
 
 @dataclass
