@@ -20,7 +20,9 @@ Theory, in the order a command uses it:
   cpHash = H(commandCode ‖ Names ‖ parameters as sent) and rpHash = H(0 ‖
   commandCode ‖ parameters as received). nonceDecrypt/nonceEncrypt are the
   nonceTPM of a *different* session that carries the decrypt/encrypt attribute,
-  and appear only in the first session's command HMAC.
+  and appear only in the first session's command HMAC, and only when that
+  session authorizes a handle (reference ComputeCommandHMAC(): a command
+  without authorization handles, e.g. GetRandom, gets no extra nonces).
 
 Threat model: a passive bus observer learns nothing from salted sessions; an
 active one cannot change a response without breaking its HMAC, which this
@@ -259,7 +261,7 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
         if alg not in cp_hashes:
             cp_hashes[alg] = _hash(alg, u32(code), *handle_names, param_bytes)
         extra = b""
-        if i == 0:
+        if i == 0 and n_auth:  # only an *authorizing* first session (reference code)
             if dec and dec[0] is not s:
                 extra += dec[0].nonce_tpm
             if enc and enc[0] is not s and enc[0] is not (dec[0] if dec else None):
