@@ -31,7 +31,7 @@ def parse_pcrs(spec: str) -> PcrSelectionList:
         pcrs: list[int] = []
         for raw in indices.split(","):
             item = raw.strip()
-            if not item.isdigit():
+            if not (item.isascii() and item.isdigit()):
                 raise UsageError(f"bad PCR spec {spec!r}: {item!r} is not a PCR index", _HINT)
             i = int(item)
             if not 0 <= i <= 23:
