@@ -18,6 +18,7 @@ import pytest
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import get_profile
 from tpmseal.recipes.provision import provision
+from tpmseal.sniff.proxy import Proxy
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.capture import CapturingTransport
 from tpmseal.transport.simulator import Simulator
@@ -155,3 +156,19 @@ def tpm(bus: CapturingTransport) -> Iterator[Tpm]:
     """A client on ``bus``; closes (and flushes what it loaded) at the end."""
     with Tpm(bus) as t:
         yield t
+
+
+@pytest.fixture
+def sniffed(sim: Simulator) -> Iterator[Proxy]:
+    """The sniffer proxy in front of ``sim``: connect to ``.uri``, assert on ``.exchanges``.
+
+    The proxy holds swtpm's one data connection, so do not combine it with the
+    direct ``bus``/``tpm`` fixtures; ``Tpm.open(sniffed.uri)`` is the client, and
+    ``sniffed.tools_tcti`` the tpm2-tools TCTI. A hook that raised fails the test.
+    """
+    d = _short_dir("tpmseal-sniff-")
+    try:
+        with Proxy(f"unix:{d / 'tpm.sock'}", sim.uri) as proxy:
+            yield proxy
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -100,7 +100,7 @@ class FrameReader:
         """The stream ended: raise :class:`FramingError` if a frame is incomplete."""
         if self._buf and self._broken is None:
             want = (f" of {int.from_bytes(self._buf[2:6], 'big')}"
-                    if len(self._buf) >= HEADER_SIZE else "")
+                    if len(self._buf) >= 6 else "")
             self._fail(f"stream ended inside a {self.what}: {len(self._buf)}{want} bytes received")
 
     def _fail(self, message: str) -> None:

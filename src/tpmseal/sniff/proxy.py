@@ -45,6 +45,7 @@ from tpmseal.sniff.sockets import (
     bound_uri,
     ctrl_uri,
     listen,
+    parse_listen,
     relay,
     resolve_upstream,
     unlink_socket,
@@ -75,7 +76,7 @@ class Proxy:
                  on_response: ResponseHook | None = None, observers: Sequence[Observer] = (),
                  control: bool = True, timeout: float = DEFAULT_TIMEOUT,
                  max_frame: int = MAX_FRAME, keep: int | None = None):
-        self._listen_req = parse_uri(listen)
+        self._listen_req = parse_listen(listen)
         self._upstream_req = upstream
         self.on_command = on_command
         self.on_response = on_response

@@ -31,6 +31,15 @@ def ctrl_uri(uri: TpmUri) -> TpmUri | None:
     return None
 
 
+def parse_listen(uri: str) -> TpmUri:
+    """Parse a listen URI; unlike a TPM URI, ``tcp:HOST:0`` asks for a free port."""
+    scheme, _, rest = uri.partition(":")
+    host, _, port = rest.rpartition(":")
+    if scheme == "tcp" and port == "0" and host:
+        return TpmUri("tcp", host=host.strip("[]"), port=0)
+    return parse_uri(uri)
+
+
 def resolve_upstream(uri: str) -> TpmUri:
     """Parse an upstream URI; a ``sim:DIR`` simulator is started and named by its socket."""
     parsed = parse_uri(uri)
