@@ -25,6 +25,10 @@ class Exchange:
     def code(self) -> int:
         return int.from_bytes(self.command[6:10], "big")
 
+    def __repr__(self) -> str:  # the bytes may carry secrets (e.g. a password-session Create)
+        return (f"Exchange(code={self.code:#x}, command=<{len(self.command)} bytes>, "
+                f"response=<{len(self.response)} bytes>, rc={self.rc:#x})")
+
     @property
     def rc(self) -> int:
         return int.from_bytes(self.response[6:10], "big")
@@ -49,6 +53,9 @@ class CapturingTransport:
 
     def close(self) -> None:
         self.inner.close()
+
+    def __repr__(self) -> str:  # never dump captured bytes (test failures print fixtures)
+        return f"CapturingTransport({self.inner!r}, <{len(self.exchanges)} exchanges>)"
 
     def codes(self) -> list[int]:
         return [e.code for e in self.exchanges]
