@@ -35,6 +35,7 @@ from test_session_support import (
     load,
     new_secret,
     salt_key,
+    same,
     seal,
     srk,
     user_sealed_template,
@@ -217,7 +218,7 @@ def test_tpm_agrees_with_independent_kdfa(tpm: Tpm) -> None:
     obj = seal(tpm, parent, secret, user_sealed_template(), s)  # inSensitive encrypted
     load(tpm, parent, obj, s)
     # read it back in the clear: the TPM derived the same CFB key from our KDFa inputs
-    assert tpm.run(c.Unseal(obj.handle)).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle)).out_data, secret)
 
 
 def test_tpm_agrees_with_independent_kdfe(tpm: Tpm) -> None:
@@ -242,4 +243,4 @@ def test_tpm_agrees_with_independent_kdfe(tpm: Tpm) -> None:
     obj = seal(tpm, parent, secret, user_sealed_template())
     load(tpm, parent, obj)
     s.attributes = ENC
-    assert tpm.run(c.Unseal(obj.handle), s).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle), s).out_data, secret)

@@ -33,6 +33,7 @@ from test_session_support import (
     new_secret,
     pcr_step,
     salted,
+    same,
     seal,
     srk,
     user_sealed_template,
@@ -81,7 +82,7 @@ def test_unseal_response_key_includes_entity_auth(tpm: Tpm, case: str) -> None:
     obj = seal(tpm, parent, new_secret(), template, auth=AUTH)
     load(tpm, parent, obj)
     s = _session(tpm, case, obj.handle, steps, ENC)
-    assert tpm.run(c.Unseal(obj.handle), s).out_data == obj.secret
+    same(tpm.run(c.Unseal(obj.handle), s).out_data, obj.secret)
 
 
 def _define_nv(tpm: Tpm, case: str, steps: list[PolicyStep]) -> NvPublic:
@@ -103,13 +104,13 @@ def test_nv_write_and_read_keys_include_entity_auth(tpm: Tpm, case: str) -> None
     s = _session(tpm, case, NV_INDEX, steps, DEC)
     tpm.run(c.NV_Write(NV_INDEX, NV_INDEX, data, 0), s)
     # the TPM stored what the client encrypted: read it back in the clear
-    assert tpm.nv_read(NV_INDEX, len(data), NV_INDEX, PasswordSession(AUTH)) == data
+    same(tpm.nv_read(NV_INDEX, len(data), NV_INDEX, PasswordSession(AUTH)), data)
     assert tpm.names[NV_INDEX] == pub.written().name()
     # and an encrypted read decrypts (for case d the index's Name changed with
     # TPMA_NV_WRITTEN, so the session no longer counts as bound to it)
     s2 = _session(tpm, case, NV_INDEX, steps, ENC)
     got = tpm.run(c.NV_Read(NV_INDEX, NV_INDEX, len(data), 0), s2).data
-    assert got == data
+    same(got, data)
 
 
 def test_bound_session_unbinds_when_nv_name_changes(tpm: Tpm) -> None:

@@ -19,11 +19,14 @@ from test_session_support import (
     DEC,
     ENC,
     SALTS,
+    absent,
     load,
     new_secret,
     pcr_step,
     policy_for,
+    present,
     salted,
+    same,
     seal,
     srk,
 )
@@ -57,24 +60,24 @@ def test_seal_unseal_through_salted_sessions(tpm: Tpm, bus: CapturingTransport, 
     obj = seal(tpm, parent, secret, sealed_template(policy_for(step)), hmac_s)
     create_cmd, create_rsp = _exchange(bus, TPM_CC.Create)
     # inSensitive is hidden exactly when the decrypt attribute is set
-    assert (secret in create_cmd) == (not bits & DEC)
+    present(secret, create_cmd, not bits & DEC)
     # outPrivate was encrypted on the way back when encrypt is set: the bytes on the
     # bus differ from the decrypted blob the client returned, yet Load accepts the blob
-    assert (obj.private in create_rsp) == (not bits & ENC)
+    present(obj.private, create_rsp, not bits & ENC)
     bus.clear()
     load(tpm, parent, obj, hmac_s)
     load_cmd, load_rsp = _exchange(bus, TPM_CC.Load)
-    assert (obj.private in load_cmd) == (not bits & DEC)
-    assert (obj.public.name() in load_rsp) == (not bits & ENC)
+    present(obj.private, load_cmd, not bits & DEC)
+    present(obj.public.name(), load_rsp, not bits & ENC)
     tpm.flush(hmac_s.handle)
 
     pol = salted(tpm, TPM_SE.POLICY, salt, attributes=ENC)  # ends with the Unseal
     tpm.run_policy(pol, [step])
     bus.clear()
     out = tpm.run(c.Unseal(obj.handle), pol).out_data
-    assert out == secret
+    same(out, secret)
     _, unseal_rsp = _exchange(bus, TPM_CC.Unseal)
-    assert secret not in unseal_rsp
+    absent(secret, unseal_rsp)
     assert pol.ended  # continueSession was clear: the TPM flushed it
 
     rng = salted(tpm, TPM_SE.HMAC, salt, attributes=ENC)
@@ -82,7 +85,7 @@ def test_seal_unseal_through_salted_sessions(tpm: Tpm, bus: CapturingTransport, 
     random = tpm.get_random(32, rng)
     assert len(random) == 32
     _, rnd_rsp = _exchange(bus, TPM_CC.GetRandom)
-    assert random not in rnd_rsp
+    absent(random, rnd_rsp)
 
 
 def test_password_session_path_leaks_the_secret(tpm: Tpm, bus: CapturingTransport) -> None:
@@ -93,14 +96,14 @@ def test_password_session_path_leaks_the_secret(tpm: Tpm, bus: CapturingTranspor
     bus.clear()
     obj = seal(tpm, parent, secret, sealed_template(policy_for(step)), PasswordSession())
     create_cmd, _ = _exchange(bus, TPM_CC.Create)
-    assert secret in create_cmd
+    present(secret, create_cmd)
     load(tpm, parent, obj)
     plain = tpm.start_session(TPM_SE.POLICY, attributes=0)  # unsalted, no encryption
     tpm.run_policy(plain, [step])
     bus.clear()
-    assert tpm.run(c.Unseal(obj.handle), plain).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle), plain).out_data, secret)
     _, rsp = _exchange(bus, TPM_CC.Unseal)
-    assert secret in rsp
+    present(secret, rsp)
 
 
 def test_encrypted_path_leaves_no_copy_anywhere(tpm: Tpm, bus: CapturingTransport) -> None:
@@ -113,10 +116,12 @@ def test_encrypted_path_leaves_no_copy_anywhere(tpm: Tpm, bus: CapturingTranspor
     load(tpm, parent, obj, s)
     pol = salted(tpm, TPM_SE.POLICY, "p256", attributes=ENC)
     tpm.run_policy(pol, [step])
-    assert tpm.run(c.Unseal(obj.handle), pol).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle), pol).out_data, secret)
     for e in bus.exchanges:
-        assert secret not in e.command and secret not in e.response
-        assert secret[:8] not in e.command and secret[-8:] not in e.response
+        absent(secret, e.command)
+        absent(secret, e.response)
+        absent(secret[:8], e.command)
+        absent(secret[-8:], e.response)
 
 
 def test_sessions_keep_working_over_many_commands(tpm: Tpm) -> None:

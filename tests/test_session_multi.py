@@ -17,11 +17,13 @@ from test_session_support import (
     DEC,
     ENC,
     FaultyTransport,
+    absent,
     load,
     new_secret,
     pcr_step,
     policy_for,
     salted,
+    same,
     seal,
     srk,
     user_sealed_template,
@@ -60,9 +62,9 @@ def test_create_with_separate_decrypt_session(tpm: Tpm, bus: CapturingTransport,
     secret = new_secret()
     obj = seal(tpm, parent, secret, user_sealed_template(), auth, enc)
     cmd, _ = _last(bus, TPM_CC.Create)
-    assert secret not in cmd
+    absent(secret, cmd)
     load(tpm, parent, obj, auth, enc)
-    assert tpm.run(c.Unseal(obj.handle)).out_data == secret  # password, in the clear
+    same(tpm.run(c.Unseal(obj.handle)).out_data, secret)  # password, in the clear
 
 
 @pytest.mark.parametrize("order", ["auth-encrypts", "extra-encrypts"])
@@ -78,9 +80,10 @@ def test_create_split_roles(tpm: Tpm, bus: CapturingTransport, order: str) -> No
     secret = new_secret()
     obj = seal(tpm, parent, secret, user_sealed_template(), a, b)
     cmd, rsp = _last(bus, TPM_CC.Create)
-    assert secret not in cmd and obj.private not in rsp
+    absent(secret, cmd)
+    absent(obj.private, rsp)
     load(tpm, parent, obj)
-    assert tpm.run(c.Unseal(obj.handle)).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle)).out_data, secret)
 
 
 def test_three_sessions_auth_decrypt_encrypt(tpm: Tpm, bus: CapturingTransport) -> None:
@@ -91,10 +94,11 @@ def test_three_sessions_auth_decrypt_encrypt(tpm: Tpm, bus: CapturingTransport) 
     secret = new_secret()
     obj = seal(tpm, parent, secret, user_sealed_template(), auth, dec, enc)
     cmd, rsp = _last(bus, TPM_CC.Create)
-    assert secret not in cmd and obj.private not in rsp
+    absent(secret, cmd)
+    absent(obj.private, rsp)
     assert len(cmd) > 3 * 40  # three auth entries went out
     load(tpm, parent, obj)
-    assert tpm.run(c.Unseal(obj.handle)).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle)).out_data, secret)
 
 
 @pytest.mark.parametrize("policy_salted", [False, True])
@@ -110,9 +114,9 @@ def test_unseal_with_separate_encrypt_session(tpm: Tpm, bus: CapturingTransport,
            else tpm.start_session(TPM_SE.POLICY, attributes=0))
     tpm.run_policy(pol, [step])
     enc = salted(tpm, TPM_SE.HMAC, "p256", attributes=CONT | ENC)
-    assert tpm.run(c.Unseal(obj.handle), pol, enc).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle), pol, enc).out_data, secret)
     _, rsp = _last(bus, TPM_CC.Unseal)
-    assert secret not in rsp
+    absent(secret, rsp)
     assert pol.ended and not enc.ended
 
 
@@ -137,7 +141,8 @@ def test_one_session_decrypts_and_encrypts_as_second(tpm: Tpm, bus: CapturingTra
     secret = new_secret()
     obj = seal(tpm, parent, secret, user_sealed_template(), auth, both)
     cmd, rsp = _last(bus, TPM_CC.Create)
-    assert secret not in cmd and obj.private not in rsp
+    absent(secret, cmd)
+    absent(obj.private, rsp)
 
 
 # ------------------------------------------------------------------- algorithms
@@ -151,12 +156,12 @@ def test_aes_256_cfb_session(tpm: Tpm, bus: CapturingTransport) -> None:
     secret = new_secret()
     s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=CONT | DEC, symmetric=AES_256_CFB)
     obj = seal(tpm, parent, secret, sealed_template(policy_for(step)), s)
-    assert secret not in _last(bus, TPM_CC.Create)[0]
+    absent(secret, _last(bus, TPM_CC.Create)[0])
     load(tpm, parent, obj, s)
     pol = salted(tpm, TPM_SE.POLICY, "p384", attributes=ENC, symmetric=AES_256_CFB)
     tpm.run_policy(pol, [step])
-    assert tpm.run(c.Unseal(obj.handle), pol).out_data == secret
-    assert secret not in _last(bus, TPM_CC.Unseal)[1]
+    same(tpm.run(c.Unseal(obj.handle), pol).out_data, secret)
+    absent(secret, _last(bus, TPM_CC.Unseal)[1])
 
 
 @pytest.mark.parametrize(("auth_hash", "salt"), [(TPM_ALG.SHA384, "p384"),
@@ -169,7 +174,7 @@ def test_other_session_hashes(tpm: Tpm, auth_hash: int, salt: str) -> None:
     obj = seal(tpm, parent, secret, user_sealed_template(), s)
     load(tpm, parent, obj, s)
     s.attributes = ENC
-    assert tpm.run(c.Unseal(obj.handle), s).out_data == secret
+    same(tpm.run(c.Unseal(obj.handle), s).out_data, secret)
 
 
 # --------------------------------------------------------------------- refusals
@@ -254,11 +259,12 @@ def test_bound_session_authorizes_other_entity(tpm: Tpm, bus: CapturingTransport
     s = tpm.start_session(TPM_SE.HMAC, bind=a.handle, bind_auth=b"alpha",
                           attributes=CONT | ENC)
     s.auth_value = b"bravo"
-    assert tpm.run(c.Unseal(b.handle), s).out_data == b.secret
+    same(tpm.run(c.Unseal(b.handle), s).out_data, b.secret)
     s.auth_value = b"alpha"  # and its bind entity, where the HMAC leaves the authValue out
-    assert tpm.run(c.Unseal(a.handle), s).out_data == a.secret
+    same(tpm.run(c.Unseal(a.handle), s).out_data, a.secret)
     for e in bus.exchanges:
-        assert a.secret not in e.response and b.secret not in e.response
+        absent(a.secret, e.response)
+        absent(b.secret, e.response)
 
 
 def test_bound_and_salted_session(tpm: Tpm) -> None:
@@ -269,7 +275,7 @@ def test_bound_and_salted_session(tpm: Tpm) -> None:
     s = tpm.start_session(TPM_SE.HMAC, salt_key=pub, salt_handle=h, bind=obj.handle,
                           bind_auth=b"pin", attributes=ENC)
     s.auth_value = b"pin"
-    assert tpm.run(c.Unseal(obj.handle), s).out_data == obj.secret
+    same(tpm.run(c.Unseal(obj.handle), s).out_data, obj.secret)
 
 
 def test_wrong_password_is_bad_auth_not_integrity(tpm: Tpm) -> None:
@@ -356,8 +362,8 @@ def test_trimmed_and_untrimmed_auth_are_the_same_to_the_tpm(tpm: Tpm) -> None:
     for given in (b"pw", b"pw\0", b"pw\0\0\0\0\0"):
         s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=ENC)
         s.auth_value = given
-        assert tpm.run(c.Unseal(obj.handle), s).out_data == obj.secret
-        assert tpm.run(c.Unseal(obj.handle), PasswordSession(given)).out_data == obj.secret
+        same(tpm.run(c.Unseal(obj.handle), s).out_data, obj.secret)
+        same(tpm.run(c.Unseal(obj.handle), PasswordSession(given)).out_data, obj.secret)
 
 
 # ------------------------------------------------------------ Load's returned Name

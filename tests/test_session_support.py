@@ -151,6 +151,36 @@ class FaultyTransport:
         self.inner.close()
 
 
+# Assertions on secrets that never put the secret into the test output (a failing
+# ``assert a == b`` would print both byte strings).
+
+
+def same(got: bytes, want: bytes) -> None:
+    """*got* equals the secret *want*."""
+    __tracebackhide__ = True  # pytest would print the arguments of this frame
+    if got != want:
+        raise AssertionError(f"got {len(got)} bytes that differ from the expected "
+                             f"{len(want)}-byte secret")
+
+
+def absent(secret: bytes, data: bytes) -> None:
+    """*secret* does not occur in captured *data*."""
+    __tracebackhide__ = True
+    if secret in data:
+        raise AssertionError(f"the {len(secret)}-byte secret is in the clear at offset "
+                             f"{data.find(secret)} of a {len(data)}-byte frame")
+
+
+def present(secret: bytes, data: bytes, expected: bool = True) -> None:
+    """*secret* occurs in *data* (or, with expected False, does not)."""
+    __tracebackhide__ = True
+    if not expected:
+        absent(secret, data)
+    elif secret not in data:
+        raise AssertionError(f"the {len(secret)}-byte value is not in the {len(data)}-byte "
+                             "frame")
+
+
 def flip(data: bytes, offset: int, mask: int = 0xFF) -> bytes:
     out = bytearray(data)
     out[offset] ^= mask
