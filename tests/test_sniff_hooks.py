@@ -12,17 +12,23 @@ from tpmseal.errors import DecodeError, ResponseIntegrityError, TransportError
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.salt import make_salt
 from tpmseal.sniff.hooks import (
+    ANSWER,
+    CLOSE,
     DROP,
     HANG,
+    WAIT,
     Close,
     HookContext,
+    Outcome,
     Respond,
     Verdict,
     build_command,
+    check_verdict,
     error_response,
     flip,
     parse_command,
     parse_response,
+    resolve,
     session_attribute_offsets,
     set_session_attributes,
     success_response,
@@ -272,3 +278,16 @@ def test_session_attribute_helpers() -> None:
     assert build_command(cmd, got) == changed
     with pytest.raises(DecodeError, match="not in the registry"):
         parse_command(bytes.fromhex("80010000000a00000999"))
+
+
+def test_verdicts_resolve() -> None:
+    assert resolve(None, b"r", "response") == Outcome(b"r")
+    assert resolve(b"x", b"r", "response") == Outcome(b"x", ANSWER, "response rewritten by hook")
+    assert resolve(Respond(b"f"), None, "command").note.startswith("answered by hook")
+    assert resolve(Close(b"abc"), b"r", "response") == Outcome(
+        b"abc", CLOSE, "connection closed by hook at the response after sending 3 bytes")
+    assert resolve(DROP, None, "command").reply is None
+    assert resolve(HANG, b"r", "response") == Outcome(None, WAIT,
+                                                      "hook never answered the response")
+    with pytest.raises(TypeError, match="hook returned str"):
+        check_verdict("nope")

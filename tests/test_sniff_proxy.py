@@ -14,6 +14,7 @@ import pytest
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import TransportError, UsageError
 from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.record import Exchange
 from tpmseal.transport.base import open_transport, parse_uri
 from tpmseal.transport.simulator import Simulator
 from tpmseal.transport.stream import read_frame
@@ -186,3 +187,17 @@ def test_listen_path_checks(sim: Simulator, tmp_path: Path) -> None:
         t.get_random(1)
         with pytest.raises(UsageError, match="already listens"):
             Proxy(f"unix:{stale}", sim.uri).start()
+
+
+def test_a_failing_observer_is_removed(sniffed: Proxy) -> None:
+    seen: list[int] = []
+
+    def broken(ex: Exchange) -> None:
+        raise BrokenPipeError("stdout went away")
+
+    sniffed.observers += [broken, lambda ex: seen.append(ex.index)]
+    with Tpm.open(sniffed.uri) as t:
+        t.get_random(1)
+        t.get_random(1)
+    assert seen == [0, 1] and broken not in sniffed.observers
+    assert len(sniffed.errors) == 1 and "stdout went away" in sniffed.errors[0]

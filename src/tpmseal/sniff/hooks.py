@@ -146,6 +146,47 @@ class HookContext:
 CommandHook = Callable[[HookContext], Verdict]
 ResponseHook = Callable[[HookContext], Verdict]
 
+#: What the proxy does with the client's connection after an exchange.
+ANSWER, CLOSE, WAIT = "answer", "close", "wait"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A verdict resolved: bytes for the client, what next, and a note for the record."""
+
+    reply: bytes | None
+    then: str = ANSWER
+    note: str = ""
+
+
+def check_verdict(verdict: object) -> Verdict:
+    """*verdict* if it is one a hook may return, else :class:`TypeError`."""
+    if verdict is None or isinstance(verdict, bytes | Action):
+        return verdict
+    raise TypeError(f"hook returned {type(verdict).__name__}; expected None, bytes, Respond, "
+                    "Close or HANG")
+
+
+def resolve(verdict: Verdict, default: bytes | None, what: str) -> Outcome:
+    """What a *verdict* on the ``command`` or ``response`` means for the client.
+
+    *default* is what the client gets when the hook lets the message pass.
+    (A ``bytes`` verdict on a command is a rewrite for the TPM; the proxy
+    handles that before asking here.)
+    """
+    if verdict is None:
+        return Outcome(default)
+    if isinstance(verdict, bytes):
+        return Outcome(verdict, note=f"{what} rewritten by hook")
+    if isinstance(verdict, Respond):
+        return Outcome(verdict.response, note="answered by hook; the TPM never saw the command"
+                       if what == "command" else "response rewritten by hook")
+    if isinstance(verdict, Close):
+        sent = f" after sending {len(verdict.partial)} bytes" if verdict.partial else ""
+        return Outcome(verdict.partial or None, CLOSE,
+                       f"connection closed by hook at the {what}{sent}")
+    return Outcome(None, WAIT, f"hook never answered the {what}")
+
 
 # ------------------------------------------------------------------------- helpers
 

@@ -31,19 +31,22 @@ from types import TracebackType
 from tpmseal.errors import TpmsealError, TransportError
 from tpmseal.sniff.framing import MAX_FRAME, FrameReader, FramingError
 from tpmseal.sniff.hooks import (
-    Close,
+    CLOSE,
+    WAIT,
     CommandHook,
-    Hang,
     HookContext,
-    Respond,
+    Outcome,
     ResponseHook,
     Verdict,
+    check_verdict,
+    resolve,
 )
 from tpmseal.sniff.record import Exchange
 from tpmseal.sniff.sockets import (
     Upstream,
     bound_uri,
     ctrl_uri,
+    drain,
     listen,
     parse_listen,
     relay,
@@ -56,9 +59,6 @@ from tpmseal.transport.stream import connect
 log = logging.getLogger("tpmseal.sniff")
 
 Observer = Callable[[Exchange], None]
-
-_ANSWER, _CLOSE, _HANG = "answer", "close", "hang"
-
 
 class HookError(RuntimeError):
     """An interposer hook raised; the first such exception is the ``__cause__``."""
@@ -314,10 +314,10 @@ class Proxy:
                     return
                 for frame in framer.feed(data):
                     after = self._exchange(conn, client, frame)
-                    if after == _CLOSE:
+                    if after == CLOSE:
                         return
-                    if after == _HANG:
-                        _drain(conn, self._stopping)
+                    if after == WAIT:
+                        drain(conn, self._stopping)
                         return
         except FramingError as e:
             self.errors.append(f"client {client}: {e.message}")
@@ -336,59 +336,55 @@ class Proxy:
         with self._cond:
             return tuple(self._exchanges)
 
-    def _hook(self, hook: CommandHook | ResponseHook | None, ctx: HookContext,
-              notes: list[str]) -> Verdict:
+    def _hook(self, hook: CommandHook | ResponseHook | None, ctx: HookContext) -> Verdict:
+        """Call *hook*; a hook that raises closes the client's connection."""
         if hook is None:
             return None
         try:
-            verdict = hook(ctx)
-            if verdict is not None and not isinstance(verdict, bytes | Respond | Close | Hang):
-                raise TypeError(f"hook returned {type(verdict).__name__}, expected bytes, "
-                                "Respond, Close, Hang or None")
-            return verdict
+            return check_verdict(hook(ctx))
         except Exception as e:
             self.hook_errors.append(e)
-            notes.append(f"hook raised {type(e).__name__}: {e}")
             log.warning("interposer hook raised %r", e)
-            return Close()
+            raise _HookFailed(f"hook raised {type(e).__name__}: {e}") from e
 
     def _exchange(self, conn: socket.socket, client: int, frame: bytes) -> str:
-        """Run one exchange under the bus lock; say what to do with the connection."""
+        """Run one exchange under the bus lock; say what to do with the connection next."""
         with self._bus:
             if self._stopping.is_set():
-                return _CLOSE
+                return CLOSE
             index = self._next_index
             self._next_index += 1
             started = time.time()
-            notes: list[str] = []
             ctx = HookContext(index, client, frame, self._history(), stopping=self._stopping)
             tpm_command: bytes | None = frame
             tpm_response: bytes | None = None
             tpm_seconds: float | None = None
-            reply: bytes | None = None
-            after = _ANSWER
-            verdict = self._hook(self.on_command, ctx, notes)
-            if isinstance(verdict, bytes):
-                notes.append("command rewritten by hook")
-                tpm_command = verdict
-            elif verdict is not None:
-                tpm_command = None
-                reply, after = _apply(verdict, None, notes, "command")
-            if tpm_command is not None:
-                assert self._upstream is not None
-                t0 = time.perf_counter()
-                try:
-                    tpm_response = self._upstream.exchange(tpm_command)
-                except TransportError as e:
-                    self.errors.append(f"client {client}: {e.message}")
-                    notes.append(f"upstream failed: {e.message}")
-                    after = _CLOSE
+            notes: list[str] = []
+            try:
+                verdict = self._hook(self.on_command, ctx)
+                if isinstance(verdict, bytes):
+                    notes.append("command rewritten by hook")
+                    tpm_command = verdict
+                    out = Outcome(None)
                 else:
+                    out = resolve(verdict, None, "command")
+                    if verdict is not None:
+                        tpm_command = None
+                if tpm_command is not None:
+                    assert self._upstream is not None
+                    t0 = time.perf_counter()
+                    tpm_response = self._upstream.exchange(tpm_command)
                     tpm_seconds = time.perf_counter() - t0
                     rctx = dataclasses.replace(ctx, response=tpm_response,
                                                tpm_command=tpm_command)
-                    verdict = self._hook(self.on_response, rctx, notes)
-                    reply, after = _apply(verdict, tpm_response, notes, "response")
+                    out = resolve(self._hook(self.on_response, rctx), tpm_response, "response")
+            except _HookFailed as e:
+                out = Outcome(None, CLOSE, str(e))
+            except TransportError as e:
+                self.errors.append(f"client {client}: {e.message}")
+                out = Outcome(None, CLOSE, f"upstream failed: {e.message}")
+            reply, after = out.reply, out.then
+            notes += [out.note] if out.note else []
             ex = Exchange(index, client, frame, reply, started, time.time(), tpm_seconds,
                           tpm_command, tpm_response, "; ".join(notes))
             with self._cond:
@@ -400,44 +396,21 @@ class Proxy:
                 try:
                     conn.sendall(reply)
                 except OSError:
-                    after = _CLOSE
-            for observe in list(self.observers):
-                try:
-                    observe(ex)
-                except Exception as e:  # a full disk must not take the bus down
-                    self.errors.append(f"observer failed: {type(e).__name__}: {e}")
-                    log.warning("observer %r failed: %s", observe, e)
+                    after = CLOSE
+            self._notify(ex)
             return after
 
-
-def _apply(verdict: Verdict, default: bytes | None, notes: list[str],
-           what: str) -> tuple[bytes | None, str]:
-    """Turn a hook's verdict into (bytes for the client, what to do with the connection)."""
-    if verdict is None:
-        return default, _ANSWER
-    if isinstance(verdict, bytes):
-        notes.append(f"{what} rewritten by hook")
-        return verdict, _ANSWER
-    if isinstance(verdict, Respond):
-        notes.append("answered by hook; the TPM never saw the command" if what == "command"
-                     else "response rewritten by hook")
-        return verdict.response, _ANSWER
-    if isinstance(verdict, Close):
-        if not any(n.startswith("hook raised") for n in notes):
-            sent = f" after sending {len(verdict.partial)} bytes" if verdict.partial else ""
-            notes.append(f"connection closed by hook at the {what}{sent}")
-        return (verdict.partial or None), _CLOSE
-    notes.append(f"hook never answered the {what}")
-    return None, _HANG
+    def _notify(self, ex: Exchange) -> None:
+        for observe in list(self.observers):
+            try:
+                observe(ex)
+            except Exception as e:  # a full disk or a closed pipe must not stop the bus
+                self.errors.append(f"observer {observe!r} failed and was removed: "
+                                   f"{type(e).__name__}: {e}")
+                log.warning("observer %r failed and was removed: %s", observe, e)
+                with contextlib.suppress(ValueError):
+                    self.observers.remove(observe)
 
 
-def _drain(conn: socket.socket, stopping: threading.Event) -> None:
-    """Swallow whatever the client still sends until it closes or the proxy stops."""
-    while not stopping.is_set():
-        try:
-            if not conn.recv(65536):
-                return
-        except TimeoutError:
-            continue
-        except OSError:
-            return
+class _HookFailed(Exception):
+    """Internal: a hook raised (recorded in ``hook_errors``)."""

@@ -15,6 +15,7 @@ import os
 import select
 import socket
 import stat
+import threading
 from pathlib import Path
 
 from tpmseal.errors import TransportError, UsageError
@@ -172,3 +173,15 @@ def relay(a: socket.socket, b: socket.socket, wake: socket.socket) -> None:
                 peers[src].sendall(data)
             except OSError:
                 return
+
+
+def drain(conn: socket.socket, stopping: threading.Event) -> None:
+    """Swallow whatever a client still sends until it closes or *stopping* is set."""
+    while not stopping.is_set():
+        try:
+            if not conn.recv(65536):
+                return
+        except TimeoutError:
+            continue
+        except OSError:
+            return
