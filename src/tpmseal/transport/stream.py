@@ -27,7 +27,8 @@ def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0) -
             raise TransportError(f"TPM at {uri} did not answer in time",
                                  "check that the TPM or simulator is alive") from None
         except OSError as e:
-            raise TransportError(f"lost the connection to the TPM at {uri}: {e.strerror}") from None
+            raise TransportError(f"lost the connection to the TPM at {uri}: "
+                                 f"{e.strerror or e}") from None
         if not chunk:
             raise TransportError(
                 f"TPM at {uri} closed the connection after {got + len(buf)} bytes of a {what}",
@@ -71,7 +72,7 @@ def connect(uri: TpmUri, timeout: float) -> socket.socket:
         if e.errno in (errno.ENOTSOCK, errno.ECONNREFUSED):
             raise TransportError(f"{uri} is not a listening socket",
                                  "point --tpm at swtpm's data socket") from None
-        raise TransportError(f"cannot connect to {uri}: {e.strerror}") from None
+        raise TransportError(f"cannot connect to {uri}: {e.strerror or e}") from None
     s.settimeout(timeout)
     return s
 
