@@ -102,7 +102,7 @@ def test_tools_unseal_what_tpmseal_sealed(sim: Simulator, tmp_path: Path,
     _file_same(w / "out.bin", secret)
 
 
-@pytest.mark.skipif(not TOOLS_FLOW.exists(), reason="shared/peers/tools_flow.sh not beside the repo")
+@pytest.mark.skipif(not TOOLS_FLOW.exists(), reason="shared/peers/tools_flow.sh is missing")
 def test_tpmseal_unseals_what_tools_sealed(sim: Simulator, tmp_path: Path) -> None:
     """tools_flow.sh provision + seal (salted HMAC session, --enable-decrypt Create)."""
     with Tpm(open_transport(sim.uri)) as tpm:
