@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import signal
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from tpmseal.sniff.pcap import ACK, LINKTYPE_ETHERNET, PSH, PcapWriter, tcp_ipv4
 from tpmseal.sniff.pcapread import read_capture
 from tpmseal.sniff.proxy import Proxy
 from tpmseal.sniff.record import Exchange
+from tpmseal.transport.base import parse_uri
+from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
@@ -216,3 +220,38 @@ def test_tpmseal_decode_finds_secrets_and_fails_cleanly(
     err = capsys.readouterr().err
     assert err.startswith("tpmseal: error: raw stream: ") and err.count("\n") == 1
     assert main(["decode", str(tmp_path / "missing")]) == ExitCode.USAGE
+
+
+DUMPCAP = shutil.which("dumpcap")
+
+
+@pytest.mark.skipif(DUMPCAP is None, reason="dumpcap is not installed (Debian `tshark`)")
+def test_real_loopback_capture(sim: Simulator, tmp_path: Path,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """What dumpcap/tcpdump record while a client talks TCP to the TPM decodes too."""
+    assert DUMPCAP is not None
+    with Proxy("tcp:127.0.0.1:0", sim.uri) as p:
+        port = parse_uri(p.uri).port
+        f = tmp_path / "lo.pcapng"
+        cap = subprocess.Popen([DUMPCAP, "-i", "lo", "-f", f"tcp port {port}", "-w", str(f)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            assert cap.stderr is not None
+            started = cap.stderr.readline()  # "Capturing on 'Loopback: lo'" once ready
+            if "Capturing on" not in started:
+                cap.kill()
+                pytest.skip(f"dumpcap cannot capture on lo here: {started.strip()}")
+            time.sleep(1.0)  # the message comes a little before the filter is live
+            with Tpm.open(p.uri) as t:
+                t.get_random(8)
+                t.test_parms()
+            time.sleep(0.3)  # let the last packets reach the capture buffer
+        finally:
+            cap.send_signal(signal.SIGTERM)
+            cap.communicate(timeout=10)
+        sent = p.exchanges
+    assert main(["decode", "--port", str(port), str(f)]) == 0
+    out, err = capsys.readouterr()
+    assert ">>> Command: GetRandom" in out and ">>> Command: TestParms" in out, err
+    got = load(f.read_bytes(), port=port).exchanges
+    assert [(e.command, e.response) for e in got] == [(e.command, e.response) for e in sent]
