@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from tpmseal.errors import IntegrityError, UsageError
+from tpmseal.errors import IntegrityError, TpmsealError, UsageError
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -148,14 +148,24 @@ class Tpm:
             raise TpmResponseError(header.code, cls.CC.name)
         frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         params_bytes = frame_r.params
-        if pending is not None:
-            params_bytes = check_response(pending, params_bytes, frame_r.auths,
-                                          resp_layout.first_param_encryptable)
-            for s in sessions:
-                if isinstance(s, AuthSession) and s.ended:
-                    self._sessions.pop(s.handle, None)
-        reader = Reader(params_bytes, base=frame_r.params_offset)
-        response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
+        try:
+            if pending is not None:
+                params_bytes = check_response(pending, params_bytes, frame_r.auths,
+                                              resp_layout.first_param_encryptable)
+                for s in sessions:
+                    if isinstance(s, AuthSession) and s.ended:
+                        self._sessions.pop(s.handle, None)
+            reader = Reader(params_bytes, base=frame_r.params_offset)
+            response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
+        except TpmsealError:
+            # The TPM executed the command (it answered TPM_RC_SUCCESS) but the response
+            # is rejected: flush any transient object it reports at close(), or a
+            # tampered Load would leak one of the TPM's few object slots. Nothing of
+            # the response is returned.
+            for h in frame_r.handles:
+                if handle_type(h) == TPM_HT.TRANSIENT:
+                    self._transients.add(h)
+            raise
         self._after(cmd, response)
         return response
 
