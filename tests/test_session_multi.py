@@ -397,16 +397,23 @@ def test_load_name_mismatch_is_integrity_error(sim: Simulator) -> None:
 
 
 def test_load_name_rewrite_under_hmac_session(sim: Simulator) -> None:
-    """With an HMAC session the rewritten Name already breaks the response HMAC."""
+    """With an HMAC session the rewritten Name already breaks the response HMAC.
+
+    The TPM did load the object, so the client still flushes it at close().
+    """
     faulty = FaultyTransport(open_transport(sim.uri))
     with Tpm(faulty) as tpm:
         parent = srk(tpm)
         obj = seal(tpm, parent, new_secret(), user_sealed_template())
         s = salted(tpm, TPM_SE.HMAC, "rsa2048")
         faulty.tamper = _rewrite_load_name
+        result = None
         with pytest.raises(ResponseIntegrityError):
-            load(tpm, parent, obj, s)
+            result = load(tpm, parent, obj, s)
+        assert result is None and obj.handle == 0
         faulty.tamper = None
+    with Tpm(open_transport(sim.uri)) as tpm:
+        assert tpm.handles(0x80000000) == []  # nothing left loaded
 
 
 def test_auth_session_repr_hides_keys() -> None:
