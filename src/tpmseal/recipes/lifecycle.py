@@ -63,10 +63,15 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
 
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
     """Unseal the first stored copy that unseals; report the first copy's failure."""
+    return unseal_source(tpm, store, opts)[0]
+
+
+def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions) -> tuple[bytes, SealedBlob]:
+    """Like :func:`unseal_stored`, also returning the stored copy that unsealed."""
     first_error: TpmsealError | None = None
     for blob in require_candidates(tpm, store):
         try:
-            return _unseal_one(tpm, blob, opts)
+            return _unseal_one(tpm, blob, opts), blob
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
@@ -79,12 +84,14 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
            profile: Profile, *, allow_unmeasured: bool = False,
            target: Store | None = None) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store)."""
-    secret = unseal_stored(tpm, store, opts)
-    old = store.candidates(tpm)[0]
+    secret, old = unseal_source(tpm, store, opts)
     blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile, trust=opts.trust,
                         legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
                         check=old.check is not None or None)
-    (target or store).save(tpm, blob)
+    if target is None:
+        store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
+    else:
+        target.save(tpm, blob)
     return blob
 
 

@@ -46,8 +46,12 @@ class Store(Protocol):
         """Blobs to try, best first (empty if none stored)."""
         ...
 
-    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
-        """Replace what is stored with *blob* without a moment of having no copy."""
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
+        """Replace what is stored with *blob* without a moment of having no copy.
+
+        *keep* is the stored copy known to unseal (a reseal's source): it stays in
+        place until *blob* is complete elsewhere.
+        """
         ...
 
 
@@ -67,7 +71,7 @@ class FileStore:
             raise UsageError(f"cannot read blob {self.path}: {e.strerror}") from None
         return [SealedBlob.from_json(text, str(self.path))]
 
-    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         write_atomic(self.path, blob.to_json().encode(), mode=0o600)
 
 
@@ -156,14 +160,19 @@ class NvStore:
                 out.append(blob)
         return out
 
-    def save(self, tpm: Tpm, blob: SealedBlob) -> None:
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         lay = self.layout
         priv, pub = blob.private, blob.public.marshal()
-        # 1. a complete new copy in staging (the main pair is untouched)
-        for index in (lay.staging_public, lay.staging_private):
-            nv_undefine(tpm, index)
-        nv_define_write(tpm, lay.staging_private, priv)
-        nv_define_write(tpm, lay.staging_public, pub)
+        main = self._pair(tpm, lay.private, lay.public)
+        if main is not None and (keep is None or main.private == keep.private):
+            # 1. a complete new copy in staging (the main pair is untouched)
+            for index in (lay.staging_public, lay.staging_private):
+                nv_undefine(tpm, index)
+            nv_define_write(tpm, lay.staging_private, priv)
+            nv_define_write(tpm, lay.staging_public, pub)
+        # else the main pair is incomplete (nothing stored yet, or an earlier save
+        # stopped mid-swap) or is not the copy that unseals: staging may hold the
+        # only good copy, so it stays until the main pair is complete again.
         # 2. replace the main pair (staging covers the moment it is incomplete)
         nv_undefine(tpm, lay.public)
         nv_undefine(tpm, lay.private)
