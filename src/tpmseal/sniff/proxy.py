@@ -69,7 +69,10 @@ class Proxy:
 
     *listen* is ``unix:PATH`` or ``tcp:HOST:PORT`` (port 0 picks a free pair of
     ports); *upstream* is any TPM URI (``unix:``, ``tcp:``, ``sim:``, ``device:``).
-    Use as a context manager; :attr:`exchanges` lists what crossed.
+    Use as a context manager; :attr:`exchanges` lists what crossed. Each
+    exchange is recorded and handed to the *observers* (callables taking an
+    :class:`Exchange`: printers, writers, scanners) before its response reaches
+    the client, so a client's next step always finds it recorded.
     """
 
     def __init__(self, listen: str, upstream: str, *, on_command: CommandHook | None = None,
@@ -125,10 +128,11 @@ class Proxy:
             self._upstream.close()
             raise
         self._wake_r, self._wake_w = socket.socketpair()
-        for sock, kind_uri in self._listeners:
-            is_ctrl = str(kind_uri) == self.ctrl_uri
-            self._spawn(self._accept_loop, sock, is_ctrl, name="accept-ctrl" if is_ctrl
-                        else "accept")
+        with self._state:
+            for sock, kind_uri in self._listeners:
+                is_ctrl = str(kind_uri) == self.ctrl_uri
+                self._spawn(self._accept_loop, sock, is_ctrl,
+                            name="accept-ctrl" if is_ctrl else "accept")
         log.info("sniffing on %s (control %s), upstream %s", self.uri, self.ctrl_uri,
                  self.upstream)
         return self
@@ -244,11 +248,11 @@ class Proxy:
     # ----------------------------------------------------------------- threads
 
     def _spawn(self, target: Callable[..., None], *args: object, name: str) -> None:
+        """Start a tracked thread; the caller holds ``_state`` so stop() sees it or none."""
         t = threading.Thread(target=target, args=args, name=f"tpmseal-sniff-{name}",
                              daemon=True)
-        with self._state:
-            self._threads.add(t)
         t.start()
+        self._threads.add(t)
 
     def _forget(self) -> None:
         with self._state:
@@ -270,12 +274,12 @@ class Proxy:
                         conn.close()
                         return
                     self._conns.add(conn)
-                if is_ctrl:
-                    self._spawn(self._serve_ctrl, conn, name="ctrl")
-                else:
-                    client = self._next_client
-                    self._next_client += 1
-                    self._spawn(self._serve_data, conn, client, name=f"client-{client}")
+                    if is_ctrl:
+                        self._spawn(self._serve_ctrl, conn, name="ctrl")
+                    else:
+                        client = self._next_client
+                        self._next_client += 1
+                        self._spawn(self._serve_data, conn, client, name=f"client-{client}")
         finally:
             self._forget()
 
@@ -392,12 +396,12 @@ class Proxy:
                 if self.keep is not None and len(self._exchanges) > 2 * self.keep:
                     del self._exchanges[: len(self._exchanges) - self.keep]
                 self._cond.notify_all()
+            self._notify(ex)  # before the client hears back: its next step sees the record
             if reply:
                 try:
                     conn.sendall(reply)
                 except OSError:
                     after = CLOSE
-            self._notify(ex)
             return after
 
     def _notify(self, ex: Exchange) -> None:
