@@ -198,3 +198,23 @@ def test_to_json_is_json_safe() -> None:
     assert json.loads(json.dumps(obj)) == obj
     assert obj["p"]["unique"] == {"_struct": "EccPoint", "x": "02", "y": "03"}
     assert obj["t"] == [1, "ff"]
+
+
+def test_interposed_exchanges_show_both_sides() -> None:
+    cmd = bytes.fromhex("80010000000c0000017b0008")
+    real = bytes.fromhex("800100000014000000000008") + b"\xab" * 8
+    text = render_exchange(Exchange(1, 2, cmd, real[:12], 1.0, 1.5, 0.001, cmd[:-1] + b"\x10",
+                                    real, "connection closed by hook"))
+    lines = [x for x in text.splitlines() if x[:3] in (">>>", "<<<", "!!!")]
+    assert lines == [
+        ">>> Command: GetRandom (tag=0x8001 size=12)",
+        ">>> Command as the interposer rewrote it (what the TPM got): GetRandom "
+        "(tag=0x8001 size=12)",
+        "<<< TPM's own response (the interposer replaced it) to GetRandom: "
+        "rc=0x00000000 TPM_RC_SUCCESS (tag=0x8001 size=20)",
+        "<<< Response to GetRandom: ? (12 bytes: header says 20 bytes, frame has 12)",
+        "!!! connection closed by hook",
+    ]
+    hung = render_exchange(Exchange(2, 2, cmd, None, 1.0, 1.0, None, None, None, "hung"))
+    assert "!!! interposer: the command was not forwarded to the TPM" in hung
+    assert "<<< No response to GetRandom" in hung

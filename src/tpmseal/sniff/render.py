@@ -220,11 +220,12 @@ def render_exchange(ex: Exchange, *, secrets: Sequence[bytes] = (), color: bool 
         lines.append("!!! interposer: the command was not forwarded to the TPM")
     elif ex.tpm_command != ex.command:
         lines += command_lines(ex.tpm_command, spans(ex.tpm_command), color=color, dump=dump,
-                               title="!!! interposer rewrote the command; the TPM received")
+                               title="Command as the interposer rewrote it (what the TPM got)")
     sent = safe_decode_command(ex.tpm_command) if ex.tpm_command is not None else cmd
     if ex.tpm_response is not None and ex.tpm_response != ex.response:
         lines += response_lines(ex.tpm_response, sent, spans(ex.tpm_response), color=color,
-                                dump=dump, title="!!! interposer replaced the TPM's response to")
+                                dump=dump,
+                                title="TPM's own response (the interposer replaced it) to")
     if ex.response is None:
         name = cmd.name if cmd is not None else command_name(ex.code)
         lines.append(_bold(f"<<< No response to {name}", color))
