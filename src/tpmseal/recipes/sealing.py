@@ -153,8 +153,13 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
                       check_value(secret, public.name()) if use_check else None)
 
 
-def _explain(e: TpmResponseError, trust: TrustRecord | None) -> Exception:
-    """Turn TPM errors of the seal/unseal flows into what they mean here."""
+def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
+    """Turn TPM errors of the seal/unseal flows into what they mean here.
+
+    A TPM that rejects an HMAC we computed correctly means the command changed
+    on its way (or the session key differs from ours): with a PIN that is most
+    likely a wrong PIN, without one it is tampering.
+    """
     if e.command == "StartAuthSession" and e.rc.parameter == 2:
         return TrustError(EK_MISMATCH, "the salt could not be decrypted by the key at the "
                                        "pinned handle")
@@ -162,14 +167,19 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None) -> Exception:
         return BadInputError(f"the TPM refused to load the sealed object ({e.rc.describe()})",
                              "the blob was sealed on another TPM or under another SRK, or it "
                              "is corrupted")
-    if e.name in ("AUTH_FAIL", "BAD_AUTH") and e.command == "Unseal":
+    if e.name in ("AUTH_FAIL", "BAD_AUTH") and e.command == "Unseal" and pin:
         return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
                                             "(dictionary-attack protection)")
     if e.name == "LOCKOUT":
         return AuthFailedError(e.message, "wait for the TPM's lockout to expire")
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
-        return TrustError("the SRK at the pinned handle is not the pinned one: possible "
-                          "interposer or replaced TPM")
+        return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
+                          "the SRK or EK at the pinned handles is not the pinned one (possible "
+                          "interposer or replaced TPM)")
+    if e.name in ("AUTH_FAIL", "BAD_AUTH"):
+        return IntegrityError(f"the TPM rejected the HMAC of TPM2_{e.command} "
+                              f"({e.rc.describe()}): the command was altered in transit, "
+                              "possible interposer")
     return e
 
 
@@ -232,7 +242,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     except TpmResponseError as e:
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
             raise mismatch_error(changed_pcrs(tpm, blob)) from None
-        raise _explain(e, trust) from None
+        raise _explain(e, trust, blob.pin) from None
     if blob.check is not None and not hmac.compare_digest(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "

@@ -70,8 +70,23 @@ def default_uri() -> str:
     return os.environ.get("TPMSEAL_TPM") or DEFAULT_URI
 
 
-def open_transport(uri: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> Transport:
+def default_timeout() -> float:
+    """``$TPMSEAL_TIMEOUT`` seconds if set, else 120 (RSA key generation is slow on chips)."""
+    raw = os.environ.get("TPMSEAL_TIMEOUT")
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise UsageError(f"bad TPMSEAL_TIMEOUT {raw!r}", "give a positive number of seconds")
+    return value
+
+
+def open_transport(uri: str | None = None, timeout: float | None = None) -> Transport:
     """Open the TPM named by *uri* (default: :func:`default_uri`)."""
+    timeout = default_timeout() if timeout is None else timeout
     from tpmseal.transport.device import DeviceTransport
     from tpmseal.transport.stream import StreamTransport
 
