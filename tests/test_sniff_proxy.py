@@ -97,7 +97,7 @@ def test_concurrent_clients_are_serialized(sniffed: Proxy) -> None:
 
 def test_stop_closes_everything(sim: Simulator, tmp_path: Path) -> None:
     before = set(threading.enumerate())
-    sock = Path("/tmp") / f"tpmseal-stop-{id(tmp_path)}.sock"
+    sock = tmp_path / "p.sock"
     p = Proxy(f"unix:{sock}", sim.uri).start()
     idle = _connect(p.uri)  # a client that never sends: stop must not wait for it
     ctrl = _connect(f"unix:{sock}.ctrl")

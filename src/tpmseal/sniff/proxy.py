@@ -172,23 +172,28 @@ class Proxy:
                 c.shutdown(socket.SHUT_RDWR)
         if self._upstream is not None:
             self._upstream.abort()
+        try:
+            self._join_all()
+        finally:
+            for sock, uri in self._listeners:
+                sock.close()
+                unlink_socket(uri)
+            if self._upstream is not None:
+                self._upstream.close()
+            self._wake_w.close()
+            if self._wake_r is not None:
+                self._wake_r.close()
+
+    def _join_all(self) -> None:
         while True:
             with self._state:
                 threads = [t for t in self._threads if t is not threading.current_thread()]
             if not threads:
-                break
+                return
             for t in threads:
                 t.join(timeout=10)
                 with self._state:
                     self._threads.discard(t)
-        for sock, uri in self._listeners:
-            sock.close()
-            unlink_socket(uri)
-        if self._upstream is not None:
-            self._upstream.close()
-        self._wake_w.close()
-        if self._wake_r is not None:
-            self._wake_r.close()
 
     def __enter__(self) -> Proxy:
         return self.start()
