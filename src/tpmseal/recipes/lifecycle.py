@@ -22,10 +22,17 @@ from tpmseal.recipes import recovery, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.profiles import Profile
-from tpmseal.recipes.stores import NvStore, Store, nv_read_index, nv_undefine, require_candidates
+from tpmseal.recipes.stores import (
+    NvStore,
+    Store,
+    nv_public,
+    nv_read_index,
+    nv_undefine,
+    require_candidates,
+)
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.session.auth import PasswordSession
-from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
+from tpmseal.wire.constants import TPM_SE, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import PcrSelectionList
 
 log = logging.getLogger("tpmseal.lifecycle")
@@ -110,6 +117,9 @@ def fresh_key(tpm: Tpm, trust: TrustRecord | None) -> bytes:
 
 def _read_legacy(tpm: Tpm, index: int, trust: TrustRecord | None) -> bytes | None:
     """The legacy plaintext key, read through an encrypted session when possible."""
+    pub = nv_public(tpm, index)
+    if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
+        return None  # the usual case: no salted session (the costly command) for nothing
     if trust is not None and trust.aes_128_cfb:
         s = tpm.start_session(TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
                               attributes=TPMA_SESSION.encrypt | TPMA_SESSION.continueSession)
