@@ -73,10 +73,14 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
     return unseal_source(tpm, store, opts)[0]
 
 
-def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions) -> tuple[bytes, SealedBlob]:
-    """Like :func:`unseal_stored`, also returning the stored copy that unsealed."""
+def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
+                  blobs: list[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
+    """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
+
+    *blobs*: the store's candidates if the caller has just read them.
+    """
     first_error: TpmsealError | None = None
-    for blob in require_candidates(tpm, store):
+    for blob in blobs or require_candidates(tpm, store):
         try:
             return _unseal_one(tpm, blob, opts), blob
         except TpmsealError as e:
@@ -142,8 +146,9 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     """EVE's FetchSealedVaultKey, with the legacy index removed only after a verified unseal."""
     assert profile.nv is not None
     legacy_index = profile.nv.legacy_key
-    if store.candidates(tpm):
-        key = unseal_stored(tpm, store, opts)
+    stored = store.candidates(tpm)
+    if stored:
+        key = unseal_source(tpm, store, opts, stored)[0]
         legacy = _read_legacy(tpm, legacy_index, opts.trust)
         if legacy is not None:
             _retire_legacy(tpm, legacy_index, legacy, key)
