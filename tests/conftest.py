@@ -19,8 +19,8 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import get_profile
 from tpmseal.recipes.provision import provision
 from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
-from tpmseal.transport.capture import CapturingTransport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES

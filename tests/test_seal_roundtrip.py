@@ -30,8 +30,8 @@ from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SealedBlob
 from tpmseal.recipes.pcrspec import parse_pcrs
 from tpmseal.recipes.profiles import EVE, TCG
 from tpmseal.recipes.templates import SEALED_ATTRS
+from tpmseal.sniff.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
-from tpmseal.transport.capture import CapturingTransport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC
 
@@ -46,7 +46,7 @@ def _leaks(cap: CapturingTransport, secret: bytes) -> list[str]:
     """Which exchanges carry the secret, or any 8-byte piece of it, in either direction."""
     found = []
     for e in cap.exchanges:
-        for side, data in (("command", e.command), ("response", e.response)):
+        for side, data in (("command", e.command), ("response", e.response or b"")):
             if any(w in data for w in _windows(secret)):
                 found.append(f"{cc_name(e.code)} {side}")
     return found

@@ -28,8 +28,8 @@ import tpmseal.client.tpm as client_tpm
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.blob import SealedBlob
+from tpmseal.sniff.tap import CapturingTransport
 from tpmseal.transport.base import Transport, open_transport
-from tpmseal.transport.capture import CapturingTransport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CAP, TPM_CC
@@ -119,7 +119,7 @@ class TpmLog:
         return [cc_name(c) for cap in self.captures for c in cap.codes()]
 
     def exchanges(self) -> list[tuple[bytes, bytes]]:
-        return [(e.command, e.response) for cap in self.captures for e in cap.exchanges]
+        return [(e.command, e.response or b"") for cap in self.captures for e in cap.exchanges]
 
     def clear(self) -> None:
         self.captures.clear()
