@@ -164,5 +164,5 @@ def test_dropped_session_in_response(sim: Simulator) -> None:
     with Tpm(faulty) as tpm:
         s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=ENC)
         faulty.tamper = strip
-        with pytest.raises(DecodeError, match="no sessions"):
+        with pytest.raises(ResponseIntegrityError, match="no sessions"):
             tpm.get_random(8, s)

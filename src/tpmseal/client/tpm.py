@@ -23,7 +23,13 @@ import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
-from tpmseal.errors import IntegrityError, TpmsealError, UsageError
+from tpmseal.errors import (
+    DecodeError,
+    IntegrityError,
+    ResponseIntegrityError,
+    TpmsealError,
+    UsageError,
+)
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -146,7 +152,15 @@ class Tpm:
                 delay = min(delay * 2, 1.0)
                 continue
             raise TpmResponseError(header.code, cls.CC.name)
-        frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
+        try:
+            frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
+        except DecodeError as e:
+            if pending is None:
+                raise
+            # an authorized response whose framing is broken was altered on the way
+            raise ResponseIntegrityError(
+                f"TPM response to TPM2_{cls.CC.name} is malformed ({e.message}): modified in "
+                "transit or session out of sync") from None
         params_bytes = frame_r.params
         try:
             if pending is not None:

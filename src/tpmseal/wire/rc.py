@@ -75,7 +75,7 @@ SENTENCES: dict[str, str] = {
     "NV_RANGE": "the NV read or write is outside the index's size",
     "INITIALIZE": "the TPM has not been started (TPM2_Startup missing)",
     "FAILURE": "the TPM is in failure mode",
-    "ATTRIBUTES": "the object attributes are inconsistent",
+    "ATTRIBUTES": "inconsistent attributes (of the object, or of a session for this command)",
     "SCHEME": "unsupported or inconsistent scheme",
     "SYMMETRIC": "unsupported symmetric algorithm or mode",
     "KEY_SIZE": "unsupported key size",
