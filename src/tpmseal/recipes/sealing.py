@@ -234,7 +234,13 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if blob.pin and not encrypted:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
     if blob.pcr_values:
+        if set(blob.pcr_values) != set(blob.pcrs.pairs()):
+            raise BadInputError("the blob's pcr_values do not list exactly its pcrs",
+                                "the file was edited or corrupted; restore it")
         steps = policy_steps(blob.pcrs, blob.pcr_values, blob.pin)
+        if compute_policy(steps) != blob.policy_digest:
+            raise BadInputError("the blob's pcr_values do not give its policy_digest",
+                                "the file was edited or corrupted; restore it")
     else:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
     try:
