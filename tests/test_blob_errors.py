@@ -93,6 +93,27 @@ def test_malformed_field(sealed: tuple[Path, bytes], tmp_path: Path, case: str) 
         SealedBlob.from_json(bad.read_bytes())
 
 
+PCR_VALUE_EDITS: dict[str, tuple[Callable[[Doc], None], str]] = {
+    "value-missing": (lambda d: d["pcr_values"]["sha256"].pop("0"), "do not list exactly"),
+    "value-extra": (_set(["pcr_values", "sha256", "9"], "00" * 32), "do not list exactly"),
+    "only-one-value": (_set(["pcr_values"], {"sha256": {"0": "00" * 32}}), "do not list exactly"),
+    "value-edited": (_set(["pcr_values", "sha256", "0"], "11" * 32), "do not give its policy"),
+    "value-short": (_set(["pcr_values", "sha256", "4"], "00"), "do not give its policy"),
+}
+
+
+@pytest.mark.parametrize("case", list(PCR_VALUE_EDITS))
+def test_inconsistent_pcr_values(sealed: tuple[Path, bytes], tmp_path: Path, case: str) -> None:
+    """Seal-time values that cannot be what the object was sealed to: a bad file (7),
+    not a crash and not a report blaming the TPM's PCRs."""
+    good, _ = sealed
+    edit, needle = PCR_VALUE_EDITS[case]
+    doc = json.loads(good.read_text())
+    edit(doc)
+    bad = write(tmp_path / "bad.json", json.dumps(doc).encode())
+    assert_one_line_error(cli(["unseal", "--input", str(bad)]), 7, needle)
+
+
 @pytest.mark.parametrize("content", [b"", b"{", b"[]", b'"tpmseal"', b"\xff\xfe\x00",
                                      b"null"], ids=["empty", "truncated", "array", "string",
                                                     "not-utf8", "null"])
@@ -116,12 +137,11 @@ def test_tampered_public_area_refused_by_tpm(sealed: tuple[Path, bytes], tmp_pat
     on Load rejects it."""
     good, _ = sealed
     doc = json.loads(good.read_text())
-    # flip a bit of the authPolicy inside the public area and follow it in policy_digest
+    # set noDA (0x400) in objectAttributes: size(2) type(2) nameAlg(2) attributes(4)
     pub = bytearray(base64.b64decode(doc["public"]))
-    off = pub.find(bytes.fromhex(doc["policy_digest"]))
-    pub[off] ^= 0x80
+    assert pub[6:10] == bytes.fromhex("00000092")
+    pub[8] |= 0x04
     doc["public"] = base64.b64encode(bytes(pub)).decode()
-    doc["policy_digest"] = bytes(pub[off : off + 32]).hex()
     bad = write(tmp_path / "bad.json", json.dumps(doc).encode())
     assert_one_line_error(cli(["unseal", "--input", str(bad)]), 7,
                           "the TPM refused to load the sealed object")
