@@ -82,8 +82,8 @@ def _layout(cls: type) -> Layout:
     return Layout(tuple(hs), tuple(ps))
 
 
-class Response:
-    """Base of response declarations."""
+class Declared:
+    """What commands and responses share: fields read from their dataclass declaration."""
 
     @classmethod
     @cache
@@ -92,7 +92,8 @@ class Response:
 
     @classmethod
     def from_wire(cls, handles: list[int], params: Reader) -> Any:
-        """Build the response from its handle values and a reader over the parameters."""
+        """Build an instance from its handle values and a reader over the parameters,
+        which must be consumed exactly."""
         lay = cls.layout()
         values: dict[str, Any] = dict(zip((h.name for h in lay.handles), handles, strict=True))
         for p in lay.params:
@@ -100,40 +101,6 @@ class Response:
             values[p.name] = p.codec.get(params)
         params.done(f"{cls.__name__} parameters")
         return cls(**values)
-
-    def param_bytes(self) -> bytes:
-        """The response parameter area as the TPM would marshal it."""
-        out = b""
-        for p in self.layout().params:
-            assert p.codec is not None
-            out += p.codec.put(getattr(self, p.name))
-        return out
-
-    def handle_values(self) -> list[int]:
-        return [getattr(self, h.name) for h in self.layout().handles]
-
-
-R = TypeVar("R", bound=Response)
-
-#: Every registered command class, by command code.
-REGISTRY: dict[int, type[Command[Any]]] = {}
-
-
-class Command(Generic[R]):
-    """Base of command declarations; subclasses register themselves."""
-
-    CC: ClassVar[TPM_CC]
-    SECTION: ClassVar[str]
-    RESPONSE: ClassVar[type[Any]]
-
-    def __init_subclass__(cls, **kw: Any) -> None:
-        super().__init_subclass__(**kw)
-        REGISTRY[int(cls.CC)] = cls
-
-    @classmethod
-    @cache
-    def layout(cls) -> Layout:
-        return _layout(cls)
 
     def handle_values(self) -> list[int]:
         return [getattr(self, h.name) for h in self.layout().handles]
@@ -146,15 +113,31 @@ class Command(Generic[R]):
             out.append(p.codec.put(getattr(self, p.name)))
         return out
 
-    @classmethod
-    def from_wire(cls, handles: list[int], params: Reader) -> Any:
-        lay = cls.layout()
-        values: dict[str, Any] = dict(zip((h.name for h in lay.handles), handles, strict=True))
-        for p in lay.params:
-            assert p.codec is not None
-            values[p.name] = p.codec.get(params)
-        params.done(f"{cls.__name__} parameters")
-        return cls(**values)
+
+class Response(Declared):
+    """Base of response declarations."""
+
+    def param_bytes(self) -> bytes:
+        """The response parameter area as the TPM would marshal it."""
+        return b"".join(self.param_parts())
+
+
+R = TypeVar("R", bound=Response)
+
+#: Every registered command class, by command code.
+REGISTRY: dict[int, type[Command[Any]]] = {}
+
+
+class Command(Declared, Generic[R]):
+    """Base of command declarations; subclasses register themselves."""
+
+    CC: ClassVar[TPM_CC]
+    SECTION: ClassVar[str]
+    RESPONSE: ClassVar[type[Any]]
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        REGISTRY[int(cls.CC)] = cls
 
 
 @dataclass(frozen=True)
