@@ -1,0 +1,165 @@
+"""The attacker's bench: a proxy on the bus, state snapshots, secret-safe assertions.
+
+swtpm serves one data connection at a time and the proxy holds it while it
+runs, so snapshots of the TPM (:func:`tpm_state`) are taken on a direct
+connection *before* the proxy starts and *after* it stops.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from test_seal_support import CliResult, cli
+from tpmseal.client.tpm import Tpm
+from tpmseal.sniff.leaks import find, scan
+from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.record import Exchange
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire.constants import TPM_CC, TPM_HT, TPM_RH, TPMA_NV, handle_type
+from tpmseal.wire.rc import TpmResponseError
+
+NV_FIRST = 0x01000000
+PERSISTENT_FIRST = 0x81000000
+
+
+@contextmanager
+def interposer(sim: Simulator, **kw: Any) -> Iterator[Proxy]:
+    """A recording :class:`Proxy` in front of *sim* (hooks via ``.interpose``)."""
+    d = Path(tempfile.mkdtemp(prefix="tpmseal-atk-", dir="/tmp"))
+    try:
+        with Proxy(f"unix:{d / 'tpm.sock'}", sim.uri, **kw) as proxy:
+            yield proxy
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def tpm(proxy: Proxy, *argv: str, stdin: bytes = b"") -> CliResult:
+    """``tpmseal --tpm PROXY ARGV`` in this process."""
+    return cli(["--tpm", proxy.uri, *argv], stdin)
+
+
+def direct(sim: Simulator, *argv: str, stdin: bytes = b"") -> CliResult:
+    """``tpmseal --tpm SIM ARGV`` with no one on the bus."""
+    return cli(["--tpm", sim.uri, *argv], stdin)
+
+
+# --------------------------------------------------------------------- snapshots
+
+
+@dataclass(frozen=True)
+class TpmState:
+    """What an attack must not change: persistent objects and NV indices, by content."""
+
+    persistent: dict[int, bytes]  # handle -> Name
+    nv: dict[int, tuple[bytes, bytes | None]]  # index -> (Name, contents if readable)
+
+    def diff(self, other: TpmState) -> list[str]:
+        """Which handles differ (no contents: they may be secret)."""
+        out = []
+        for what, a, b in (("persistent", self.persistent, other.persistent),
+                           ("NV", self.nv, other.nv)):
+            for h in sorted(set(a) | set(b)):
+                if a.get(h) != b.get(h):
+                    out.append(f"{what} {h:#x}: " + ("added" if h not in a else "removed"
+                                                     if h not in b else "changed"))
+        return out
+
+
+def _read_nv(t: Tpm, index: int) -> tuple[bytes, bytes | None]:
+    pub = t.nv_read_public(index)
+    name = pub.name()
+    if not pub.attributes & TPMA_NV.WRITTEN or not pub.data_size:
+        return name, None
+    auth = (TPM_RH.OWNER if pub.attributes & TPMA_NV.OWNERREAD
+            else index if pub.attributes & TPMA_NV.AUTHREAD else None)
+    if auth is None:
+        return name, None
+    try:
+        return name, t.nv_read(index, pub.data_size, auth)
+    except TpmResponseError:
+        return name, None
+
+
+def tpm_state(sim: Simulator) -> TpmState:
+    """Persistent objects' Names and every NV index's Name and contents (direct connection)."""
+    with Tpm.open(sim.uri) as t:
+        persistent = {h: t.names[h] if h in t.names else _name(t, h)
+                      for h in t.handles(PERSISTENT_FIRST)}
+        nv = {i: _read_nv(t, i) for i in t.handles(NV_FIRST)
+              if handle_type(i) == TPM_HT.NV_INDEX}
+    return TpmState(persistent, nv)
+
+
+def _name(t: Tpm, handle: int) -> bytes:
+    t.read_public(handle)
+    return t.names[handle]
+
+
+def files_state(paths: Iterable[Path]) -> dict[Path, bytes | None]:
+    return {p: p.read_bytes() if p.exists() else None for p in paths}
+
+
+@dataclass
+class Unchanged:
+    """Snapshot of the TPM and some files; :meth:`check` asserts nothing changed."""
+
+    sim: Simulator
+    paths: tuple[Path, ...]
+
+    def __post_init__(self) -> None:
+        self.tpm_before = tpm_state(self.sim)
+        self.files_before = files_state(self.paths)
+
+    def check(self) -> None:
+        __tracebackhide__ = True
+        changed = self.tpm_before.diff(tpm_state(self.sim))
+        assert not changed, changed
+        now = files_state(self.paths)
+        for p in self.paths:
+            before, after = self.files_before[p], now[p]
+            assert before == after, (f"{p} " + ("created" if before is None else "removed"
+                                                if after is None else "modified"))
+
+
+def unchanged(sim: Simulator, *paths: Path) -> Unchanged:
+    return Unchanged(sim, tuple(paths))
+
+
+# ------------------------------------------------------------------------ secrets
+
+
+def assert_no_leak(exchanges: Sequence[Exchange], *secrets: bytes) -> None:
+    """No secret in any spelling (raw, hex, base64) on either side of any exchange."""
+    __tracebackhide__ = True
+    assert exchanges, "the proxy recorded nothing: the test did not exercise the bus"
+    leaks = scan(exchanges, list(secrets))
+    assert not leaks, [leak.describe() for leak in leaks]
+
+
+def assert_not_in(data: bytes, secret: bytes, where: str) -> None:
+    """*secret* (any spelling) does not occur in *data*; the message names no bytes."""
+    __tracebackhide__ = True
+    hits = find(data, [secret])
+    assert not hits, f"the secret occurs in {where} ({hits[0].encoding} at {hits[0].offset})"
+
+
+def same_secret(got: bytes | None, want: bytes) -> bool:
+    """Compare without ever putting either value in an assertion message."""
+    return got == want
+
+
+def names(exchanges: Sequence[Exchange]) -> list[str]:
+    """Command names in bus order (e.g. ``["Load", "StartAuthSession", ...]``)."""
+    out = []
+    for e in exchanges:
+        try:
+            out.append(TPM_CC(e.code).name)
+        except ValueError:
+            out.append(f"{e.code:#x}")
+    return out

@@ -1,0 +1,137 @@
+"""Attack 9: a working man in the middle — and why it gets nothing from tpmseal.
+
+The interposer (tests/attacks/mitm.py) substitutes its RSA key for the EK in
+ReadPublic, unwraps each salt with its private key, re-wraps it to the real EK,
+relays, and decrypts every encrypted parameter. Against a flow that trusts
+ReadPublic (tpm2-tools' ``--tpmkey-context``) it recovers the secret; against
+tpmseal, which salts to the EK pinned at provisioning, it recovers nothing. If
+the pinning itself happened under the attacker without ``--ek-ca`` (TOFU), the
+attack works — the documented limit — and ``--ek-ca`` refuses that pin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from attacks.bus import assert_no_leak, direct, interposer, same_secret, tpm, unchanged
+from attacks.mitm import ManInTheMiddle
+from test_seal_support import assert_one_line_error
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import ExitCode
+from tpmseal.recipes.trust import EK_MISMATCH
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire.structures import Public
+
+TOOLS_FLOW = Path(__file__).resolve().parents[2] / "shared" / "peers" / "tools_flow.sh"
+EK = 0x81010001
+SRK = 0x81000001
+
+needs_tools = pytest.mark.skipif(
+    shutil.which("tpm2_create") is None or not TOOLS_FLOW.exists(),
+    reason="tpm2-tools or shared/peers/tools_flow.sh missing")
+
+
+def real_ek(sim: Simulator) -> Public:
+    """The EK public, as the attacker can read it at any time (it is public)."""
+    with Tpm.open(sim.uri) as t:
+        return t.read_public(EK)
+
+
+def tools_flow(tcti: str, workdir: Path, *steps: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, TPM2TOOLS_TCTI=tcti, EK_HANDLE=hex(EK), SRK_HANDLE=hex(SRK),
+               WORKDIR=str(workdir))
+    return subprocess.run(["bash", str(TOOLS_FLOW), *steps], env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+@needs_tools
+def test_mitm_recovers_the_secret_from_tools_salted_seal(tcg_sim: Simulator,
+                                                          tmp_path: Path) -> None:
+    """The attack works: tpm2-tools salts to whatever ReadPublic(EK) returned."""
+    secret = os.urandom(32)
+    (tmp_path / "secret.bin").write_bytes(secret)
+    mitm = ManInTheMiddle(real_ek(tcg_sim), EK)
+    with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
+        done = tools_flow(p.tools_tcti, tmp_path, "seal")
+        assert done.returncode == 0, done.stderr[-800:]
+        assert mitm.read_publics_substituted >= 1 and mitm.salts_unwrapped >= 1
+        assert mitm.got(secret), "the MITM did not recover the secret from Create"
+        assert [r.command for r in mitm.recovered] == ["Create"]
+        # the relay is transparent: the tools' unseal (cmp against secret.bin) works
+        # through the attacker, who decrypts the Unseal response too
+        mitm.recovered.clear()
+        done = tools_flow(p.tools_tcti, tmp_path, "unseal")
+        assert done.returncode == 0, done.stderr[-800:]
+        assert mitm.got(secret), "the MITM did not recover the secret from Unseal"
+        assert "Unseal" in [r.command for r in mitm.recovered if r.direction == "response"]
+        # a passive sniffer still sees no plaintext: the theft needs the active substitution
+        assert_no_leak(p.exchanges, secret)
+
+
+def test_mitm_recovers_nothing_from_tpmseal(tcg_sim: Simulator, tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    trust = tcg_sim.state / "trust.json"
+    mitm = ManInTheMiddle(real_ek(tcg_sim), EK)
+    with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
+        r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
+        assert (r.rc, r.err) == (0, "")
+        # seal never asked for the EK, so there was nothing to substitute
+        assert mitm.read_publics_substituted == 0
+        assert mitm.salts_opaque == 1 and mitm.salts_unwrapped == 0
+        assert [r.command for r in mitm.recovered] == ["Create"]  # it tried, with a guess
+        r = tpm(p, "unseal", "--input", str(blob))
+        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        assert mitm.salts_opaque == 2 and mitm.salts_unwrapped == 0
+        assert "Unseal" in [r.command for r in mitm.recovered]
+        assert not mitm.got(secret)
+        assert not any(r.key_known for r in mitm.recovered)
+        assert_no_leak(p.exchanges, secret)
+    assert json.loads(trust.read_text())["profiles"]["tcg"]["ek"]["name"] == \
+        real_ek(tcg_sim).name().hex()
+
+
+def test_tofu_pin_under_the_mitm_is_the_documented_limit(tcg_sim: Simulator,
+                                                         tmp_path: Path) -> None:
+    """Provisioned through the attacker without --ek-ca, tpmseal pins the attacker's key."""
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    trust = tmp_path / "trust.json"
+    mitm = ManInTheMiddle(real_ek(tcg_sim), EK)
+    with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
+        r = tpm(p, "--trust-file", str(trust), "provision")
+        assert r.rc == 0, r.err
+        pinned = json.loads(trust.read_text())["profiles"]["tcg"]
+        assert pinned["ek"]["name"] == mitm.fake_ek.name().hex()
+        assert pinned["ek_certificate"] == "not checked"
+        r = tpm(p, "--trust-file", str(trust), "seal", "--input", str(key), "--output",
+                str(blob))
+        assert (r.rc, r.err) == (0, "")
+        assert mitm.salts_unwrapped == 1
+        assert mitm.got(secret), "with a TOFU pin under attack the MITM should win"
+        assert_no_leak(p.exchanges, secret)  # still nothing for a passive observer
+    # the forged pin is permanent: without the attacker, the TPM cannot decrypt the salt
+    r = direct(tcg_sim, "--trust-file", str(trust), "unseal", "--input", str(blob))
+    assert_one_line_error(r, ExitCode.INTEGRITY, EK_MISMATCH)
+
+
+def test_ek_ca_refuses_to_pin_the_mitm_key(tcg_sim: Simulator, tmp_path: Path) -> None:
+    trust = tmp_path / "trust.json"
+    mitm = ManInTheMiddle(real_ek(tcg_sim), EK)
+    watch = unchanged(tcg_sim, trust)
+    with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
+        r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir))
+        assert_one_line_error(r, ExitCode.INTEGRITY,
+                              "the EK certificate is for a different key")
+        assert mitm.read_publics_substituted >= 1
+    watch.check()
+    assert not trust.exists()
+
