@@ -176,24 +176,31 @@ def install_crash(monkeypatch: pytest.MonkeyPatch, after: int) -> list[CrashingT
     return opened
 
 
+def _leftovers(t: Tpm) -> list[int]:
+    # the loaded-session query (0x02) lists policy sessions with their own type, 0x03
+    kinds = {0x80000000: {0x80}, 0x02000000: {0x02, 0x03}, 0x03000000: {0x02, 0x03}}
+    found: list[int] = []
+    for first in LEFTOVER_RANGES:
+        for (h,) in t.capability(TPM_CAP.HANDLES, first):
+            if h >> 24 in kinds[first] and h not in found:
+                found.append(h)
+    return found
+
+
 def flush_leftovers(uri: str) -> list[int]:
     """Flush every transient object and session, as a resource manager would for a dead
     client; returns the handles flushed."""
-    flushed: list[int] = []
     with Tpm(open_transport(uri)) as t:
-        for first in LEFTOVER_RANGES:
-            for (h,) in t.capability(TPM_CAP.HANDLES, first):
-                if h >> 24 != first >> 24:
-                    continue
-                t.run(cmds.FlushContext(h))
-                flushed.append(h)
+        flushed = _leftovers(t)
+        for h in flushed:
+            t.run(cmds.FlushContext(h))
     return flushed
 
 
 def leftover_handles(uri: str) -> list[int]:
+    """Transient objects and sessions (loaded or saved) present on the TPM."""
     with Tpm(open_transport(uri)) as t:
-        return [h for first in LEFTOVER_RANGES
-                for (h,) in t.capability(TPM_CAP.HANDLES, first) if h >> 24 == first >> 24]
+        return _leftovers(t)
 
 
 def extend(uri: str, pcr: int, data: bytes = b"tampered", bank: str = "sha256") -> None:
