@@ -8,6 +8,7 @@ traceback is printed only with ``--debug``. Nothing here prints key material.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -16,17 +17,26 @@ from typing import NoReturn
 
 from tpmseal.errors import ExitCode, TpmsealError, UsageError
 
-#: Modules that each define ``register(subparsers)``; imported lazily by name.
-COMMAND_MODULES = (
-    "tpmseal.cli.sim",
-    "tpmseal.cli.probe",
-    "tpmseal.cli.provision",
-    "tpmseal.cli.seal",
-    "tpmseal.cli.pcrs",
-    "tpmseal.cli.vault",
-    "tpmseal.cli.demo",
-    "tpmseal.cli.sniff",
-)
+#: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
+#: Only the module of the command being run is imported: start-up time is part of every
+#: ``tpmseal unseal`` in a boot script.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sim": ("tpmseal.cli.sim", "start, stop or inspect an swtpm simulator"),
+    "probe": ("tpmseal.cli.probe", "describe the TPM: vendor, PCR banks, AES-CFB, keys"),
+    "provision": ("tpmseal.cli.provision",
+                  "create the EK and SRK if missing and pin them in the trust file"),
+    "seal": ("tpmseal.cli.seal", "seal a secret under a PCR policy"),
+    "unseal": ("tpmseal.cli.seal", "unseal a secret to stdout or a file"),
+    "reseal": ("tpmseal.cli.seal", "move a sealed secret to a new PCR policy, crash-safely"),
+    "import": ("tpmseal.cli.seal", "wrap a tpm2-tools sealed object into a tpmseal blob"),
+    "pcrs": ("tpmseal.cli.pcrs", "show PCR values or recover a sealed object's PCR list"),
+    "vault-key": ("tpmseal.cli.vault",
+                  "get the vault key: generate+seal, migrate a legacy key, or unseal"),
+    "demo": ("tpmseal.cli.demo", "seal/unseal a key on a simulator with the bus sniffed"),
+    "sniff": ("tpmseal.cli.sniff", "TPM bus sniffer: proxy, decoder, leak scanner"),
+    "decode": ("tpmseal.cli.sniff", "decode a saved capture (JSON lines, pcap, raw)"),
+}
+_GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -39,7 +49,21 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(ExitCode.USAGE)
 
 
-def build_parser() -> Parser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The sub-command named in *argv* (the first word that is not a global option)."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word in _GLOBAL_WITH_VALUE:
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The parser; with *argv*, only the named command's module is imported."""
     parser = Parser(
         prog="tpmseal",
         description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
@@ -55,15 +79,20 @@ def build_parser() -> Parser:
     parser.add_argument("-v", "--verbose", action="store_true", help="informational logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    import importlib
-
-    for name in COMMAND_MODULES:
+    wanted = _command_in(argv) if argv is not None else None
+    modules = ([COMMANDS[wanted][0]] if wanted in COMMANDS
+               else list(dict.fromkeys(m for m, _ in COMMANDS.values())))
+    for name in modules:
         importlib.import_module(name).register(sub)
+    for name, (_, summary) in COMMANDS.items():
+        if name not in sub.choices:  # listed in --help, loaded when used
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)

@@ -12,7 +12,7 @@ from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_se
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input
-from tpmseal.recipes import ekcert, sealing, trust
+from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
@@ -149,6 +149,8 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> Non
     if args.ek_ca:
         if public is None:
             raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
+        from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
+
         ekcert.verify_ek(tpm, public, args.ek_ca)
 
 
