@@ -255,12 +255,21 @@ class Tpm:
 
     @contextlib.contextmanager
     def scoped(self, handle: int) -> Iterator[int]:
-        """Flush *handle* when the block ends, unless something already did."""
+        """Flush *handle* when the block ends, unless something already did.
+
+        When the block raised, a failing flush is ignored: the block's error is
+        the one that explains what happened (e.g. a tampered response to a command
+        that ended the session, after which the TPM answers TPM_RC_HANDLE).
+        """
         try:
             yield handle
-        finally:
+        except BaseException:
             if handle in self._transients or handle in self._sessions:
-                self.flush(handle)
+                with contextlib.suppress(TpmsealError):
+                    self.flush(handle)
+            raise
+        if handle in self._transients or handle in self._sessions:
+            self.flush(handle)
 
     def read_public(self, handle: int) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""

@@ -23,6 +23,7 @@ unsealed on the legacy path without ``allow_downgrade``.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 
@@ -32,6 +33,7 @@ from tpmseal.errors import (
     BadInputError,
     IntegrityError,
     PolicyMismatchError,
+    TpmsealError,
     TrustError,
     UsageError,
 )
@@ -139,7 +141,10 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
         raise _explain(e, trust) from None
     finally:
         if session is not None and not session.ended:
-            tpm.flush(session.handle)
+            # only reached when something failed: that error, not the flush's, says what
+            # happened (a tampered Create response leaves a session the TPM already ended)
+            with contextlib.suppress(TpmsealError):
+                tpm.flush(session.handle)
     public = r.out_public
     if public.with_unique(b"") != template:
         raise IntegrityError("TPM returned a different public area than the one sent: "
