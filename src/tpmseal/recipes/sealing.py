@@ -252,7 +252,15 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin)
     except TpmResponseError as e:
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
-            raise mismatch_error(changed_pcrs(tpm, blob)) from None
+            changed = changed_pcrs(tpm, blob)
+            if blob.pcr_values and not changed:
+                # the PCRs hold their sealed values, so an honest TPM would have passed
+                # the policy: a handle or command was altered on the bus
+                raise IntegrityError(
+                    f"the TPM refused the PCR policy in TPM2_{e.command} although every PCR "
+                    "holds its sealed value: a command or handle was altered in transit, "
+                    "possible interposer") from None
+            raise mismatch_error(changed) from None
         raise _explain(e, trust, blob.pin) from None
     if blob.check is not None and not hmac.compare_digest(
             check_value(secret, blob.name), blob.check):
