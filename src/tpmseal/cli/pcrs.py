@@ -56,7 +56,7 @@ def run_recover(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         store: Store = (NvStore.for_profile(profile, None, rec) if args.nv
                         else FileStore(Path(args.blob)))
-        blob = require_candidates(tpm, store)[0]
+        blob = next(require_candidates(tpm, store))
         found = recovery.recover(tpm, blob.public, blob.pcrs)
     if found is None:
         raise PolicyMismatchError(

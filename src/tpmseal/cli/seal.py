@@ -17,7 +17,7 @@ from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
 from tpmseal.recipes.profiles import Profile
-from tpmseal.recipes.stores import FileStore, NvStore, Store
+from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
@@ -164,7 +164,7 @@ def run_seal(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
         store = _store(args, profile, rec, args.pcrs, pin is not None)
-        if not args.force and store.candidates(tpm):
+        if not args.force and first_candidate(tpm, store) is not None:
             raise UsageError(f"{store.describe()} already holds a sealed secret",
                              "use `tpmseal reseal` to change its policy, or --force to replace "
                              "it (the old secret is then lost)")
@@ -197,8 +197,8 @@ def run_unseal(args: argparse.Namespace) -> int:
         store = _store(args, profile, rec, args.pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
         if args.ek_ca:
-            blobs = store.candidates(tpm)
-            salt = blobs[0].salt_key if blobs else None
+            first = first_candidate(tpm, store)
+            salt = first.salt_key if first else None
             _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
@@ -229,7 +229,7 @@ def run_import(args: argparse.Namespace) -> int:
                           lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
     out = FileStore(Path(args.output))
     with open_tpm(args) as tpm:
-        if not args.force and out.candidates(tpm):
+        if not args.force and first_candidate(tpm, out) is not None:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")
         values = tpm.pcr_read(args.pcrs)
         if compute_policy(sealing.policy_steps(args.pcrs, values, False)) != public.auth_policy:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from itertools import chain
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import IntegrityError, NotFoundError, PolicyMismatchError, TpmsealError
@@ -74,13 +76,13 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
 
 
 def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
-                  blobs: list[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
+                  blobs: Iterator[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
     """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
 
     *blobs*: the store's candidates if the caller has just read them.
     """
     first_error: TpmsealError | None = None
-    for blob in blobs or require_candidates(tpm, store):
+    for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
             return _unseal_one(tpm, blob, opts), blob
         except TpmsealError as e:
@@ -147,8 +149,9 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     assert profile.nv is not None
     legacy_index = profile.nv.legacy_key
     stored = store.candidates(tpm)
-    if stored:
-        key = unseal_source(tpm, store, opts, stored)[0]
+    first = next(stored, None)
+    if first is not None:
+        key = unseal_source(tpm, store, opts, chain([first], stored))[0]
         legacy = _read_legacy(tpm, legacy_index, opts.trust)
         if legacy is not None:
             _retire_legacy(tpm, legacy_index, legacy, key)

@@ -12,11 +12,13 @@ themselves changed.
 
 from __future__ import annotations
 
+import hashlib
 from itertools import combinations
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
-from tpmseal.wire.constants import TPM_ALG
+from tpmseal.wire.constants import TPM_ALG, TPM_CC
+from tpmseal.wire.marshal import u8, u16, u32
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
 
 CANDIDATES = tuple(range(16))
@@ -33,16 +35,30 @@ def _policy(sel: PcrSelectionList, values: dict[tuple[int, int], bytes], pin: bo
 def find_selection(public: Public, values: dict[tuple[int, int], bytes],
                    first: PcrSelectionList | None = None,
                    bank: int = TPM_ALG.SHA256) -> tuple[PcrSelectionList, bool] | None:
-    """The selection (and whether a PIN step follows) whose policy equals the object's."""
+    """The selection (and whether a PIN step follows) whose policy equals the object's.
+
+    *first* is tried first; then every non-empty subset of PCRs 0-15 of *bank*,
+    smallest first. The subset loop hashes the PolicyPCR inputs directly (one
+    TPML_PCR_SELECTION of one bank, 3-byte bitmap — Part 2 §10.6.2) so that the
+    whole search takes a fraction of a second even when nothing matches.
+    """
     target = public.auth_policy
-    tries: list[PcrSelectionList] = [first] if first is not None else []
-    for n in range(1, len(CANDIDATES) + 1):
-        tries += [PcrSelectionList((PcrSelection(bank, combo),))
-                  for combo in combinations(CANDIDATES, n)]
-    for pin in (False, True):
-        for sel in tries:
-            if all(k in values for k in sel.pairs()) and _policy(sel, values, pin) == target:
-                return sel, pin
+    if first is not None and all(k in values for k in first.pairs()):
+        for pin in (False, True):
+            if _policy(first, values, pin) == target:
+                return first, pin
+    present = [i for i in CANDIDATES if (bank, i) in values]
+    prefix = bytes(32) + u32(TPM_CC.PolicyPCR) + u32(1) + u16(bank) + u8(3)
+    auth_value = u32(TPM_CC.PolicyAuthValue)
+    sha256 = hashlib.sha256
+    for n in range(1, len(present) + 1):
+        for combo in combinations(present, n):
+            bitmap = sum(1 << i for i in combo).to_bytes(3, "little")
+            pcr_hash = sha256(b"".join(values[(bank, i)] for i in combo)).digest()
+            digest = sha256(prefix + bitmap + pcr_hash).digest()
+            pin = digest != target
+            if not pin or sha256(digest + auth_value).digest() == target:
+                return PcrSelectionList((PcrSelection(bank, combo),)), pin
     return None
 
 

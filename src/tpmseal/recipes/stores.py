@@ -15,7 +15,9 @@ leaves at least one complete copy that unseals (the old or the new).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
@@ -42,8 +44,8 @@ class Store(Protocol):
 
     def describe(self) -> str: ...
 
-    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
-        """Blobs to try, best first (empty if none stored)."""
+    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        """Blobs to try, best first, read from the TPM only as the caller asks for them."""
         ...
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
@@ -62,14 +64,14 @@ class FileStore:
     def describe(self) -> str:
         return str(self.path)
 
-    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
+    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
         try:
             text = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            return
         except OSError as e:
             raise UsageError(f"cannot read blob {self.path}: {e.strerror}") from None
-        return [SealedBlob.from_json(text, str(self.path))]
+        yield SealedBlob.from_json(text, str(self.path))
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         write_atomic(self.path, blob.to_json().encode(), mode=0o600)
@@ -151,14 +153,13 @@ class NvStore:
         return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, b"", salt, sealed_with,
                           self.pin)
 
-    def candidates(self, tpm: Tpm) -> list[SealedBlob]:
-        out = []
+    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        # staging is read only if the main pair is missing or did not unseal
         for priv, pub in ((self.layout.private, self.layout.public),
                           (self.layout.staging_private, self.layout.staging_public)):
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
-                out.append(blob)
-        return out
+                yield blob
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         lay = self.layout
@@ -186,9 +187,16 @@ class NvStore:
         return replace(self, pcrs=pcrs)
 
 
-def require_candidates(tpm: Tpm, store: Store) -> list[SealedBlob]:
-    blobs = store.candidates(tpm)
-    if not blobs:
+def first_candidate(tpm: Tpm, store: Store) -> SealedBlob | None:
+    """The best stored copy, or None if nothing is stored."""
+    return next(store.candidates(tpm), None)
+
+
+def require_candidates(tpm: Tpm, store: Store) -> Iterator[SealedBlob]:
+    """The store's candidates; :class:`NotFoundError` if there is none."""
+    it = store.candidates(tpm)
+    first = next(it, None)
+    if first is None:
         raise NotFoundError(f"no sealed secret in {store.describe()}",
                             "seal one first with `tpmseal seal`")
-    return blobs
+    return chain([first], it)
