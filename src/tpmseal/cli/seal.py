@@ -233,8 +233,9 @@ def run_import(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")
         values = tpm.pcr_read(args.pcrs)
         if compute_policy(sealing.policy_steps(args.pcrs, values, False)) != public.auth_policy:
-            log.warning("the object's policy is not PolicyPCR over %s with the current values; "
-                        "it will not unseal until they match", format_pcrs(args.pcrs))
+            log.warning("the object's policy is not PolicyPCR over %s with the current values: "
+                        "unseal will look for the PCR list it covers, and fails if the values "
+                        "themselves differ", format_pcrs(args.pcrs))
             values = {}
         srk = rec.srk_handle if rec else profile.srk
         blob = SealedBlob(

@@ -42,8 +42,9 @@ def read_pin(args: argparse.Namespace, *, needed: bool, confirm: bool) -> bytes 
             with open("/dev/tty"):
                 pass
         except OSError:
-            raise UsageError("a PIN is needed but there is no terminal to ask on",
-                             "pass --pin-file FILE") from None
+            why = ("this secret is protected by a PIN" if needed
+                   else "--pin asks for the PIN on a terminal")
+            raise UsageError(f"{why}, and there is no terminal", "pass --pin-file FILE") from None
         pin = getpass.getpass("PIN: ").encode()
         if confirm and getpass.getpass("PIN again: ").encode() != pin:
             raise UsageError("the two PINs differ")
