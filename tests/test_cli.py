@@ -278,7 +278,7 @@ def test_pin_flow(tcg_sim: Simulator, tmp_path: Path) -> None:
     assert_one_line_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
     assert r.out == b""
     r = cli(["unseal", "--input", str(blob)])
-    assert_one_line_error(r, 2, "PIN is needed", "--pin-file")
+    assert_one_line_error(r, 2, "protected by a PIN", "--pin-file")
     r = cli(["unseal", "--legacy", "--allow-downgrade", "--pin-file", str(pin), "--input",
              str(blob)])
     assert_one_line_error(r, 2, "encrypted path")
