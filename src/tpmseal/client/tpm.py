@@ -28,6 +28,7 @@ from tpmseal.errors import (
     IntegrityError,
     ResponseIntegrityError,
     TpmsealError,
+    TransportError,
     UsageError,
 )
 from tpmseal.session.auth import (
@@ -93,6 +94,8 @@ class Tpm:
         self._transients: set[int] = set()
         self._sessions: dict[int, AuthSession] = {}
         self.commands_sent = 0
+        #: the transport error after which the connection is out of step (see run())
+        self.broken: TransportError | None = None
 
     @classmethod
     def open(cls, uri: str | None = None, **kw: Any) -> Tpm:
@@ -118,6 +121,12 @@ class Tpm:
 
     def run(self, cmd: Command[R], *sessions: Session) -> R:
         """Run *cmd* authorized/protected by *sessions*; return its typed response."""
+        if self.broken is not None:
+            # a response that timed out may still arrive and would be read as the answer
+            # to this command; and a dead or stalled TPM must not cost one more time-out
+            # per cleanup command
+            raise TransportError(f"the connection to the TPM failed earlier "
+                                 f"({self.broken.message})", "open a new connection")
         cls = type(cmd)
         lay = cls.layout()
         handles = cmd.handle_values()
@@ -140,7 +149,11 @@ class Tpm:
                 params, auths = b"".join(parts), []
             frame = build_command(int(cls.CC), handles, auths, params)
             self.commands_sent += 1
-            raw = self.transport.send(frame)
+            try:
+                raw = self.transport.send(frame)
+            except TransportError as e:
+                self.broken = e
+                raise
             header = parse_header(raw)
             if header.code == 0:
                 break
