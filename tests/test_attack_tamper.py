@@ -33,7 +33,15 @@ from attacks.bus import (
 )
 from test_seal_support import assert_one_line_error, flush_leftovers
 from tpmseal.errors import ExitCode
-from tpmseal.sniff.hooks import HANG, Close, HookContext, Verdict, flip, set_session_attributes
+from tpmseal.sniff.hooks import (
+    HANG,
+    Close,
+    CommandHook,
+    HookContext,
+    Verdict,
+    flip,
+    set_session_attributes,
+)
 from tpmseal.sniff.record import Exchange
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION
@@ -176,7 +184,7 @@ def test_replayed_unseal_response_is_rejected(tcg_sim: Simulator,
     watch.check()
 
 
-def _clear_attribute(code: int, bit: int) -> object:
+def _clear_attribute(code: int, bit: int) -> CommandHook:
     def attack(ctx: HookContext) -> Verdict:
         if ctx.code != code:
             return None
@@ -195,7 +203,7 @@ def test_dropping_encrypt_from_unseal_breaks_the_hmac(tcg_sim: Simulator,
     watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
     with interposer(tcg_sim) as p:
         attack = _clear_attribute(TPM_CC.Unseal, TPMA_SESSION.encrypt)
-        with p.interpose(on_command=attack):  # type: ignore[arg-type]
+        with p.interpose(on_command=attack):
             r = tpm(p, "unseal", "--input", str(blob))
         assert_one_line_error(r, ExitCode.INTEGRITY, "rejected the HMAC of TPM2_Unseal",
                               "interposer")
@@ -213,7 +221,7 @@ def test_dropping_decrypt_from_create_breaks_the_hmac(tcg_sim: Simulator,
     watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
     with interposer(tcg_sim) as p:
         attack = _clear_attribute(TPM_CC.Create, TPMA_SESSION.decrypt)
-        with p.interpose(on_command=attack):  # type: ignore[arg-type]
+        with p.interpose(on_command=attack):
             r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
         assert_one_line_error(r, ExitCode.INTEGRITY, "the TPM rejected our HMAC",
                               "altered in transit")

@@ -1,0 +1,260 @@
+"""Attacks 4, 5, 6: the interposer forges what the client reads to choose its protection.
+
+* 4 — ReadPublic(EK) answered with the attacker's RSA key (matching Name), at
+  provision (pinned TPM, with and without ``--ek-ca``) and at seal.
+* 5 — forged *error* responses (no HMAC covers an error, Part 1 §18.8):
+  TestParms at provision, StartAuthSession at seal. No silent downgrade.
+* 6 — forged PCR_Read values at seal time, which would steer the policy to PCR
+  values of the attacker's choosing; the audit session's response HMAC
+  (Part 1 §19.6.16, audit: Part 1 §19.6.?/Part 3 §11.1) catches them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from attacks.bus import assert_no_leak, interposer, names, same_secret, tpm, unchanged
+from attacks.mitm import ManInTheMiddle, attacker_key, qualified_name, substituted
+from test_seal_support import assert_one_line_error
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import ExitCode
+from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
+from tpmseal.recipes.trust import EK_MISMATCH
+from tpmseal.sniff.hooks import (
+    CommandHook,
+    HookContext,
+    Respond,
+    Verdict,
+    error_response,
+    parse_response,
+    success_response,
+)
+from tpmseal.sniff.leaks import scan
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_CC
+from tpmseal.wire.structures import DigestList, Public, digest
+
+EK = 0x81010001
+#: format-one response codes (Part 2 §6.6.3): RC_FMT1 | P | parameter number << 8
+RC_SYMMETRIC_P1 = 0x1D6  # TestParms: parameter 1 (the algorithm set) unsupported
+RC_SYMMETRIC_P4 = 0x4D6  # StartAuthSession: parameter 4 (symmetric)
+RC_VALUE_P2 = 0x2C4  # StartAuthSession: parameter 2 (encryptedSalt) does not decrypt
+RC_HANDLE_H1 = 0x18B  # handle 1 (tpmKey) is not loaded
+RC_FAILURE = 0x101  # TPM_RC_FAILURE: the TPM is in failure mode
+RC_SESSION_MEMORY = 0x903  # warning: no session slot
+
+
+def _real_ek(sim: Simulator) -> Public:
+    with Tpm.open(sim.uri) as t:
+        return t.read_public(EK)
+
+
+def _every_read_public(ctx: HookContext) -> Verdict:
+    """Answer every ReadPublic, whatever the handle, with the attacker's key."""
+    if ctx.code != TPM_CC.ReadPublic or ctx.response is None or ctx.response[6:10] != bytes(4):
+        return None
+    real, _ = parse_response(ctx.response, ctx.command)
+    assert isinstance(real, cmds.ReadPublicResponse)
+    fake = substituted(real.out_public, attacker_key()) if real.out_public.type == 0x0001 \
+        else real.out_public
+    return success_response(cmds.ReadPublicResponse(fake, fake.name(),
+                                                    qualified_name(fake.name())))
+
+
+# ------------------------------------------------------------------- 4: key substitution
+
+
+def test_substituted_ek_at_provision_of_a_pinned_tpm(tcg_sim: Simulator) -> None:
+    trust = tcg_sim.state / "trust.json"
+    watch = unchanged(tcg_sim, trust)
+    mitm = ManInTheMiddle(_real_ek(tcg_sim), EK)
+    with interposer(tcg_sim, on_response=mitm.on_response) as p:
+        r = tpm(p, "provision")
+        assert_one_line_error(r, ExitCode.INTEGRITY, EK_MISMATCH, "--repin")
+        assert mitm.read_publics_substituted == 1
+        assert names(p.exchanges).count("ReadPublic") >= 1
+    watch.check()
+
+
+@pytest.mark.parametrize("profile", ["tcg", "eve"])
+def test_seal_never_reads_the_ek_and_substitution_has_no_effect(
+        request: pytest.FixtureRequest, tmp_path: Path, profile: str) -> None:
+    sim: Simulator = request.getfixturevalue(f"{profile}_sim")
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    real = _real_ek(sim)
+    ek_handle = 0x81010001 if profile == "tcg" else 0x81000001
+    with interposer(sim) as p:
+        with p.interpose(on_response=_every_read_public):
+            r = tpm(p, "seal", "--profile", profile, "--input", str(key), "--output", str(blob))
+            assert (r.rc, r.err) == (0, "")
+            assert "ReadPublic" not in names(p.exchanges)
+            r = tpm(p, "unseal", "--profile", profile, "--input", str(blob))
+            assert r.rc == 0 and same_secret(r.out, secret), r.err
+        assert "ReadPublic" not in names(p.exchanges)
+        assert_no_leak(p.exchanges, secret)
+    b = SealedBlob.from_json(blob.read_bytes())
+    assert b.sealed_with == ENCRYPTED
+    assert b.salt_key is not None and b.salt_key.handle == ek_handle
+    assert b.salt_key.name == _real_ek(sim).name() == real.name()
+
+
+# --------------------------------------------------------------------- 5: forged errors
+
+
+def _forge_error(code: int, rc: int) -> CommandHook:
+    def attack(ctx: HookContext) -> Verdict:
+        return Respond(error_response(rc)) if ctx.code == code else None
+    return attack
+
+
+def test_forged_testparms_error_at_provision_is_caught(tcg_sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    """The double check: an EK-salted AES-128-CFB session works, so the error was forged."""
+    fresh = tmp_path / "trust.json"
+    pinned = tcg_sim.state / "trust.json"
+    watch = unchanged(tcg_sim, pinned, fresh)
+    with interposer(tcg_sim, on_command=_forge_error(
+            TPM_CC.TestParms, RC_SYMMETRIC_P1)) as p:
+        for trust in (pinned, fresh):
+            r = tpm(p, "--trust-file", str(trust), "provision")
+            assert_one_line_error(r, ExitCode.INTEGRITY, "TestParms", "forged response",
+                                  "interposer")
+        forged = [e for e in p.exchanges if e.code == TPM_CC.TestParms]
+        assert len(forged) == 2 and all(e.tpm_command is None for e in forged)
+    watch.check()
+
+
+def test_forged_errors_for_testparms_and_the_double_check_pin_legacy(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """Documented limit (SECURITY.md): provisioning under an active attacker.
+
+    An attacker present at provision time who forges *both* the TestParms error
+    and an error for the confirming encrypted session makes provision record a
+    TPM without AES-128-CFB; later seals then take the legacy path. Errors
+    carry no HMAC, so nothing can tell this from a TPM that really lacks AES;
+    --ek-ca does not help (the certificate says nothing about algorithms).
+    """
+    trust = tmp_path / "trust.json"
+    forge: dict[int, int] = {TPM_CC.TestParms: RC_SYMMETRIC_P1,
+                             TPM_CC.StartAuthSession: RC_SYMMETRIC_P4}
+
+    def attack(ctx: HookContext) -> Verdict:
+        rc = forge.get(ctx.code)
+        return None if rc is None else Respond(error_response(rc))
+
+    with interposer(tcg_sim, on_command=attack) as p:
+        r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir))
+        assert r.rc == 0, r.err
+        assert b"NOT supported" in r.out
+        assert json.loads(trust.read_text())["profiles"]["tcg"]["aes_128_cfb"] is False
+        # from now on seal takes the plaintext path, attacker or not
+        secret = os.urandom(32)
+        (tmp_path / "key").write_bytes(secret)
+        p.clear()
+        with p.interpose():
+            r = tpm(p, "--trust-file", str(trust), "seal", "--input", str(tmp_path / "key"),
+                    "--output", str(tmp_path / "blob.json"))
+        assert r.rc == 0, r.err
+        assert [leak.command for leak in scan(p.exchanges, [secret])] == ["Create"]
+
+
+def test_seal_sends_no_testparms(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The trust file records AES support: seal asks nothing it could be lied to about."""
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    with interposer(tcg_sim, on_command=_forge_error(
+            TPM_CC.TestParms, RC_SYMMETRIC_P1)) as p:
+        r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
+        assert (r.rc, r.err) == (0, "")
+        assert names(p.exchanges) == ["StartAuthSession", "PCR_Read", "Create"]
+        assert_no_leak(p.exchanges, secret)
+    assert SealedBlob.from_json(blob.read_bytes()).sealed_with == ENCRYPTED
+
+
+@pytest.mark.parametrize(("rc", "code", "needle"), [
+    (RC_SYMMETRIC_P4, ExitCode.TPM_ERROR, "TPM_RC_SYMMETRIC"),
+    (RC_VALUE_P2, ExitCode.INTEGRITY, EK_MISMATCH),
+    (RC_HANDLE_H1, ExitCode.TPM_ERROR, "TPM_RC_HANDLE"),
+    (RC_FAILURE, ExitCode.TPM_ERROR, "TPM_RC_FAILURE"),
+    (RC_SESSION_MEMORY, ExitCode.TPM_ERROR, "SESSION_MEMORY"),
+], ids=["symmetric", "salt-value", "handle", "failure", "session-memory"])
+def test_forged_start_auth_session_error_at_seal_never_falls_back(
+        tcg_sim: Simulator, tmp_path: Path, rc: int, code: int, needle: str) -> None:
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim, on_command=_forge_error(
+            TPM_CC.StartAuthSession, rc)) as p:
+        r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
+        assert_one_line_error(r, code, needle)
+        sent = names(p.exchanges)
+        assert sent == ["StartAuthSession"], sent  # no PCR_Read, no Create, no retry in clear
+        assert_no_leak(p.exchanges, secret)
+    watch.check()
+
+
+# ------------------------------------------------------------------ 6: forged PCR values
+
+
+def _forge_pcr_values(ctx: HookContext) -> Verdict:
+    """Rewrite every PCR value of a successful PCR_Read, keeping the frame well formed."""
+    if ctx.code != TPM_CC.PCR_Read or ctx.response is None or ctx.response[6:10] != bytes(4):
+        return None
+    resp, auths = parse_response(ctx.response, ctx.command)
+    assert isinstance(resp, cmds.PCR_ReadResponse)
+    forged = tuple(digest(0x000B, b"attacker's choice %d" % i)[: len(d)]
+                   for i, d in enumerate(resp.pcr_values.digests))
+    return success_response(replace(resp, pcr_values=DigestList(forged)), auths)
+
+
+def test_forged_pcr_values_at_seal_are_caught_by_the_audit_hmac(tcg_sim: Simulator,
+                                                                tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim, on_response=_forge_pcr_values) as p:
+        r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
+        assert_one_line_error(r, ExitCode.INTEGRITY, "TPM response failed its HMAC check")
+        assert "Create" not in names(p.exchanges)  # the secret was never sent
+        assert_no_leak(p.exchanges, secret)
+    watch.check()
+    assert not blob.exists()
+
+
+def test_forged_pcr_values_at_nv_seal_leave_nv_untouched(eve_sim: Simulator,
+                                                         tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    key = tmp_path / "key"
+    key.write_bytes(secret)
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+    with interposer(eve_sim, on_response=_forge_pcr_values) as p:
+        r = tpm(p, "seal", "--profile", "eve", "--nv", "--input", str(key))
+        assert_one_line_error(r, ExitCode.INTEGRITY, "HMAC")
+        assert not {"Create", "NV_DefineSpace", "NV_Write"} & set(names(p.exchanges))
+        r = tpm(p, "vault-key")
+        assert_one_line_error(r, ExitCode.INTEGRITY, "HMAC")
+        assert_no_leak(p.exchanges, secret)
+    watch.check()
+
+
+def test_control_forged_pcr_values_steer_a_legacy_seal(tcg_sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    """Positive control: without the audit session the forged values are sealed to."""
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(os.urandom(32))
+    with interposer(tcg_sim, on_response=_forge_pcr_values) as p:
+        r = tpm(p, "seal", "--legacy", "--input", str(key), "--output", str(blob))
+        assert r.rc == 0, r.err
+    values = SealedBlob.from_json(blob.read_bytes()).pcr_values
+    assert values[(0x000B, 0)] == digest(0x000B, b"attacker's choice 0")
