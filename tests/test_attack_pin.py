@@ -1,0 +1,102 @@
+"""Attack 10: the PIN on the bus, wrong PINs, and reset-and-replay of the PCRs.
+
+A PIN adds TPM2_PolicyAuthValue to the sealed object's policy: the PIN is the
+object's authValue, set inside Create's encrypted inSensitive and afterwards
+only used as part of the HMAC key of the salted policy session (Part 1
+§19.6.12, Part 3 §23.17), so it never crosses the bus in any form.
+
+Reset-and-replay: an attacker who can reset the TPM (a glitch on its reset
+line, or a reboot into software of their choice) gets PCRs at zero and can
+extend them with the measurements of the good boot, which are public (event
+log). The PCR policy then holds. No session mechanism can tell; only a secret
+the attacker lacks — the PIN — stops the unseal.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from attacks.bus import assert_no_leak, direct, interposer, same_secret, tpm, unchanged
+from conftest import measure_boot
+from test_seal_support import assert_one_line_error
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import ExitCode
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_SU
+from tpmseal.wire.rc import TpmResponseError
+
+
+def _files(tmp: Path) -> tuple[bytes, Path, bytes, Path, Path]:
+    secret, pin = os.urandom(32), f"pin-{secrets.token_hex(6)}".encode()
+    key, pin_file, wrong = tmp / "key", tmp / "pin", tmp / "wrong"
+    key.write_bytes(secret)
+    pin_file.write_bytes(pin + b"\n")
+    wrong.write_bytes(b"pin-" + secrets.token_hex(6).encode() + b"\n")
+    return secret, key, pin, pin_file, wrong
+
+
+def test_pin_never_crosses_the_bus(tcg_sim: Simulator, tmp_path: Path) -> None:
+    secret, key, pin, pin_file, wrong = _files(tmp_path)
+    blob = tmp_path / "blob.json"
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "seal", "--pin-file", str(pin_file), "--input", str(key), "--output",
+                str(blob))
+        assert (r.rc, r.err) == (0, "")
+        r = tpm(p, "unseal", "--pin-file", str(pin_file), "--input", str(blob))
+        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        assert_no_leak(p.exchanges, secret, pin, wrong.read_bytes().strip())
+
+
+def test_wrong_pin_is_exit_9_and_changes_nothing(tcg_sim: Simulator, tmp_path: Path) -> None:
+    secret, key, pin, pin_file, wrong = _files(tmp_path)
+    blob = tmp_path / "blob.json"
+    assert direct(tcg_sim, "seal", "--pin-file", str(pin_file), "--input", str(key),
+                  "--output", str(blob)).rc == 0
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "unseal", "--pin-file", str(wrong), "--input", str(blob))
+        assert_one_line_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
+        assert r.out == b""
+        assert_no_leak(p.exchanges, secret, pin, wrong.read_bytes().strip())
+    watch.check()
+
+
+def reset_tpm(sim: Simulator) -> None:
+    """Power-cycle the TPM (PCRs back to zero) and start it up, as a reboot would."""
+    sim.power_cycle()
+    with Tpm.open(sim.uri) as t:
+        try:
+            t.run(cmds.Startup(TPM_SU.CLEAR))
+        except TpmResponseError as e:
+            if e.name != "INITIALIZE":  # swtpm's startup-clear flag may have done it
+                raise
+
+
+def test_reset_and_replay_defeats_pcrs_but_not_a_pin(tcg_sim: Simulator,
+                                                     tmp_path: Path) -> None:
+    secret, key, _, pin_file, wrong = _files(tmp_path)
+    plain, guarded = tmp_path / "plain.json", tmp_path / "pin.json"
+    assert direct(tcg_sim, "seal", "--input", str(key), "--output", str(plain)).rc == 0
+    assert direct(tcg_sim, "seal", "--pin-file", str(pin_file), "--input", str(key),
+                  "--output", str(guarded)).rc == 0
+    key.unlink()
+    # a reset alone changes the PCRs: the policy holds
+    reset_tpm(tcg_sim)
+    r = direct(tcg_sim, "unseal", "--input", str(plain))
+    assert_one_line_error(r, ExitCode.PCR_MISMATCH, "PCR policy check failed")
+    # ... but replaying the good boot's measurements restores them
+    measure_boot(tcg_sim)
+    r = direct(tcg_sim, "unseal", "--input", str(plain))
+    assert r.rc == 0 and same_secret(r.out, secret), "reset-and-replay should unseal"
+    # the PIN-protected copy holds: the attacker has no PIN, and guessing is rate-limited
+    r = direct(tcg_sim, "unseal", "--input", str(guarded))
+    assert_one_line_error(r, ExitCode.USAGE, "protected by a PIN")
+    r = direct(tcg_sim, "unseal", "--pin-file", str(wrong), "--input", str(guarded))
+    assert_one_line_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
+    assert r.out == b""
+    # the owner, with the PIN, still unseals
+    r = direct(tcg_sim, "unseal", "--pin-file", str(pin_file), "--input", str(guarded))
+    assert r.rc == 0 and same_secret(r.out, secret)
