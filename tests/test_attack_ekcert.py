@@ -22,10 +22,17 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from attacks.bus import assert_no_leak, direct, interposer, names, tpm, unchanged
+from attacks.bus import (
+    assert_no_leak,
+    direct,
+    expect_error,
+    interposer,
+    names,
+    tpm,
+    unchanged,
+)
 from attacks.certs import CertSwap, ca_signing_key, issuer_name, make_cert, own_ca
 from attacks.mitm import ManInTheMiddle, attacker_key
-from test_seal_support import assert_one_line_error
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.session.salt import public_key
@@ -86,16 +93,16 @@ def _expect_rejection(sim: Simulator, tmp: Path, forged: bytes, needle: str) -> 
     swap = CertSwap(EK_CERT, forged)
     with interposer(sim, on_response=swap) as p:
         r = tpm(p, "--trust-file", str(fresh), "provision", "--ek-ca", str(sim.ca_dir))
-        assert_one_line_error(r, ExitCode.INTEGRITY, needle)
+        expect_error(r, ExitCode.INTEGRITY, needle)
         r = tpm(p, "provision", "--ek-ca", str(sim.ca_dir))
-        assert_one_line_error(r, ExitCode.INTEGRITY, needle)
+        expect_error(r, ExitCode.INTEGRITY, needle)
         r = tpm(p, "seal", "--ek-ca", str(sim.ca_dir), "--input", str(tmp / "key"),
                 "--output", str(blob))
-        assert_one_line_error(r, ExitCode.INTEGRITY, needle)
+        expect_error(r, ExitCode.INTEGRITY, needle)
         assert "Create" not in names(p.exchanges)
         r = tpm(p, "unseal", "--ek-ca", str(sim.ca_dir), "--input", str(sealed))
-        assert_one_line_error(r, ExitCode.INTEGRITY, needle)
-        assert r.out == b"" and "Unseal" not in names(p.exchanges)
+        expect_error(r, ExitCode.INTEGRITY, needle)
+        assert "Unseal" not in names(p.exchanges)
         assert swap.served >= 4
         assert_no_leak(p.exchanges, secret)
     watch.check()

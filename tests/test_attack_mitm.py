@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from attacks.bus import assert_no_leak, direct, interposer, same_secret, tpm, unchanged
+from attacks.bus import (
+    assert_no_leak,
+    direct,
+    expect_error,
+    expect_ok,
+    interposer,
+    tpm,
+    unchanged,
+)
 from attacks.mitm import ManInTheMiddle
-from test_seal_support import assert_one_line_error
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.trust import EK_MISMATCH
@@ -61,14 +68,14 @@ def test_mitm_recovers_the_secret_from_tools_salted_seal(tcg_sim: Simulator,
         done = tools_flow(p.tools_tcti, tmp_path, "seal")
         assert done.returncode == 0, done.stderr[-800:]
         assert mitm.read_publics_substituted >= 1 and mitm.salts_unwrapped >= 1
-        assert mitm.got(secret), "the MITM did not recover the secret from Create"
+        mitm.expect_recovered(secret, "Create")
         assert [r.command for r in mitm.recovered] == ["Create"]
         # the relay is transparent: the tools' unseal (cmp against secret.bin) works
         # through the attacker, who decrypts the Unseal response too
         mitm.recovered.clear()
         done = tools_flow(p.tools_tcti, tmp_path, "unseal")
         assert done.returncode == 0, done.stderr[-800:]
-        assert mitm.got(secret), "the MITM did not recover the secret from Unseal"
+        mitm.expect_recovered(secret, "Unseal")
         assert "Unseal" in [r.command for r in mitm.recovered if r.direction == "response"]
         # a passive sniffer still sees no plaintext: the theft needs the active substitution
         assert_no_leak(p.exchanges, secret)
@@ -87,11 +94,10 @@ def test_mitm_recovers_nothing_from_tpmseal(tcg_sim: Simulator, tmp_path: Path) 
         assert mitm.read_publics_substituted == 0
         assert mitm.salts_opaque == 1 and mitm.salts_unwrapped == 0
         assert [r.command for r in mitm.recovered] == ["Create"]  # it tried, with a guess
-        r = tpm(p, "unseal", "--input", str(blob))
-        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        expect_ok(tpm(p, "unseal", "--input", str(blob)), secret)
         assert mitm.salts_opaque == 2 and mitm.salts_unwrapped == 0
         assert "Unseal" in [r.command for r in mitm.recovered]
-        assert not mitm.got(secret)
+        mitm.expect_nothing(secret)
         assert not any(r.key_known for r in mitm.recovered)
         assert_no_leak(p.exchanges, secret)
     assert json.loads(trust.read_text())["profiles"]["tcg"]["ek"]["name"] == \
@@ -116,11 +122,11 @@ def test_tofu_pin_under_the_mitm_is_the_documented_limit(tcg_sim: Simulator,
                 str(blob))
         assert (r.rc, r.err) == (0, "")
         assert mitm.salts_unwrapped == 1
-        assert mitm.got(secret), "with a TOFU pin under attack the MITM should win"
+        mitm.expect_recovered(secret, "Create (TOFU pin)")
         assert_no_leak(p.exchanges, secret)  # still nothing for a passive observer
     # the forged pin is permanent: without the attacker, the TPM cannot decrypt the salt
     r = direct(tcg_sim, "--trust-file", str(trust), "unseal", "--input", str(blob))
-    assert_one_line_error(r, ExitCode.INTEGRITY, EK_MISMATCH)
+    expect_error(r, ExitCode.INTEGRITY, EK_MISMATCH)
 
 
 def test_ek_ca_refuses_to_pin_the_mitm_key(tcg_sim: Simulator, tmp_path: Path) -> None:
@@ -129,8 +135,7 @@ def test_ek_ca_refuses_to_pin_the_mitm_key(tcg_sim: Simulator, tmp_path: Path) -
     watch = unchanged(tcg_sim, trust)
     with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
         r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir))
-        assert_one_line_error(r, ExitCode.INTEGRITY,
-                              "the EK certificate is for a different key")
+        expect_error(r, ExitCode.INTEGRITY, "the EK certificate is for a different key")
         assert mitm.read_publics_substituted >= 1
     watch.check()
     assert not trust.exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from attacks.bus import assert_no_leak, interposer, names, same_secret, tpm
+from attacks.bus import assert_no_leak, expect_ok, interposer, names, tpm
 from tpmseal.sniff.leaks import scan
 from tpmseal.transport.simulator import Simulator
 
@@ -22,8 +22,7 @@ def test_passive_capture_of_seal_and_unseal_blob(tcg_sim: Simulator, tmp_path: P
     with interposer(tcg_sim) as p:
         assert tpm(p, "seal", "--input", str(key), "--output", str(blob)).rc == 0
         seal_names = names(p.exchanges)
-        r = tpm(p, "unseal", "--input", str(blob))
-        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        expect_ok(tpm(p, "unseal", "--input", str(blob)), secret)
         assert "Create" in seal_names and "Unseal" in names(p.exchanges)
         assert_no_leak(p.exchanges, secret)
 
@@ -34,8 +33,7 @@ def test_passive_capture_of_seal_and_unseal_nv(eve_sim: Simulator, tmp_path: Pat
     key.write_bytes(secret)
     with interposer(eve_sim) as p:
         assert tpm(p, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
-        r = tpm(p, "unseal", "--profile", "eve", "--nv")
-        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        expect_ok(tpm(p, "unseal", "--profile", "eve", "--nv"), secret)
         assert {"Create", "NV_Write", "NV_Read", "Unseal"} <= set(names(p.exchanges))
         assert_no_leak(p.exchanges, secret)
 
@@ -44,9 +42,8 @@ def test_passive_capture_of_vault_key(eve_sim: Simulator) -> None:
     """Generate-and-seal, then the every-boot unseal: the printed key never crosses the bus."""
     with interposer(eve_sim) as p:
         first = tpm(p, "vault-key")
-        assert first.rc == 0 and len(first.out) == 32, first.err
-        again = tpm(p, "vault-key")
-        assert again.rc == 0 and same_secret(again.out, first.out), again.err
+        expect_ok(first, size=32)
+        expect_ok(tpm(p, "vault-key"), first.out)
         assert {"GetRandom", "Create", "Unseal"} <= set(names(p.exchanges))
         assert_no_leak(p.exchanges, first.out)
 
@@ -60,8 +57,7 @@ def test_passive_capture_of_a_migrated_legacy_vault_key(eve_sim: Simulator) -> N
     with Tpm.open(eve_sim.uri) as t:
         nv_define_write(t, 0x01700000, legacy)
     with interposer(eve_sim) as p:
-        r = tpm(p, "vault-key")
-        assert r.rc == 0 and same_secret(r.out, legacy), r.err
+        expect_ok(tpm(p, "vault-key"), legacy)
         assert "NV_Read" in names(p.exchanges)
         assert_no_leak(p.exchanges, legacy)
 

@@ -18,9 +18,16 @@ import os
 import secrets
 from pathlib import Path
 
-from attacks.bus import assert_no_leak, direct, interposer, same_secret, tpm, unchanged
+from attacks.bus import (
+    assert_no_leak,
+    direct,
+    expect_error,
+    expect_ok,
+    interposer,
+    tpm,
+    unchanged,
+)
 from conftest import measure_boot
-from test_seal_support import assert_one_line_error
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.transport.simulator import Simulator
@@ -45,8 +52,7 @@ def test_pin_never_crosses_the_bus(tcg_sim: Simulator, tmp_path: Path) -> None:
         r = tpm(p, "seal", "--pin-file", str(pin_file), "--input", str(key), "--output",
                 str(blob))
         assert (r.rc, r.err) == (0, "")
-        r = tpm(p, "unseal", "--pin-file", str(pin_file), "--input", str(blob))
-        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        expect_ok(tpm(p, "unseal", "--pin-file", str(pin_file), "--input", str(blob)), secret)
         assert_no_leak(p.exchanges, secret, pin, wrong.read_bytes().strip())
 
 
@@ -58,8 +64,7 @@ def test_wrong_pin_is_exit_9_and_changes_nothing(tcg_sim: Simulator, tmp_path: P
     watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
     with interposer(tcg_sim) as p:
         r = tpm(p, "unseal", "--pin-file", str(wrong), "--input", str(blob))
-        assert_one_line_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
-        assert r.out == b""
+        expect_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
         assert_no_leak(p.exchanges, secret, pin, wrong.read_bytes().strip())
     watch.check()
 
@@ -86,17 +91,16 @@ def test_reset_and_replay_defeats_pcrs_but_not_a_pin(tcg_sim: Simulator,
     # a reset alone changes the PCRs: the policy holds
     reset_tpm(tcg_sim)
     r = direct(tcg_sim, "unseal", "--input", str(plain))
-    assert_one_line_error(r, ExitCode.PCR_MISMATCH, "PCR policy check failed")
+    expect_error(r, ExitCode.PCR_MISMATCH, "PCR policy check failed")
     # ... but replaying the good boot's measurements restores them
     measure_boot(tcg_sim)
-    r = direct(tcg_sim, "unseal", "--input", str(plain))
-    assert r.rc == 0 and same_secret(r.out, secret), "reset-and-replay should unseal"
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(plain)), secret,
+              what="reset-and-replay without a PIN")
     # the PIN-protected copy holds: the attacker has no PIN, and guessing is rate-limited
     r = direct(tcg_sim, "unseal", "--input", str(guarded))
-    assert_one_line_error(r, ExitCode.USAGE, "protected by a PIN")
+    expect_error(r, ExitCode.USAGE, "protected by a PIN")
     r = direct(tcg_sim, "unseal", "--pin-file", str(wrong), "--input", str(guarded))
-    assert_one_line_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
-    assert r.out == b""
+    expect_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
     # the owner, with the PIN, still unseals
-    r = direct(tcg_sim, "unseal", "--pin-file", str(pin_file), "--input", str(guarded))
-    assert r.rc == 0 and same_secret(r.out, secret)
+    expect_ok(direct(tcg_sim, "unseal", "--pin-file", str(pin_file), "--input",
+                     str(guarded)), secret)

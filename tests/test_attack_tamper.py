@@ -25,13 +25,14 @@ import pytest
 from attacks.bus import (
     assert_no_leak,
     direct,
+    expect_error,
+    expect_ok,
     interposer,
     names,
-    same_secret,
     tpm,
     unchanged,
 )
-from test_seal_support import assert_one_line_error, flush_leftovers
+from test_seal_support import flush_leftovers
 from tpmseal.errors import ExitCode
 from tpmseal.sniff.hooks import (
     HANG,
@@ -107,8 +108,7 @@ def test_flip_a_byte_in_every_response_of_an_unseal(
     flipper = FlipNth()
     outcomes: Counter[int] = Counter()
     with interposer(tcg_sim) as p:
-        r = tpm(p, "unseal", "--input", str(blob))
-        assert r.rc == 0 and same_secret(r.out, secret), r.err
+        expect_ok(tpm(p, "unseal", "--input", str(blob)), secret)
         clean = p.exchanges
         assert names(clean) == ["Load", "StartAuthSession", "PolicyPCR", "Unseal",
                                 "FlushContext"]
@@ -122,10 +122,9 @@ def test_flip_a_byte_in_every_response_of_an_unseal(
                 flush_leftovers(p.uri)
                 outcomes[r.rc] += 1
                 if r.rc == 0:  # only a byte nothing depends on: the data must be right
-                    assert same_secret(r.out, secret), f"{case}: WRONG DATA returned"
+                    expect_ok(r, secret, what=case)
                     continue
-                assert r.out == b"", case
-                assert_one_line_error(r, r.rc)
+                expect_error(r, r.rc, what=case)
                 if field == "rc":  # a forged error: no HMAC covers it (DoS only)
                     assert r.rc == ExitCode.TPM_ERROR, (case, r.err)
                 elif ex.code == TPM_CC.Unseal or (ex.code == TPM_CC.Load and offset >= 14):
@@ -154,7 +153,7 @@ def test_flip_create_response_writes_no_blob(tcg_sim: Simulator, tmp_path: Path)
 
             with p.interpose(on_response=attack):
                 r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
-            assert_one_line_error(r, ExitCode.INTEGRITY, "HMAC")
+            expect_error(r, ExitCode.INTEGRITY, "HMAC")
         assert_no_leak(p.exchanges, secret)
     watch.check()
     assert not blob.exists()
@@ -166,8 +165,7 @@ def test_replayed_unseal_response_is_rejected(tcg_sim: Simulator,
     secret, blob = sealed
     watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
     with interposer(tcg_sim) as p:
-        r = tpm(p, "unseal", "--input", str(blob))
-        assert r.rc == 0 and same_secret(r.out, secret)
+        expect_ok(tpm(p, "unseal", "--input", str(blob)), secret)
         old = next(e.response for e in p.exchanges if e.code == TPM_CC.Unseal)
         assert old is not None
 
@@ -176,8 +174,7 @@ def test_replayed_unseal_response_is_rejected(tcg_sim: Simulator,
 
         with p.interpose(on_response=replay):
             r = tpm(p, "unseal", "--input", str(blob))
-        assert_one_line_error(r, ExitCode.INTEGRITY, "TPM response failed its HMAC check")
-        assert r.out == b""
+        expect_error(r, ExitCode.INTEGRITY, "TPM response failed its HMAC check")
         replayed = [e for e in p.exchanges if e.code == TPM_CC.Unseal][-1]
         assert replayed.response == old and replayed.tpm_response != old
         assert_no_leak(p.exchanges, secret)
@@ -205,7 +202,7 @@ def test_dropping_encrypt_from_unseal_breaks_the_hmac(tcg_sim: Simulator,
         attack = _clear_attribute(TPM_CC.Unseal, TPMA_SESSION.encrypt)
         with p.interpose(on_command=attack):
             r = tpm(p, "unseal", "--input", str(blob))
-        assert_one_line_error(r, ExitCode.INTEGRITY, "rejected the HMAC of TPM2_Unseal",
+        expect_error(r, ExitCode.INTEGRITY, "rejected the HMAC of TPM2_Unseal",
                               "interposer")
         unseal = [e for e in p.exchanges if e.code == TPM_CC.Unseal][-1]
         assert unseal.tpm_command != unseal.command and unseal.rc != 0  # no outData at all
@@ -223,7 +220,7 @@ def test_dropping_decrypt_from_create_breaks_the_hmac(tcg_sim: Simulator,
         attack = _clear_attribute(TPM_CC.Create, TPMA_SESSION.decrypt)
         with p.interpose(on_command=attack):
             r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
-        assert_one_line_error(r, ExitCode.INTEGRITY, "the TPM rejected our HMAC",
+        expect_error(r, ExitCode.INTEGRITY, "the TPM rejected our HMAC",
                               "altered in transit")
         assert_no_leak(p.exchanges, secret)
     watch.check()
@@ -247,8 +244,7 @@ def test_truncated_response_is_a_transport_error(tcg_sim: Simulator,
         with p.interpose(on_response=truncate):
             r = tpm(p, "unseal", "--input", str(blob))
         assert time.monotonic() - t0 < 5
-        assert_one_line_error(r, ExitCode.TPM_UNREACHABLE, "closed the connection")
-        assert r.out == b""
+        expect_error(r, ExitCode.TPM_UNREACHABLE, "closed the connection")
         flush_leftovers(p.uri)
         assert_no_leak(p.exchanges, secret)
     watch.check()
@@ -271,8 +267,7 @@ def test_delay_past_the_time_out(tcg_sim: Simulator, sealed: tuple[bytes, Path],
         with p.interpose(on_response=stall):
             r = tpm(p, "unseal", "--input", str(blob))
         elapsed = time.monotonic() - t0
-        assert_one_line_error(r, ExitCode.TPM_UNREACHABLE, "did not answer in time")
-        assert r.out == b""
+        expect_error(r, ExitCode.TPM_UNREACHABLE, "did not answer in time")
         assert 1.0 <= elapsed < 2.0, elapsed
         p.wait_for(len(p.exchanges))
         flush_leftovers(p.uri)
@@ -295,7 +290,7 @@ def test_a_tpm_that_never_answers_costs_one_time_out(tcg_sim: Simulator,
         with p.interpose(on_command=swallow):
             r = tpm(p, "unseal", "--input", str(blob))
         elapsed = time.monotonic() - t0
-        assert_one_line_error(r, ExitCode.TPM_UNREACHABLE, "did not answer in time")
+        expect_error(r, ExitCode.TPM_UNREACHABLE, "did not answer in time")
         assert 1.0 <= elapsed < 1.5, elapsed
         assert names(p.exchanges)[-1] == "Unseal"  # no flush was sent into the void
         flush_leftovers(p.uri)

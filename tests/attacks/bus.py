@@ -39,14 +39,67 @@ def interposer(sim: Simulator, **kw: Any) -> Iterator[Proxy]:
         shutil.rmtree(d, ignore_errors=True)
 
 
-def tpm(proxy: Proxy, *argv: str, stdin: bytes = b"") -> CliResult:
+@dataclass(frozen=True, repr=False)
+class Run(CliResult):
+    """A CLI run whose repr shows stdout's length only: pytest prints the repr of
+    anything in a failing ``assert``, and stdout may be the secret."""
+
+    def __repr__(self) -> str:
+        return f"Run(rc={self.rc}, out=<{len(self.out)} bytes>, err={self.err!r})"
+
+
+def tpm(proxy: Proxy, *argv: str, stdin: bytes = b"") -> Run:
     """``tpmseal --tpm PROXY ARGV`` in this process."""
-    return cli(["--tpm", proxy.uri, *argv], stdin)
+    r = cli(["--tpm", proxy.uri, *argv], stdin)
+    return Run(r.rc, r.out, r.err)
 
 
-def direct(sim: Simulator, *argv: str, stdin: bytes = b"") -> CliResult:
+def direct(sim: Simulator, *argv: str, stdin: bytes = b"") -> Run:
     """``tpmseal --tpm SIM ARGV`` with no one on the bus."""
-    return cli(["--tpm", sim.uri, *argv], stdin)
+    r = cli(["--tpm", sim.uri, *argv], stdin)
+    return Run(r.rc, r.out, r.err)
+
+
+# These helpers live outside the test modules, so pytest does not rewrite their
+# asserts: a failure shows the message, never the bytes compared.
+
+
+def expect_ok(r: Run, secret: bytes | None = None, *, size: int | None = None,
+              what: str = "") -> None:
+    """Exit 0, and stdout is exactly *secret* (or *size* bytes)."""
+    __tracebackhide__ = True
+    ctx = f"{what}: " if what else ""
+    if r.rc != 0:
+        raise AssertionError(f"{ctx}exit {r.rc}: {r.err.strip()}")
+    if secret is not None and r.out != secret:
+        raise AssertionError(f"{ctx}exit 0 but stdout ({len(r.out)} bytes) is NOT the "
+                             f"{len(secret)}-byte secret: wrong data returned")
+    if size is not None and len(r.out) != size:
+        raise AssertionError(f"{ctx}stdout has {len(r.out)} bytes, expected {size}")
+
+
+def expect_error(r: Run, code: int, *needles: str, what: str = "") -> None:
+    """The documented failure: exit *code*, one ``tpmseal: error:`` line holding every
+    needle, no traceback, nothing on stdout."""
+    __tracebackhide__ = True
+    ctx = f"{what}: " if what else ""
+    lines = r.err.splitlines()
+    if r.rc != code:
+        raise AssertionError(f"{ctx}exit {r.rc}, expected {code}: {r.err.strip()}")
+    if r.out:
+        raise AssertionError(f"{ctx}exit {r.rc} but {len(r.out)} bytes on stdout")
+    if len(lines) != 1 or not lines[0].startswith("tpmseal: error: ") or "Traceback" in r.err:
+        raise AssertionError(f"{ctx}not one error line: {r.err!r}")
+    missing = [n for n in needles if n not in lines[0]]
+    if missing:
+        raise AssertionError(f"{ctx}{missing} not in {lines[0]!r}")
+
+
+def same_bytes(a: bytes, b: bytes, what: str) -> None:
+    """*a* == *b* for secrets: the message gives lengths only."""
+    __tracebackhide__ = True
+    if a != b:
+        raise AssertionError(f"{what}: {len(a)} bytes differ from the expected {len(b)}")
 
 
 # --------------------------------------------------------------------- snapshots
@@ -147,11 +200,6 @@ def assert_not_in(data: bytes, secret: bytes, where: str) -> None:
     __tracebackhide__ = True
     hits = find(data, [secret])
     assert not hits, f"the secret occurs in {where} ({hits[0].encoding} at {hits[0].offset})"
-
-
-def same_secret(got: bytes | None, want: bytes) -> bool:
-    """Compare without ever putting either value in an assertion message."""
-    return got == want
 
 
 def names(exchanges: Sequence[Exchange]) -> list[str]:

@@ -64,9 +64,9 @@ class Tracked:
     """A session the attacker follows."""
 
     handle: int
-    key: bytes
+    key: bytes = field(repr=False)
     key_known: bool
-    nonce_tpm: bytes
+    nonce_tpm: bytes = field(repr=False)
     key_bits: int = 128
 
 
@@ -229,6 +229,24 @@ class ManInTheMiddle:
 
     # -------------------------------------------------------------------- verdict
 
+    def __repr__(self) -> str:  # sessions hold keys, recovered holds plaintext
+        return (f"ManInTheMiddle(substituted={self.read_publics_substituted}, "
+                f"unwrapped={self.salts_unwrapped}, opaque={self.salts_opaque}, "
+                f"recovered={self.recovered!r})")
+
     def got(self, secret: bytes) -> bool:
-        """Whether any decrypted parameter contains *secret* (never prints either)."""
+        """Whether any decrypted parameter contains *secret*."""
         return any(secret in r.data for r in self.recovered)
+
+    def expect_recovered(self, secret: bytes, what: str) -> None:
+        """The attack worked: *secret* is in what the attacker decrypted (never printed)."""
+        __tracebackhide__ = True
+        if not self.got(secret):
+            raise AssertionError(f"the MITM did not recover the secret from {what}: "
+                                 f"{self.recovered!r}")
+
+    def expect_nothing(self, secret: bytes) -> None:
+        """The attack failed: *secret* is in nothing the attacker decrypted."""
+        __tracebackhide__ = True
+        if self.got(secret):
+            raise AssertionError("the MITM recovered the secret")
