@@ -300,3 +300,25 @@ def test_forged_absence_does_not_replace_the_sealed_vault_key(eve_sim: Simulator
     watch.check()  # the sealed vault key in NV is the one from before
     with interposer(eve_sim) as p:
         expect_ok(tpm(p, "vault-key"), first.out, what="the next boot's vault key")
+
+
+@pytest.mark.parametrize("rc", [RC_SYMMETRIC_P4, RC_VALUE_P2, RC_FAILURE],
+                         ids=["symmetric", "salt-value", "failure"])
+def test_forged_start_auth_session_error_at_unseal_never_falls_back(
+        tcg_sim: Simulator, tmp_path: Path, rc: int) -> None:
+    """Unseal has no plaintext fallback to be pushed into: the blob says how it was sealed."""
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    with interposer(tcg_sim) as p:
+        assert tpm(p, "seal", "--input", str(key), "--output", str(blob)).rc == 0
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim, on_command=_forge_error(TPM_CC.StartAuthSession, rc)) as p:
+        r = tpm(p, "unseal", "--input", str(blob))
+        if rc == RC_VALUE_P2:  # "the salt does not decrypt": what a substituted EK causes
+            expect_error(r, ExitCode.INTEGRITY, EK_MISMATCH)
+        else:
+            expect_error(r, ExitCode.TPM_ERROR, "StartAuthSession")
+        assert "Unseal" not in names(p.exchanges)
+        assert_no_leak(p.exchanges, secret)
+    watch.check()

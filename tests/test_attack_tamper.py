@@ -14,6 +14,7 @@ the client (errors carry no HMAC, TPM 2.0 Part 1 §18.8).
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -43,6 +44,7 @@ from tpmseal.sniff.hooks import (
     flip,
     set_session_attributes,
 )
+from tpmseal.sniff.leaks import scan
 from tpmseal.sniff.record import Exchange
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION
@@ -295,3 +297,56 @@ def test_a_tpm_that_never_answers_costs_one_time_out(tcg_sim: Simulator,
         assert names(p.exchanges)[-1] == "Unseal"  # no flush was sent into the void
         flush_leftovers(p.uri)
         assert_no_leak(p.exchanges, secret)
+
+
+def test_dropping_audit_from_pcr_read_stops_the_seal(tcg_sim: Simulator,
+                                                     tmp_path: Path) -> None:
+    """Without ``audit`` the PCR_Read response would carry no HMAC over the values."""
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim) as p:
+        attack = _clear_attribute(TPM_CC.PCR_Read, TPMA_SESSION.audit)
+        with p.interpose(on_command=attack):
+            r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
+        assert r.rc in (ExitCode.INTEGRITY, ExitCode.TPM_ERROR), r.err
+        expect_error(r, r.rc)
+        assert "Create" not in names(p.exchanges)
+        assert_no_leak(p.exchanges, secret)
+    watch.check()
+
+
+def test_check_value_catches_tampered_plaintext_on_a_downgraded_unseal(
+        tcg_sim: Simulator, sealed: tuple[bytes, Path]) -> None:
+    """``--legacy --allow-downgrade`` has no response HMAC (and puts the secret on the
+    bus: the user asked for it); the blob's check value still rejects altered data."""
+    secret, blob = sealed
+    assert json.loads(blob.read_text())["check"] is not None
+    watch = unchanged(tcg_sim, blob)
+
+    def alter(ctx: HookContext) -> Verdict:  # first byte of outData, in clear here
+        assert ctx.response is not None
+        return flip(ctx.response, 16) if ctx.code == TPM_CC.Unseal else None
+
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "unseal", "--legacy", "--input", str(blob))
+        expect_error(r, ExitCode.USAGE, "--allow-downgrade")  # never silently
+        with p.interpose(on_response=alter):
+            r = tpm(p, "unseal", "--legacy", "--allow-downgrade", "--input", str(blob))
+        expect_error(r, ExitCode.INTEGRITY, "check value")
+        # and why the flag is needed: untouched, the downgraded unseal shows the secret
+        p.clear()
+        expect_ok(tpm(p, "unseal", "--legacy", "--allow-downgrade", "--input", str(blob)),
+                  secret)
+        assert [leak.command for leak in scan(p.exchanges, [secret])] == ["Unseal"]
+    watch.check()
+
+
+def test_no_check_value_for_a_passphrase(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """A check value would let anyone holding the blob test passphrase guesses offline."""
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(b"correct horse battery staple")
+    r = direct(tcg_sim, "seal", "--input", str(key), "--output", str(blob))
+    assert r.rc == 0, r.err
+    assert json.loads(blob.read_text())["check"] is None
