@@ -30,9 +30,10 @@ from attacks.bus import (
 from conftest import measure_boot
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
+from tpmseal.sniff.hooks import HookContext, Verdict, set_session_attributes
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_SU
+from tpmseal.wire.constants import TPM_CC, TPM_SU, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 
 
@@ -104,3 +105,36 @@ def test_reset_and_replay_defeats_pcrs_but_not_a_pin(tcg_sim: Simulator,
     # the owner, with the PIN, still unseals
     expect_ok(direct(tcg_sim, "unseal", "--pin-file", str(pin_file), "--input",
                      str(guarded)), secret)
+
+
+TPM_PT_LOCKOUT_COUNTER = 0x20E  # PT_VAR + 14 (Part 2 §6.13)
+
+
+def _lockout_counter(sim: Simulator) -> int:
+    with Tpm.open(sim.uri) as t:
+        return t.properties(TPM_PT_LOCKOUT_COUNTER, 1)[TPM_PT_LOCKOUT_COUNTER]
+
+
+def test_tampering_under_a_pin_looks_like_a_wrong_pin(tcg_sim: Simulator,
+                                                      tmp_path: Path) -> None:
+    """With PolicyAuthValue the authValue is in the HMAC key: an altered command fails
+    with TPM_RC_AUTH_FAIL exactly as a wrong PIN does, and counts toward DA lockout."""
+    secret, key, pin, pin_file, _ = _files(tmp_path)
+    blob = tmp_path / "blob.json"
+    assert direct(tcg_sim, "seal", "--pin-file", str(pin_file), "--input", str(key),
+                  "--output", str(blob)).rc == 0
+    before = _lockout_counter(tcg_sim)
+
+    def strip_encrypt(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.Unseal:
+            return None
+        decoded = ctx.decoded
+        assert decoded is not None
+        attrs = decoded.sessions[0].attributes
+        return set_session_attributes(ctx.command, attrs & ~TPMA_SESSION.encrypt)
+
+    with interposer(tcg_sim, on_command=strip_encrypt) as p:
+        r = tpm(p, "unseal", "--pin-file", str(pin_file), "--input", str(blob))
+        expect_error(r, ExitCode.AUTH_FAILED, "wrong PIN")
+        assert_no_leak(p.exchanges, secret, pin)
+    assert _lockout_counter(tcg_sim) == before + 1
