@@ -274,9 +274,9 @@ RC_HANDLE_NV = 0x18B  # TPM_RC_HANDLE, handle 1: "no such NV index"
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "open (SECURITY.md, 'Forged absence'): NV_ReadPublic errors are unauthenticated, and "
-    "vault-key then generates a new key and replaces the sealed one in NV; needs a design "
-    "decision on crash-safe first-time sealing"))
+    "open (docs/SECURITY.md, 'Forged error responses'): NV_ReadPublic errors are "
+    "unauthenticated, and vault-key then generates a new key and replaces the sealed one in "
+    "NV; needs a design decision on crash-safe first-time sealing"))
 def test_forged_absence_does_not_replace_the_sealed_vault_key(eve_sim: Simulator) -> None:
     """Two forged 'no such index' answers on the every-boot path of vault-key."""
     with interposer(eve_sim) as p:
