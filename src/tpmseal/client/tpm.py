@@ -168,12 +168,7 @@ class Tpm:
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
-            if pending is None:
-                raise
-            # an authorized response whose framing is broken was altered on the way
-            raise ResponseIntegrityError(
-                f"TPM response to TPM2_{cls.CC.name} is malformed ({e.message}): modified in "
-                "transit or session out of sync") from None
+            raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
         params_bytes = frame_r.params
         try:
             if pending is not None:
@@ -183,7 +178,10 @@ class Tpm:
                     if isinstance(s, AuthSession) and s.ended:
                         self._sessions.pop(s.handle, None)
             reader = Reader(params_bytes, base=frame_r.params_offset)
-            response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
+            try:
+                response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
+            except DecodeError as e:
+                raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
         except TpmsealError:
             # The TPM executed the command (it answered TPM_RC_SUCCESS) but the response
             # is rejected: flush any transient object it reports at close(), or a
@@ -426,6 +424,16 @@ class Tpm:
                                  "allocated? (see `tpmseal probe`)")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
+
+
+def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityError:
+    """A response that does not parse: altered on the way (or a TPM bug)."""
+    if authorized:  # its HMAC could not even be checked, or covered garbage
+        return ResponseIntegrityError(
+            f"TPM response to TPM2_{command} is malformed ({e.message}): modified in transit "
+            "or session out of sync")
+    return IntegrityError(f"TPM response to TPM2_{command} is malformed ({e.message}): "
+                          "corrupted or altered in transit")
 
 
 def _group(pairs: list[tuple[int, int]]) -> PcrSelectionList:
