@@ -234,9 +234,11 @@ def test_budget_eve_nv(eve_sim: Simulator, tmp_path: Path,
     log = TpmLog().install(monkeypatch)
     assert cli(["seal", "--profile", "eve", "--nv", "--input", str(key)]).rc == 0
     names = log.names()
-    # 14 PCRs -> two PCR_Read; the rest is the existence check and the NV writes
-    assert names[names.index("StartAuthSession"):][:4] == [
-        "StartAuthSession", "PCR_Read", "PCR_Read", "Create"]
+    # one salted session: the NV listing that confirms the layout is empty (audited),
+    # then 14 PCRs -> two PCR_Read, then Create; the rest is the NV reads and writes
+    assert names[names.index("StartAuthSession"):][:5] == [
+        "StartAuthSession", "GetCapability", "PCR_Read", "PCR_Read", "Create"]
+    assert names.count("StartAuthSession") == 1
     assert names.count("PCR_Read") == 2 and "ReadPublic" not in names
     log.clear()
     r = cli(["unseal", "--profile", "eve", "--nv"])

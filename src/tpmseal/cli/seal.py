@@ -14,7 +14,7 @@ from tpmseal.errors import UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
-from tpmseal.recipes.lifecycle import UnsealOptions, reseal, unseal_stored
+from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
@@ -164,15 +164,10 @@ def run_seal(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
         store = _store(args, profile, rec, args.pcrs, pin is not None)
-        if not args.force and first_candidate(tpm, store) is not None:
-            raise UsageError(f"{store.describe()} already holds a sealed secret",
-                             "use `tpmseal reseal` to change its policy, or --force to replace "
-                             "it (the old secret is then lost)")
         _verify_ek(tpm, args, rec.ek_public if rec else None)
-        blob = sealing.seal(tpm, secret, args.pcrs, profile=profile, trust=rec,
-                            legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
-                            check=False if args.no_check_value else None)
-        store.save(tpm, blob)
+        blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
+                         legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
+                         check=False if args.no_check_value else None)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
     return 0

@@ -291,9 +291,9 @@ class Tpm:
         self.names[handle] = r.name
         return r.out_public
 
-    def nv_read_public(self, index: int) -> NvPublic:
+    def nv_read_public(self, index: int, *sessions: Session) -> NvPublic:
         """TPM2_NV_ReadPublic, verifying that the Name matches the public area."""
-        r = self.run(cmds.NV_ReadPublic(index))
+        r = self.run(cmds.NV_ReadPublic(index), *sessions)
         if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
                                  "its public area: possible bus tampering")
@@ -379,11 +379,12 @@ class Tpm:
             return False
         return True
 
-    def capability(self, cap: int, prop: int = 0, count: int = 256) -> list[tuple[int, ...]]:
-        """All items of a capability, following moreData."""
+    def capability(self, cap: int, prop: int = 0, count: int = 256,
+                   *sessions: Session) -> list[tuple[int, ...]]:
+        """All items of a capability, following moreData (an audit session authenticates them)."""
         items: list[tuple[int, ...]] = []
         while True:
-            r = self.run(cmds.GetCapability(cap, prop, count))
+            r = self.run(cmds.GetCapability(cap, prop, count), *sessions)
             new = list(r.capability_data.items)
             items += new
             if not r.more_data or not new:
@@ -400,9 +401,9 @@ class Tpm:
         """Allocated PCR banks and their PCRs (GetCapability PCRS)."""
         return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1)).capability_data.pcrs
 
-    def handles(self, first: int) -> list[int]:
+    def handles(self, first: int, *sessions: Session) -> list[int]:
         """Handles of the type of *first*, from *first* on."""
-        return [h for (h,) in self.capability(TPM_CAP.HANDLES, first)
+        return [h for (h,) in self.capability(TPM_CAP.HANDLES, first, 256, *sessions)
                 if handle_type(h) == handle_type(first)]
 
     def pcr_read(self, selection: PcrSelectionList, *sessions: Session) -> dict[tuple[int, int],

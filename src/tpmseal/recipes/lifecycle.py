@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -19,7 +20,13 @@ from dataclasses import dataclass, replace
 from itertools import chain
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import IntegrityError, NotFoundError, PolicyMismatchError, TpmsealError
+from tpmseal.errors import (
+    IntegrityError,
+    NotFoundError,
+    PolicyMismatchError,
+    TpmsealError,
+    UsageError,
+)
 from tpmseal.recipes import recovery, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -27,14 +34,15 @@ from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import (
     NvStore,
     Store,
+    first_candidate,
     nv_public,
     nv_read_index,
     nv_undefine,
     require_candidates,
 )
-from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.auth import PasswordSession
-from tpmseal.wire.constants import TPM_SE, TPMA_NV, TPMA_SESSION
+from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.session.auth import AuthSession, PasswordSession
+from tpmseal.wire.constants import TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import PcrSelectionList
 
 log = logging.getLogger("tpmseal.lifecycle")
@@ -108,30 +116,66 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
     return blob
 
 
-def fresh_key(tpm: Tpm, trust: TrustRecord | None) -> bytes:
-    """32 bytes: the TPM's RNG (over an encrypted session when possible) mixed with the OS's."""
-    if trust is not None and trust.aes_128_cfb:
-        s = tpm.start_session(TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
-                              attributes=TPMA_SESSION.encrypt)
-        tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, s)
-        if not s.ended:
-            tpm.flush(s.handle)
+def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
+    """32 bytes: the TPM's RNG (through *session*, encrypted, if given) mixed with the OS's."""
+    if session is not None:
+        session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
+        tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, session)
     else:
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES)
     return hashlib.sha256(tpm_bytes + os.urandom(VAULT_KEY_BYTES)).digest()
 
 
-def _read_legacy(tpm: Tpm, index: int, trust: TrustRecord | None) -> bytes | None:
-    """The legacy plaintext key, read through an encrypted session when possible."""
+def _read_legacy(tpm: Tpm, index: int, session: AuthSession | None) -> bytes | None:
+    """The legacy plaintext key, read through *session* (encrypted) when given."""
     pub = nv_public(tpm, index)
     if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
-        return None  # the usual case: no salted session (the costly command) for nothing
-    if trust is not None and trust.aes_128_cfb:
-        s = tpm.start_session(TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
-                              attributes=TPMA_SESSION.encrypt | TPMA_SESSION.continueSession)
-        with tpm.scoped(s.handle):
-            return nv_read_index(tpm, index, PasswordSession(), s)
+        return None
+    if session is not None:
+        session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
+        return nv_read_index(tpm, index, PasswordSession(), session)
     return nv_read_index(tpm, index)
+
+
+@contextlib.contextmanager
+def shared_session(tpm: Tpm, trust: TrustRecord | None,
+                   legacy: bool = False) -> Iterator[AuthSession | None]:
+    """One EK-salted session for a whole flow (None on the legacy path); flushed at the end
+    unless a command ended it."""
+    if legacy or trust is None or not trust.aes_128_cfb:
+        yield None
+        return
+    s = salted_session(tpm, trust)
+    try:
+        yield s
+    finally:
+        if not s.ended:
+            with contextlib.suppress(TpmsealError):
+                tpm.flush(s.handle)
+
+
+def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
+              profile: Profile, trust: TrustRecord | None, *, force: bool = False,
+              legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
+              check: bool | None = None) -> SealedBlob:
+    """Seal *secret* into an empty *store* (or replace its content with *force*).
+
+    An NV store that looks empty is confirmed empty through the same salted
+    session the seal then uses, so a forged "no such index" cannot make this
+    overwrite a sealed secret, and no second expensive session is started.
+    """
+    if not force and first_candidate(tpm, store) is not None:
+        raise UsageError(f"{store.describe()} already holds a sealed secret",
+                         "use `tpmseal reseal` to change its policy, or --force to replace it "
+                         "(the old secret is then lost)")
+    with shared_session(tpm, trust, legacy) as session:
+        if not force and isinstance(store, NvStore):
+            store.confirm_nothing_stored(tpm, session)
+        blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
+                            allow_unmeasured=allow_unmeasured, pin=pin, check=check,
+                            session=session)
+    store.save(tpm, blob)
+    return blob
 
 
 @dataclass(frozen=True)
@@ -152,16 +196,23 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     first = next(stored, None)
     if first is not None:
         key = unseal_source(tpm, store, opts, chain([first], stored))[0]
-        legacy = _read_legacy(tpm, legacy_index, opts.trust)
-        if legacy is not None:
-            _retire_legacy(tpm, legacy_index, legacy, key)
+        if nv_public(tpm, legacy_index) is not None:  # rare: don't start a session for nothing
+            with shared_session(tpm, opts.trust, opts.legacy) as session:
+                legacy = _read_legacy(tpm, legacy_index, session)
+            if legacy is not None:
+                _retire_legacy(tpm, legacy_index, legacy, key)
         return VaultResult(key, "unsealed")
-    legacy = _read_legacy(tpm, legacy_index, opts.trust)
-    key, action = (legacy, "migrated") if legacy is not None else (
-        fresh_key(tpm, opts.trust), "generated")
-    log.info("%s vault key: sealing it", action)
-    blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
-                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin)
+    # first boot: one salted session confirms the store is empty, reads a legacy key or
+    # draws a fresh one (both encrypted), reads the PCRs (audited) and seals (encrypted)
+    with shared_session(tpm, opts.trust, opts.legacy) as session:
+        store.confirm_nothing_stored(tpm, session)
+        legacy = _read_legacy(tpm, legacy_index, session)
+        key, action = (legacy, "migrated") if legacy is not None else (
+            fresh_key(tpm, session), "generated")
+        log.info("%s vault key: sealing it", action)
+        blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
+                            legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                            session=session)
     store.save(tpm, blob)
     check = unseal_stored(tpm, store, opts)
     if check != key:

@@ -41,7 +41,7 @@ from tpmseal.recipes import pcrspec
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import sealed_template
-from tpmseal.recipes.trust import EK_MISMATCH, TrustRecord
+from tpmseal.recipes.trust import EK_MISMATCH, TrustRecord, salted_session, start_salted
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
 from tpmseal.wire import commands as cmds
@@ -90,8 +90,13 @@ def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList
 def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
-         check: bool | None = None) -> SealedBlob:
-    """Seal *secret* to the current values of *pcrs* under the profile's SRK."""
+         check: bool | None = None, session: AuthSession | None = None) -> SealedBlob:
+    """Seal *secret* to the current values of *pcrs* under the profile's SRK.
+
+    *session*: an EK-salted HMAC session the caller already started (see
+    :func:`~tpmseal.recipes.trust.salted_session`) to use instead of a new one;
+    it ends with the Create command.
+    """
     if not secret:
         raise UsageError("refusing to seal an empty secret")
     if len(secret) > MAX_SECRET:
@@ -115,13 +120,13 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
                          "open to offline guessing)")
     srk = trust.srk_handle if trust else profile.srk
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
-    session: AuthSession | None = None
+    if not encrypted:
+        session = None
     try:
         if encrypted:
             assert trust is not None
-            session = tpm.start_session(
-                TPM_SE.HMAC, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
-                attributes=TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+            session = session or salted_session(tpm, trust)
+            session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
             values = tpm.pcr_read(read_sel, session)
         else:
             values = tpm.pcr_read(read_sel)
@@ -165,9 +170,6 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     on its way (or the session key differs from ours): with a PIN that is most
     likely a wrong PIN, without one it is tampering.
     """
-    if e.command == "StartAuthSession" and e.rc.parameter == 2:
-        return TrustError(EK_MISMATCH, "the salt could not be decrypted by the key at the "
-                                       "pinned handle")
     if e.command == "Load" and e.name in ("INTEGRITY", "BINDING", "KEY", "TYPE", "HANDLE"):
         return BadInputError(f"the TPM refused to load the sealed object ({e.rc.describe()})",
                              "the blob was sealed on another TPM or under another SRK, or it "
@@ -274,9 +276,8 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
     loaded = tpm.run(cmds.Load(blob.parent_handle, blob.private, blob.public))
     with tpm.scoped(loaded.object_handle) as handle:
         if salt is not None:
-            session = tpm.start_session(TPM_SE.POLICY, salt_key=salt.public,
-                                        salt_handle=salt.handle,
-                                        attributes=TPMA_SESSION.encrypt)
+            session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY,
+                                   TPMA_SESSION.encrypt)
         else:
             session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
         with tpm.scoped(session.handle):

@@ -14,6 +14,7 @@ leaves at least one complete copy that unseals (the old or the new).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,14 +23,14 @@ from pathlib import Path
 from typing import Protocol
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import DecodeError, NotFoundError, UsageError
+from tpmseal.errors import DecodeError, IntegrityError, NotFoundError, UsageError
 from tpmseal.files import write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
-from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.auth import Session
+from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import NvPublic, PcrSelectionList, Public
 
@@ -183,8 +184,52 @@ class NvStore:
         nv_undefine(tpm, lay.staging_public)
         nv_undefine(tpm, lay.staging_private)
 
+    def confirm_nothing_stored(self, tpm: Tpm, session: AuthSession | None = None) -> None:
+        """Before writing into a layout that looked empty, make sure it really is.
+
+        "No such index" is an error response, and error responses carry no HMAC
+        (Part 1 §18.8): an interposer can forge them to make the store look empty
+        and have a fresh seal overwrite the real sealed copy. So ask again in an
+        authenticated way and refuse if a complete copy exists after all.
+        """
+        if self.trust is None:
+            return  # no pinned key to authenticate with (legacy)
+        lay = self.layout
+        pairs = ((lay.private, lay.public), (lay.staging_private, lay.staging_public))
+        pubs = authenticated_nv(tpm, self.trust, [i for pair in pairs for i in pair], session)
+        for priv, pub in pairs:
+            if all(i in pubs and pubs[i].attributes & TPMA_NV.WRITTEN for i in (priv, pub)):
+                raise IntegrityError(
+                    f"NV {priv:#x}/{pub:#x} holds a sealed secret that could not be read: "
+                    "possible interposer hiding it; nothing was changed",
+                    "retry and check the TPM bus; if the stored copy is known to be corrupt, "
+                    "replace it with `tpmseal seal --nv --force`")
+
     def with_pcrs(self, pcrs: PcrSelectionList) -> NvStore:
         return replace(self, pcrs=pcrs)
+
+
+def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
+                     session: AuthSession | None = None) -> dict[int, NvPublic]:
+    """The public areas of those *indices* that exist, from HMAC-checked responses.
+
+    Absence is learned from a GetCapability listing in an EK-salted audit
+    session (its response HMAC covers the list), never from an error. A
+    caller's *session* is used (and kept) instead of a new one.
+    """
+    s = session or salted_session(tpm, trust)
+    s.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+    with contextlib.nullcontext() if session else tpm.scoped(s.handle):
+        defined = set(tpm.handles(min(indices), s))
+        out: dict[int, NvPublic] = {}
+        for i in sorted(defined.intersection(indices)):
+            try:
+                out[i] = tpm.nv_read_public(i, s)
+            except TpmResponseError as e:
+                raise IntegrityError(
+                    f"NV {i:#x} is listed by the TPM but could not be read "
+                    f"({e.rc.describe()}): possible interposer; nothing was changed") from None
+        return out
 
 
 def first_candidate(tpm: Tpm, store: Store) -> SealedBlob | None:

@@ -28,8 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, NotFoundError, TrustError, UsageError
 from tpmseal.files import write_atomic
+from tpmseal.session.auth import AuthSession
+from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
+from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import Public
 
 FORMAT = "tpmseal-trust/1"
@@ -137,6 +141,33 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
     except PermissionError:
         raise UsageError(f"permission denied writing trust file {path}",
                          "run as root or pass --trust-file PATH") from None
+
+
+def start_salted(tpm: Tpm, public: Public, handle: int, kind: int = TPM_SE.HMAC,
+                 attributes: int = TPMA_SESSION.continueSession) -> AuthSession:
+    """A session salted to the key *public* that we trust to be at *handle*.
+
+    If the TPM cannot decrypt the salt (TPM_RC_VALUE etc. on encryptedSalt,
+    parameter 2), the key at the handle is not the one we trust.
+    """
+    try:
+        return tpm.start_session(kind, salt_key=public, salt_handle=handle,
+                                 attributes=attributes)
+    except TpmResponseError as e:
+        if e.rc.parameter == 2:
+            raise TrustError(EK_MISMATCH, "the key at the pinned handle could not decrypt the "
+                                          "session salt") from None
+        raise
+
+
+def salted_session(tpm: Tpm, record: TrustRecord,
+                   attributes: int = TPMA_SESSION.continueSession) -> AuthSession:
+    """An HMAC session salted with the pinned EK (AES-128-CFB capable).
+
+    Its StartAuthSession is the expensive command of every flow (an RSA
+    decryption on the chip: 70-500 ms), so a flow starts one and passes it along.
+    """
+    return start_salted(tpm, record.ek_public, record.ek_handle, TPM_SE.HMAC, attributes)
 
 
 def check_ek(record: TrustRecord, public: Public) -> None:
