@@ -140,13 +140,13 @@ def test_forged_testparms_error_at_provision_is_caught(tcg_sim: Simulator,
 
 def test_forged_errors_for_testparms_and_the_double_check_pin_legacy(
         tcg_sim: Simulator, tmp_path: Path) -> None:
-    """Documented limit (SECURITY.md): provisioning under an active attacker.
+    """Provisioning under an active attacker who forges *both* the TestParms error and
+    an error for the confirming encrypted session.
 
-    An attacker present at provision time who forges *both* the TestParms error
-    and an error for the confirming encrypted session makes provision record a
-    TPM without AES-128-CFB; later seals then take the legacy path. Errors
-    carry no HMAC, so nothing can tell this from a TPM that really lacks AES;
-    --ek-ca does not help (the certificate says nothing about algorithms).
+    Errors carry no HMAC, so nothing can tell this from a TPM that really lacks
+    AES, and --ek-ca does not help (the certificate says nothing about
+    algorithms). So provision refuses to pin "no AES" unless told to with
+    --allow-legacy; only then do later seals take the plaintext path.
     """
     trust = tmp_path / "trust.json"
     forge: dict[int, int] = {TPM_CC.TestParms: RC_SYMMETRIC_P1,
@@ -158,6 +158,10 @@ def test_forged_errors_for_testparms_and_the_double_check_pin_legacy(
 
     with interposer(tcg_sim, on_command=attack) as p:
         r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir))
+        expect_error(r, ExitCode.USAGE, "no AES-128-CFB", "--allow-legacy")
+        assert not trust.exists()
+        r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir),
+                "--allow-legacy")
         assert r.rc == 0, r.err
         assert b"NOT supported" in r.out
         assert json.loads(trust.read_text())["profiles"]["tcg"]["aes_128_cfb"] is False

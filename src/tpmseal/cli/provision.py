@@ -22,6 +22,9 @@ def register(sub: Any) -> None:
                    help="verify the EK certificate in NV against these CA certificates")
     p.add_argument("--repin", action="store_true",
                    help="accept a different EK than the one already pinned (replaced TPM)")
+    p.add_argument("--allow-legacy", action="store_true",
+                   help="pin a TPM without AES-128-CFB (later seals put secrets on the bus in "
+                        "plaintext)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
@@ -29,7 +32,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         r = provision(tpm, profile_of(args), ek_type=args.ek_type, trust_file=trust_of(args),
-                      ek_ca=args.ek_ca, repin=args.repin)
+                      ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
     keys = {role: {"handle": f"{k.handle:#010x}", "name": k.name.hex(), "created": k.created}
             for role, k in (("ek", r.ek), ("srk", r.srk))}
     if args.json:

@@ -101,8 +101,15 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
 
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
               trust_file: Path | None = None, ek_ca: str | None = None,
-              repin: bool = False) -> ProvisionResult:
-    """Create the profile's EK and SRK if missing, and pin them in the trust file."""
+              repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
+    """Create the profile's EK and SRK if missing, and pin them in the trust file.
+
+    A TPM that reports no AES-128-CFB is pinned only with *allow_legacy*: every
+    later seal on it would put the secret on the bus in plaintext, and a "not
+    supported" answer is an error response, which an interposer can forge
+    (errors carry no HMAC). The TCG PC Client TPM profile requires AES-128 in
+    CFB mode, so on a PC-class TPM this answer is suspect in itself.
+    """
     if ek_type not in ("rsa", "ecc"):
         raise UsageError(f"unknown EK type {ek_type!r}", "use --ek-type rsa or --ek-type ecc")
     template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
@@ -110,6 +117,12 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
                     f"{ek_type.upper()} endorsement key")
     srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key")
     aes = tpm.test_parms() or not _aes_refused(tpm, ek)
+    if not aes and not allow_legacy:
+        raise UsageError(
+            "the TPM reports no AES-128-CFB support, so secrets sealed on it would cross the "
+            "bus in plaintext (or an interposer forged that answer); nothing was pinned",
+            "provision on a trusted bus; if this TPM really lacks AES-128-CFB, pass "
+            "--allow-legacy")
     cert_state = "not checked"
     if ek_ca is not None:
         index = ekcert.verify_ek(tpm, ek.public, ek_ca)
