@@ -19,7 +19,7 @@ Columns (medians):
 
 * wall  - one operation as its user sees it: in-process for the Python APIs
           (tpmseal, tpm2-pytss ESAPI), the whole process for command-line tools
-          (``tpmseal`` CLI, tpm2-tools via tools_flow.sh);
+          (``tpmseal`` CLI, tpm2-tools via tests/peers/tpm2_tools_flow.sh);
 * cmds  - TPM commands per operation;
 * TPM   - time inside swtpm per operation (sum of the proxy's upstream round trips);
 * ratio - peer wall / tpmseal wall of the same kind: in-process peers against
@@ -70,7 +70,7 @@ from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CAP
 from tpmseal.wire.structures import DigestValues, digest
 
-TOOLS_FLOW = Path(__file__).resolve().parents[2] / "shared" / "peers" / "tools_flow.sh"
+TOOLS_FLOW = Path(__file__).resolve().parents[1] / "tests" / "peers" / "tpm2_tools_flow.sh"
 SYSTEM_PYTHON = "/usr/bin/python3"
 PYTSS_MISSING = "not installed: apt-get install python3-tpm2-pytss"
 TOOLS_MISSING = "not installed: apt-get install tpm2-tools"
@@ -525,13 +525,13 @@ class Bench:
 
     def tools_row(self, m: Machine, target: Target, group: str, step: str, base: Row,
                   workdir: Path) -> None:
-        row = self.row(group, f"tpm2-tools  `tools_flow.sh {step}`", "process", base,
+        row = self.row(group, f"tpm2-tools  `tpm2_tools_flow.sh {step}`", "process", base,
                        "" if self.tools_flow else tools_missing())
         if self.tools_flow is None:
             return
         argv, env = ["bash", self.tools_flow, step], self.tools_env(m, target, workdir)
         self.record(row, target, target.run(
-            self.n(target, tool=True), lambda: _run(argv, env, who=f"tools_flow.sh {step}"),
+            self.n(target, tool=True), lambda: _run(argv, env, who=f"tpm2_tools_flow.sh {step}"),
             self.flusher(target, f"tpm2-tools {step}")))
 
     # ------------------------------------------------------------------ eve profile

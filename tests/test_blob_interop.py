@@ -56,7 +56,7 @@ def test_tools_unseal_tpmseal_blob(tcg_sim: Simulator, tmp_path: Path, salted: b
 
 
 def _tools_seal(sim: Simulator, w: Path, secret: bytes, pcrs: str, encrypted: bool) -> None:
-    """tools_flow.sh's seal step (PolicyPCR from a trial session; optionally an EK-salted
+    """tpm2_tools_flow.sh's seal step (PolicyPCR from a trial session; optionally an EK-salted
     HMAC session with decrypt for Create)."""
     write(w / "secret.bin", secret)
     tools(sim, "tpm2_createpolicy", "--policy-pcr", "-l", pcrs, "-L", "pcr.policy", cwd=w)

@@ -4,7 +4,7 @@
   is unsealed by tpm2_load + tpm2_startauthsession --policy-session +
   tpm2_policypcr + tpm2_unseal (plain and salted-with-encryption variants).
 * An object tpm2-tools sealed with its salted HMAC session and
-  ``tpm2_sessionconfig --enable-decrypt`` (shared/peers/tools_flow.sh) is
+  ``tpm2_sessionconfig --enable-decrypt`` (tests/peers/tpm2_tools_flow.sh) is
   unsealed by tpmseal over a salted policy session with encrypt.
 * tpmseal's EK templates give the same keys as ``tpm2_createek``; Names from
   ReadPublic equal the Names tpm2_readpublic writes and ``Public.name()``.
@@ -51,7 +51,7 @@ from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_SE
 from tpmseal.wire.marshal import Reader, tpm2b
 from tpmseal.wire.structures import Public, SensitiveCreate
 
-TOOLS_FLOW = Path(__file__).resolve().parents[2] / "shared" / "peers" / "tools_flow.sh"
+TOOLS_FLOW = Path(__file__).resolve().parent / "peers" / "tpm2_tools_flow.sh"
 
 pytestmark = pytest.mark.skipif(shutil.which("tpm2_unseal") is None,
                                 reason="tpm2-tools is not installed (apt-get install tpm2-tools)")
@@ -102,9 +102,8 @@ def test_tools_unseal_what_tpmseal_sealed(sim: Simulator, tmp_path: Path,
     _file_same(w / "out.bin", secret)
 
 
-@pytest.mark.skipif(not TOOLS_FLOW.exists(), reason="shared/peers/tools_flow.sh is missing")
 def test_tpmseal_unseals_what_tools_sealed(sim: Simulator, tmp_path: Path) -> None:
-    """tools_flow.sh provision + seal (salted HMAC session, --enable-decrypt Create)."""
+    """tpm2_tools_flow.sh provision + seal (salted HMAC session, --enable-decrypt Create)."""
     with Tpm(open_transport(sim.uri)) as tpm:
         srk(tpm)
     env = dict(os.environ, TPM2TOOLS_TCTI=sim.tools_tcti, EK_HANDLE=hex(RSA_EK),
