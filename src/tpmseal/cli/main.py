@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from tpmseal.errors import ExitCode, TpmsealError, UsageError
+from tpmseal.errors import ExitCode, TpmsealError
 
 #: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
 #: Only the module of the command being run is imported: start-up time is part of every
@@ -117,12 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"tpmseal: internal error: {type(e).__name__}; rerun with --debug "
                          "and report it\n")
         return int(ExitCode.INTERNAL)
-
-
-def require(condition: bool, message: str, hint: str | None = None) -> None:
-    """Raise a :class:`UsageError` unless *condition* holds."""
-    if not condition:
-        raise UsageError(message, hint)
 
 
 if __name__ == "__main__":  # pragma: no cover

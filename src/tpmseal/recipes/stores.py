@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -204,9 +204,6 @@ class NvStore:
                     "possible interposer hiding it; nothing was changed",
                     "retry and check the TPM bus; if the stored copy is known to be corrupt, "
                     "replace it with `tpmseal seal --nv --force`")
-
-    def with_pcrs(self, pcrs: PcrSelectionList) -> NvStore:
-        return replace(self, pcrs=pcrs)
 
 
 def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],

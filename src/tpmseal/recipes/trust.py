@@ -168,9 +168,3 @@ def salted_session(tpm: Tpm, record: TrustRecord,
     decryption on the chip: 70-500 ms), so a flow starts one and passes it along.
     """
     return start_salted(tpm, record.ek_public, record.ek_handle, TPM_SE.HMAC, attributes)
-
-
-def check_ek(record: TrustRecord, public: Public) -> None:
-    """Raise :class:`TrustError` unless *public* is the pinned EK."""
-    if public.name() != record.ek_name:
-        raise TrustError(EK_MISMATCH)

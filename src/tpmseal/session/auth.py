@@ -100,9 +100,6 @@ class Session:
     attributes: int
     auth_value: bytes
 
-    def is_password(self) -> bool:
-        return self.handle == TPM_RH.RS_PW
-
 
 class PasswordSession(Session):
     """The password pseudo-session TPM_RS_PW (Part 1 §19.8.4): the authValue in clear."""

@@ -52,11 +52,6 @@ def crypto_hash(alg: int) -> hashes.HashAlgorithm:
         raise UsageError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}") from None
 
 
-def curve_size(curve_id: int) -> int:
-    """Coordinate size in bytes of a TPM ECC curve."""
-    return (_curve(curve_id).key_size + 7) // 8
-
-
 def _curve(curve_id: int) -> ec.EllipticCurve:
     try:
         return _CURVES[curve_id]

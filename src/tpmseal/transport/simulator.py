@@ -187,12 +187,3 @@ class Simulator:
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise TransportError(f"swtpm_setup failed: {done.stderr.strip()[-300:]}")
-
-    @property
-    def ca_root(self) -> Path:
-        """The root certificate of the private CA that signed the EK certificates."""
-        return self.ca_dir / "swtpm-localca-rootca-cert.pem"
-
-    @property
-    def ca_intermediate(self) -> Path:
-        return self.ca_dir / "issuercert.pem"

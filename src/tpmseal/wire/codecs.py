@@ -103,12 +103,10 @@ class Struct(Codec[S]):
         return parsed
 
 
-U8 = UInt(1, "UINT8")
 U16 = UInt(2, "UINT16")
 U32 = UInt(4, "UINT32")
 YES_NO = UInt(1, "TPMI_YES_NO")
 ALG_ID = UInt(2, "TPM_ALG_ID")
-HANDLE = UInt(4, "TPM_HANDLE")
 DIGEST = Buffer("TPM2B_DIGEST")
 DATA = Buffer("TPM2B_DATA")
 AUTH = Buffer("TPM2B_AUTH")
