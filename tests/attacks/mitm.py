@@ -35,7 +35,7 @@ from tpmseal.sniff.hooks import HookContext, Verdict, build_command, success_res
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION
-from tpmseal.wire.frames import AuthCommand, AuthResponse, parse_header
+from tpmseal.wire.frames import AuthCommand, AuthResponse, parse_header, split_command
 from tpmseal.wire.marshal import Reader, u32
 from tpmseal.wire.structures import Public
 
@@ -96,19 +96,11 @@ class _InFlight:
 
 def _command_sessions(data: bytes) -> tuple[list[AuthCommand], int]:
     """The auth area of a command frame and the offset of its parameters."""
-    h = parse_header(data)
-    cls = REGISTRY.get(h.code)
+    cls = REGISTRY.get(parse_header(data).code)
     if cls is None:
         return [], len(data)
-    r = Reader(data, HEADER + 4 * len(cls.layout().handles))
-    auths: list[AuthCommand] = []
-    if h.tag == TPM_ST.SESSIONS:
-        size = r.u32("authorizationSize")
-        area = Reader(data, r.offset, r.offset + size)
-        while area.remaining:
-            auths.append(AuthCommand.unmarshal(area))
-        r.offset += size
-    return auths, r.offset
+    frame = split_command(data, len(cls.layout().handles))
+    return frame.auths, frame.params_offset
 
 
 def _response_parts(data: bytes, code: int, n_sessions: int) -> tuple[bytes, list[AuthResponse]]:

@@ -50,6 +50,7 @@ from tpmseal.wire.frames import (
     build_response,
     command_name,
     parse_header,
+    split_command,
     split_response,
 )
 from tpmseal.wire.frames import build_command as _frame_command
@@ -223,18 +224,9 @@ def parse_command(data: bytes) -> tuple[Command[Any], list[AuthCommand]]:
     cls = REGISTRY.get(h.code)
     if cls is None:
         raise DecodeError(f"command code {h.code:#x} is not in the registry", 6)
-    lay = cls.layout()
-    r = Reader(data, HEADER_SIZE)
-    handles = [r.u32(f.name) for f in lay.handles]
-    auths: list[AuthCommand] = []
-    if h.tag == TPM_ST.SESSIONS:
-        size = r.u32("authorizationSize")
-        area = Reader(data, r.offset, r.offset + size)
-        while area.remaining:
-            auths.append(AuthCommand.unmarshal(area))
-        r.offset += size
-    cmd: Command[Any] = cls.from_wire(handles, r)
-    return cmd, auths
+    frame = split_command(data, len(cls.layout().handles))
+    cmd: Command[Any] = cls.from_wire(frame.handles, Reader(data, frame.params_offset))
+    return cmd, frame.auths
 
 
 def build_command(cmd: Command[Any], auths: Sequence[AuthCommand] = ()) -> bytes:

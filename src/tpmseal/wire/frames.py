@@ -112,6 +112,36 @@ def build_response(rc: int, handles: list[int], params: bytes,
 
 
 @dataclass(frozen=True)
+class CommandFrame:
+    """A command split into its areas; parameters start at *params_offset*."""
+
+    header: Header
+    handles: list[int]
+    auths: list[AuthCommand]
+    params_offset: int
+
+
+def split_command(data: bytes, n_handles: int) -> CommandFrame:
+    """Split a command into handle, authorization and parameter areas (Part 1 §18.7)."""
+    h = parse_header(data)
+    r = Reader(data, HEADER_SIZE)
+    handles = [r.u32("handle") for _ in range(n_handles)]
+    auths: list[AuthCommand] = []
+    if h.tag == TPM_ST.SESSIONS:
+        size = r.u32("authorizationSize")
+        if size > r.remaining:
+            raise DecodeError(f"authorizationSize {size} exceeds the {r.remaining} bytes left",
+                              r.offset - 4)
+        area = Reader(data, r.offset, r.offset + size)
+        while area.remaining:
+            auths.append(AuthCommand.unmarshal(area))
+        r.offset += size
+    elif h.tag != TPM_ST.NO_SESSIONS:
+        raise DecodeError(f"unexpected command tag {h.tag:#x}", 0)
+    return CommandFrame(h, handles, auths, r.offset)
+
+
+@dataclass(frozen=True)
 class ResponseFrame:
     """A successful response split into its areas."""
 
@@ -210,15 +240,11 @@ def decode_command(data: bytes) -> DecodedCommand:
         return DecodedCommand(h.tag, h.size, h.code, name, [], [], [],
                               "command not in the registry; fields not decoded")
     lay = cls.layout()
-    r = Reader(data, HEADER_SIZE)
     try:
-        handles = [(f.name, r.u32(f.name)) for f in lay.handles]
-        if h.tag == TPM_ST.SESSIONS:
-            size = r.u32("authorizationSize")
-            auth = Reader(data, r.offset, r.offset + size)
-            while auth.remaining:
-                sessions.append(AuthCommand.unmarshal(auth))
-            r.offset += size
+        frame = split_command(data, len(lay.handles))
+        handles = [(f.name, v) for f, v in zip(lay.handles, frame.handles, strict=True)]
+        sessions = frame.auths
+        r = Reader(data, frame.params_offset)
         encrypted = any(s.attributes & TPMA_SESSION.decrypt for s in sessions)
         params = _decode_params(lay, r, encrypted and lay.first_param_encryptable)
         r.done("command parameters")
