@@ -95,7 +95,7 @@ def test_api_downgrade_refused(tcg_sim: Simulator) -> None:
     rec = trust.load(tcg_sim.state / "trust.json", "tcg")
     with Tpm.open(tcg_sim.uri) as t:
         blob = sealing.seal(t, secret_bytes(), trust=rec)
-        with pytest.raises(UsageError, match="expose it on the bus"):
+        with pytest.raises(UsageError, match="cross the bus in plaintext"):
             sealing.unseal(t, blob, legacy=True, trust=rec)
 
 
@@ -153,7 +153,7 @@ def test_cli_legacy_unseal_of_encrypted_blob_refused(tcg_sim: Simulator, tmp_pat
     assert cli(["seal", "--input", str(key), "--output", str(blob)]).rc == 0
     r = cli(["unseal", "--legacy", "--input", str(blob)])
     assert r.rc == 2 and r.out == b""
-    assert r.err.startswith("tpmseal: error: this secret was sealed with parameter encryption")
+    assert r.err.startswith("tpmseal: error: refusing to unseal on the legacy path")
     assert "--allow-downgrade" in r.err
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from tpmseal.client.tpm import Tpm
@@ -36,14 +37,13 @@ from tpmseal.recipes.stores import (
     Store,
     first_candidate,
     nv_public,
-    nv_read_index,
     nv_undefine,
     require_candidates,
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
-from tpmseal.session.auth import AuthSession, PasswordSession
-from tpmseal.wire.constants import TPMA_NV, TPMA_SESSION
-from tpmseal.wire.structures import PcrSelectionList
+from tpmseal.session.auth import AuthSession, PasswordSession, Session
+from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
+from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
 log = logging.getLogger("tpmseal.lifecycle")
 
@@ -54,7 +54,7 @@ VAULT_KEY_BYTES = 32
 class UnsealOptions:
     legacy: bool = False
     allow_downgrade: bool = False
-    pin: bytes | None = None
+    pin: bytes | None = field(default=None, repr=False)
     trust: TrustRecord | None = None
     recover: bool = True
 
@@ -126,15 +126,16 @@ def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
     return hashlib.sha256(tpm_bytes + os.urandom(VAULT_KEY_BYTES)).digest()
 
 
-def _read_legacy(tpm: Tpm, index: int, session: AuthSession | None) -> bytes | None:
-    """The legacy plaintext key, read through *session* (encrypted) when given."""
-    pub = nv_public(tpm, index)
+def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) -> bytes | None:
+    """The legacy plaintext key in the index *pub* describes, read through *session*
+    (encrypted) when given; None if there is no written index."""
     if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
         return None
+    sessions: tuple[Session, ...] = ()
     if session is not None:
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-        return nv_read_index(tpm, index, PasswordSession(), session)
-    return nv_read_index(tpm, index)
+        sessions = (PasswordSession(), session)
+    return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)
 
 
 @contextlib.contextmanager
@@ -196,17 +197,21 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     first = next(stored, None)
     if first is not None:
         key = unseal_source(tpm, store, opts, chain([first], stored))[0]
-        if nv_public(tpm, legacy_index) is not None:  # rare: don't start a session for nothing
+        pub = nv_public(tpm, legacy_index)
+        if pub is not None:  # rare: don't start a session for nothing
             with shared_session(tpm, opts.trust, opts.legacy) as session:
-                legacy = _read_legacy(tpm, legacy_index, session)
+                legacy = _read_legacy(tpm, pub, session)
             if legacy is not None:
                 _retire_legacy(tpm, legacy_index, legacy, key)
         return VaultResult(key, "unsealed")
-    # first boot: one salted session confirms the store is empty, reads a legacy key or
-    # draws a fresh one (both encrypted), reads the PCRs (audited) and seals (encrypted)
+    # first boot: one salted session confirms the store is empty and whether a legacy key
+    # exists (an audited listing: a forged "no such index" can neither make us overwrite a
+    # sealed key nor skip migrating a legacy one), reads the legacy key or draws a fresh
+    # one (encrypted), reads the PCRs (audited) and seals (encrypted)
     with shared_session(tpm, opts.trust, opts.legacy) as session:
-        store.confirm_nothing_stored(tpm, session)
-        legacy = _read_legacy(tpm, legacy_index, session)
+        listed = store.confirm_nothing_stored(tpm, session, also=[legacy_index])
+        pub = listed.get(legacy_index) if listed is not None else nv_public(tpm, legacy_index)
+        legacy = _read_legacy(tpm, pub, session)
         key, action = (legacy, "migrated") if legacy is not None else (
             fresh_key(tpm, session), "generated")
         log.info("%s vault key: sealing it", action)
@@ -214,8 +219,9 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
                             legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             session=session)
     store.save(tpm, blob)
-    check = unseal_stored(tpm, store, opts)
-    if check != key:
+    # the copy was just sealed on the path asked for: verify it on the same path
+    check = unseal_stored(tpm, store, replace(opts, allow_downgrade=opts.legacy))
+    if not hmac.compare_digest(check, key):
         raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
     if legacy is not None:
         _retire_legacy(tpm, legacy_index, legacy, key)
@@ -223,7 +229,7 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
 
 
 def _retire_legacy(tpm: Tpm, index: int, legacy: bytes, key: bytes) -> None:
-    if legacy == key:
+    if hmac.compare_digest(legacy, key):
         log.info("sealed vault key verified; removing the legacy plaintext key in NV %#x", index)
         nv_undefine(tpm, index)
     else:

@@ -221,8 +221,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     up as TPM_RC_POLICY_FAIL at Unseal.
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
-        raise UsageError("this secret was sealed with parameter encryption; unsealing it on "
-                         "the legacy path would expose it on the bus",
+        raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
+                         "bus in plaintext although this TPM supports parameter encryption",
                          "pass --allow-downgrade if you really mean it")
     salt = blob.salt_key
     if trust is not None:
@@ -230,14 +230,21 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         if salt is not None and salt.name != pinned.name:
             raise TrustError(EK_MISMATCH, "the blob's salt key differs from the trust file's")
         salt = salt or pinned
-    encrypted = not legacy and salt is not None
-    if not encrypted and not legacy:
+    encrypted = not legacy
+    if encrypted and salt is None:
+        raise UsageError("no pinned endorsement key to protect this unseal with",
+                         "run `tpmseal provision` or pass the right --trust-file; --legacy "
+                         "unseals without bus protection")
+    if encrypted and trust is not None and not trust.aes_128_cfb:
         if blob.sealed_with == ENCRYPTED:
-            raise UsageError("the blob names no salt key and no trust file is available",
-                             "pass --trust-file")
-        log.warning("no pinned endorsement key: unsealing without parameter encryption")
+            raise TrustError("the trust file says this TPM lacks AES-128-CFB, but the secret "
+                             "was sealed with it: wrong trust file or replaced TPM")
+        log.warning("TPM does not support AES-128-CFB, unsealing without parameter encryption")
+        encrypted = False
     if blob.pin and pin is None:
         raise UsageError("this secret is protected by a PIN", "pass --pin-file FILE")
+    if pin is not None and not blob.pin:
+        raise UsageError("this secret has no PIN", "drop --pin-file")
     if blob.pin and not encrypted:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
     if blob.pcr_values:
@@ -282,7 +289,8 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
             session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
         with tpm.scoped(session.handle):
             tpm.run_policy(session, steps)
-            session.auth_value = pin or b""
+            # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
+            session.auth_value = (pin or b"") if blob.pin else b""
             out = tpm.run(cmds.Unseal(handle), session).out_data
     return out
 

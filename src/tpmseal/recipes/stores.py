@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -184,19 +184,23 @@ class NvStore:
         nv_undefine(tpm, lay.staging_public)
         nv_undefine(tpm, lay.staging_private)
 
-    def confirm_nothing_stored(self, tpm: Tpm, session: AuthSession | None = None) -> None:
+    def confirm_nothing_stored(self, tpm: Tpm, session: AuthSession | None = None,
+                               also: Sequence[int] = ()) -> dict[int, NvPublic] | None:
         """Before writing into a layout that looked empty, make sure it really is.
 
         "No such index" is an error response, and error responses carry no HMAC
         (Part 1 §18.8): an interposer can forge them to make the store look empty
         and have a fresh seal overwrite the real sealed copy. So ask again in an
         authenticated way and refuse if a complete copy exists after all.
+        Returns the authenticated public areas of the indices in *also* that
+        exist (None when there is no pinned key to authenticate with).
         """
         if self.trust is None:
-            return  # no pinned key to authenticate with (legacy)
+            return None  # no pinned key to authenticate with (legacy)
         lay = self.layout
         pairs = ((lay.private, lay.public), (lay.staging_private, lay.staging_public))
-        pubs = authenticated_nv(tpm, self.trust, [i for pair in pairs for i in pair], session)
+        pubs = authenticated_nv(tpm, self.trust,
+                                [i for pair in pairs for i in pair] + list(also), session)
         for priv, pub in pairs:
             if all(i in pubs and pubs[i].attributes & TPMA_NV.WRITTEN for i in (priv, pub)):
                 raise IntegrityError(
@@ -204,6 +208,7 @@ class NvStore:
                     "possible interposer hiding it; nothing was changed",
                     "retry and check the TPM bus; if the stored copy is known to be corrupt, "
                     "replace it with `tpmseal seal --nv --force`")
+        return {i: pubs[i] for i in also if i in pubs}
 
 
 def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
