@@ -77,6 +77,9 @@ R = TypeVar("R", bound=Response)
 #: Handle types whose Name is the handle itself (Part 1 §16).
 _SELF_NAMED = {TPM_HT.PCR, TPM_HT.HMAC_SESSION, TPM_HT.POLICY_SESSION, TPM_HT.PERMANENT}
 
+#: Handle types FlushContext frees (Part 3 §28.4).
+_FLUSHABLE = {TPM_HT.TRANSIENT, TPM_HT.HMAC_SESSION, TPM_HT.POLICY_SESSION}
+
 #: PCR_Read returns at most this many digests per call (Part 3 §22.4, PC Client PTP).
 PCR_READ_MAX = 8
 
@@ -187,8 +190,8 @@ class Tpm:
             # is rejected: flush any transient object it reports at close(), or a
             # tampered Load would leak one of the TPM's few object slots. Nothing of
             # the response is returned.
-            for h in frame_r.handles:
-                if handle_type(h) == TPM_HT.TRANSIENT:
+            for h in frame_r.handles:  # objects and sessions alike (a rejected
+                if handle_type(h) in _FLUSHABLE:  # StartAuthSession still took a slot)
                     self._transients.add(h)
             raise
         self._after(cmd, response)
@@ -306,7 +309,11 @@ class Tpm:
         out = b""
         while len(out) < size:
             n = min(chunk, size - len(out))
-            out += self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
+            got = self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
+            if len(got) != n:
+                raise IntegrityError(f"TPM2_NV_Read of {n} bytes of NV {index:#x} returned "
+                                     f"{len(got)}: corrupted or altered in transit")
+            out += got
         return out
 
     def nv_write(self, index: int, data: bytes, auth: int = TPM_RH.OWNER, *sessions: Session,
@@ -332,12 +339,12 @@ class Tpm:
             raise UsageError("a salted session needs both salt_key and salt_handle")
         nonce_caller = os.urandom(HASH_SIZES[auth_hash])
         salt = make_salt(salt_key) if salt_key is not None else None
+        bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None  # before the session
         r = self.run(cmds.StartAuthSession(
             salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
             auth_hash))
         key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
                           nonce_caller, bound=bind != TPM_RH.NULL)
-        bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None
         s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
                         salted=salt is not None, bind_name=bind_name,
                         bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
@@ -383,14 +390,17 @@ class Tpm:
                    *sessions: Session) -> list[tuple[int, ...]]:
         """All items of a capability, following moreData (an audit session authenticates them)."""
         items: list[tuple[int, ...]] = []
-        while True:
+        for _ in range(64):  # a forged moreData must not keep us asking forever
             r = self.run(cmds.GetCapability(cap, prop, count), *sessions)
             new = list(r.capability_data.items)
             items += new
             if not r.more_data or not new:
                 return items
-            last = new[-1][0]
-            prop = last + 1
+            if new[-1][0] < prop:
+                break
+            prop = new[-1][0] + 1
+        raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
+                             "corrupted or altered in transit")
 
     def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
         """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""

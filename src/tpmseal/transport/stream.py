@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import time
 
 from tpmseal.errors import TransportError
 from tpmseal.transport.base import TpmUri
@@ -17,11 +18,21 @@ HEADER = 10
 MAX_FRAME = 1 << 16
 
 
-def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0) -> bytes:
-    """Read exactly *n* bytes or raise :class:`TransportError`."""
+def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0,
+               deadline: float | None = None) -> bytes:
+    """Read exactly *n* bytes or raise :class:`TransportError`.
+
+    With a *deadline* (``time.monotonic()`` value) the whole read must finish by
+    then: a peer trickling one byte at a time cannot stretch the time-out.
+    """
     buf = bytearray()
     while len(buf) < n:
         try:
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                sock.settimeout(left)
             chunk = sock.recv(n - len(buf))
         except TimeoutError:
             raise TransportError(f"TPM at {uri} did not answer in time",
@@ -37,25 +48,36 @@ def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0) -
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket, uri: str, what: str = "response") -> bytes:
-    """Read one TPM frame (header + body) from *sock*."""
-    head = recv_exact(sock, HEADER, what, uri)
+def read_frame(sock: socket.socket, uri: str, what: str = "response",
+               deadline: float | None = None) -> bytes:
+    """Read one TPM frame (header + body) from *sock*, by *deadline* if given."""
+    head = recv_exact(sock, HEADER, what, uri, deadline=deadline)
     size = int.from_bytes(head[2:6], "big")
     if size < HEADER or size > MAX_FRAME:
         raise TransportError(f"TPM at {uri} sent a {what} with impossible size {size}")
-    return head + recv_exact(sock, size - HEADER, what, uri, HEADER)
+    return head + recv_exact(sock, size - HEADER, what, uri, HEADER, deadline)
+
+
+def _open(uri: TpmUri, timeout: float) -> socket.socket:
+    """Connect, closing the socket again if that fails."""
+    if uri.scheme != "unix":
+        s = socket.create_connection((uri.host, uri.port), timeout=timeout)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        s.connect(uri.path)
+    except BaseException:
+        s.close()
+        raise
+    return s
 
 
 def connect(uri: TpmUri, timeout: float) -> socket.socket:
     """Connect to a unix or TCP socket with errors that say what to do."""
     try:
-        if uri.scheme == "unix":
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.settimeout(timeout)
-            s.connect(uri.path)
-        else:
-            s = socket.create_connection((uri.host, uri.port), timeout=timeout)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s = _open(uri, timeout)
     except FileNotFoundError:
         raise TransportError(f"no TPM socket at {uri}",
                              "start one with `tpmseal sim start --state DIR` or fix --tpm"
@@ -82,15 +104,18 @@ class StreamTransport:
 
     def __init__(self, uri: TpmUri, timeout: float):
         self.uri = str(uri)
+        self._timeout = timeout
         self._sock = connect(uri, timeout)
 
     def send(self, command: bytes) -> bytes:
+        deadline = time.monotonic() + self._timeout  # one time-out for the whole exchange
         try:
+            self._sock.settimeout(self._timeout)
             self._sock.sendall(command)
         except OSError as e:
             raise TransportError(f"lost the connection to the TPM at {self.uri}: "
                                  f"{e.strerror or e}") from None
-        return read_frame(self._sock, self.uri)
+        return read_frame(self._sock, self.uri, deadline=deadline)
 
     def close(self) -> None:
         self._sock.close()
