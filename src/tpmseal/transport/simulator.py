@@ -69,22 +69,28 @@ class Simulator:
     # ------------------------------------------------------------------ state
 
     def pid(self) -> int | None:
-        """The simulator's pid if its pid file names a live process."""
+        """The simulator's pid if its pid file names a live swtpm process.
+
+        Liveness is judged by the process, not by the data socket: swtpm serves
+        one data connection at a time, so a simulator busy with another client
+        (a sniffer, a long test) would look dead — and must never be restarted
+        over, which would orphan it.
+        """
         try:
             pid = int(self.pidfile.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             return None
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
             return None
-        except PermissionError:
-            return pid
-        return pid
+        except OSError:
+            return pid  # cannot inspect it (other user): trust the pid file
+        return pid if b"swtpm" in cmdline else None
 
     def status(self) -> SimStatus:
         pid = self.pid()
-        return SimStatus(pid is not None and self._answers(), pid, self.uri, str(self.state))
+        return SimStatus(pid is not None, pid, self.uri, str(self.state))
 
     def _answers(self) -> bool:
         """True if the data socket completes a TPM2_GetRandom exchange."""
@@ -102,13 +108,20 @@ class Simulator:
 
     def start(self, *, ek_cert: bool = False, timeout: float = 10.0) -> str:
         """Start swtpm (idempotent) and return its URI once the TPM answers."""
-        if self.status().running:
+        if self.pid() is not None:
             return self.uri
         swtpm = _require("swtpm", "swtpm")
         if len(str(self.ctrl)) > _SUN_PATH_MAX:
             raise UsageError(f"state directory path too long for a unix socket: {self.state}",
                              "choose a shorter --state path")
-        self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as e:
+            raise UsageError(f"cannot use {self.state} as a simulator state directory: "
+                             f"{e.strerror}", "pass a directory path to --state") from None
+        if not self.state.is_dir():
+            raise UsageError(f"{self.state} is not a directory",
+                             "pass a directory path to --state")
         if ek_cert and not (self.state / "tpm2-00.permall").exists():
             self._setup_ek_cert()
         for p in (self.sock, self.ctrl, self.pidfile):
@@ -123,7 +136,9 @@ class Simulator:
                "-d"]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            raise TransportError(f"swtpm failed to start: {done.stderr.strip() or done.stdout}",
+            why = (done.stderr.strip() or done.stdout.strip() or self._log_tail()
+                   or f"exit status {done.returncode}")
+            raise TransportError(f"swtpm failed to start: {why}",
                                  f"see {self.state / 'swtpm.log'}")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -132,6 +147,13 @@ class Simulator:
             time.sleep(0.01)
         raise TransportError(f"swtpm started but did not answer within {timeout:g}s",
                              f"see {self.state / 'swtpm.log'}")
+
+    def _log_tail(self) -> str:
+        try:
+            lines = (self.state / "swtpm.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
 
     def ensure_running(self) -> str:
         """Start the simulator unless it already runs (used by ``sim:`` URIs)."""
