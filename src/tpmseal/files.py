@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +23,13 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
     directory = target.parent if str(target.parent) else Path(".")
     if not directory.is_dir():
         raise UsageError(f"cannot write {target}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    if target.is_dir():
+        raise UsageError(f"cannot write {target}: it is a directory", "name a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise UsageError(f"cannot write {target}: {e.strerror or e}",
+                         "choose a writable location") from None
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -66,9 +73,28 @@ def read_input(path: str, what: str, limit: int = 1 << 20) -> bytes:
 
 
 def write_output(path: str, data: bytes) -> None:
-    """Write raw bytes to stdout (``-``) or atomically to a 0600 file."""
+    """Write raw bytes to stdout (``-``), into an existing pipe or device (a FIFO,
+    /dev/stdout), or atomically to a 0600 regular file.
+
+    Replacing a FIFO or /dev/stdout with a regular file would put the secret on
+    disk exactly where the user meant to avoid it, so those are written in place.
+    """
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    else:
-        write_atomic(path, data)
+        return
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+    if st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)
+                           or stat.S_ISSOCK(st.st_mode)):
+        try:
+            with open(path, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        return
+    write_atomic(path, data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
                        "unseal_commands": [e.name for e in r.unseal]} for r in result.runs],
         })
         return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty())
+    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
+                                       and not os.environ.get("NO_COLOR"))
     p = result.provisioned
     print(f"simulator provisioned: EK {p.ek.handle:#010x} (certificate {p.ek_certificate}), "
           f"SRK {p.srk.handle:#010x}; AES-128-CFB "

@@ -92,8 +92,12 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        sys.stderr.write("tpmseal: interrupted\n")
+        return 130
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
     handler: Handler = args.handler

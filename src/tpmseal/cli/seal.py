@@ -33,10 +33,11 @@ def register(sub: Any) -> None:
     _register_import(sub)
 
 
-def _pcrs_option(p: argparse.ArgumentParser, help_: str) -> None:
+def _pcrs_option(p: argparse.ArgumentParser, help_: str,
+                 default: str = "the profile's list") -> None:
     p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
                    help=f"{help_}, e.g. sha256:0,1,2,3,4,6,7 or sha256:0,7+sha384:0 "
-                        "(default: the profile's list)")
+                        f"(default: {default})")
 
 
 def _pcr_spec(text: str) -> PcrSelectionList:
@@ -100,15 +101,19 @@ def _register_reseal(sub: Any) -> None:
                        description="Unseal with the old policy and seal to NEW PCRs. At no "
                                    "moment does a crash leave no unsealable copy.")
     add_profile(p)
-    _pcrs_option(p, "new PCRs to seal to")
+    _pcrs_option(p, "new PCRs to seal to", default="the PCRs it is sealed to now")
     _storage(p, "in")
     p.add_argument("--output", metavar="BLOB.json",
                    help="write the new blob here instead of replacing --input")
+    p.add_argument("--force", action="store_true",
+                   help="let --output replace another sealed secret (which is then lost)")
     p.add_argument("--old-pcrs", metavar="SPEC", type=_pcr_spec,
                    help="with --nv: the PCRs the secret is sealed to now")
     p.add_argument("--legacy", action="store_true", help="no parameter encryption")
-    p.add_argument("--allow-downgrade", action="store_true")
-    p.add_argument("--allow-unmeasured", action="store_true")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow --legacy on a secret sealed with parameter encryption")
+    p.add_argument("--allow-unmeasured", action="store_true",
+                   help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_reseal)
 
@@ -119,12 +124,14 @@ def _register_import(sub: Any) -> None:
                                    "and seal.priv (TPM2B_PRIVATE) of an object sealed under "
                                    "PolicyPCR.")
     add_profile(p)
-    p.add_argument("--public", required=True, metavar="FILE")
-    p.add_argument("--private", required=True, metavar="FILE")
+    p.add_argument("--public", required=True, metavar="FILE",
+                   help="TPM2B_PUBLIC file (tpm2_create -u)")
+    p.add_argument("--private", required=True, metavar="FILE",
+                   help="TPM2B_PRIVATE file (tpm2_create -r)")
     p.add_argument("--pcrs", required=True, metavar="SPEC", type=_pcr_spec,
                    help="the PCRs the object was sealed to")
-    p.add_argument("--output", required=True, metavar="BLOB.json")
-    p.add_argument("--force", action="store_true")
+    p.add_argument("--output", required=True, metavar="BLOB.json", help="the blob to write")
+    p.add_argument("--force", action="store_true", help="replace an existing blob file")
     p.set_defaults(handler=run_import)
 
 
@@ -185,6 +192,9 @@ def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:
 
 
 def run_unseal(args: argparse.Namespace) -> int:
+    if args.pcrs is not None and not args.nv:
+        raise UsageError("--pcrs applies to --nv only (a blob file records its PCRs)",
+                         "drop --pcrs")
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
     with open_tpm(args) as tpm:
@@ -210,6 +220,11 @@ def run_reseal(args: argparse.Namespace) -> int:
         target = FileStore(Path(args.output)) if args.output else None
         if target is not None and args.nv:
             raise UsageError("--output applies to blob files, not --nv")
+        if (target is not None and not args.force and Path(args.output).resolve()
+                != Path(args.blob).resolve() and first_candidate(tpm, target) is not None):
+            raise UsageError(f"{args.output} already holds a sealed secret",
+                             "choose another --output, or pass --force to replace it (its "
+                             "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
                       allow_unmeasured=args.allow_unmeasured, target=target)
     log.info("resealed to %s", format_pcrs(blob.pcrs))

@@ -30,8 +30,10 @@ def register(sub: Any) -> None:
                    help="PCRs to seal to (default: the profile's list)")
     p.add_argument("--output", metavar="FILE|-", help="where to write the key (default stdout)")
     p.add_argument("--legacy", action="store_true", help="no parameter encryption")
-    p.add_argument("--allow-downgrade", action="store_true")
-    p.add_argument("--allow-unmeasured", action="store_true")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow --legacy when the TPM supports parameter encryption")
+    p.add_argument("--allow-unmeasured", action="store_true",
+                   help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run)
 

@@ -14,6 +14,7 @@ anchor, as with ``openssl verify -partial_chain``), within validity dates.
 
 from __future__ import annotations
 
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -94,10 +95,12 @@ def load_bundle(path: str) -> list[x509.Certificate]:
         except FileNotFoundError:
             raise UsageError(f"CA bundle {f} does not exist") from None
         try:
-            if b"-----BEGIN CERTIFICATE-----" in data:
-                certs += x509.load_pem_x509_certificates(data)
-            else:
-                certs.append(x509.load_der_x509_certificate(data))
+            with warnings.catch_warnings():  # odd certificates in system bundles warn
+                warnings.simplefilter("ignore")
+                if b"-----BEGIN CERTIFICATE-----" in data:
+                    certs += x509.load_pem_x509_certificates(data)
+                else:
+                    certs.append(x509.load_der_x509_certificate(data))
         except ValueError:
             if not p.is_dir():
                 raise BadInputError(f"CA bundle {f} holds no readable certificate") from None

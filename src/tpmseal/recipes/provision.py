@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import IntegrityError, UsageError
+from tpmseal.errors import BadInputError, IntegrityError, UsageError
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
@@ -99,6 +99,13 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
                          "interposer")
 
 
+def _pinned(path: Path, profile: str) -> trust.TrustRecord | None:
+    try:
+        return trust.load_all(path).get(profile)
+    except BadInputError:
+        return None  # save() reports the unreadable file
+
+
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
               trust_file: Path | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
@@ -113,6 +120,14 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     if ek_type not in ("rsa", "ecc"):
         raise UsageError(f"unknown EK type {ek_type!r}", "use --ek-type rsa or --ek-type ecc")
     template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
+    path = trust.trust_path(str(trust_file) if trust_file else None)
+    if not repin:  # before creating anything: a changed EK type is a choice, not an attack
+        pinned = _pinned(path, profile.name)
+        if pinned is not None and pinned.ek_handle != profile.ek_handle(ek_type):
+            raise UsageError(
+                f"profile {profile.name} is pinned to the EK at {pinned.ek_handle:#x}, not the "
+                f"{ek_type.upper()} EK at {profile.ek_handle(ek_type):#x}; nothing was changed",
+                "pass --repin to switch (blobs sealed to the old EK still unseal with it)")
     ek = ensure_key(tpm, profile.ek_handle(ek_type), TPM_RH.ENDORSEMENT, template,
                     f"{ek_type.upper()} endorsement key")
     srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key")
@@ -127,7 +142,6 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     if ek_ca is not None:
         index = ekcert.verify_ek(tpm, ek.public, ek_ca)
         cert_state = f"verified (NV {index:#x})"
-    path = trust.trust_path(str(trust_file) if trust_file else None)
     trust.save(path, trust.TrustRecord(profile.name, ek.handle, ek.public, srk.handle, srk.name,
                                        aes, cert_state), replace=repin)
     return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path))

@@ -42,10 +42,10 @@ from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_v
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import EK_MISMATCH, TrustRecord, salted_session, start_salted
-from tpmseal.session.auth import AuthSession
+from tpmseal.session.auth import AuthSession, trim_auth
 from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_SE, TPMA_SESSION
+from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, SensitiveCreate, SymDef
 
@@ -115,9 +115,15 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
             log.info(MSG_AES)
         else:
             log.warning(MSG_NO_AES)
-    if pin and not encrypted:
-        raise UsageError("a PIN needs the encrypted path (it would cross the bus in a form "
-                         "open to offline guessing)")
+    if pin is not None:
+        if not trim_auth(pin):
+            raise UsageError("the PIN is empty (trailing zero bytes do not count)")
+        if len(trim_auth(pin)) > HASH_SIZES[TPM_ALG.SHA256]:
+            raise UsageError(f"the PIN is longer than {HASH_SIZES[TPM_ALG.SHA256]} bytes, the "
+                             "most a SHA-256 object's authValue holds")
+        if not encrypted:
+            raise UsageError("a PIN needs the encrypted path (it would cross the bus in a form "
+                             "open to offline guessing)")
     srk = trust.srk_handle if trust else profile.srk
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
     if not encrypted:

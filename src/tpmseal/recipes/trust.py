@@ -82,10 +82,12 @@ class TrustRecord:
             rec = cls(profile, int(d["ek"]["handle"], 16), pub, int(d["srk"]["handle"], 16),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")))
+            name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError) as e:
             raise BadInputError(f"trust file {where} is malformed ({type(e).__name__}: {e})",
-                                "restore it from a backup or re-run `tpmseal provision`") from None
-        if bytes.fromhex(d["ek"]["name"]) != rec.ek_name:
+                                "restore it from a backup, or re-pin with "
+                                "`tpmseal provision --repin`") from None
+        if name != rec.ek_name:
             raise BadInputError(f"trust file {where}: EK name does not match its public area",
                                 "the file was edited or corrupted; re-run `tpmseal provision`")
         return rec
@@ -126,8 +128,17 @@ def load(path: Path, profile: str) -> TrustRecord:
 
 
 def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
-    """Add or update *record*; refuse to change a pinned EK unless *replace*."""
-    records = load_all(path)
+    """Add or update *record*; refuse to change a pinned EK unless *replace*.
+
+    With *replace* an unreadable trust file is replaced too (re-pinning is the
+    way out of a corrupted one).
+    """
+    try:
+        records = load_all(path)
+    except BadInputError:
+        if not replace:
+            raise
+        records = {}
     old = records.get(record.profile)
     if old is not None and old.ek_name != record.ek_name and not replace:
         raise TrustError(EK_MISMATCH,
@@ -141,6 +152,9 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
     except PermissionError:
         raise UsageError(f"permission denied writing trust file {path}",
                          "run as root or pass --trust-file PATH") from None
+    except OSError as e:
+        raise UsageError(f"cannot write trust file {path}: {e.strerror or e}",
+                         "pass a writable --trust-file PATH") from None
 
 
 def start_salted(tpm: Tpm, public: Public, handle: int, kind: int = TPM_SE.HMAC,
