@@ -346,3 +346,49 @@ def test_forged_start_auth_session_error_at_unseal_never_falls_back(
         assert "Unseal" not in names(p.exchanges)
         assert_no_leak(p.exchanges, secret)
     watch.check()
+
+
+def test_forged_absence_of_the_legacy_key_does_not_replace_it(eve_sim: Simulator) -> None:
+    """First boot with a legacy key: a forged "no such index" for 0x01700000 must not make
+    vault-key generate a new key (the vault encrypted with the legacy key would be lost).
+    Whether the legacy index exists is read from the audited NV listing, so the forgery
+    contradicts an authenticated answer and is reported; nothing changes."""
+    from tpmseal.recipes.stores import nv_define_write
+
+    legacy = os.urandom(32)
+    with Tpm.open(eve_sim.uri) as t:
+        nv_define_write(t, 0x01700000, legacy)
+
+    def hide(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_ReadPublic and \
+                int.from_bytes(ctx.command[10:14], "big") == 0x01700000:
+            return Respond(error_response(RC_HANDLE_NV))
+        return None
+
+    watch = unchanged(eve_sim)
+    with interposer(eve_sim, on_command=hide) as p:
+        r = tpm(p, "vault-key")
+        expect_error(r, ExitCode.INTEGRITY, "NV 0x1700000 is listed", "possible interposer")
+        assert_no_leak(p.exchanges, legacy)
+        assert "Create" not in names(p.exchanges)
+    watch.check()
+    with interposer(eve_sim) as p:  # without the attacker the legacy key migrates
+        expect_ok(tpm(p, "vault-key"), legacy, what="the migrated legacy key")
+
+
+def test_forged_empty_nv_read_fails_fast(eve_sim: Simulator) -> None:
+    """An NV_Read answered with no data must not make the reader ask forever."""
+    with interposer(eve_sim) as p:
+        first = tpm(p, "vault-key")
+        expect_ok(first, size=32)
+
+    def empty(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_Read and ctx.response is not None:
+            _, auths = parse_response(ctx.response, ctx.command)
+            return success_response(cmds.NV_ReadResponse(b""), auths)
+        return None
+
+    with interposer(eve_sim, on_response=empty) as p:
+        r = tpm(p, "vault-key")
+        expect_error(r, ExitCode.INTEGRITY, "NV_Read")
+        assert len(names(p.exchanges)) < 40
