@@ -39,7 +39,7 @@ RSA_EK = 0x81010001
 P256_EK = 0x81010002
 P384_EK = 0x81010016
 
-#: The PCRs the seed seals to (DESIGN.md: sha256 0-4, 6, 7 in the tools flow).
+#: The PCRs the seed seals to (sha256 0-4, 6, 7, as in the tpm2-tools flow).
 PCRS = PcrSelectionList((PcrSelection(TPM_ALG.SHA256, (0, 1, 2, 3, 4, 6, 7)),))
 PCRS_TOOLS = "sha256:0,1,2,3,4,6,7"
 

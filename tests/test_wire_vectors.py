@@ -3,7 +3,7 @@
 Round trips build representative instances, marshal them the way the client
 does (``param_parts`` / ``param_bytes``) and parse them back with the same
 registry declaration (``from_wire``). Truncated and over-long inputs must fail
-with a :class:`DecodeError` that names a byte offset (DESIGN.md principle 3).
+with a :class:`DecodeError` that names a byte offset (docs/ARCHITECTURE.md, principle 3).
 Byte-exact vectors come from the seed capture (eve-pr-5711.txt), from Part 2's
 TPMS_PCR_SELECTION bitmap rule and from Names assembled by hand.
 """

@@ -1,6 +1,6 @@
 """Error classes shared by every layer, and the CLI exit code each one maps to.
 
-Principle: errors are types (DESIGN.md principle 4). Each class carries the exit
+Principle: errors are types (docs/ARCHITECTURE.md, principle 4). Each class carries the exit
 code the CLI uses and an optional *hint* telling the user what to do. Messages
 never contain key material.
 """

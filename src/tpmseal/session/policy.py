@@ -1,4 +1,4 @@
-"""Policy steps that both run on a TPM and compute offline (DESIGN.md principle 6).
+"""Policy steps that both run on a TPM and compute offline (docs/ARCHITECTURE.md, principle 6).
 
 A policy digest evolves as ``digest_new = H(digest_old ‖ commandCode ‖ args)``
 (Part 1 §19.7.2, Part 3 §23). Each :class:`PolicyStep` knows its own update and

@@ -1,6 +1,6 @@
 """Interposer hooks: an active attacker on the TPM bus, as a library.
 
-The threat model of tpmseal (DESIGN.md) includes an *active* bus attacker — an
+The threat model of tpmseal (docs/SECURITY.md) includes an *active* bus attacker — an
 interposer chip on the LPC/SPI bus — who can read, rewrite, drop, delay and
 replay every message between the CPU and the TPM. :class:`~tpmseal.sniff.proxy.Proxy`
 plays that attacker in tests: it calls ``on_command(ctx)`` before a command goes

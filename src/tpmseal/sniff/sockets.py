@@ -1,6 +1,6 @@
 """Socket plumbing for the proxy: listeners, the upstream TPM, the control channel.
 
-swtpm serves two sockets (DESIGN.md): the *data* channel carrying raw TPM
+swtpm serves two sockets: the *data* channel carrying raw TPM
 commands and responses, and the *control* channel (``<path>.ctrl`` for unix
 sockets, port + 1 for TCP) on which tpm2-tss' ``swtpm`` TCTI sends swtpm ioctl
 requests such as set-locality. The proxy frames and records the data channel;

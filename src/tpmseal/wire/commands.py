@@ -1,4 +1,4 @@
-"""The declarative command registry (DESIGN.md principle 1).
+"""The declarative command registry (docs/ARCHITECTURE.md, principle 1).
 
 Each TPM command is one frozen dataclass whose fields are its handles and
 parameters, in wire order, with a codec per parameter; its response is another.

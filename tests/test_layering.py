@@ -1,0 +1,40 @@
+"""The layers of docs/ARCHITECTURE.md: imports only point downwards; one runtime dependency."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import tpmseal
+
+ORDER = ["transport", "wire", "session", "client", "sniff", "recipes", "cli"]
+ROOT = Path(tpmseal.__file__).parent
+
+
+def _imports(path: Path) -> Iterator[str]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            yield node.module
+
+
+def test_imports_point_downwards() -> None:
+    rank = {name: i for i, name in enumerate(ORDER)}
+    upward = []
+    for path in sorted(ROOT.rglob("*.py")):
+        layer = path.relative_to(ROOT).parts[0]
+        for module in _imports(path):
+            parts = module.split(".")
+            if layer in rank and parts[0] == "tpmseal" and len(parts) > 1 \
+                    and rank.get(parts[1], -1) > rank[layer]:
+                upward.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert upward == []
+
+
+def test_runtime_dependency_is_cryptography_only() -> None:
+    found = {m.split(".")[0] for path in ROOT.rglob("*.py") for m in _imports(path)}
+    allowed = {"__future__", "tpmseal", "cryptography"}
+    assert {m for m in found - allowed if m not in sys.stdlib_module_names} == set()
