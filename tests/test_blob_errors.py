@@ -55,7 +55,7 @@ def _delete(key: str) -> Callable[[Doc], None]:
 
 EDITS: dict[str, tuple[Callable[[Doc], None], str]] = {
     "wrong-format-version": (_set(["format"], "tpmseal-sealed/2"), "has format"),
-    "no-format": (_delete("format"), "has format None"),
+    "no-format": (_delete("format"), "has no format field"),
     "missing-private": (_delete("private"), "missing field 'private'"),
     "missing-pcrs": (_delete("pcrs"), "missing field 'pcrs'"),
     "missing-parent": (_delete("parent"), "missing field 'parent'"),
@@ -204,4 +204,4 @@ def test_bad_inputs_subprocess(sealed: tuple[Path, bytes], tmp_path: Path) -> No
                         str(tmp_path / "x.json")])
     assert_one_line_error(r, 2, "does not exist")
     r = cli_subprocess(["unseal", "--input", str(tmp_path)])
-    assert_one_line_error(r, 2, "cannot read blob")
+    assert_one_line_error(r, 2, "is not a regular file")

@@ -62,11 +62,12 @@ def read_input(path: str, what: str, limit: int = 1 << 20) -> bytes:
             with open(path, "rb") as f:
                 data = f.read(limit + 1)
     except FileNotFoundError:
-        raise UsageError(f"{what} file {path} does not exist") from None
+        raise UsageError(f"{what} file {path} does not exist", "check the path") from None
     except PermissionError:
-        raise UsageError(f"permission denied reading {what} file {path}") from None
+        raise UsageError(f"permission denied reading {what} file {path}",
+                         "run as a user that may read it") from None
     except IsADirectoryError:
-        raise UsageError(f"{what} path {path} is a directory") from None
+        raise UsageError(f"{what} path {path} is a directory", "name a file") from None
     if len(data) > limit:
         raise BadInputError(f"{what} is larger than {limit} bytes")
     return data

@@ -102,6 +102,9 @@ class SealedBlob:
         if not isinstance(doc, dict):
             raise BadInputError(f"{where} is not a tpmseal blob: JSON is not an object")
         fmt = doc.get("format")
+        if fmt is None:
+            raise BadInputError(f"{where} is not a tpmseal blob (it has no format field)",
+                                "pass the JSON file written by `tpmseal seal --output`")
         if fmt != FORMAT:
             raise BadInputError(f"{where} has format {fmt!r}, this tpmseal reads {FORMAT!r}",
                                 "upgrade tpmseal or re-seal the secret")

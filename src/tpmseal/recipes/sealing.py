@@ -184,7 +184,7 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
         return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
                                             "(dictionary-attack protection)")
     if e.name == "LOCKOUT":
-        return AuthFailedError(e.message, "wait for the TPM's lockout to expire")
+        return AuthFailedError(e.message)  # the TPM's sentence already says what to do
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
         return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
                           "the SRK or EK at the pinned handles is not the pinned one (possible "
@@ -212,8 +212,12 @@ def mismatch_error(changed: dict[str, list[int]]) -> PolicyMismatchError:
     if changed:
         what = "; ".join(f"{bank} PCR {', '.join(map(str, ix))}" for bank, ix in changed.items())
         msg = f"PCR policy check failed: {what} changed since sealing"
-    else:
-        msg = "PCR policy check failed: the PCR values differ from those the secret was sealed to"
+    else:  # no seal-time values to compare with (EVE's NV layout)
+        msg = ("PCR policy check failed: the PCR values, or the PCR list given with --pcrs, "
+               "differ from those the secret was sealed to")
+        return PolicyMismatchError(msg, changed, "give the PCR list it was sealed to (--pcrs, "
+                                                 "or drop --no-recover to search for it), or "
+                                                 "boot the measured configuration again")
     return PolicyMismatchError(msg, changed, "boot the measured configuration again, or reseal "
                                              "from a trusted state (`tpmseal reseal`)")
 

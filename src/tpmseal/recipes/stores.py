@@ -66,6 +66,9 @@ class FileStore:
         return str(self.path)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        if self.path.exists() and not self.path.is_file():
+            raise UsageError(f"{self.path} is not a regular file",
+                             "a sealed blob is a JSON file: name a file path")
         try:
             text = self.path.read_bytes()
         except FileNotFoundError:
