@@ -26,7 +26,7 @@ from tpmseal.sniff.record import (
     safe_decode_response,
 )
 from tpmseal.sniff.values import handle_text, int_text, to_json
-from tpmseal.wire.frames import DecodedCommand, DecodedField, session_attrs_text
+from tpmseal.wire.frames import Deciphered, DecodedCommand, DecodedField, session_attrs_text
 from tpmseal.wire.rc import decode_rc, rc_name
 
 
@@ -35,16 +35,21 @@ def _fields(params: list[DecodedField]) -> list[dict[str, Any]]:
     for p in params:
         item: dict[str, Any] = {"name": p.name, "type": p.tpm_type, "offset": p.offset,
                                 "encrypted": p.encrypted, "value": to_json(p.value)}
+        if p.exposed:  # readable anyway: "value" is the plaintext when it was decrypted
+            item["exposed"] = p.exposed
+            item["decrypted"] = p.ciphertext is not None
+            if p.ciphertext is not None:
+                item["ciphertext"] = p.ciphertext.hex()
         if isinstance(p.value, int) and not isinstance(p.value, bool):
             item["text"] = int_text(p.value, p.tpm_type)
         out.append(item)
     return out
 
 
-def command_json(data: bytes) -> dict[str, Any]:
+def command_json(data: bytes, deciphered: Deciphered | None = None) -> dict[str, Any]:
     """A command frame as JSON: raw hex plus the registry's decoding."""
     out: dict[str, Any] = {"hex": data.hex()}
-    dec = safe_decode_command(data)
+    dec = safe_decode_command(data, deciphered)
     if dec is None:
         out["error"] = header_problem(data) or "undecodable"
         return out
@@ -57,15 +62,17 @@ def command_json(data: bytes) -> dict[str, Any]:
                      for s in dec.sessions],
         "params": _fields(dec.params),
         "error": dec.error,
+        "note": dec.note,
     })
     return out
 
 
-def response_json(data: bytes, command: DecodedCommand | None) -> dict[str, Any]:
+def response_json(data: bytes, command: DecodedCommand | None,
+                  deciphered: Deciphered | None = None) -> dict[str, Any]:
     """A response frame as JSON, decoded in the light of its command."""
     out: dict[str, Any] = {"hex": data.hex()}
     problem = header_problem(data)
-    dec = safe_decode_response(data, command) if problem is None else None
+    dec = safe_decode_response(data, command, deciphered) if problem is None else None
     if dec is None:
         out["error"] = problem or "undecodable"
         return out
@@ -78,6 +85,7 @@ def response_json(data: bytes, command: DecodedCommand | None) -> dict[str, Any]
                      for s in dec.sessions],
         "params": _fields(dec.params),
         "error": dec.error,
+        "note": dec.note,
     })
     return out
 
@@ -88,7 +96,8 @@ def _iso(t: float) -> str:
 
 def exchange_json(ex: Exchange) -> dict[str, Any]:
     """One exchange as a JSON-safe object."""
-    cmd = safe_decode_command(ex.command)
+    cmd = ex.decoded_command()
+    d = ex.deciphering
     rc = ex.rc
     obj: dict[str, Any] = {
         "index": ex.index, "client": ex.client,
@@ -98,8 +107,9 @@ def exchange_json(ex: Exchange) -> dict[str, Any]:
         "rc": rc, "rc_name": None if rc is None else rc_name(rc),
         "session_attributes": [session_attrs_text(s.attributes)
                                for s in (cmd.sessions if cmd else [])],
-        "command": command_json(ex.command),
-        "response": None if ex.response is None else response_json(ex.response, cmd),
+        "command": command_json(ex.command, d.command if d else None),
+        "response": None if ex.response is None else response_json(
+            ex.response, cmd, d.response if d else None),
         "note": ex.note,
         "interposed": ex.interposed,
     }

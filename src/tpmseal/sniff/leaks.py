@@ -105,10 +105,40 @@ def _sides(ex: Exchange) -> list[tuple[str, bytes]]:
     return sides
 
 
+#: How a leak found only in a parameter decrypted by the session tracker is described.
+DECRYPTED = "decrypted with a key derivable from the bus"
+
+
+def find_deciphered(raw: bytes, plain: bytes | None, region: tuple[int, int] | None,
+                    secrets: Sequence[bytes]) -> list[Match]:
+    """Occurrences of *secrets* that appear once the decrypted parameter (bytes
+    *region* of *plain*, which is *raw* with that parameter decrypted) is read in
+    place of its ciphertext — those not already visible in *raw*."""
+    if plain is None or region is None:
+        return []
+    start, end = region
+    seen = {(m.secret, m.encoding, m.offset) for m in find(raw, secrets)}
+    return [m for m in find(plain, secrets)
+            if m.offset < end and m.offset + m.length > start
+            and (m.secret, m.encoding, m.offset) not in seen]
+
+
 def scan_exchange(ex: Exchange, secrets: Sequence[bytes]) -> list[Leak]:
-    """The leaks in one exchange, in both directions."""
-    return [Leak(ex.index, ex.name, side, m.secret, m.encoding, m.offset, m.length)
-            for side, data in _sides(ex) for m in find(data, secrets)]
+    """The leaks in one exchange, in both directions, decrypted parameters included."""
+    leaks = [Leak(ex.index, ex.name, side, m.secret, m.encoding, m.offset, m.length)
+             for side, data in _sides(ex) for m in find(data, secrets)]
+    d = ex.deciphering
+    if d is not None:
+        for side, raw, plain, region in (
+                ("command", ex.command, d.plain_command(ex.command), d.region_command),
+                ("response", ex.response, d.plain_response(ex.response or b""),
+                 d.region_response)):
+            if raw is None:
+                continue
+            leaks += [Leak(ex.index, ex.name, f"{side} ({DECRYPTED})", m.secret, m.encoding,
+                           m.offset, m.length)
+                      for m in find_deciphered(raw, plain, region, secrets)]
+    return leaks
 
 
 def scan(exchanges: Iterable[Exchange], secrets: Sequence[bytes]) -> list[Leak]:

@@ -7,6 +7,9 @@ Three formats, detected from their first bytes (or forced):
 ``raw``    TPM frames back to back — command, response, command, response... —
            as a tee of a TPM character device or socket would record them
            (TPM 2.0 Part 1 §18: each frame's header carries its size)
+
+Exchanges are then run through a :class:`~tpmseal.sniff.sessions.SessionTracker`,
+so parameters "encrypted" under a key derivable from the bus are decrypted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from tpmseal.sniff.jsonl import read_jsonl
 from tpmseal.sniff.pcap import TPM_PORT
 from tpmseal.sniff.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
 from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.sessions import decipher_all
 from tpmseal.wire.constants import TPM_ST
 
 FORMATS = ("jsonl", "pcap", "raw")
@@ -59,13 +63,16 @@ def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT) -> Capture:
     """Decode capture bytes in format *fmt* (detected when ``None``)."""
     fmt = fmt or detect_format(data)
     if fmt == "pcap":
-        return read_capture(data, port)
-    if fmt == "jsonl":
+        cap = read_capture(data, port)
+    elif fmt == "jsonl":
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise BadInputError("JSON lines capture is not UTF-8") from None
-        return Capture(read_jsonl(text))
-    if fmt == "raw":
-        return read_raw(data)
-    raise UsageError(f"unknown capture format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+        cap = Capture(read_jsonl(text))
+    elif fmt == "raw":
+        cap = read_raw(data)
+    else:
+        raise UsageError(f"unknown capture format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    # follow the sessions, as the live sniffer does: what their "encryption" hides
+    return Capture(decipher_all(cap.exchanges), cap.warnings)

@@ -42,6 +42,7 @@ from tpmseal.sniff.hooks import (
     resolve,
 )
 from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.sessions import SessionTracker
 from tpmseal.sniff.sockets import (
     Upstream,
     bound_uri,
@@ -94,6 +95,8 @@ class Proxy:
         #: Exceptions raised by hooks (each also closed its client's connection).
         self.hook_errors: list[BaseException] = []
         self._exchanges: list[Exchange] = []
+        #: follows sessions across exchanges, decrypting what a bus observer can
+        self.sessions = SessionTracker()
         self._cond = threading.Condition()
         self._bus = threading.Lock()
         self._state = threading.Lock()
@@ -394,8 +397,9 @@ class Proxy:
                 out = Outcome(None, CLOSE, f"upstream failed: {e.message}")
             reply, after = out.reply, out.then
             notes += [out.note] if out.note else []
-            ex = Exchange(index, client, frame, reply, started, time.time(), tpm_seconds,
-                          tpm_command, tpm_response, "; ".join(notes))
+            ex = self.sessions.observe(Exchange(
+                index, client, frame, reply, started, time.time(), tpm_seconds, tpm_command,
+                tpm_response, "; ".join(notes)))
             with self._cond:
                 self._exchanges.append(ex)
                 if self.keep is not None and len(self._exchanges) > 2 * self.keep:

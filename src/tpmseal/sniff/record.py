@@ -12,10 +12,11 @@ long the TPM took to answer, measured around the upstream round trip.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tpmseal.errors import DecodeError
 from tpmseal.wire.frames import (
+    Deciphered,
     DecodedCommand,
     DecodedResponse,
     command_name,
@@ -35,6 +36,49 @@ def _u32_at(data: bytes | None, offset: int) -> int | None:
 
 
 @dataclass(frozen=True)
+class Deciphering:
+    """What an observer following the sessions learns of one exchange's encrypted parameters.
+
+    ``command`` / ``response`` describe the encrypted first parameter of each
+    direction (``None``: not encrypted, or encrypted under a key the observer
+    lacks); ``*_offset`` is where that parameter's data bytes start in the
+    frame, so :meth:`plain_command` can lay the plaintext over the ciphertext.
+    """
+
+    command: Deciphered | None = None
+    response: Deciphered | None = None
+    command_offset: int = 0
+    response_offset: int = 0
+
+    @staticmethod
+    def _overlay(frame: bytes, d: Deciphered | None, offset: int) -> bytes | None:
+        if d is None or d.plaintext is None:
+            return None
+        end = offset + len(d.plaintext)
+        if end > len(frame):
+            return None
+        return frame[:offset] + d.plaintext + frame[end:]
+
+    def plain_command(self, frame: bytes) -> bytes | None:
+        """*frame* with its encrypted parameter decrypted, if it was."""
+        return self._overlay(frame, self.command, self.command_offset)
+
+    def plain_response(self, frame: bytes) -> bytes | None:
+        return self._overlay(frame, self.response, self.response_offset)
+
+    @property
+    def region_command(self) -> tuple[int, int] | None:
+        """The byte range ``[start, end)`` of the decrypted command parameter."""
+        p = self.command.plaintext if self.command else None
+        return None if p is None else (self.command_offset, self.command_offset + len(p))
+
+    @property
+    def region_response(self) -> tuple[int, int] | None:
+        p = self.response.plaintext if self.response else None
+        return None if p is None else (self.response_offset, self.response_offset + len(p))
+
+
+@dataclass(frozen=True)
 class Exchange:
     """One command and its response as they crossed the proxy."""
 
@@ -48,6 +92,8 @@ class Exchange:
     tpm_command: bytes | None = None
     tpm_response: bytes | None = None
     note: str = ""
+    #: what an observer following the sessions could decrypt (:mod:`~tpmseal.sniff.sessions`)
+    deciphering: Deciphering | None = field(default=None, compare=False)
 
     @classmethod
     def passive(cls, index: int, client: int, command: bytes, response: bytes | None,
@@ -83,28 +129,35 @@ class Exchange:
         return self.tpm_command != self.command or self.tpm_response != self.response
 
     def decoded_command(self) -> DecodedCommand | None:
-        """The command decoded by the registry; ``None`` if its header is broken."""
-        return safe_decode_command(self.command)
+        """The command decoded by the registry; ``None`` if its header is broken.
+
+        A parameter the session tracker decrypted carries its plaintext."""
+        d = self.deciphering
+        return safe_decode_command(self.command, d.command if d else None)
 
     def decoded_response(self) -> DecodedResponse | None:
         """The response decoded in the light of its command; ``None`` if absent or broken."""
         if self.response is None:
             return None
-        return safe_decode_response(self.response, self.decoded_command())
+        d = self.deciphering
+        return safe_decode_response(self.response, self.decoded_command(),
+                                    d.response if d else None)
 
 
-def safe_decode_command(data: bytes) -> DecodedCommand | None:
+def safe_decode_command(data: bytes, deciphered: Deciphered | None = None
+                        ) -> DecodedCommand | None:
     """:func:`decode_command` that returns ``None`` for a frame with a broken header."""
     try:
-        return decode_command(data)
+        return decode_command(data, deciphered)
     except _DECODE_FAILURES:
         return None
 
 
-def safe_decode_response(data: bytes, command: DecodedCommand | None) -> DecodedResponse | None:
+def safe_decode_response(data: bytes, command: DecodedCommand | None,
+                         deciphered: Deciphered | None = None) -> DecodedResponse | None:
     """:func:`decode_response` that returns ``None`` for a frame with a broken header."""
     try:
-        return decode_response(data, command)
+        return decode_response(data, command, deciphered)
     except _DECODE_FAILURES:
         return None
 

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from tpmseal.sniff.leaks import find
+from tpmseal.sniff.leaks import find, find_deciphered
 from tpmseal.sniff.record import (
     Exchange,
     header_problem,
@@ -30,6 +30,7 @@ from tpmseal.sniff.record import (
 )
 from tpmseal.sniff.values import bytes_text, handle_text, value_lines
 from tpmseal.wire.frames import (
+    Deciphered,
     DecodedCommand,
     DecodedField,
     command_name,
@@ -119,18 +120,23 @@ def _param_lines(params: Sequence[DecodedField]) -> list[str]:
     lines = []
     for p in params:
         label = f"{p.name} ({p.tpm_type})"
-        if p.encrypted:
-            lines.append(f"{_INDENT * 2}{label} [encrypted]: {bytes_text(p.value)}")
-        else:
+        if not p.encrypted:
             lines += value_lines(label, p.value, p.tpm_type, _INDENT * 2)
+        elif p.ciphertext is not None:  # decrypted by the session tracker
+            lines.append(f"{_INDENT * 2}{label} [{p.exposed}]: {bytes_text(p.ciphertext)}")
+            lines += value_lines("decrypted", p.value, p.tpm_type, _INDENT * 3)
+        else:
+            lines.append(f"{_INDENT * 2}{label} [{p.exposed or 'encrypted'}]: "
+                         f"{bytes_text(p.value)}")
     return lines
 
 
 def command_lines(data: bytes, spans: Sequence[Span] = (), *, color: bool = False,
-                  dump: bool = True, title: str = "Command") -> list[str]:
+                  dump: bool = True, title: str = "Command",
+                  deciphered: Deciphered | None = None) -> list[str]:
     """The ``>>> Command`` block: header line, hexdump and decoded fields."""
     problem = header_problem(data)
-    dec = safe_decode_command(data)
+    dec = safe_decode_command(data, deciphered)
     if dec is None or problem is not None:
         lines = [_bold(f">>> {title}: ? ({len(data)} bytes: {problem or 'undecodable'})",
                        color)]
@@ -151,6 +157,8 @@ def command_lines(data: bytes, spans: Sequence[Span] = (), *, color: bool = Fals
     if dec.params:
         lines.append(f"{_INDENT}parameters:")
         lines += _param_lines(dec.params)
+    if dec.note:
+        lines.append(f"{_INDENT}{dec.note}")
     if dec.error:
         lines.append(f"{_INDENT}decode error: {dec.error}")
     return lines
@@ -163,11 +171,12 @@ def rc_summary(rc: int) -> str:
 
 def response_lines(data: bytes, command: DecodedCommand | None, spans: Sequence[Span] = (),
                    *, color: bool = False, dump: bool = True,
-                   title: str = "Response to") -> list[str]:
+                   title: str = "Response to", deciphered: Deciphered | None = None
+                   ) -> list[str]:
     """The ``<<< Response to`` block for *data*, decoded in the light of *command*."""
     name = command.name if command is not None else "?"
     problem = header_problem(data)
-    dec = safe_decode_response(data, command) if problem is None else None
+    dec = safe_decode_response(data, command, deciphered) if problem is None else None
     if dec is None:
         lines = [_bold(f"<<< {title} {name}: ? ({len(data)} bytes: {problem or 'undecodable'})",
                        color)]
@@ -194,6 +203,8 @@ def response_lines(data: bytes, command: DecodedCommand | None, spans: Sequence[
                          f"(0x{s.attributes:02x})")
             lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
             lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
+    if dec.note:
+        lines.append(f"{_INDENT}{dec.note}")
     if dec.error:
         lines.append(f"{_INDENT}decode error: {dec.error}")
     return lines
@@ -207,15 +218,33 @@ def exchange_title(ex: Exchange) -> str:
     return f"=== #{ex.index} client {ex.client} at {clock}.{micros:06d}{tpm}"
 
 
+def _deciphered_spans(raw: bytes, plain: bytes | None, region: tuple[int, int] | None,
+                      secrets: Sequence[bytes]) -> list[Span]:
+    out = []
+    for m in find_deciphered(raw, plain, region, secrets):
+        what = "secret" if len(secrets) == 1 else f"secret {m.secret + 1}"
+        how = "" if m.encoding == "raw" else f" as {m.encoding}"
+        out.append(Span(m.offset, m.offset + m.length,
+                        f"{what} visible{how} once decrypted (the key derives from the bus) "
+                        f"at offset 0x{m.offset:x}"))
+    return out
+
+
 def render_exchange(ex: Exchange, *, secrets: Sequence[bytes] = (), color: bool = False,
                     dump: bool = True) -> str:
     """The full human dump of one exchange, secrets highlighted where they appear."""
     def spans(data: bytes) -> list[Span]:
         return secret_spans(data, secrets) if secrets else []
 
+    d = ex.deciphering
+    cmd_spans = spans(ex.command)
+    if d is not None and secrets:
+        cmd_spans += _deciphered_spans(ex.command, d.plain_command(ex.command),
+                                       d.region_command, secrets)
     lines = [exchange_title(ex)]
-    lines += command_lines(ex.command, spans(ex.command), color=color, dump=dump)
-    cmd = safe_decode_command(ex.command)
+    lines += command_lines(ex.command, cmd_spans, color=color, dump=dump,
+                           deciphered=d.command if d else None)
+    cmd = ex.decoded_command()
     if ex.tpm_command is None:
         lines.append("!!! interposer: the command was not forwarded to the TPM")
     elif ex.tpm_command != ex.command:
@@ -230,8 +259,12 @@ def render_exchange(ex: Exchange, *, secrets: Sequence[bytes] = (), color: bool 
         name = cmd.name if cmd is not None else command_name(ex.code)
         lines.append(_bold(f"<<< No response to {name}", color))
     else:
-        lines += response_lines(ex.response, cmd if cmd is not None else sent,
-                                spans(ex.response), color=color, dump=dump)
+        resp_spans = spans(ex.response)
+        if d is not None and secrets:
+            resp_spans += _deciphered_spans(ex.response, d.plain_response(ex.response),
+                                            d.region_response, secrets)
+        lines += response_lines(ex.response, cmd if cmd is not None else sent, resp_spans,
+                                color=color, dump=dump, deciphered=d.response if d else None)
     if ex.note:
         lines.append(f"!!! {ex.note}")
     return "\n".join(lines) + "\n"
