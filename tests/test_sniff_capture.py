@@ -255,3 +255,29 @@ def test_real_loopback_capture(sim: Simulator, tmp_path: Path,
     assert ">>> Command: GetRandom" in out and ">>> Command: TestParms" in out, err
     got = load(f.read_bytes(), port=port).exchanges
     assert [(e.command, e.response) for e in got] == [(e.command, e.response) for e in sent]
+
+
+def test_raw_stream_resynchronises_after_a_mid_stream_start() -> None:
+    error = bytes.fromhex("80010000000a00000143")  # TPM_RC_COMMAND_CODE, also SelfTest's code
+    cap = read_raw(RANDOM_RESPONSE + error + GET_RANDOM + RANDOM_RESPONSE + GET_RANDOM + error)
+    assert [(e.command, e.response) for e in cap.exchanges] == [
+        (GET_RANDOM, RANDOM_RESPONSE), (GET_RANDOM, error)]
+    assert cap.warnings == ["the stream starts with a response (the capture began mid-stream?); "
+                            "2 unpaired response(s) skipped"]
+    # a lost response: the next command starts a new exchange
+    cap = read_raw(GET_RANDOM + GET_RANDOM + RANDOM_RESPONSE)
+    assert [(e.command, e.response) for e in cap.exchanges] == [
+        (GET_RANDOM, None), (GET_RANDOM, RANDOM_RESPONSE)]
+    assert cap.warnings == ["1 command(s) have no response, the first at byte offset 0"]
+
+
+def test_decode_of_a_capture_that_began_mid_stream(
+        traffic: list[Exchange], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = b"".join(e.command + (e.response or b"") for e in traffic)
+    f = tmp_path / "tail.bin"
+    f.write_bytes(raw[len(traffic[0].command):])  # the tee started after the first command
+    assert main(["decode", "--color", "never", str(f)]) == 0
+    out, err = capsys.readouterr()
+    assert out.count(">>> Command: ") == len(traffic) - 1
+    assert ">>> Command: PCR_Read" in out and "decode error" not in out
+    assert err.count("\n") == 1 and "the stream starts with a response" in err

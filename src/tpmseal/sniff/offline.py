@@ -6,7 +6,8 @@ Three formats, detected from their first bytes (or forced):
 ``pcap``   libpcap or pcapng with TPM traffic on TCP port 2321 (``--pcap``, tcpdump)
 ``raw``    TPM frames back to back — command, response, command, response... —
            as a tee of a TPM character device or socket would record them
-           (TPM 2.0 Part 1 §18: each frame's header carries its size)
+           (TPM 2.0 Part 1 §18: each frame's header carries its size); a
+           capture that starts mid-stream is resynchronised
 
 Exchanges are then run through a :class:`~tpmseal.sniff.sessions.SessionTracker`,
 so parameters "encrypted" under a key derivable from the bus are decrypted.
@@ -21,7 +22,8 @@ from tpmseal.sniff.pcap import TPM_PORT
 from tpmseal.sniff.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
 from tpmseal.sniff.record import Exchange
 from tpmseal.sniff.sessions import decipher_all
-from tpmseal.wire.constants import TPM_ST
+from tpmseal.wire.constants import TPM_CC, TPM_ST
+from tpmseal.wire.handles import shape
 
 FORMATS = ("jsonl", "pcap", "raw")
 
@@ -41,21 +43,78 @@ def detect_format(data: bytes) -> str:
                         "raw TPM frames", "force one with --format")
 
 
+#: The only Part 3 commands with neither handles nor parameters: a bare 10-byte header.
+_HEADER_ONLY = frozenset({TPM_CC.GetTestResult, TPM_CC.ReadClock})
+
+
+def _could_be_command(frame: bytes) -> bool:
+    """A command's code is a Part 3 command code, and its handles fit in the frame."""
+    tag = int.from_bytes(frame[:2], "big")
+    code = int.from_bytes(frame[6:10], "big")
+    s = shape(code)
+    if s is None or tag not in (TPM_ST.NO_SESSIONS, TPM_ST.SESSIONS):
+        return False
+    if len(frame) == 10:
+        return code in _HEADER_ONLY
+    return len(frame) >= 10 + 4 * s.handles + (4 if tag == TPM_ST.SESSIONS else 0)
+
+
+def _could_be_response(frame: bytes) -> bool:
+    """A response's code is TPM_RC_SUCCESS, or an error code in a bare 10-byte header."""
+    code = int.from_bytes(frame[6:10], "big")
+    return code == 0 or len(frame) == 10
+
+
 def read_raw(data: bytes) -> Capture:
-    """Frames back to back, alternating command and response."""
+    """Frames back to back, normally alternating command and response.
+
+    A capture that began mid-stream (a tee or a logic analyser started while a
+    command was in flight) opens with a response; a lost frame breaks the
+    alternation. So each frame is classified, not assumed: a frame whose code
+    is not a command code (Part 2 §6.5.2) is a response — TPM_RC_SUCCESS is 0,
+    and an error response is a bare 10-byte header, which only two commands
+    (GetTestResult, ReadClock) share. Where both readings still fit (error
+    codes 0x120-0x155 are also command codes), alternation decides. A
+    response with no command before it is skipped, with one warning.
+    """
     framer = FrameReader(what="frame")
     try:
         frames = framer.feed(data)
         framer.close()
     except FramingError as e:
         raise BadInputError(f"raw stream: {e.message}") from None
-    warnings = []
-    if len(frames) % 2:
+    warnings: list[str] = []
+    exchanges: list[Exchange] = []
+    skipped: list[int] = []
+    unanswered: list[int] = []
+    command: bytes | None = None
+    command_at = offset = 0
+    for frame in frames:
+        at, offset = offset, offset + len(frame)
+        if command is None:
+            if not _could_be_command(frame) and _could_be_response(frame):
+                skipped.append(at)
+                continue
+            command, command_at = frame, at
+            continue
+        if not _could_be_response(frame) and _could_be_command(frame):
+            unanswered.append(command_at)
+            exchanges.append(Exchange.passive(len(exchanges), 0, command, None, 0.0, 0.0))
+            command, command_at = frame, at
+            continue
+        exchanges.append(Exchange.passive(len(exchanges), 0, command, frame, 0.0, 0.0))
+        command = None
+    if skipped:
+        first = ("the stream starts with a response" if skipped[0] == 0
+                 else f"a response at byte offset {skipped[0]} follows no command")
+        warnings.append(f"{first} (the capture began mid-stream?); {len(skipped)} "
+                        f"unpaired response(s) skipped")
+    if unanswered:
+        warnings.append(f"{len(unanswered)} command(s) have no response, the first at byte "
+                        f"offset {unanswered[0]}")
+    if command is not None:
         warnings.append("the stream ends with a command that has no response")
-    exchanges = []
-    for i in range(0, len(frames), 2):
-        resp = frames[i + 1] if i + 1 < len(frames) else None
-        exchanges.append(Exchange.passive(i // 2, 0, frames[i], resp, 0.0, 0.0))
+        exchanges.append(Exchange.passive(len(exchanges), 0, command, None, 0.0, 0.0))
     return Capture(exchanges, warnings)
 
 
