@@ -79,6 +79,18 @@ def test_short_secrets_are_refused(tmp_path: Path) -> None:
     assert load_secret("de:ad:be:ef") == bytes.fromhex("deadbeef")
 
 
+def test_secret_files_and_hex_spellings(tmp_path: Path) -> None:
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"hunter22\n")  # as `echo hunter22 > pin` writes it, and a PIN file reads
+    assert load_secret(f"@{pin}") == b"hunter22"
+    pin.write_bytes(b"hunter22\n\n")
+    assert load_secret(f"@{pin}") == b"hunter22\n"  # one newline only, like the PIN reader
+    assert load_secret("0xDEADBEEF") == load_secret("0Xdeadbeef") == bytes.fromhex("deadbeef")
+    assert load_secret(" 0xde:ad:be:ef ") == bytes.fromhex("deadbeef")
+    with pytest.raises(UsageError, match="0 bytes would match random traffic"):
+        load_secret("0x")
+
+
 def test_live_traffic_positive_and_negative(sniffed: Proxy) -> None:
     seen: list[Leak] = []
     monitor = LeakMonitor([SECRET[:32].ljust(32, b"\x42")], on_leak=seen.append)

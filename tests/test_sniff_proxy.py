@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import itertools
 import socket
 import struct
@@ -13,8 +15,11 @@ import pytest
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import TransportError, UsageError
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.jsonl import JsonlWriter
+from tpmseal.sniff.leaks import LeakMonitor
+from tpmseal.sniff.proxy import Proxy, observer_name
 from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.render import TextWriter
 from tpmseal.transport.base import open_transport, parse_uri
 from tpmseal.transport.simulator import Simulator
 from tpmseal.transport.stream import read_frame
@@ -201,3 +206,64 @@ def test_a_failing_observer_is_removed(sniffed: Proxy) -> None:
         t.get_random(1)
     assert seen == [0, 1] and broken not in sniffed.observers
     assert len(sniffed.errors) == 1 and "stdout went away" in sniffed.errors[0]
+
+
+class _BrokenStdout(io.StringIO):
+    name = "<stdout>"
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_failing_observer_has_a_human_name(sniffed: Proxy, tmp_path: Path) -> None:
+    heard: list[str] = []
+    sniffed.on_error = heard.append
+    sniffed.observers += [TextWriter(_BrokenStdout()), LeakMonitor([b"abcd"])]
+    with Tpm.open(sniffed.uri) as t:
+        t.get_random(1)
+    assert sniffed.errors == heard == [
+        "the text output (stdout) failed and was removed: Broken pipe"]
+    assert observer_name(LeakMonitor([b"abcd"])) == "the leak scanner"
+    jw = JsonlWriter(tmp_path / "c.jsonl")
+    assert observer_name(jw) == f"the JSON lines output ({tmp_path / 'c.jsonl'})"
+    jw.close()
+    assert observer_name(lambda ex: None) == "observer test_a_failing_observer_has_a_human_" \
+        "name.<locals>.<lambda>"
+
+
+def test_stopping_with_a_half_sent_command_says_so(sim: Simulator, tmp_path: Path) -> None:
+    p = Proxy(f"unix:{tmp_path}/p.sock", sim.uri).start()
+    try:
+        s = _connect(p.uri)
+        s.sendall(GET_RANDOM_16[:5])
+        deadline = time.monotonic() + 5
+        while not _sniff_threads_named("client-1") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # let the proxy read the five bytes
+    finally:
+        p.stop()
+        s.close()
+    assert p.errors == ["client 1: the sniffer stopped while the client was still sending a "
+                        "command (5 bytes received); it was not forwarded"]
+
+
+def _sniff_threads_named(suffix: str) -> list[threading.Thread]:
+    return [t for t in _sniff_threads() if t.name.endswith(suffix)]
+
+
+def test_upstream_failures_name_the_upstream_option(tmp_path: Path) -> None:
+    with pytest.raises(TransportError) as e:
+        Proxy(f"unix:{tmp_path}/p.sock", f"unix:{tmp_path}/missing.sock").start()
+    assert "--upstream" in e.value.one_line() and "--tpm" not in e.value.one_line()
+    with pytest.raises(TransportError) as e:
+        Proxy(f"unix:{tmp_path}/p.sock", f"device:{tmp_path}/tpm0").start()
+    assert e.value.hint is not None and "use --upstream sim:DIR" in e.value.hint
+    with pytest.raises(UsageError, match="bad --upstream URI"):
+        Proxy(f"unix:{tmp_path}/p.sock", "nonsense").start()
+
+
+def test_tcp_port_65535_leaves_no_control_port(sim: Simulator) -> None:
+    with pytest.raises(UsageError, match="leaves no port for its control channel"):
+        Proxy("tcp:127.0.0.1:65535", sim.uri)
+    with pytest.raises(UsageError, match="leaves no port"):
+        Proxy("tcp:127.0.0.1:0", "tcp:127.0.0.1:65535").start()

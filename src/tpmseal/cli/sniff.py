@@ -6,7 +6,6 @@ The sniffer prints key material by design: it shows what a bus observer sees.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -20,7 +19,7 @@ from tpmseal.sniff.leaks import Leak, LeakMonitor, load_secret, scan
 from tpmseal.sniff.offline import FORMATS, load
 from tpmseal.sniff.pcap import TPM_PORT, PcapWriter
 from tpmseal.sniff.proxy import Observer, Proxy
-from tpmseal.sniff.render import TextWriter, render_exchange
+from tpmseal.sniff.render import TextWriter, color_enabled, render_exchange
 
 _CAPTURE_LIMIT = 1 << 30
 
@@ -63,7 +62,10 @@ def register(sub: Any) -> None:
 def _add_secret(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secret", action="append", default=[], metavar="HEX|@FILE",
                    help="report (and exit 10 at the end) if these bytes cross the bus raw, "
-                        "as hex or as base64; @FILE reads the file's raw bytes; repeatable")
+                        "as hex or as base64, or inside a parameter encrypted under a key "
+                        "derivable from the bus; HEX may start with 0x; @FILE reads the "
+                        "file's bytes (one trailing newline ignored, as for a PIN file); "
+                        "repeatable")
 
 
 def _add_color(p: argparse.ArgumentParser) -> None:
@@ -72,15 +74,13 @@ def _add_color(p: argparse.ArgumentParser) -> None:
 
 
 def _color(args: argparse.Namespace) -> bool:
-    if args.color == "auto":
-        return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    return bool(args.color == "always")
+    return color_enabled(args.color, sys.stdout)
 
 
 def _leak_error(leaks: list[Leak]) -> LeakFoundError:
-    first = leaks[0].describe()
-    more = f" and {len(leaks) - 1} more" if len(leaks) > 1 else ""
-    return LeakFoundError(f"a secret crossed the bus {len(leaks)} time(s): {first}{more}")
+    """The closing error; each leak was already printed on its own LEAK line."""
+    return LeakFoundError(f"a secret crossed the bus {len(leaks)} time(s); see the LEAK "
+                          "line(s) above")
 
 
 def _say(text: str) -> None:
@@ -106,13 +106,13 @@ def run_sniff(args: argparse.Namespace) -> int:
             pw = PcapWriter(args.pcap)
             observers.append(pw)
             closers.append(pw.close)
-        proxy = Proxy(args.listen, args.upstream, observers=observers, keep=0)
+        # warnings are printed as they happen, once
+        proxy = Proxy(args.listen, args.upstream, observers=observers, keep=0,
+                      on_error=lambda message: _say(f"warning: {message}"))
         _serve(proxy)
     finally:
         for close in closers:
             close()
-    for err in proxy.errors:
-        _say(f"warning: {err}")
     if monitor.leaks:
         raise _leak_error(monitor.leaks)
     return 0

@@ -183,6 +183,9 @@ class JsonlWriter:
             self._owned = True
         else:
             self._stream, self._owned = target, False
+        #: how the proxy names this observer in a warning
+        where = target if isinstance(target, str | Path) else "a stream"
+        self.label = f"the JSON lines output ({where})"
         self._lock = threading.Lock()
 
     def __call__(self, ex: Exchange) -> None:

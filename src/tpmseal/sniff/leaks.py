@@ -155,15 +155,21 @@ def check_secrets(secrets: Sequence[bytes]) -> None:
 
 
 def load_secret(spec: str) -> bytes:
-    """A secret from the command line: hex digits, or ``@FILE`` for a file's raw bytes."""
+    """A secret from the command line: hex digits (``0x`` prefix and ``:`` separators
+    allowed), or ``@FILE`` for a file's bytes less one trailing newline — as the CLI
+    reads a PIN file (so ``--secret @pinfile`` finds that PIN). Searching is by
+    substring, so a binary secret that really ends in a newline is still found."""
     if spec.startswith("@"):
         try:
             data = Path(spec[1:]).read_bytes()
         except OSError as e:
             raise BadInputError(f"cannot read secret file {spec[1:]}: {e.strerror}") from None
+        data = data[:-1] if data.endswith(b"\n") else data
     else:
+        text = spec.strip()
+        text = text[2:] if text[:2] in ("0x", "0X") else text
         try:
-            data = bytes.fromhex(spec.replace(":", ""))
+            data = bytes.fromhex(text.replace(":", ""))
         except ValueError:
             raise UsageError("a --secret must be hex digits or @FILE") from None
     check_secrets([data])
@@ -178,6 +184,8 @@ class LeakMonitor:
         check_secrets(secrets)
         self.secrets = list(secrets)
         self.on_leak = on_leak
+        #: how the proxy names this observer in a warning
+        self.label = "the leak scanner"
         self.leaks: list[Leak] = []
         self._lock = threading.Lock()
 

@@ -79,6 +79,9 @@ class PcapWriter:
             self._stream, self._owned = target, False
         self.port = port
         self.linktype = linktype
+        #: how the proxy names this observer in a warning
+        where = target if isinstance(target, str | Path) else "a stream"
+        self.label = f"the pcap output ({where})"
         self._flows: dict[int, _Flow] = {}
         self._ident = 0
         self._lock = threading.Lock()

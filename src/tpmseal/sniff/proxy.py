@@ -19,6 +19,7 @@ proxy.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import select
@@ -79,8 +80,11 @@ class Proxy:
     def __init__(self, listen: str, upstream: str, *, on_command: CommandHook | None = None,
                  on_response: ResponseHook | None = None, observers: Sequence[Observer] = (),
                  control: bool = True, timeout: float = DEFAULT_TIMEOUT,
-                 max_frame: int = MAX_FRAME, keep: int | None = None):
+                 max_frame: int = MAX_FRAME, keep: int | None = None,
+                 on_error: Callable[[str], None] | None = None):
         self._listen_req = parse_listen(listen)
+        if control:
+            ctrl_uri(self._listen_req)  # a TCP port must leave room for the control port
         self._upstream_req = upstream
         self.on_command = on_command
         self.on_response = on_response
@@ -92,6 +96,8 @@ class Proxy:
         self.keep = keep
         #: Framing errors, upstream failures and observer failures, as sentences.
         self.errors: list[str] = []
+        #: Called with each of :attr:`errors` as it happens (default: a logged warning).
+        self.on_error = on_error
         #: Exceptions raised by hooks (each also closed its client's connection).
         self.hook_errors: list[BaseException] = []
         self._exchanges: list[Exchange] = []
@@ -120,11 +126,14 @@ class Proxy:
         """Connect upstream and listen; returns once clients can connect."""
         if self._wake_r is not None:
             raise RuntimeError("proxy already started")
-        up = resolve_upstream(self._upstream_req)
-        self.upstream = str(up)
-        self._upstream = Upstream(up, self.timeout)
-        self._upstream.open()
-        self._upstream_ctrl = ctrl_uri(up) if self.control else None
+        try:
+            up = resolve_upstream(self._upstream_req)
+            self.upstream = str(up)
+            self._upstream_ctrl = ctrl_uri(up) if self.control else None
+            self._upstream = Upstream(up, self.timeout)
+            self._upstream.open()
+        except TpmsealError as e:
+            raise upstream_error(e) from None
         try:
             self._bind()
         except BaseException:
@@ -301,7 +310,7 @@ class Proxy:
         try:
             up = connect(self._upstream_ctrl, self.timeout)
         except TransportError as e:
-            self.errors.append(f"control channel: {e.message}")
+            self._report(f"control channel: {e.message}")
             self._drop_conn(conn)
             self._forget()
             return
@@ -322,7 +331,7 @@ class Proxy:
                 except TimeoutError:
                     continue
                 if not data:
-                    framer.close()
+                    self._ended(framer, client)
                     return
                 for frame in framer.feed(data):
                     after = self._exchange(conn, client, frame)
@@ -331,14 +340,35 @@ class Proxy:
                     if after == WAIT:
                         drain(conn, self._stopping)
                         return
+            self._ended(framer, client)
         except FramingError as e:
-            self.errors.append(f"client {client}: {e.message}")
-            log.warning("client %d: %s", client, e.message)
+            self._report(f"client {client}: {e.message}")
         except OSError:
-            pass
+            if framer.pending and self._stopping.is_set():
+                self._ended(framer, client)
         finally:
             self._drop_conn(conn)
             self._forget()
+
+    def _ended(self, framer: FrameReader, client: int) -> None:
+        """The client's stream ended (or the proxy stops): a half-sent command is an error,
+        unless it was the proxy that cut the client off."""
+        if framer.pending and self._stopping.is_set():
+            self._report(f"client {client}: the sniffer stopped while the client was still "
+                         f"sending a command ({framer.pending} bytes received); it was not "
+                         "forwarded")
+            return
+        framer.close()  # raises FramingError for a command the client left unfinished
+
+    def _report(self, message: str) -> None:
+        self.errors.append(message)
+        if self.on_error is None:
+            log.warning("%s", message)
+            return
+        try:
+            self.on_error(message)
+        except Exception as e:  # reporting must never break the bus
+            log.warning("%s (and reporting it failed: %s)", message, e)
 
     # --------------------------------------------------------------- exchanges
 
@@ -393,7 +423,7 @@ class Proxy:
             except _HookFailed as e:
                 out = Outcome(None, CLOSE, str(e))
             except TransportError as e:
-                self.errors.append(f"client {client}: {e.message}")
+                self._report(f"client {client}: {e.message}")
                 out = Outcome(None, CLOSE, f"upstream failed: {e.message}")
             reply, after = out.reply, out.then
             notes += [out.note] if out.note else []
@@ -418,11 +448,38 @@ class Proxy:
             try:
                 observe(ex)
             except Exception as e:  # a full disk or a closed pipe must not stop the bus
-                self.errors.append(f"observer {observe!r} failed and was removed: "
-                                   f"{type(e).__name__}: {e}")
-                log.warning("observer %r failed and was removed: %s", observe, e)
                 with contextlib.suppress(ValueError):
                     self.observers.remove(observe)
+                self._report(f"{observer_name(observe)} failed and was removed: "
+                             f"{failure_text(e)}")
+
+
+def observer_name(observe: Observer) -> str:
+    """How to name an observer to a human: its ``label``, else its function or class name."""
+    label = getattr(observe, "label", None)
+    if isinstance(label, str) and label:
+        return label
+    name = getattr(observe, "__qualname__", None) or type(observe).__name__
+    return f"observer {name}"
+
+
+def failure_text(e: BaseException) -> str:
+    """``Broken pipe`` for an OSError, ``ValueError: ...`` otherwise."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def upstream_error(e: TpmsealError) -> TpmsealError:
+    """*e*, from opening the upstream TPM, re-worded for the sniffer's ``--upstream``.
+
+    The transports word their hints for ``--tpm``; the sniffer has no such option.
+    """
+    out = copy.copy(e)
+    out.hint = e.hint.replace("--tpm", "--upstream") if e.hint else "check --upstream"
+    out.message = e.message.replace("bad TPM URI", "bad --upstream URI")
+    out.args = (out.message,)
+    return out
 
 
 class _HookFailed(Exception):

@@ -15,6 +15,8 @@ marker line under the hexdump row and a label, as in the seed.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -270,12 +272,41 @@ def render_exchange(ex: Exchange, *, secrets: Sequence[bytes] = (), color: bool 
     return "\n".join(lines) + "\n"
 
 
+def stream_name(stream: IO[str]) -> str:
+    """``stdout``, ``stderr``, a file's name, or ``a stream``."""
+    name = getattr(stream, "name", None)
+    if isinstance(name, str):
+        return name.strip("<>")
+    return "a stream"
+
+
+def color_enabled(mode: str, stream: IO[str] | None = None) -> bool:
+    """Whether to colour output to *stream* (default stdout) for a ``--color`` *mode*.
+
+    ``always`` and ``never`` say it; ``auto`` colours a terminal unless the
+    ``NO_COLOR`` environment variable is set to anything non-empty
+    (https://no-color.org).
+    """
+    if mode == "always":
+        return True
+    if mode != "auto":
+        return False
+    out = sys.stdout if stream is None else stream
+    try:
+        tty = out.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream
+        tty = False
+    return tty and not os.environ.get("NO_COLOR")
+
+
 class TextWriter:
     """A proxy observer printing each exchange's dump to a text stream."""
 
     def __init__(self, stream: IO[str], *, secrets: Sequence[bytes] = (), color: bool = False,
                  dump: bool = True):
         self.stream = stream
+        #: how the proxy names this observer in a warning
+        self.label = f"the text output ({stream_name(stream)})"
         self.secrets = list(secrets)
         self.color = color
         self.dump = dump

@@ -28,6 +28,10 @@ def ctrl_uri(uri: TpmUri) -> TpmUri | None:
     if uri.scheme == "unix":
         return TpmUri("unix", path=uri.path + ".ctrl")
     if uri.scheme == "tcp":
+        if uri.port >= 65535:
+            raise UsageError(f"{uri} leaves no port for its control channel (the next port, "
+                             f"{uri.port + 1}, does not exist)",
+                             "choose a TCP port below 65535")
         return TpmUri("tcp", host=uri.host, port=uri.port + 1)
     return None
 
