@@ -78,9 +78,9 @@ def test_tpm2_tools_unsalted_session_is_decrypted(sniffed: Proxy, tmp_path: Path
     obj = exchange_json(ex)["response"]["params"][0]
     assert obj["exposed"] == DERIVABLE and obj["decrypted"] is True
     assert obj["value"] == random.hex()
-    assert sniffed.sessions.sessions == {0x02000000: (False, False)}
+    assert sniffed.sessions.live == {0x02000000: (False, False)}
     _tools(sniffed, "tpm2_flushcontext", ctx)
-    assert sniffed.sessions.sessions == {}
+    assert sniffed.sessions.live == {}
 
     # tpmseal decode follows the sessions too, and --secret finds the random bytes
     cap = tmp_path / "c.jsonl"
@@ -129,7 +129,7 @@ def test_bound_session_with_empty_bind_auth_is_read(sniffed: Proxy, careless: No
     assert rand.deciphering is not None and rand.deciphering.response is not None
     assert rand.deciphering.response.plaintext == got
     assert "bound to an entity with an empty authValue" in rand.deciphering.response.how
-    assert sniffed.sessions.sessions == {}  # Tpm.close() flushed it
+    assert sniffed.sessions.live == {}  # Tpm.close() flushed it
 
 
 def test_salted_sessions_stay_opaque(sniffed: Proxy) -> None:

@@ -156,7 +156,7 @@ class SessionTracker:
         self._lock = threading.Lock()
 
     @property
-    def sessions(self) -> dict[int, tuple[bool, bool]]:
+    def live(self) -> dict[int, tuple[bool, bool]]:
         """Live sessions: handle → (salted, bound)."""
         with self._lock:
             return {h: (s.salted, s.bound) for h, s in self._sessions.items()}
