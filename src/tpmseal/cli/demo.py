@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from tpmseal.cli.common import print_json
 from tpmseal.recipes import demo
 from tpmseal.sniff.record import safe_decode_command
-from tpmseal.sniff.render import command_lines, response_lines, secret_spans
+from tpmseal.sniff.render import color_enabled, command_lines, response_lines, secret_spans
 from tpmseal.wire.constants import TPM_CC
 
 _TITLES = {
@@ -47,8 +46,7 @@ def run(args: argparse.Namespace) -> int:
                        "unseal_commands": [e.name for e in r.unseal]} for r in result.runs],
         })
         return 0
-    color = args.color == "always" or (args.color == "auto" and sys.stdout.isatty()
-                                       and not os.environ.get("NO_COLOR"))
+    color = color_enabled(args.color, sys.stdout)
     p = result.provisioned
     print(f"simulator provisioned: EK {p.ek.handle:#010x} (certificate {p.ek_certificate}), "
           f"SRK {p.srk.handle:#010x}; AES-128-CFB "
