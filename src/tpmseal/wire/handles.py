@@ -179,9 +179,3 @@ SHAPES: dict[int, CommandShape] = {
 def shape(code: int) -> CommandShape | None:
     """The shape of command code *code*, or ``None`` if Part 3 defines no such command."""
     return SHAPES.get(code)
-
-
-def is_command_code(code: int) -> bool:
-    """True if *code* is a command code of Part 3 (a response code never is one alone:
-    TPM_RC_SUCCESS is 0, but format-zero error codes 0x120-0x155 overlap command codes)."""
-    return code in SHAPES
