@@ -23,6 +23,7 @@ from test_seal_support import (
     secret_bytes,
     tools,
     tools_flush,
+    tools_unseal,
     write,
 )
 from tpmseal.recipes.blob import ENCRYPTED
@@ -40,19 +41,8 @@ def test_tools_unseal_tpmseal_blob(tcg_sim: Simulator, tmp_path: Path, salted: b
     doc = json.loads(blob.read_text())
     write(tmp_path / "seal.pub", base64.b64decode(doc["public"]))
     write(tmp_path / "seal.priv", base64.b64decode(doc["private"]))
-    tools(tcg_sim, "tpm2_load", "-C", TCG_SRK, "-u", "seal.pub", "-r", "seal.priv",
-          "-c", "seal.ctx", cwd=tmp_path)
-    session = ["tpm2_startauthsession", "--policy-session", "-S", "pol.ctx"]
-    if salted:
-        session += ["--tpmkey-context", TCG_EK, "-g", "sha256", "-G", "aes"]
-    tools(tcg_sim, *session, cwd=tmp_path)
-    tools(tcg_sim, "tpm2_policypcr", "-S", "pol.ctx", "-l", TCG_PCRS, cwd=tmp_path)
-    if salted:
-        tools(tcg_sim, "tpm2_sessionconfig", "--enable-encrypt", "pol.ctx", cwd=tmp_path)
-    tools(tcg_sim, "tpm2_unseal", "-c", "seal.ctx", "-p", "session:pol.ctx", "-o", "out",
-          cwd=tmp_path)
-    tools_flush(tcg_sim)
-    assert (tmp_path / "out").read_bytes() == key.read_bytes()
+    out = tools_unseal(tcg_sim, tmp_path, TCG_SRK, TCG_EK, TCG_PCRS, salted)
+    assert out == key.read_bytes()
 
 
 def _tools_seal(sim: Simulator, w: Path, secret: bytes, pcrs: str, encrypted: bool) -> None:

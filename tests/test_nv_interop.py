@@ -23,6 +23,7 @@ from test_seal_support import (
     secret_bytes,
     tools,
     tools_flush,
+    tools_unseal,
     write,
 )
 from tpmseal.client.tpm import Tpm
@@ -115,16 +116,4 @@ def test_tpmseal_nv_unseals_with_tools(eve_sim: Simulator, tmp_path: Path, salte
     pub_area = Public.from_sized((tmp_path / "seal.pub").read_bytes())
     assert pub_area.object_attributes == 0x92  # fixedTPM|fixedParent|adminWithPolicy
 
-    tools(eve_sim, "tpm2_load", "-C", EVE_SRK, "-u", "seal.pub", "-r", "seal.priv",
-          "-c", "seal.ctx", cwd=tmp_path)
-    session = ["tpm2_startauthsession", "--policy-session", "-S", "pol.ctx"]
-    if salted:
-        session += ["--tpmkey-context", EVE_EK, "-g", "sha256", "-G", "aes"]
-    tools(eve_sim, *session, cwd=tmp_path)
-    tools(eve_sim, "tpm2_policypcr", "-S", "pol.ctx", "-l", pcrs, cwd=tmp_path)
-    if salted:
-        tools(eve_sim, "tpm2_sessionconfig", "--enable-encrypt", "pol.ctx", cwd=tmp_path)
-    tools(eve_sim, "tpm2_unseal", "-c", "seal.ctx", "-p", "session:pol.ctx", "-o", "out",
-          cwd=tmp_path)
-    tools_flush(eve_sim)
-    assert (tmp_path / "out").read_bytes() == key.read_bytes()
+    assert tools_unseal(eve_sim, tmp_path, EVE_SRK, EVE_EK, pcrs, salted) == key.read_bytes()

@@ -243,6 +243,24 @@ def tools_flush(sim: Simulator) -> None:
         tools(sim, "tpm2_flushcontext", flag, check=False)
 
 
+def tools_unseal(sim: Simulator, cwd: Path, srk: str, ek: str, pcrs: str,
+                 salted: bool) -> bytes:
+    """tpm2-tools unseal of cwd/seal.pub + seal.priv under *srk* through a PolicyPCR session
+    (EK-salted with --enable-encrypt when *salted*); returns the unsealed bytes."""
+    tools(sim, "tpm2_load", "-C", srk, "-u", "seal.pub", "-r", "seal.priv", "-c", "seal.ctx",
+          cwd=cwd)
+    session = ["tpm2_startauthsession", "--policy-session", "-S", "pol.ctx"]
+    if salted:
+        session += ["--tpmkey-context", ek, "-g", "sha256", "-G", "aes"]
+    tools(sim, *session, cwd=cwd)
+    tools(sim, "tpm2_policypcr", "-S", "pol.ctx", "-l", pcrs, cwd=cwd)
+    if salted:
+        tools(sim, "tpm2_sessionconfig", "--enable-encrypt", "pol.ctx", cwd=cwd)
+    tools(sim, "tpm2_unseal", "-c", "seal.ctx", "-p", "session:pol.ctx", "-o", "out", cwd=cwd)
+    tools_flush(sim)
+    return (cwd / "out").read_bytes()
+
+
 def write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
