@@ -32,7 +32,8 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
 from tpmseal.recipes.trust import EK_MISMATCH
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.capture.hooks import (
     CommandHook,
     HookContext,
     Respond,
@@ -41,7 +42,6 @@ from tpmseal.sniff.hooks import (
     parse_response,
     success_response,
 )
-from tpmseal.sniff.leaks import scan
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC

@@ -14,12 +14,12 @@ from typing import Any
 
 from tpmseal.errors import LeakFoundError
 from tpmseal.files import read_input
-from tpmseal.sniff.jsonl import JsonlWriter, dumps
-from tpmseal.sniff.leaks import Leak, LeakMonitor, load_secret, scan
-from tpmseal.sniff.offline import FORMATS, load
-from tpmseal.sniff.pcap import TPM_PORT, PcapWriter
-from tpmseal.sniff.proxy import Observer, Proxy
-from tpmseal.sniff.render import TextWriter, color_enabled, render_exchange
+from tpmseal.sniff.analysis.leaks import Leak, LeakMonitor, load_secret, scan
+from tpmseal.sniff.analysis.render import TextWriter, color_enabled, render_exchange
+from tpmseal.sniff.capture.proxy import Observer, Proxy
+from tpmseal.sniff.formats.jsonl import JsonlWriter, dumps
+from tpmseal.sniff.formats.offline import FORMATS, load
+from tpmseal.sniff.formats.pcap import TPM_PORT, PcapWriter
 
 _CAPTURE_LIMIT = 1 << 30
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tpmseal.errors import BadInputError, UsageError
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.record import Exchange
 
 #: Secrets shorter than this would match random bytes by chance.
 MIN_SECRET = 4

@@ -37,7 +37,7 @@ from typing import Any
 from tpmseal.errors import TpmsealError
 from tpmseal.session.auth import cfb
 from tpmseal.session.kdf import LABEL_ATH, kdfa
-from tpmseal.sniff.record import (
+from tpmseal.sniff.analysis.record import (
     Deciphering,
     Exchange,
     safe_decode_command,

@@ -9,19 +9,19 @@ Three formats, detected from their first bytes (or forced):
            (TPM 2.0 Part 1 §18: each frame's header carries its size); a
            capture that starts mid-stream is resynchronised
 
-Exchanges are then run through a :class:`~tpmseal.sniff.sessions.SessionTracker`,
+Exchanges are then run through a :class:`~tpmseal.sniff.analysis.sessions.SessionTracker`,
 so parameters "encrypted" under a key derivable from the bus are decrypted.
 """
 
 from __future__ import annotations
 
 from tpmseal.errors import BadInputError, UsageError
-from tpmseal.sniff.framing import FrameReader, FramingError
-from tpmseal.sniff.jsonl import read_jsonl
-from tpmseal.sniff.pcap import TPM_PORT
-from tpmseal.sniff.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.sessions import decipher_all
+from tpmseal.sniff.analysis.framing import FrameReader, FramingError
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.sessions import decipher_all
+from tpmseal.sniff.formats.jsonl import read_jsonl
+from tpmseal.sniff.formats.pcap import TPM_PORT
+from tpmseal.sniff.formats.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
 from tpmseal.wire.constants import TPM_CC, TPM_ST
 from tpmseal.wire.handles import shape
 

@@ -1,0 +1,9 @@
+"""Analysis of TPM bus traffic, whatever captured it.
+
+Sans-I/O: framing a byte stream into commands and responses
+(:mod:`.framing`), the recorded exchange (:mod:`.record`), session tracking
+and the decryption an observer can do (:mod:`.sessions`), the human dump
+(:mod:`.render`, :mod:`.values`) and the leak scanner (:mod:`.leaks`).
+Nothing here opens a socket or a file; :mod:`tpmseal.sniff.capture` and
+:mod:`tpmseal.sniff.formats` build on it.
+"""
