@@ -1,0 +1,135 @@
+"""Logic-analyser captures of a TPM bus: detect the file, pick the bus, reassemble the frames.
+
+Formats (detected from their first bytes, or forced with ``--format``):
+
+``sigrok``       sigrok-cli annotation lines (``-A spi=mosi-transfer:miso-transfer``)
+``sigrok-json``  the same as ``--protocol-decoder-jsontrace`` writes it
+``saleae-csv``   Saleae Logic 2's SPI analyser table export
+``vcd``          a value change dump, decoded by sigrok-cli's own decoders
+``sr``           a sigrok session file (PulseView, ``sigrok-cli -O srzip``), likewise
+
+The bus (``--bus spi|lpc|i2c``) is read from the decoder named in sigrok's
+output or from the capture's channel names when not given. Frames come out
+of the PTP FIFO reassembler (:mod:`tpmseal.sniff.analysis.ptp`) as
+exchanges whose ``client`` is the locality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tpmseal.errors import BadInputError, UsageError
+from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
+from tpmseal.sniff.formats.logic import (
+    SR_MAGIC,
+    detect_bus,
+    map_channels,
+    parse_overrides,
+    run_sigrok,
+    sr_channels,
+    vcd_channels,
+)
+from tpmseal.sniff.formats.pcapread import Capture
+from tpmseal.sniff.formats.saleae import looks_like_saleae, read_saleae
+from tpmseal.sniff.formats.sigrok import (
+    JSONTRACE_START,
+    Annotation,
+    looks_like_annotations,
+    read_annotations,
+    read_jsontrace,
+    spi_transactions,
+)
+
+BUSES = ("spi", "lpc", "i2c")
+BUS_FORMATS = ("sigrok", "sigrok-json", "saleae-csv", "vcd", "sr")
+_VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b"$var")
+#: sigrok-cli decoder arguments per bus: (decoder, its channel roles, annotation classes)
+_DECODERS = {"spi": ("spi", "spi=mosi-transfer:miso-transfer")}
+
+
+def detect_bus_format(data: bytes) -> str | None:
+    """One of :data:`BUS_FORMATS`, or ``None``."""
+    if data[:4] == SR_MAGIC:
+        return "sr"
+    head = data.lstrip()[:4096]
+    if head.startswith(_VCD_KEYWORDS):
+        return "vcd"
+    if head.startswith(JSONTRACE_START):
+        return "sigrok-json"
+    text = head.decode("utf-8", "replace")
+    if looks_like_saleae(text):
+        return "saleae-csv"
+    if looks_like_annotations(text):
+        return "sigrok"
+    return None
+
+
+def _text(data: bytes, what: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInputError(f"the {what} is not UTF-8 text") from None
+
+
+def _bus_of(annotations: list[Annotation], bus: str | None) -> str:
+    found = {a.decoder.split("-")[0] for a in annotations} & set(BUSES)
+    if bus is not None:
+        return bus
+    if len(found) != 1:
+        raise BadInputError("cannot tell the bus from the decoder output "
+                            f"({', '.join(sorted(found)) or 'no spi, lpc or i2c decoder'})",
+                            "choose one with --bus")
+    return found.pop()
+
+
+def _sigrok_args(bus: str, channels: dict[str, str]) -> list[str]:
+    if bus not in _DECODERS:
+        raise UsageError(f"decoding {bus.upper()} waveforms is not supported yet",
+                         "decode SPI captures, or pass sigrok's decoder output")
+    decoder, annotations = _DECODERS[bus]
+    spec = ":".join([decoder, *(f"{role}={name}" for role, name in channels.items())])
+    return ["-P", spec, "-A", annotations, "--protocol-decoder-jsontrace"]
+
+
+def _waveform(data: bytes, fmt: str, bus: str | None, channel_spec: str | None) -> Capture:
+    overrides = parse_overrides(channel_spec)
+    names = vcd_channels(data) if fmt == "vcd" else sr_channels(data)
+    bus = bus or detect_bus(names, overrides)
+    channels = map_channels(bus, names, overrides)
+    if channels is None:
+        raise BadInputError(f"cannot find the {bus.upper()} channels among "
+                            f"{', '.join(names)}", "name them with --channels role=NAME,...")
+    out = run_sigrok(data, _sigrok_args(bus, channels), vcd=fmt == "vcd")
+    return _decoded(bus, list(read_jsontrace(out)))
+
+
+def _decoded(bus: str, annotations: list[Annotation]) -> Capture:
+    if bus == "spi":
+        return _spi(spi_transactions(iter(annotations)))
+    raise UsageError(f"reassembling {bus.upper()} decoder output is not supported yet",
+                     "decode SPI captures")
+
+
+def _spi(transactions: Iterable[SpiTransaction]) -> Capture:
+    r = decode_spi(transactions)
+    return Capture(r.exchanges, r.warnings)
+
+
+def load_bus(data: bytes, fmt: str | None, bus: str | None = None,
+             channels: str | None = None) -> Capture:
+    """Exchanges from a logic-analyser capture (format *fmt*, detected when ``None``)."""
+    if bus is not None and bus not in BUSES:
+        raise UsageError(f"unknown bus {bus!r}", f"use one of {', '.join(BUSES)}")
+    fmt = fmt or detect_bus_format(data)
+    if fmt in ("vcd", "sr"):
+        return _waveform(data, fmt, bus, channels)
+    if fmt == "saleae-csv":
+        if bus not in (None, "spi"):
+            raise UsageError("a Saleae CSV export is read as SPI only", "use --bus spi")
+        return _spi(read_saleae(_text(data, "Saleae CSV")))
+    if fmt in ("sigrok", "sigrok-json"):
+        text = _text(data, "sigrok output")
+        notes = list(read_jsontrace(text) if fmt == "sigrok-json" else read_annotations(text))
+        return _decoded(_bus_of(notes, bus), notes)
+    raise BadInputError("not a logic-analyser capture (sigrok output, Saleae CSV, VCD, .sr)",
+                        "force its format with --format")

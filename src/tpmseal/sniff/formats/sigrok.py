@@ -1,0 +1,121 @@
+"""Read sigrok-cli's protocol decoder output: annotation lines and its JSON trace.
+
+``sigrok-cli -P spi:... -A spi=mosi-transfer:miso-transfer`` prints one hex
+line per chip-select period and channel, MISO first, unlabelled
+(``spi-1: 00 00 00 01``); ``--protocol-decoder-samplenum`` prefixes the
+sample range. ``--protocol-decoder-jsontrace`` writes the same annotations
+as a Chrome trace, labelled (``"tid": "MOSI transfer"``) and timed in
+microseconds. ``-B spi=mosi`` (raw bytes) loses the transaction boundaries
+and cannot be reassembled. For LPC and I2C the same two forms carry the
+lpc and i2c decoders' annotations (:class:`Annotation`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from tpmseal.errors import BadInputError
+from tpmseal.sniff.analysis.spi import SPI_BASE, SpiTransaction
+
+_LINE = re.compile(r"^(?:(\d+)-(\d+) +)?([A-Za-z0-9_]+-\d+): +(.*?)\s*$")
+_HEX = re.compile(r"^(?:[0-9A-Fa-f]{2}(?: +|$))+$")
+JSONTRACE_START = b'{"traceEvents"'
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One decoder annotation: its text, the decoder instance, its row (``tid``), its time."""
+
+    decoder: str
+    text: str
+    row: str = ""
+    at: float = 0.0
+    where: str = ""
+
+
+def looks_like_annotations(text: str) -> bool:
+    """The first non-empty line is a sigrok-cli annotation line."""
+    for line in text.splitlines():
+        if line.strip():
+            return _LINE.match(line) is not None
+    return False
+
+
+def read_annotations(text: str) -> Iterator[Annotation]:
+    """Annotation lines; lines of other shapes (sigrok's own messages) are skipped."""
+    for n, line in enumerate(text.splitlines(), 1):
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        # a sample number is no time without the sample rate: lines carry no timestamps
+        yield Annotation(m.group(3), m.group(4), "", 0.0, f"at line {n}")
+
+
+def read_jsontrace(text: str) -> Iterator[Annotation]:
+    """The "B" (begin) events of a ``--protocol-decoder-jsontrace`` file."""
+    try:
+        doc: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        raise BadInputError("the sigrok JSON trace is not valid JSON",
+                            "write it with sigrok-cli --protocol-decoder-jsontrace") from None
+    events = doc.get("traceEvents") if isinstance(doc, dict) else None
+    if not isinstance(events, list):
+        raise BadInputError("the sigrok JSON trace has no traceEvents list",
+                            "write it with sigrok-cli --protocol-decoder-jsontrace")
+    for n, ev in enumerate(events):
+        if not isinstance(ev, dict) or ev.get("ph") != "B":
+            continue
+        name, pid, tid, ts = ev.get("name"), ev.get("pid"), ev.get("tid"), ev.get("ts", 0)
+        if not (isinstance(name, str) and isinstance(pid, str) and isinstance(tid, str)
+                and isinstance(ts, (int, float))):
+            raise BadInputError(f"sigrok JSON trace event {n} lacks a name, pid, tid or ts")
+        yield Annotation(pid, name, tid, float(ts) / 1e6, f"at trace event {n}")
+
+
+def _hex(a: Annotation) -> bytes:
+    if not _HEX.match(a.text):
+        raise BadInputError(f"sigrok SPI annotation {a.where} is not hex bytes: {a.text[:40]!r}",
+                            "print transfers with -A spi=mosi-transfer:miso-transfer")
+    return bytes.fromhex(a.text)
+
+
+def _is_header(data: bytes) -> bool:
+    return len(data) >= 4 and data[1] == SPI_BASE
+
+
+def spi_transactions(annotations: Iterator[Annotation]) -> Iterator[SpiTransaction]:
+    """Pair MISO and MOSI transfers into transactions.
+
+    Labelled annotations (JSON trace) pair by label; unlabelled lines come
+    MISO first, unless only the first line of a pair holds a TPM header.
+    """
+    pending: Annotation | None = None
+    pending_row = ""
+    for a in annotations:
+        if not a.decoder.startswith("spi"):
+            continue
+        row = a.row.upper()
+        if row and "TRANSFER" not in row:
+            continue
+        if pending is None:
+            pending, pending_row = a, row
+            continue
+        first, second = _hex(pending), _hex(a)
+        if "MOSI" in pending_row or (not pending_row and _is_header(first)
+                                     and not _is_header(second)):
+            mosi, miso = first, second
+        else:
+            miso, mosi = first, second
+        if len(mosi) != len(miso):
+            raise BadInputError(f"sigrok SPI transfers {pending.where} and {a.where} differ "
+                                "in length; MOSI and MISO do not pair",
+                                "print both with -A spi=mosi-transfer:miso-transfer")
+        yield SpiTransaction(mosi, miso, pending.at, pending.where)
+        pending = None
+    if pending is not None:
+        raise BadInputError(f"the sigrok SPI transfer {pending.where} has no partner",
+                            "print both with -A spi=mosi-transfer:miso-transfer")
