@@ -63,6 +63,11 @@ class SpiHost:
             self.out.append(SpiTransaction(bytes(mosi[:cut]), bytes(miso[:cut])))
         self.out.append(SpiTransaction(bytes(mosi), bytes(miso)))
 
+    def other_device(self) -> None:
+        """A SPI flash read on the same bus (another chip select, same decoder)."""
+        self.out.append(SpiTransaction(bytes.fromhex("0b001000") + bytes(8),
+                                       bytes(4) + bytes(range(8))))
+
     def write(self, locality: int, register: int, data: bytes) -> None:
         self.transfer(locality, register, data, read=False)
 
@@ -98,8 +103,7 @@ class SpiHost:
             self.write(locality, ACCESS, b"\x02")   # requestUse
             self.read(locality, ACCESS, b"\xa1")
             self.read(locality, DID_VID, bytes.fromhex("d1150b00"))
-            self.out.append(SpiTransaction(bytes.fromhex("0b001000") + bytes(8),
-                                           bytes(4) + bytes(range(8))))  # SPI flash read
+            self.other_device()
         self.write(locality, STS, b"\x40")  # commandReady
         self.status(locality, 0xC0, 0)      # a poll with burstCount 0
         if abort_command:
@@ -115,15 +119,129 @@ class SpiHost:
         self.write(locality, STS, b"\x40")
 
 
-def encode(pairs: Iterable[tuple[bytes, bytes]], host: SpiHost | None = None, *,
-           localities: Sequence[int] = (0,), odd_every: int = 0) -> list[SpiTransaction]:
-    """SPI transactions for *pairs*; every *odd_every*-th exchange aborts, retries and is noisy."""
-    host = host or SpiHost()
+def drive(pairs: Iterable[tuple[bytes, bytes]], host: SpiHost, *,
+          localities: Sequence[int] = (0,), odd_every: int = 0) -> None:
+    """Every *odd_every*-th exchange aborts, retries and is noisy."""
     for n, (cmd, rsp) in enumerate(pairs):
         odd = bool(odd_every) and n % odd_every == odd_every - 1
         host.exchange(cmd, rsp, localities[n % len(localities)], abort_command=odd,
                       retry_response=odd, noise=odd or n == 0)
+
+
+def encode(pairs: Iterable[tuple[bytes, bytes]], host: SpiHost | None = None, *,
+           localities: Sequence[int] = (0,), odd_every: int = 0) -> list[SpiTransaction]:
+    """SPI transactions for *pairs* (see :func:`drive`)."""
+    host = host or SpiHost()
+    drive(pairs, host, localities=localities, odd_every=odd_every)
     return host.out
+
+
+@dataclass
+class I2cHost(SpiHost):
+    """The same driver over the TCG I2C interface: one-byte registers, TPM_LOC_SEL, NACKs.
+
+    Emits ``(kind, value)`` events: ``S`` start, ``Sr`` repeated start, ``P`` stop,
+    ``AW``/``AR`` address, ``D`` data byte, ``A`` ACK, ``N`` NACK.
+    """
+
+    address: int = 0x2E
+    busy_rate: float = 0.0        # chance the TPM NACKs its address (the driver retries)
+    repeated_start: bool = False  # read with a repeated start instead of stop + start
+    events: list[tuple[str, int]] = field(default_factory=list)
+    _locality: int | None = None
+
+    _REGISTERS = {ACCESS: 0x04, STS: STS, DID_VID: 0x48}
+
+    def _message(self, read: bool, data: bytes, restart: bool = False) -> None:
+        while self.rng.random() < self.busy_rate:
+            self.events += [("S", 0), ("AR" if read else "AW", self.address), ("N", 0),
+                            ("P", 0)]
+        self.events += [("Sr" if restart else "S", 0), ("AR" if read else "AW", self.address),
+                        ("A", 0)]
+        for i, b in enumerate(data):
+            self.events += [("D", b), ("N" if read and i == len(data) - 1 else "A", 0)]
+
+    def transfer(self, locality: int, register: int, data: bytes, read: bool) -> None:
+        reg = 0x24 if 0x24 <= register < 0x28 or 0x80 <= register < 0x84 else \
+            self._REGISTERS[register]
+        if locality != self._locality:
+            self._message(False, bytes([0x00, locality]))
+            self.events.append(("P", 0))
+            self._locality = locality
+        if read:
+            self._message(False, bytes([reg]))
+            if not self.repeated_start:
+                self.events.append(("P", 0))
+            self._message(True, data, restart=self.repeated_start)
+        else:
+            self._message(False, bytes([reg]) + data)
+        self.events.append(("P", 0))
+
+    def other_device(self) -> None:
+        """An EEPROM at 0x50 on the same bus."""
+        self.events += [("S", 0), ("AW", 0x50), ("A", 0), ("D", 0x00), ("A", 0), ("Sr", 0),
+                        ("AR", 0x50), ("A", 0), ("D", 0xAA), ("N", 0), ("P", 0)]
+
+
+def i2c_lines(events: Iterable[tuple[str, int]]) -> str:
+    """What ``sigrok-cli -A i2c=...`` prints for *events* (bits row left out)."""
+    text = {"S": "Start", "Sr": "Start repeat", "P": "Stop", "A": "ACK", "N": "NACK"}
+    lines = []
+    read = False
+    for kind, value in events:
+        if kind in ("AW", "AR"):
+            read = kind == "AR"
+            lines.append(f"Address {'read' if read else 'write'}: {value:02X}")
+        elif kind == "D":
+            lines.append(f"Data {'read' if read else 'write'}: {value:02X}")
+        else:
+            lines.append(text[kind])
+    return "".join(f"i2c-1: {line}\n" for line in lines)
+
+
+def i2c_vcd(events: Iterable[tuple[str, int]], names: Sequence[str] = ("SCL", "SDA")) -> bytes:
+    """The I2C waveform (1 us per quarter bit): SDA changes with SCL low, except at S/Sr/P."""
+    scl, sda = "!", '"'
+    head = ["$timescale 1 us $end", "$scope module tpm $end",
+            *(f"$var wire 1 {i} {n} $end" for i, n in zip((scl, sda), names, strict=True)),
+            "$upscope $end", "$enddefinitions $end", f"#0 1{scl} 1{sda}"]
+    body: list[str] = []
+    t = 4
+    level = {scl: 1, sda: 1}
+
+    def put(wire: str, v: int) -> None:
+        nonlocal t
+        if level[wire] != v:
+            level[wire] = v
+            body.append(f"#{t} {v}{wire}")
+            t += 1
+
+    def bit(v: int) -> None:
+        put(sda, v)
+        put(scl, 1)
+        put(scl, 0)
+
+    for kind, value in events:
+        if kind in ("S", "Sr"):
+            if level[scl] == 0:   # repeated start: release SDA, then SCL
+                put(sda, 1)
+                put(scl, 1)
+            put(sda, 0)
+            put(scl, 0)
+        elif kind == "P":
+            put(sda, 0)
+            put(scl, 1)
+            put(sda, 1)
+            t += 4
+        elif kind in ("A", "N"):
+            bit(0 if kind == "A" else 1)
+        else:
+            byte = value << 1 | (kind == "AR") if kind in ("AW", "AR") else value
+            for i in range(7, -1, -1):
+                bit(byte >> i & 1)
+    body.append(f"#{t + 4} 1{scl}")
+    return ("\n".join(head + body) + "\n").encode()
+
 
 
 def sigrok_lines(transactions: Iterable[SpiTransaction]) -> str:

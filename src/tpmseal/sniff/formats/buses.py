@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from tpmseal.errors import BadInputError, UsageError
+from tpmseal.sniff.analysis.i2c import decode_i2c
+from tpmseal.sniff.analysis.ptp import FifoReassembler
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
 from tpmseal.sniff.formats.logic import (
     SR_MAGIC,
@@ -34,6 +36,7 @@ from tpmseal.sniff.formats.saleae import looks_like_saleae, read_saleae
 from tpmseal.sniff.formats.sigrok import (
     JSONTRACE_START,
     Annotation,
+    i2c_events,
     looks_like_annotations,
     read_annotations,
     read_jsontrace,
@@ -44,7 +47,11 @@ BUSES = ("spi", "lpc", "i2c")
 BUS_FORMATS = ("sigrok", "sigrok-json", "saleae-csv", "vcd", "sr")
 _VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b"$var")
 #: sigrok-cli decoder arguments per bus: (decoder, its channel roles, annotation classes)
-_DECODERS = {"spi": ("spi", "spi=mosi-transfer:miso-transfer")}
+_DECODERS = {
+    "spi": ("spi", "spi=mosi-transfer:miso-transfer"),
+    "i2c": ("i2c", "i2c=start:repeat-start:stop:ack:nack:address-read:address-write:"
+                   "data-read:data-write"),
+}
 
 
 def detect_bus_format(data: bytes) -> str | None:
@@ -85,7 +92,7 @@ def _bus_of(annotations: list[Annotation], bus: str | None) -> str:
 def _sigrok_args(bus: str, channels: dict[str, str]) -> list[str]:
     if bus not in _DECODERS:
         raise UsageError(f"decoding {bus.upper()} waveforms is not supported yet",
-                         "decode SPI captures, or pass sigrok's decoder output")
+                         "decode SPI or I2C captures, or pass sigrok's decoder output")
     decoder, annotations = _DECODERS[bus]
     spec = ":".join([decoder, *(f"{role}={name}" for role, name in channels.items())])
     return ["-P", spec, "-A", annotations, "--protocol-decoder-jsontrace"]
@@ -106,13 +113,18 @@ def _waveform(data: bytes, fmt: str, bus: str | None, channel_spec: str | None) 
 def _decoded(bus: str, annotations: list[Annotation]) -> Capture:
     if bus == "spi":
         return _spi(spi_transactions(iter(annotations)))
+    if bus == "i2c":
+        return _result(decode_i2c(i2c_events(iter(annotations))))
     raise UsageError(f"reassembling {bus.upper()} decoder output is not supported yet",
-                     "decode SPI captures")
+                     "decode SPI or I2C captures")
+
+
+def _result(r: FifoReassembler) -> Capture:
+    return Capture(r.exchanges, r.warnings)
 
 
 def _spi(transactions: Iterable[SpiTransaction]) -> Capture:
-    r = decode_spi(transactions)
-    return Capture(r.exchanges, r.warnings)
+    return _result(decode_spi(transactions))
 
 
 def load_bus(data: bytes, fmt: str | None, bus: str | None = None,

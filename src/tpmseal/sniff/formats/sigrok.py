@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tpmseal.errors import BadInputError
+from tpmseal.sniff.analysis.i2c import I2cEvent
 from tpmseal.sniff.analysis.spi import SPI_BASE, SpiTransaction
 
 _LINE = re.compile(r"^(?:(\d+)-(\d+) +)?([A-Za-z0-9_]+-\d+): +(.*?)\s*$")
@@ -119,3 +120,25 @@ def spi_transactions(annotations: Iterator[Annotation]) -> Iterator[SpiTransacti
     if pending is not None:
         raise BadInputError(f"the sigrok SPI transfer {pending.where} has no partner",
                             "print both with -A spi=mosi-transfer:miso-transfer")
+
+
+_I2C = re.compile(r"^(Address read|Address write|Data read|Data write): ([0-9A-Fa-f]{2})$")
+_I2C_PLAIN = {"Start": "start", "Start repeat": "start", "Stop": "stop", "ACK": "ack",
+              "NACK": "nack"}
+
+
+def i2c_events(annotations: Iterator[Annotation]) -> Iterator[I2cEvent]:
+    """The i2c decoder's address/data row as events; bits and warnings are skipped."""
+    for a in annotations:
+        if not a.decoder.startswith("i2c"):
+            continue
+        kind = _I2C_PLAIN.get(a.text)
+        if kind is not None:
+            yield I2cEvent(kind, at=a.at, where=a.where)
+            continue
+        m = _I2C.match(a.text)
+        if m is None:
+            continue
+        what, value = m.group(1), int(m.group(2), 16)
+        yield I2cEvent("address" if what.startswith("Address") else "data", value,
+                       what.endswith("read"), a.at, a.where)
