@@ -313,3 +313,117 @@ def vcd(transactions: Iterable[SpiTransaction], names: Sequence[str] = ("SCK", "
     body = [f"#{when} " + " ".join(v + k for k, v in ch.items()) for when, ch in events.items()]
     sep = " " if one_line else "\n"
     return ("\n".join(head) + "\n" + sep.join(body) + "\n").encode()
+
+
+@dataclass
+class LpcHost(SpiHost):
+    """The same driver over LPC: one byte per TPM cycle (START 0101b, I/O type, 16-bit address),
+    or per memory cycle at 0xFED4xxxx with *memory*. Emits ``(lframe, lad)`` clocks.
+
+    *write_wait_rate* adds long-wait SYNCs to writes; *read_wait_rate* to reads, which
+    sigrok's lpc decoder cannot follow (the decoder reads one SYNC clock).
+    """
+
+    memory: bool = False
+    wait_rate: float = 0.0
+    error_rate: float = 0.0  # chance the TPM answers SYNC Error (the driver repeats the cycle)
+    abort_rate: float = 0.0  # chance the host aborts a cycle (LFRAME# with 1111), then repeats
+    clocks: list[tuple[int, int]] = field(default_factory=list)
+    #: (START, cycle type, address, data, SYNCs) per cycle, for :func:`lpc_lines`
+    cycles: list[tuple[int, int, int, int, list[int]]] = field(default_factory=list)
+
+    def _cycle(self, address: int, write: bool, value: int) -> None:
+        if self.rng.random() < self.abort_rate:
+            start, ct = (0, 0b0110 if write else 0b0100) if self.memory else \
+                (0b0101, 0b0010 if write else 0b0000)
+            self.clocks += [(0, start), (1, ct), (1, 0), (0, 0xF), (1, 0xF)]
+            self.cycles.append((start, ct, -1, 0, []))
+        if self.rng.random() < self.error_rate:
+            self._one(address, write, value, error=True)
+        self._one(address, write, value)
+
+    def _one(self, address: int, write: bool, value: int, error: bool = False) -> None:
+        c = self.clocks
+        if self.memory:
+            c.append((0, 0b0000))
+            c.append((1, 0b0110 if write else 0b0100))
+            address |= 0xFED40000
+            nibbles = 8
+        else:
+            c.append((0, 0b0101))
+            c.append((1, 0b0010 if write else 0b0000))
+            nibbles = 4
+        c += [(1, address >> 4 * i & 0xF) for i in range(nibbles - 1, -1, -1)]
+        data = [(1, value & 0xF), (1, value >> 4)]
+        sync = [(1, 0b0110)] * (self.rng.randrange(1, 4) if self.rng.random() < self.wait_rate
+                                else 0)
+        sync.append((1, 0b1010 if error else 0b0000))
+        self.cycles.append((c[-nibbles - 2][1], c[-nibbles - 1][1], address, value,
+                            [n for _, n in sync]))
+        if write:
+            c += data + [(1, 0xF)] * 2 + sync + [(1, 0xF)] * 2
+        else:
+            c += [(1, 0xF)] * 2 + sync + data + [(1, 0xF)] * 2
+        c += [(1, 0xF)] * 2  # idle
+
+    def transfer(self, locality: int, register: int, data: bytes, read: bool) -> None:
+        fifo = 0x24 <= register < 0x28 or 0x80 <= register < 0x84
+        for i, b in enumerate(data):
+            address = locality << 12 | (register if fifo else register + i)
+            self._cycle(address, not read, b)
+
+    def other_device(self) -> None:
+        """A Super I/O port write (START 0000, I/O cycle to 0x2E) on the same bus."""
+        self.clocks += [(0, 0), (1, 0b0010), (1, 0), (1, 0), (1, 2), (1, 0xE), (1, 7), (1, 0),
+                        (1, 0xF), (1, 0xF), (1, 0), (1, 0xF), (1, 0xF), (1, 0xF), (1, 0xF)]
+        self.cycles.append((0, 0b0010, 0x2E, 0x07, [0]))
+
+
+_START = {0b0000: "Start of cycle for a target", 0b0101: "Reserved"}
+_CT = {0b0000: "I/O read", 0b0010: "I/O write", 0b0100: "Memory read", 0b0110: "Memory write"}
+_SYNC = {0b0000: "Ready", 0b0110: "Long wait", 0b1010: "Error"}
+
+
+def lpc_lines(cycles: Iterable[tuple[int, int, int, int, list[int]]]) -> str:
+    """What sigrok-cli's lpc decoder with server/peripheral data rows prints (``-A lpc``).
+
+    Its annotation texts, read from the upstream decoder's source: the START
+    field's name, ``Cycle type:``, ``Address: 0x%04x`` (``%08x`` for memory),
+    the host's ``DATA`` before the TAR for a write, ``SYNC: <name>`` per SYNC
+    clock, the TPM's ``DATA`` after the SYNC for a read, a LAD-bits line per clock.
+    """
+    out: list[str] = []
+    for start, ct, address, value, syncs in cycles:
+        out += [f"{start:04b}", _START[start], f"{ct:04b}", f"Cycle type: {_CT[ct]}"]
+        if address < 0:
+            out.append("ABORT")
+            continue
+        out.append(f"Address: 0x{address:0{8 if ct & 0b0100 else 4}x}")
+        data = [f"DATA: 0x{value:02x}"]
+        tar = ["TAR, cycle 0: 1111", "TAR, cycle 1: 1111"]
+        sync = [f"SYNC: {_SYNC[n]}" for n in syncs]
+        out += data + tar + sync + tar if ct & 0b0010 else tar + sync + data + tar
+    return "".join(f"lpc-1: {line}\n" for line in out)
+
+
+def lpc_vcd(clocks: Iterable[tuple[int, int]],
+            names: Sequence[str] = ("LCLK", "LFRAME#", "LAD0", "LAD1", "LAD2", "LAD3")) -> bytes:
+    """The LPC waveform (1 us per half clock): LFRAME# and LAD change with LCLK low."""
+    ids = ["!", '"', "#", "$", "%", "&"]
+    head = ["$timescale 1 us $end", "$scope module lpc $end",
+            *(f"$var wire 1 {i} {n} $end" for i, n in zip(ids, names, strict=True)),
+            "$upscope $end", "$enddefinitions $end",
+            "#0 0! 1\" 1# 1$ 1% 1&"]
+    level = {i: 1 for i in ids[1:]}
+    body: list[str] = []
+    t = 2
+    for lframe, lad in [(1, 0xF), (1, 0xF), *clocks, (1, 0xF), (1, 0xF)]:
+        want = {'"': lframe, "#": lad & 1, "$": lad >> 1 & 1, "%": lad >> 2 & 1,
+                "&": lad >> 3 & 1}
+        changes = [f"{v}{k}" for k, v in want.items() if level[k] != v]
+        level.update(want)
+        body.append(f"#{t} " + " ".join(changes) if changes else f"#{t}")
+        body.append(f"#{t + 1} 1!")
+        body.append(f"#{t + 2} 0!")
+        t += 2
+    return ("\n".join(head + body) + "\n").encode()

@@ -54,8 +54,11 @@ class Access:
 
 
 def frame_size(buf: bytes) -> int | None:
-    """The size in a frame header (Part 1 §18.7), or ``None`` if *buf* cannot start a frame."""
-    if len(buf) < 2 or int.from_bytes(buf[:2], "big") not in _TAGS:
+    """The size in a frame header (Part 1 §18.7), 0 while *buf* is too short to hold it,
+    ``None`` if *buf* cannot start a frame."""
+    if len(buf) < 2:
+        return 0 if not buf or buf[0] == 0x80 else None  # both tags start 0x80
+    if int.from_bytes(buf[:2], "big") not in _TAGS:
         return None
     if len(buf) < 6:
         return 0

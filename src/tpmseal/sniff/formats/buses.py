@@ -18,12 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from tpmseal.errors import BadInputError, UsageError
+from tpmseal.errors import BadInputError, MissingToolError, UsageError
 from tpmseal.sniff.analysis.i2c import decode_i2c
+from tpmseal.sniff.analysis.lpc import decode_lpc
 from tpmseal.sniff.analysis.ptp import FifoReassembler
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
 from tpmseal.sniff.formats.logic import (
+    SIGROK,
     SR_MAGIC,
+    decoder_help,
     detect_bus,
     map_channels,
     parse_overrides,
@@ -38,6 +41,7 @@ from tpmseal.sniff.formats.sigrok import (
     Annotation,
     i2c_events,
     looks_like_annotations,
+    lpc_cycles,
     read_annotations,
     read_jsontrace,
     spi_transactions,
@@ -49,6 +53,7 @@ _VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b
 #: sigrok-cli decoder arguments per bus: (decoder, its channel roles, annotation classes)
 _DECODERS = {
     "spi": ("spi", "spi=mosi-transfer:miso-transfer"),
+    "lpc": ("lpc", "lpc=start:cycle-type:addr:sync:server-data:peripheral-data"),
     "i2c": ("i2c", "i2c=start:repeat-start:stop:ack:nack:address-read:address-write:"
                    "data-read:data-write"),
 }
@@ -90,9 +95,6 @@ def _bus_of(annotations: list[Annotation], bus: str | None) -> str:
 
 
 def _sigrok_args(bus: str, channels: dict[str, str]) -> list[str]:
-    if bus not in _DECODERS:
-        raise UsageError(f"decoding {bus.upper()} waveforms is not supported yet",
-                         "decode SPI or I2C captures, or pass sigrok's decoder output")
     decoder, annotations = _DECODERS[bus]
     spec = ":".join([decoder, *(f"{role}={name}" for role, name in channels.items())])
     return ["-P", spec, "-A", annotations, "--protocol-decoder-jsontrace"]
@@ -106,6 +108,14 @@ def _waveform(data: bytes, fmt: str, bus: str | None, channel_spec: str | None) 
     if channels is None:
         raise BadInputError(f"cannot find the {bus.upper()} channels among "
                             f"{', '.join(names)}", "name them with --channels role=NAME,...")
+    if bus == "lpc" and "peripheral-data" not in decoder_help("lpc"):
+        raise MissingToolError(
+            f"the installed {SIGROK}'s lpc decoder (libsigrokdecode 0.5.3, as in Debian 12) "
+            "reads each LPC cycle one clock late and every write as a read, so it cannot "
+            "decode TPM cycles",
+            "decode with a libsigrokdecode whose lpc decoder has the server-data and "
+            "peripheral-data annotations and pass its output (-A lpc ... "
+            "--protocol-decoder-jsontrace)")
     out = run_sigrok(data, _sigrok_args(bus, channels), vcd=fmt == "vcd")
     return _decoded(bus, list(read_jsontrace(out)))
 
@@ -115,8 +125,7 @@ def _decoded(bus: str, annotations: list[Annotation]) -> Capture:
         return _spi(spi_transactions(iter(annotations)))
     if bus == "i2c":
         return _result(decode_i2c(i2c_events(iter(annotations))))
-    raise UsageError(f"reassembling {bus.upper()} decoder output is not supported yet",
-                     "decode SPI or I2C captures")
+    return _result(decode_lpc(lpc_cycles(iter(annotations))))
 
 
 def _result(r: FifoReassembler) -> Capture:

@@ -160,6 +160,16 @@ def run_sigrok(data: bytes, args: list[str], vcd: bool) -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
+def decoder_help(decoder: str) -> str:
+    """``sigrok-cli -P DECODER --show``: the installed decoder's channels and annotation classes."""
+    try:
+        done = subprocess.run([_tool(), "-P", decoder, "--show"], capture_output=True,
+                              timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInputError(f"{SIGROK} -P {decoder} --show did not answer") from None
+    return done.stdout.decode("utf-8", "replace")
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:

@@ -7,7 +7,8 @@ sample range. ``--protocol-decoder-jsontrace`` writes the same annotations
 as a Chrome trace, labelled (``"tid": "MOSI transfer"``) and timed in
 microseconds. ``-B spi=mosi`` (raw bytes) loses the transaction boundaries
 and cannot be reassembled. For LPC and I2C the same two forms carry the
-lpc and i2c decoders' annotations (:class:`Annotation`).
+lpc and i2c decoders' annotations (:class:`Annotation`): :func:`lpc_cycles`
+and :func:`i2c_events` read them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from tpmseal.errors import BadInputError
 from tpmseal.sniff.analysis.i2c import I2cEvent
+from tpmseal.sniff.analysis.lpc import LpcCycle
 from tpmseal.sniff.analysis.spi import SPI_BASE, SpiTransaction
 
 _LINE = re.compile(r"^(?:(\d+)-(\d+) +)?([A-Za-z0-9_]+-\d+): +(.*?)\s*$")
@@ -142,3 +144,70 @@ def i2c_events(annotations: Iterator[Annotation]) -> Iterator[I2cEvent]:
         what, value = m.group(1), int(m.group(2), 16)
         yield I2cEvent("address" if what.startswith("Address") else "data", value,
                        what.endswith("read"), a.at, a.where)
+
+
+_LPC_DATA = re.compile(r"^DATA: 0x([0-9a-fA-F]{2})$")
+_LPC_ADDR = re.compile(r"^Address: 0x([0-9a-fA-F]{4}|[0-9a-fA-F]{8})$")
+_LPC_SKIP = re.compile(r"^(?:[01]{4}|TAR, cycle .*|.*\(expected 1111\)|.*reserved value.*|"
+                       r"Invalid cycle type.*|LAD\[3:0\] changed.*|LFRAME asserted.*|"
+                       r"DMA cycle.*)$")
+_LPC_TYPES = {"I/O read": ("io", False), "I/O write": ("io", True),
+              "Memory read": ("memory", False), "Memory write": ("memory", True)}
+
+
+@dataclass
+class _LpcParts:
+    start: str
+    at: float
+    where: str
+    kind: tuple[str, bool] | None = None
+    address: int | None = None
+    sync: str = ""
+    data: int | None = None
+
+    def cycle(self) -> LpcCycle | None:
+        if self.kind is None or self.address is None or self.data is None \
+                or self.sync != "Ready":
+            return None  # incomplete, aborted, or ended in SYNC Error: nothing moved
+        kind, write = self.kind
+        return LpcCycle(self.start == "Reserved", kind, write, self.address, self.data,
+                        self.at, self.where)
+
+
+def lpc_cycles(annotations: Iterator[Annotation]) -> Iterator[LpcCycle]:
+    """Cycles from the lpc decoder's annotations (its LAD-bits, TAR and warning rows skipped).
+
+    This is the decoder with server and peripheral data rows (libsigrokdecode
+    after Debian's 0.5.3): the START field's name ("Reserved" for a TPM
+    cycle's 0101b), ``Cycle type: I/O write``, ``Address: 0x0024``, ``SYNC:
+    Long wait`` ... ``SYNC: Ready``, ``DATA: 0x80``; ``ABORT`` ends a cycle.
+    """
+    parts: _LpcParts | None = None
+    for a in annotations:
+        if not a.decoder.startswith("lpc") or a.row.lower().startswith(("warning", "lad")):
+            continue
+        text = a.text
+        if _LPC_SKIP.match(text):
+            continue
+        if text == "ABORT":
+            parts = None
+        elif text.startswith("Cycle type: "):
+            if parts is not None:
+                parts.kind = _LPC_TYPES.get(text[len("Cycle type: "):])
+        elif text.startswith("SYNC: "):
+            if parts is not None:
+                parts.sync = text[len("SYNC: "):]
+        elif (m := _LPC_ADDR.match(text)) is not None:
+            if parts is not None:
+                parts.address = int(m.group(1), 16)
+        elif (m := _LPC_DATA.match(text)) is not None:
+            if parts is not None:
+                parts.data = int(m.group(1), 16)
+        elif parts is not None and parts.kind is None:
+            parts.start = text  # LFRAME# held low: the last START counts
+        else:  # anything else is a START field: a new cycle
+            if parts is not None and (c := parts.cycle()) is not None:
+                yield c
+            parts = _LpcParts(text, a.at, a.where)
+    if parts is not None and (c := parts.cycle()) is not None:
+        yield c
