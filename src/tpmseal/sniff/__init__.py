@@ -18,10 +18,11 @@ Three sides, each reading on its own:
   :class:`~tpmseal.sniff.analysis.record.Exchange`, session tracking, the human
   dump (:mod:`~tpmseal.sniff.analysis.render`) and the leak scanner
   (:mod:`~tpmseal.sniff.analysis.leaks`: is a secret anywhere on the bus, in
-  any spelling?);
+  any spelling?) and the reassembly of frames from SPI, I2C and LPC bus
+  traffic (:mod:`~tpmseal.sniff.analysis.ptp`);
 * :mod:`~tpmseal.sniff.formats` — capture files side by side: JSON lines,
-  pcap/pcapng for Wireshark and back, and ``tpmseal decode``
-  (:mod:`~tpmseal.sniff.formats.offline`).
+  pcap/pcapng for Wireshark and back, logic-analyser captures (sigrok, Saleae,
+  VCD, .sr), and ``tpmseal decode`` (:mod:`~tpmseal.sniff.formats.offline`).
 
 It is a test oracle and an audit tool: its output contains key material.
 """
