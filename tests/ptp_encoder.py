@@ -427,3 +427,36 @@ def lpc_vcd(clocks: Iterable[tuple[int, int]],
         body.append(f"#{t + 2} 0!")
         t += 2
     return ("\n".join(head + body) + "\n").encode()
+
+
+@dataclass
+class CrbSpiHost(SpiHost):
+    """A CRB TPM on SPI, driven as Linux's tpm_crb does: cmdReady, the command into the data
+    buffer (addresses increment), START, poll, the 8-byte response header, the rest, goIdle."""
+
+    abort_first: bool = False
+
+    def _buffer(self, locality: int, data: bytes, read: bool, offset: int = 0) -> None:
+        for i in range(0, len(data), self.burst):
+            self.transfer(locality, 0x80 + offset + i, data[i : i + self.burst], read)
+
+    def exchange(self, command: bytes, response: bytes, locality: int = 0, *,
+                 abort_command: bool = False, retry_response: bool = False,
+                 noise: bool = False) -> None:
+        if noise:
+            self.write(locality, 0x08, b"\x01")          # TPM_LOC_CTRL requestAccess
+            self.read(locality, 0x00, b"\x83\x00\x00\x00")  # TPM_LOC_STATE
+        self.write(locality, 0x40, b"\x01\x00\x00\x00")  # CTRL_REQ cmdReady
+        self.read(locality, 0x40, b"\x00\x00\x00\x00")
+        if abort_command or self.abort_first:
+            self._buffer(locality, command[: len(command) // 2 + 1], read=False)
+            self.write(locality, 0x40, b"\x02\x00\x00\x00")  # goIdle: abandoned
+            self.write(locality, 0x40, b"\x01\x00\x00\x00")
+            self.abort_first = False
+        self._buffer(locality, command, read=False)
+        self.write(locality, 0x4C, b"\x01\x00\x00\x00")  # CTRL_START
+        self.read(locality, 0x4C, b"\x01\x00\x00\x00")
+        self.read(locality, 0x4C, b"\x00\x00\x00\x00")
+        self._buffer(locality, response[:8], read=True)
+        self._buffer(locality, response[8:], read=True, offset=8)
+        self.write(locality, 0x40, b"\x02\x00\x00\x00")  # goIdle

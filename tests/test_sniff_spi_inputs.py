@@ -22,7 +22,8 @@ from ptp_encoder import FIFO, STS, SpiHost, encode, saleae_csv, sigrok_lines, vc
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, ExitCode, TpmsealError
-from tpmseal.sniff.analysis.ptp import FIFO_REGISTERS, Access, reassemble
+from tpmseal.sniff.analysis.ptp import FIFO_REGISTERS, reassemble
+from tpmseal.sniff.analysis.registers import Access
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
 from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.sniff.formats.buses import detect_bus_format, load_bus

@@ -18,10 +18,14 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from tpmseal.sniff.analysis.ptp import FIFO_REGISTERS, LOCALITIES, TPM_STS, Access, FifoReassembler
+from tpmseal.sniff.analysis.ptp import FIFO_REGISTERS, TPM_STS, PtpReassembler
+from tpmseal.sniff.analysis.registers import LOCALITIES, Access
 
 TPM_LOC_SEL = 0x00
 DEFAULT_ADDRESS = 0x2E
+#: what the reassembler needs; the rest of the I2C map (0x40 TPM_DATA_CSUM_ENABLE, ...) is
+#: not the PTP map and must not reach it
+_FIFO_SIDE = frozenset({TPM_STS, 0x24})
 
 
 @dataclass(frozen=True)
@@ -84,9 +88,9 @@ def tpm_address(msgs: list[I2cMessage]) -> int:
 
 @dataclass
 class I2cDecoder:
-    """I2C messages in, :class:`Access` records out into a :class:`FifoReassembler`."""
+    """I2C messages in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: FifoReassembler
+    fifo: PtpReassembler
     address: int = DEFAULT_ADDRESS
     locality: int = 0
     register: int | None = None
@@ -105,10 +109,10 @@ class I2cDecoder:
                 if body[0] < LOCALITIES:
                     self.locality = body[0]
                 return
-            if body:
+            if body and self.register in _FIFO_SIDE:
                 self.fifo.feed(Access(self.locality, self.register, True, body, m.at, m.where))
             return
-        if self.register is not None and m.data:
+        if self.register in _FIFO_SIDE and m.data:
             self.fifo.feed(Access(self.locality, self.register, False, bytes(m.data), m.at,
                                   m.where))
 
@@ -119,10 +123,10 @@ class I2cDecoder:
         self.fifo.close()
 
 
-def decode_i2c(events: Iterable[I2cEvent]) -> FifoReassembler:
+def decode_i2c(events: Iterable[I2cEvent]) -> PtpReassembler:
     """Reassemble TPM frames from I2C bus *events*."""
     msgs = messages(events)
-    d = I2cDecoder(FifoReassembler(), tpm_address(msgs))
+    d = I2cDecoder(PtpReassembler(), tpm_address(msgs))
     for m in msgs:
         d.feed(m)
     d.close()

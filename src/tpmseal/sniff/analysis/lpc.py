@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tpmseal.sniff.analysis.ptp import LOCALITIES, Access, FifoReassembler
+from tpmseal.sniff.analysis.ptp import PtpReassembler
+from tpmseal.sniff.analysis.registers import LOCALITIES, Access
 
 TPM_MEMORY_BASE = 0xFED4
 
@@ -36,9 +37,9 @@ class LpcCycle:
 
 @dataclass
 class LpcDecoder:
-    """LPC cycles in, :class:`Access` records out into a :class:`FifoReassembler`."""
+    """LPC cycles in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: FifoReassembler
+    fifo: PtpReassembler
 
     def feed(self, c: LpcCycle) -> None:
         if c.kind == "io" and c.tpm_start and c.address <= 0xFFFF:
@@ -56,9 +57,9 @@ class LpcDecoder:
         self.fifo.close()
 
 
-def decode_lpc(cycles: Iterable[LpcCycle]) -> FifoReassembler:
+def decode_lpc(cycles: Iterable[LpcCycle]) -> PtpReassembler:
     """Reassemble TPM frames from LPC *cycles*."""
-    d = LpcDecoder(FifoReassembler())
+    d = LpcDecoder(PtpReassembler())
     for c in cycles:
         d.feed(c)
     d.close()

@@ -1,12 +1,14 @@
-"""Sans-I/O reassembly of TPM frames from the PTP FIFO interface's register accesses.
+"""Sans-I/O reassembly of TPM frames from PTP register accesses: the FIFO interface, and CRB.
 
 A discrete TPM on SPI, LPC or I2C is driven through the FIFO interface of
 the TCG PC Client Platform TPM Profile (PTP) specification (§6.3 FIFO
 interface, §6.5.2 register space): the host writes a command byte by byte
 into TPM_DATA_FIFO, writes tpmGo to TPM_STS, then reads the response out of
-the same FIFO. Each bus turns its transactions into :class:`Access` records
-(:mod:`.spi`, :mod:`.i2c`, :mod:`.lpc`); :class:`FifoReassembler` follows
-them per locality and yields whole frames.
+the same FIFO. Each bus turns its transactions into
+:class:`~tpmseal.sniff.analysis.registers.Access` records (:mod:`.spi`,
+:mod:`.i2c`, :mod:`.lpc`); :class:`PtpReassembler` follows them per
+locality and yields whole frames. A locality that shows a CRB control write
+or data-buffer access is followed as a CRB instead (:mod:`.crb`).
 
 Drivers split bursts differently (Linux writes the last command byte alone
 and reads a 10-byte response header first), so a frame is delimited by its
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tpmseal.sniff.analysis.crb import CrbLocality, is_crb
 from tpmseal.sniff.analysis.record import Exchange
-from tpmseal.wire.constants import TPM_ST
+from tpmseal.sniff.analysis.registers import LOCALITIES, MAX_FRAME, Access, frame_size
 
 #: PTP §6.5.2: TPM_STS, and the two aliases of TPM_DATA_FIFO (the address does not increment)
 TPM_STS = 0x18
@@ -30,40 +33,6 @@ FIFO_REGISTERS = frozenset(range(0x24, 0x28)) | frozenset(range(0x80, 0x84))
 STS_COMMAND_READY = 0x40
 STS_GO = 0x20
 STS_RESPONSE_RETRY = 0x02
-LOCALITIES = 5
-HEADER = 10
-_TAGS = (TPM_ST.NO_SESSIONS, TPM_ST.SESSIONS)
-#: the largest frame worth waiting for (Part 2 MAX_COMMAND_SIZE is far smaller on real chips)
-MAX_FRAME = 1 << 16
-
-
-@dataclass(frozen=True)
-class Access:
-    """One register access on the bus: *data* written to or read from *register*.
-
-    ``at`` is the capture time in seconds (0 when the capture has none),
-    ``where`` says where in the capture it was, for warnings.
-    """
-
-    locality: int
-    register: int
-    write: bool
-    data: bytes
-    at: float = 0.0
-    where: str = ""
-
-
-def frame_size(buf: bytes) -> int | None:
-    """The size in a frame header (Part 1 §18.7), 0 while *buf* is too short to hold it,
-    ``None`` if *buf* cannot start a frame."""
-    if len(buf) < 2:
-        return 0 if not buf or buf[0] == 0x80 else None  # both tags start 0x80
-    if int.from_bytes(buf[:2], "big") not in _TAGS:
-        return None
-    if len(buf) < 6:
-        return 0
-    size = int.from_bytes(buf[2:6], "big")
-    return size if HEADER <= size <= MAX_FRAME else None
 
 
 @dataclass
@@ -80,7 +49,7 @@ class _Locality:
 
 
 @dataclass
-class FifoReassembler:
+class PtpReassembler:
     """Feed :class:`Access` records with :meth:`feed`; collect :attr:`exchanges`, :attr:`warnings`.
 
     The exchange's ``client`` is the locality.
@@ -89,9 +58,18 @@ class FifoReassembler:
     exchanges: list[Exchange] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     _loc: list[_Locality] = field(default_factory=lambda: [_Locality() for _ in range(LOCALITIES)])
+    _crb: dict[int, CrbLocality] = field(default_factory=dict)
 
     def feed(self, a: Access) -> None:
         if not 0 <= a.locality < LOCALITIES or not a.data:
+            return
+        crb = self._crb.get(a.locality)
+        if crb is None and is_crb(a):
+            crb = self._crb[a.locality] = CrbLocality(a.locality, self._crb_exchange,
+                                                      self.warnings.append)
+            self._loc[a.locality] = _Locality()  # what looked like FIFO traffic was not
+        if crb is not None:
+            crb.feed(a)
             return
         st = self._loc[a.locality]
         if a.register in FIFO_REGISTERS:
@@ -102,8 +80,15 @@ class FifoReassembler:
         elif a.register == TPM_STS and a.write:
             self._status_write(st, a)
 
+    def _crb_exchange(self, locality: int, command: bytes, response: bytes | None,
+                      started: float, finished: float) -> None:
+        self.exchanges.append(Exchange.passive(len(self.exchanges), locality, command, response,
+                                               started, finished))
+
     def close(self) -> None:
         """The capture ended: report what is still in flight."""
+        for crb in self._crb.values():
+            crb.close()
         for n, st in enumerate(self._loc):
             if st.sent is not None:
                 self.warnings.append(f"locality {n}: the capture ends before the response "
@@ -195,9 +180,9 @@ class FifoReassembler:
         st.response.clear()
 
 
-def reassemble(accesses: list[Access]) -> FifoReassembler:
-    """All of *accesses* through one :class:`FifoReassembler`, closed."""
-    r = FifoReassembler()
+def reassemble(accesses: list[Access]) -> PtpReassembler:
+    """All of *accesses* through one :class:`PtpReassembler`, closed."""
+    r = PtpReassembler()
     for a in accesses:
         r.feed(a)
     r.close()

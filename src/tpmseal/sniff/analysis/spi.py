@@ -16,7 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from tpmseal.sniff.analysis.ptp import LOCALITIES, Access, FifoReassembler
+from tpmseal.sniff.analysis.ptp import PtpReassembler
+from tpmseal.sniff.analysis.registers import LOCALITIES, Access
 
 SPI_BASE = 0xD4
 MAX_WAIT = 1 << 12  # flow-control bytes before a transaction is given up as garbage
@@ -34,9 +35,9 @@ class SpiTransaction:
 
 @dataclass
 class SpiDecoder:
-    """SPI transactions in, :class:`Access` records out into a :class:`FifoReassembler`."""
+    """SPI transactions in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: FifoReassembler
+    fifo: PtpReassembler
     foreign: int = 0     # transactions outside the TPM's address window
     truncated: int = 0   # transactions cut short (chip select raised early)
     _first_truncated: str = ""
@@ -81,9 +82,9 @@ class SpiDecoder:
         self.fifo.close()
 
 
-def decode_spi(transactions: Iterable[SpiTransaction]) -> FifoReassembler:
+def decode_spi(transactions: Iterable[SpiTransaction]) -> PtpReassembler:
     """Reassemble TPM frames from SPI *transactions*; the result holds exchanges and warnings."""
-    d = SpiDecoder(FifoReassembler())
+    d = SpiDecoder(PtpReassembler())
     for t in transactions:
         d.feed(t)
     d.close()

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from tpmseal.errors import BadInputError, MissingToolError, UsageError
 from tpmseal.sniff.analysis.i2c import decode_i2c
 from tpmseal.sniff.analysis.lpc import decode_lpc
-from tpmseal.sniff.analysis.ptp import FifoReassembler
+from tpmseal.sniff.analysis.ptp import PtpReassembler
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
 from tpmseal.sniff.formats.logic import (
     SIGROK,
@@ -128,7 +128,7 @@ def _decoded(bus: str, annotations: list[Annotation]) -> Capture:
     return _result(decode_lpc(lpc_cycles(iter(annotations))))
 
 
-def _result(r: FifoReassembler) -> Capture:
+def _result(r: PtpReassembler) -> Capture:
     return Capture(r.exchanges, r.warnings)
 
 
