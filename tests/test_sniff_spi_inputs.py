@@ -18,10 +18,25 @@ from pathlib import Path
 
 import pytest
 
-from ptp_encoder import FIFO, STS, SpiHost, encode, saleae_csv, sigrok_lines, vcd
+from ptp_encoder import (
+    FIFO,
+    STS,
+    I2cHost,
+    LpcHost,
+    SpiHost,
+    drive,
+    encode,
+    i2c_lines,
+    lpc_lines,
+    saleae_csv,
+    sigrok_lines,
+    vcd,
+)
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, ExitCode, TpmsealError
+from tpmseal.session.auth import AuthSession
+from tpmseal.sniff.analysis.leaks import scan
 from tpmseal.sniff.analysis.ptp import FIFO_REGISTERS, reassemble
 from tpmseal.sniff.analysis.registers import Access
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
@@ -29,7 +44,7 @@ from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.sniff.formats.buses import detect_bus_format, load_bus
 from tpmseal.sniff.formats.logic import vcd_channels
 from tpmseal.sniff.formats.offline import detect_format, load
-from tpmseal.wire.constants import TPM_ALG
+from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_SESSION
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 SIGROK = shutil.which("sigrok-cli")
@@ -267,3 +282,61 @@ def test_hostile_transactions_never_crash() -> None:
 def test_empty_jsontrace_is_bad_input() -> None:
     with pytest.raises(BadInputError, match="no traceEvents list"):
         load_bus(b'{"traceEvents": 5}', "sigrok-json")
+
+
+def test_sessions_are_followed_through_a_bus_capture(tpm: Tpm, bus: CapturingTransport,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsalted, unbound session's "encrypted" GetRandom is read off the SPI capture."""
+    monkeypatch.setattr(AuthSession, "check_can_encrypt", lambda self: None)  # a careless TSS
+    s = tpm.start_session(attributes=TPMA_SESSION.continueSession | TPMA_SESSION.encrypt)
+    random_bytes = tpm.get_random(16, s)
+    pairs = [(e.command, e.response) for e in bus.exchanges if e.response is not None]
+    cap = load(sigrok_lines(encode(pairs, SpiHost(wait_rate=0.3))).encode(), bus="spi")
+    rand = [e for e in cap.exchanges if e.code == TPM_CC.GetRandom][-1]
+    assert rand.deciphering is not None and rand.deciphering.response is not None
+    assert rand.deciphering.response.plaintext == random_bytes
+    assert [(lk.command, lk.direction) for lk in scan(cap.exchanges, [random_bytes])] == [
+        ("GetRandom", "response (decrypted with a key derivable from the bus)")]
+
+
+@pytest.mark.parametrize("bus_name", ["i2c", "lpc"])
+def test_hostile_i2c_and_lpc_output_raises_only_typed_errors(pairs: Pairs,
+                                                             bus_name: str) -> None:
+    if bus_name == "i2c":
+        i2c = I2cHost(busy_rate=0.2)
+        drive(pairs[:1], i2c)
+        text = i2c_lines(i2c.events)
+    else:
+        lpc = LpcHost(wait_rate=0.2, error_rate=0.1, abort_rate=0.1)
+        drive(pairs[:1], lpc)
+        text = lpc_lines(lpc.cycles)
+    assert _frames(load_bus(text.encode(), "sigrok").exchanges) == pairs[:1]
+    rng = random.Random(99)
+    lines = text.splitlines()
+    for _ in range(200):
+        mutated = list(lines)
+        for _ in range(rng.randrange(1, 10)):
+            i = rng.randrange(len(mutated))
+            op = rng.randrange(3)
+            if op == 0:
+                del mutated[i]
+            elif op == 1:
+                mutated.insert(i, mutated[rng.randrange(len(mutated))])
+            else:
+                line = mutated[i]
+                j = rng.randrange(len(line))
+                mutated[i] = line[:j] + rng.choice("0123456789abcdefF :x") + line[j + 1:]
+        with contextlib.suppress(TpmsealError):
+            load_bus("\n".join(mutated).encode(), "sigrok")
+
+
+def test_hostile_vcd_headers_raise_only_typed_errors() -> None:
+    header = vcd(encode([(bytes.fromhex("80010000000c0000017b0008"),
+                          bytes.fromhex("800100000014000000000008") + bytes(8))]))[:400]
+    rng = random.Random(5)
+    for _ in range(300):
+        b = bytearray(header)
+        for _ in range(rng.randrange(1, 6)):
+            b[rng.randrange(len(b))] = rng.choice(b"$ \n#!01abendvar")
+        with contextlib.suppress(TpmsealError):
+            vcd_channels(bytes(b))
