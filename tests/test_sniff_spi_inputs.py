@@ -44,6 +44,7 @@ from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.sniff.formats.buses import detect_bus_format, load_bus
 from tpmseal.sniff.formats.logic import vcd_channels
 from tpmseal.sniff.formats.offline import detect_format, load
+from tpmseal.sniff.formats.pcapread import read_capture
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_SESSION
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
@@ -340,3 +341,14 @@ def test_hostile_vcd_headers_raise_only_typed_errors() -> None:
             b[rng.randrange(len(b))] = rng.choice(b"$ \n#!01abendvar")
         with contextlib.suppress(TpmsealError):
             vcd_channels(bytes(b))
+
+
+def test_decode_writes_a_pcap_of_a_bus_capture(pairs: Pairs, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path, out = tmp_path / "spi.txt", tmp_path / "spi.pcap"
+    path.write_text(sigrok_lines(encode(pairs, localities=(0, 2))))
+    assert main(["decode", "--json", "--pcap", str(out), str(path)]) == 0
+    capsys.readouterr()
+    assert out.stat().st_mode & 0o777 == 0o600
+    cap = read_capture(out.read_bytes())  # one TCP flow per locality, read flow by flow
+    assert sorted((e.command, e.response) for e in cap.exchanges) == sorted(pairs)

@@ -55,6 +55,10 @@ def register(sub: Any) -> None:
     d.add_argument("file", help="the capture file, or - for stdin")
     d.add_argument("--format", choices=FORMATS, help="the capture format (default: detect)")
     d.add_argument("--json", action="store_true", help="print JSON lines instead of the dump")
+    d.add_argument("--pcap", metavar="FILE",
+                   help="also write the exchanges as a pcap that Wireshark decodes (TCP port "
+                        f"{TPM_PORT}; one connection per client, per locality for a bus "
+                        "capture)")
     d.add_argument("--bus", choices=BUSES,
                    help="the TPM bus of a logic-analyser capture (default: detect)")
     d.add_argument("--channels", metavar="ROLE=NAME,...",
@@ -155,6 +159,13 @@ def run_decode(args: argparse.Namespace) -> int:
     for w in capture.warnings:
         _say(f"warning: {w}")
     color = _color(args)
+    if args.pcap:
+        pcap = PcapWriter(args.pcap)
+        try:
+            for ex in capture.exchanges:
+                pcap(ex)
+        finally:
+            pcap.close()
     for ex in capture.exchanges:
         if args.json:
             sys.stdout.write(dumps(ex) + "\n")
