@@ -42,7 +42,7 @@ from tpmseal.sniff.analysis.registers import Access
 from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
 from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.sniff.formats.buses import detect_bus_format, load_bus
-from tpmseal.sniff.formats.logic import vcd_channels
+from tpmseal.sniff.formats.logic import detect_bus, map_channels, vcd_channels
 from tpmseal.sniff.formats.offline import detect_format, load
 from tpmseal.sniff.formats.pcapread import read_capture
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_SESSION
@@ -352,3 +352,15 @@ def test_decode_writes_a_pcap_of_a_bus_capture(pairs: Pairs, tmp_path: Path,
     assert out.stat().st_mode & 0o777 == 0o600
     cap = read_capture(out.read_bytes())  # one TCP flow per locality, read flow by flow
     assert sorted((e.command, e.response) for e in cap.exchanges) == sorted(pairs)
+
+
+@pytest.mark.parametrize(("names", "bus"), [
+    (["SPI_CLK", "spi_cs_n", "TPM_MOSI", "miso"], "spi"),
+    (["SCLK", "SS#", "COPI", "CIPO"], "spi"),
+    (["LCLK", "LFRAME#", "LAD[0]", "LAD[1]", "LAD[2]", "LAD[3]"], "lpc"),
+    (["I2C_SCL", "I2C_SDA"], "i2c"),
+])
+def test_usual_channel_names(names: list[str], bus: str) -> None:
+    assert detect_bus(names, {}) == bus
+    mapped = map_channels(bus, names, {})
+    assert mapped is not None and sorted(mapped.values()) == sorted(names)

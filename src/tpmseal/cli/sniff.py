@@ -50,8 +50,8 @@ def register(sub: Any) -> None:
         description="Decode a capture written by `tpmseal sniff --json/--pcap`, a tcpdump "
                     "or dumpcap capture of TPM traffic on TCP port 2321, a raw stream of "
                     "TPM frames (command, response, ...), or a logic-analyser capture of a "
-                    "TPM's SPI bus (sigrok-cli decoder output, Saleae Logic 2 SPI CSV, "
-                    "VCD or .sr decoded by sigrok-cli). The format is detected.")
+                    "TPM's SPI, I2C or LPC bus (sigrok-cli decoder output, Saleae Logic 2 SPI "
+                    "CSV, VCD or .sr decoded by sigrok-cli). The format is detected.")
     d.add_argument("file", help="the capture file, or - for stdin")
     d.add_argument("--format", choices=FORMATS, help="the capture format (default: detect)")
     d.add_argument("--json", action="store_true", help="print JSON lines instead of the dump")

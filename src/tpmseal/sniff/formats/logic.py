@@ -41,12 +41,10 @@ ROLES: dict[str, dict[str, tuple[str, ...]]] = {
 _PREFIXES = ("SPI", "TPM", "LPC")
 
 
-def _normal(name: str) -> str:
+def _spellings(name: str) -> set[str]:
+    """``SPI_MOSI`` -> ``{"SPIMOSI", "MOSI"}``: upper case, punctuation and bus prefix dropped."""
     n = re.sub(r"[^A-Z0-9]", "", name.upper())
-    for p in _PREFIXES:
-        if n.startswith(p) and len(n) > len(p) and n not in ROLES["spi"]["clk"]:
-            n = n[len(p):]
-    return n
+    return {n} | {n[len(p):] for p in _PREFIXES if n.startswith(p) and len(n) > len(p)}
 
 
 def vcd_tokens(data: bytes) -> Iterator[str]:
@@ -103,7 +101,7 @@ def map_channels(bus: str, names: list[str], overrides: dict[str, str]) -> dict[
                                  f"its channels are {', '.join(names)}")
             out[role] = overrides[role]
             continue
-        found = [n for n in names if _normal(n) in usual and n not in out.values()]
+        found = [n for n in names if _spellings(n) & set(usual) and n not in out.values()]
         if not found:
             return None
         out[role] = found[0]
