@@ -142,12 +142,7 @@ def run_sigrok(data: bytes, args: list[str], vcd: bool) -> str:
         _write_all(fd, data)
         path = f"/proc/self/fd/{fd}"
         cmd = [tool, *(["-I", "vcd"] if vcd else []), "-i", path, *args]
-        try:
-            done = subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT, pass_fds=(fd,),
-                                  check=False)
-        except subprocess.TimeoutExpired:
-            raise BadInputError(f"{SIGROK} took more than {_TIMEOUT} s on the capture",
-                                "cut the capture down to the TPM traffic") from None
+        done = _run(cmd, (fd,))
     finally:
         os.close(fd)
     if done.returncode != 0:
@@ -158,14 +153,22 @@ def run_sigrok(data: bytes, args: list[str], vcd: bool) -> str:
     return done.stdout.decode("utf-8", "replace")
 
 
+def _run(cmd: list[str], fds: tuple[int, ...] = ()) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(cmd, capture_output=True, timeout=_TIMEOUT, pass_fds=fds,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInputError(f"{SIGROK} took more than {_TIMEOUT} s on the capture",
+                            "cut the capture down to the TPM traffic") from None
+    except OSError as e:
+        raise MissingToolError(f"{SIGROK} could not be started: {e.strerror}",
+                               "check its installation (Debian: apt-get install sigrok-cli)") \
+            from None
+
+
 def decoder_help(decoder: str) -> str:
     """``sigrok-cli -P DECODER --show``: the installed decoder's channels and annotation classes."""
-    try:
-        done = subprocess.run([_tool(), "-P", decoder, "--show"], capture_output=True,
-                              timeout=60, check=False)
-    except subprocess.TimeoutExpired:
-        raise BadInputError(f"{SIGROK} -P {decoder} --show did not answer") from None
-    return done.stdout.decode("utf-8", "replace")
+    return _run([_tool(), "-P", decoder, "--show"]).stdout.decode("utf-8", "replace")
 
 
 def _write_all(fd: int, data: bytes) -> None:
