@@ -364,3 +364,9 @@ def test_usual_channel_names(names: list[str], bus: str) -> None:
     assert detect_bus(names, {}) == bus
     mapped = map_channels(bus, names, {})
     assert mapped is not None and sorted(mapped.values()) == sorted(names)
+
+
+def test_a_capture_without_tpm_traffic_says_so(pairs: Pairs) -> None:
+    lines = sigrok_lines(encode(pairs)).encode()
+    cap = load_bus(lines, "sigrok", bus="i2c")  # SPI lines read as I2C: nothing
+    assert cap.exchanges == [] and cap.warnings[-1].startswith("no TPM command was found")

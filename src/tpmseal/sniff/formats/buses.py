@@ -10,8 +10,9 @@ Formats (detected from their first bytes, or forced with ``--format``):
 
 The bus (``--bus spi|lpc|i2c``) is read from the decoder named in sigrok's
 output or from the capture's channel names when not given. Frames come out
-of the PTP FIFO reassembler (:mod:`tpmseal.sniff.analysis.ptp`) as
-exchanges whose ``client`` is the locality.
+of the PTP reassembler (FIFO and CRB, :mod:`tpmseal.sniff.analysis.ptp`) as
+exchanges whose ``client`` is the locality; a capture with none says so in
+a warning.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from tpmseal.sniff.formats.sigrok import (
 BUSES = ("spi", "lpc", "i2c")
 BUS_FORMATS = ("sigrok", "sigrok-json", "saleae-csv", "vcd", "sr")
 _VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b"$var")
-#: sigrok-cli decoder arguments per bus: (decoder, its channel roles, annotation classes)
+#: sigrok-cli's decoder per bus and the annotation classes tpmseal reads
 _DECODERS = {
     "spi": ("spi", "spi=mosi-transfer:miso-transfer"),
     "lpc": ("lpc", "lpc=start:cycle-type:addr:sync:server-data:peripheral-data"),
@@ -129,6 +130,9 @@ def _decoded(bus: str, annotations: list[Annotation]) -> Capture:
 
 
 def _result(r: PtpReassembler) -> Capture:
+    if not r.exchanges:
+        r.warnings.append("no TPM command was found in the capture (wrong --bus or channels, "
+                          "or no TPM traffic?)")
     return Capture(r.exchanges, r.warnings)
 
 
