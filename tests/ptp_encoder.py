@@ -9,6 +9,10 @@ wait states, transactions cut short and repeated, commands aborted with
 commandReady and written again, responseRetry, TPM_ACCESS and DID_VID noise
 and another device on the bus. :func:`vcd` draws the transactions as an SPI
 mode 0 waveform that sigrok-cli's spi decoder reads back.
+
+The same driver runs over the TCG I2C interface (:class:`I2cHost`,
+:func:`i2c_vcd`), over LPC (:class:`LpcHost`, :func:`lpc_vcd`,
+:func:`lpc_lines`) and against a CRB TPM on SPI (:class:`CrbSpiHost`).
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from tpmseal.sniff.analysis.ptp import PtpReassembler
 from tpmseal.sniff.analysis.registers import LOCALITIES, Access
 
 SPI_BASE = 0xD4
-MAX_WAIT = 1 << 12  # flow-control bytes before a transaction is given up as garbage
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class SpiDecoder:
             return
         pos = 4
         if not t.miso[3] & 1:
-            while pos < n and not t.miso[pos] & 1 and pos < 4 + MAX_WAIT:
+            while pos < n and not t.miso[pos] & 1:
                 pos += 1
             pos += 1  # the byte with bit 0 set ends the wait; it carries no data
         if pos + size > n:
