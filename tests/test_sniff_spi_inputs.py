@@ -370,3 +370,13 @@ def test_a_capture_without_tpm_traffic_says_so(pairs: Pairs) -> None:
     lines = sigrok_lines(encode(pairs)).encode()
     cap = load_bus(lines, "sigrok", bus="i2c")  # SPI lines read as I2C: nothing
     assert cap.exchanges == [] and cap.warnings[-1].startswith("no TPM command was found")
+
+
+def test_response_retry_after_the_whole_response_is_quiet() -> None:
+    cmd = bytes.fromhex("80010000000c0000017b0008")
+    rsp = bytes.fromhex("800100000014000000000008") + bytes(range(8))
+    r = reassemble([Access(0, FIFO, True, cmd), Access(0, STS, True, b"\x20"),
+                    Access(0, FIFO, False, rsp), Access(0, STS, True, b"\x02"),
+                    Access(0, FIFO, False, rsp), Access(0, STS, True, b"\x40")])
+    assert [(e.command, e.response) for e in r.exchanges] == [(cmd, rsp)]
+    assert r.warnings == []

@@ -145,8 +145,11 @@ class PtpReassembler:
                                      "the response before it was read whole")
                 self._emit(a.locality, st, None, a.at)
             st.orphan = False
-        if bits & STS_RESPONSE_RETRY and st.sent is not None:
-            st.response.clear()
+        if bits & STS_RESPONSE_RETRY:
+            if st.sent is not None:
+                st.response.clear()
+            else:
+                st.orphan = True  # reading a whole response again (an I2C checksum retry)
         if bits & STS_GO:
             self._go(st, a)
 
