@@ -9,11 +9,13 @@ reserved, masking with 0x1F would halve the size), then the 24-bit address
 bytes until one has bit 0 = 1; those bytes are flow control, not data (only
 bit 0 counts). Then *size* data bytes follow, on MOSI for a write and on MISO
 for a read (MOSI then carries dummy bytes, 0x00 or 0xFF, which are ignored).
+:func:`split_stream` recovers the transactions of a stream that lost its
+chip-select boundaries.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from tpmseal.sniff.analysis.ptp import PtpReassembler
@@ -79,6 +81,42 @@ class SpiDecoder:
             self.fifo.warnings.append(f"{self.foreign} SPI transaction(s) outside the TPM's "
                                       "address window 0xD4xxxx (another device?) were ignored")
         self.fifo.close()
+
+
+def split_stream(mosi: bytes, miso: bytes, warnings: list[str]) -> Iterator[SpiTransaction]:
+    """Transactions from MOSI/MISO byte streams without chip-select boundaries.
+
+    sigrok-cli's binary SPI output (``-B spi``) loses the boundaries, so each
+    transaction is measured from its own header: 4 bytes, the wait states,
+    then *size* bytes. A byte that cannot start a TPM header (address not
+    0xD4xxxx, locality above 4, reserved bit 6 set) is skipped; a transaction
+    cut short on the bus desynchronises the stream until the next header.
+    """
+    n = min(len(mosi), len(miso))
+    pos = skipped = 0
+    first_skip = -1
+    while pos + 4 <= n:
+        h0, h1, h2 = mosi[pos], mosi[pos + 1], mosi[pos + 2]
+        if h1 != SPI_BASE or h2 >> 4 >= LOCALITIES or h0 & 0x40:
+            first_skip = pos if first_skip < 0 else first_skip
+            skipped += 1
+            pos += 1
+            continue
+        data = pos + 4
+        if not miso[pos + 3] & 1:
+            while data < n and not miso[data] & 1:
+                data += 1
+            data += 1
+        end = data + (h0 & 0x3F) + 1
+        if end > n:
+            break
+        yield SpiTransaction(mosi[pos:end], miso[pos:end], where=f"at byte {2 * pos}")
+        pos = end
+    if skipped:
+        warnings.append(f"{skipped} byte(s) of the SPI stream start no TPM transaction and "
+                        f"were skipped, the first at byte {2 * first_skip}")
+    if pos < n:
+        warnings.append(f"the SPI stream ends inside a transaction ({n - pos} byte(s) left)")
 
 
 def decode_spi(transactions: Iterable[SpiTransaction]) -> PtpReassembler:

@@ -4,6 +4,7 @@ Formats (detected from their first bytes, or forced with ``--format``):
 
 ``sigrok``       sigrok-cli annotation lines (``-A spi=mosi-transfer:miso-transfer``)
 ``sigrok-json``  the same as ``--protocol-decoder-jsontrace`` writes it
+``sigrok-bin``   sigrok-cli's binary SPI output (``-B spi``): never detected, only forced
 ``saleae-csv``   Saleae Logic 2's SPI analyser table export
 ``vcd``          a value change dump, decoded by sigrok-cli's own decoders
 ``sr``           a sigrok session file (PulseView, ``sigrok-cli -O srzip``), likewise
@@ -23,7 +24,7 @@ from tpmseal.errors import BadInputError, MissingToolError, UsageError
 from tpmseal.sniff.analysis.i2c import decode_i2c
 from tpmseal.sniff.analysis.lpc import decode_lpc
 from tpmseal.sniff.analysis.ptp import PtpReassembler
-from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi
+from tpmseal.sniff.analysis.spi import SpiTransaction, decode_spi, split_stream
 from tpmseal.sniff.formats.logic import (
     SIGROK,
     SR_MAGIC,
@@ -45,11 +46,12 @@ from tpmseal.sniff.formats.sigrok import (
     lpc_cycles,
     read_annotations,
     read_jsontrace,
+    spi_binary,
     spi_transactions,
 )
 
 BUSES = ("spi", "lpc", "i2c")
-BUS_FORMATS = ("sigrok", "sigrok-json", "saleae-csv", "vcd", "sr")
+BUS_FORMATS = ("sigrok", "sigrok-json", "sigrok-bin", "saleae-csv", "vcd", "sr")
 _VCD_KEYWORDS = (b"$date", b"$version", b"$timescale", b"$comment", b"$scope", b"$var")
 #: sigrok-cli's decoder per bus and the annotation classes tpmseal reads
 _DECODERS = {
@@ -148,6 +150,14 @@ def load_bus(data: bytes, fmt: str | None, bus: str | None = None,
     fmt = fmt or detect_bus_format(data)
     if fmt in ("vcd", "sr"):
         return _waveform(data, fmt, bus, channels)
+    if fmt == "sigrok-bin":
+        if bus not in (None, "spi"):
+            raise UsageError("sigrok's binary output is read as SPI only", "use --bus spi")
+        mosi, miso = spi_binary(data)
+        warnings: list[str] = []
+        transactions = list(split_stream(mosi, miso, warnings))
+        cap = _spi(transactions)
+        return Capture(cap.exchanges, warnings + cap.warnings)
     if fmt == "saleae-csv":
         if bus not in (None, "spi"):
             raise UsageError("a Saleae CSV export is read as SPI only", "use --bus spi")

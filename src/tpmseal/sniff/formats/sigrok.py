@@ -5,10 +5,12 @@ line per chip-select period and channel, MISO first, unlabelled
 (``spi-1: 00 00 00 01``); ``--protocol-decoder-samplenum`` prefixes the
 sample range. ``--protocol-decoder-jsontrace`` writes the same annotations
 as a Chrome trace, labelled (``"tid": "MOSI transfer"``) and timed in
-microseconds. ``-B spi=mosi`` (raw bytes) loses the transaction boundaries
-and cannot be reassembled. For LPC and I2C the same two forms carry the
-lpc and i2c decoders' annotations (:class:`Annotation`): :func:`lpc_cycles`
-and :func:`i2c_events` read them.
+microseconds. ``-B spi`` (binary, both classes) interleaves a MISO and a
+MOSI byte per word and loses the transaction boundaries, which
+:func:`~tpmseal.sniff.analysis.spi.split_stream` recovers from the headers.
+For LPC and I2C the annotation forms carry the lpc and i2c decoders'
+annotations (:class:`Annotation`): :func:`lpc_cycles` and :func:`i2c_events`
+read them.
 """
 
 from __future__ import annotations
@@ -77,6 +79,15 @@ def read_jsontrace(text: str) -> Iterator[Annotation]:
                 and isinstance(ts, (int, float))):
             raise BadInputError(f"sigrok JSON trace event {n} lacks a name, pid, tid or ts")
         yield Annotation(pid, name, tid, float(ts) / 1e6, f"at trace event {n}")
+
+
+def spi_binary(data: bytes) -> tuple[bytes, bytes]:
+    """``sigrok-cli -B spi`` (both classes): a MISO then a MOSI byte per word -> (mosi, miso)."""
+    if len(data) % 2:
+        raise BadInputError("sigrok's binary SPI output has an odd length: it is not the "
+                            "MISO/MOSI pairs of -B spi (both classes, 8-bit words)",
+                            "write it with sigrok-cli -P spi:... -B spi")
+    return data[1::2], data[0::2]
 
 
 def _hex(a: Annotation) -> bytes:
