@@ -423,3 +423,4 @@ def test_hostile_binary_streams_never_crash() -> None:
         data = bytes(rng.choice((0x00, 0xD4, 0x01, 0x24, 0x18, 0x80, 0xFF, rng.randrange(256)))
                      for _ in range(2 * rng.randrange(0, 200)))
         load_bus(data, "sigrok-bin")
+

@@ -26,7 +26,7 @@ from tpmseal.sniff.analysis.i2c import I2cEvent
 from tpmseal.sniff.analysis.lpc import LpcCycle
 from tpmseal.sniff.analysis.spi import SPI_BASE, SpiTransaction
 
-_LINE = re.compile(r"^(?:(\d+)-(\d+) +)?([A-Za-z0-9_]+-\d+): +(.*?)\s*$")
+_LINE = re.compile(r"^(?:(\d+)-(\d+) +)?([A-Za-z0-9_]+-\d+): +(.*)$")
 _HEX = re.compile(r"^(?:[0-9A-Fa-f]{2}(?: +|$))+$")
 JSONTRACE_START = b'{"traceEvents"'
 
@@ -57,7 +57,7 @@ def read_annotations(text: str) -> Iterator[Annotation]:
         if m is None:
             continue
         # a sample number is no time without the sample rate: lines carry no timestamps
-        yield Annotation(m.group(3), m.group(4), "", 0.0, f"at line {n}")
+        yield Annotation(m.group(3), m.group(4).rstrip(), "", 0.0, f"at line {n}")
 
 
 def read_jsontrace(text: str) -> Iterator[Annotation]:
