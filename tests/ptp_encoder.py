@@ -370,8 +370,10 @@ class LpcHost(SpiHost):
             c += [(1, 0xF)] * 2 + sync + data + [(1, 0xF)] * 2
         c += [(1, 0xF)] * 2  # idle
 
+    crb: bool = False  # a CRB TPM: no FIFO, every multi-byte access moves on
+
     def transfer(self, locality: int, register: int, data: bytes, read: bool) -> None:
-        fifo = 0x24 <= register < 0x28 or 0x80 <= register < 0x84
+        fifo = not self.crb and (0x24 <= register < 0x28 or 0x80 <= register < 0x84)
         for i, b in enumerate(data):
             address = locality << 12 | (register if fifo else register + i)
             self._cycle(address, not read, b)
@@ -464,3 +466,11 @@ class CrbSpiHost(SpiHost):
         self._buffer(locality, response[:8], read=True)
         self._buffer(locality, response[8:], read=True, offset=8)
         self.write(locality, 0x40, b"\x02\x00\x00\x00")  # goIdle
+
+
+@dataclass
+class CrbLpcHost(LpcHost, CrbSpiHost):
+    """A CRB TPM reached with LPC memory cycles at 0xFED4xxxx, one byte per cycle."""
+
+    memory: bool = True
+    crb: bool = True

@@ -3,7 +3,8 @@
 The encoder's :class:`CrbSpiHost` drives real swtpm frames the way Linux's
 tpm_crb does: cmdReady, the command into TPM_CRB_DATA_BUFFER with
 incrementing addresses, CTRL_START, the 8-byte response header, the rest,
-goIdle; with an abandoned half-written command and bus noise.
+goIdle; with an abandoned half-written command and bus noise. :class:`CrbLpcHost`
+reaches the same buffer with LPC memory cycles at 0xFED4xxxx.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import shutil
 
 import pytest
 
-from ptp_encoder import CrbSpiHost, drive, encode, sigrok_lines, vcd
+from ptp_encoder import CrbLpcHost, CrbSpiHost, drive, encode, lpc_lines, sigrok_lines, vcd
 from tpmseal.client.tpm import Tpm
 from tpmseal.sniff.analysis.ptp import reassemble
 from tpmseal.sniff.analysis.registers import Access
@@ -78,3 +79,11 @@ def test_crb_waveform_through_sigrok(pairs: Pairs) -> None:
     drive(pairs, host)
     cap = load(vcd(host.out))
     assert [(e.command, e.response) for e in cap.exchanges] == pairs
+
+
+def test_crb_over_lpc_memory_cycles(pairs: Pairs) -> None:
+    host = CrbLpcHost(wait_rate=0.3, abort_first=True)
+    drive(pairs, host, localities=(0, 2))
+    cap = load(lpc_lines(host.cycles).encode(), bus="lpc")
+    assert [(e.client, e.command, e.response) for e in cap.exchanges] == [
+        (loc, c, r) for loc, (c, r) in zip((0, 2, 0), pairs, strict=True)]
