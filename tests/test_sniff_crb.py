@@ -1,4 +1,4 @@
-"""The CRB interface (PTP §6.5.3): commands and responses in a memory-mapped buffer, on SPI.
+"""The CRB interface (PTP §6.5.3): commands and responses in a memory-mapped buffer, SPI and LPC.
 
 The encoder's :class:`CrbSpiHost` drives real swtpm frames the way Linux's
 tpm_crb does: cmdReady, the command into TPM_CRB_DATA_BUFFER with
