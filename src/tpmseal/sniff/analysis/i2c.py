@@ -90,7 +90,7 @@ def tpm_address(msgs: list[I2cMessage]) -> int:
 class I2cDecoder:
     """I2C messages in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: PtpReassembler
+    ptp: PtpReassembler
     address: int = DEFAULT_ADDRESS
     locality: int = 0
     register: int | None = None
@@ -110,17 +110,17 @@ class I2cDecoder:
                     self.locality = body[0]
                 return
             if body and self.register in _FIFO_SIDE:
-                self.fifo.feed(Access(self.locality, self.register, True, body, m.at, m.where))
+                self.ptp.feed(Access(self.locality, self.register, True, body, m.at, m.where))
             return
         if self.register in _FIFO_SIDE and m.data:
-            self.fifo.feed(Access(self.locality, self.register, False, bytes(m.data), m.at,
+            self.ptp.feed(Access(self.locality, self.register, False, bytes(m.data), m.at,
                                   m.where))
 
     def close(self) -> None:
         if self.foreign:
-            self.fifo.warnings.append(f"{self.foreign} I2C message(s) to addresses other than "
+            self.ptp.warnings.append(f"{self.foreign} I2C message(s) to addresses other than "
                                       f"the TPM's 0x{self.address:02x} were ignored")
-        self.fifo.close()
+        self.ptp.close()
 
 
 def decode_i2c(events: Iterable[I2cEvent]) -> PtpReassembler:
@@ -130,4 +130,4 @@ def decode_i2c(events: Iterable[I2cEvent]) -> PtpReassembler:
     for m in msgs:
         d.feed(m)
     d.close()
-    return d.fifo
+    return d.ptp

@@ -39,7 +39,7 @@ class LpcCycle:
 class LpcDecoder:
     """LPC cycles in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: PtpReassembler
+    ptp: PtpReassembler
 
     def feed(self, c: LpcCycle) -> None:
         if c.kind == "io" and c.tpm_start and c.address <= 0xFFFF:
@@ -51,10 +51,10 @@ class LpcDecoder:
         locality, register = offset >> 12, offset & 0xFFF
         if locality >= LOCALITIES:
             return
-        self.fifo.feed(Access(locality, register, c.write, bytes([c.data]), c.at, c.where))
+        self.ptp.feed(Access(locality, register, c.write, bytes([c.data]), c.at, c.where))
 
     def close(self) -> None:
-        self.fifo.close()
+        self.ptp.close()
 
 
 def decode_lpc(cycles: Iterable[LpcCycle]) -> PtpReassembler:
@@ -63,4 +63,4 @@ def decode_lpc(cycles: Iterable[LpcCycle]) -> PtpReassembler:
     for c in cycles:
         d.feed(c)
     d.close()
-    return d.fifo
+    return d.ptp

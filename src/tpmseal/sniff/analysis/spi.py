@@ -38,7 +38,7 @@ class SpiTransaction:
 class SpiDecoder:
     """SPI transactions in, :class:`Access` records out into a :class:`PtpReassembler`."""
 
-    fifo: PtpReassembler
+    ptp: PtpReassembler
     foreign: int = 0     # transactions outside the TPM's address window
     truncated: int = 0   # transactions cut short (chip select raised early)
     _first_truncated: str = ""
@@ -65,7 +65,7 @@ class SpiDecoder:
             self._cut(t)
             return
         data = (t.miso if read else t.mosi)[pos : pos + size]
-        self.fifo.feed(Access(locality, register, not read, bytes(data), t.at, t.where))
+        self.ptp.feed(Access(locality, register, not read, bytes(data), t.at, t.where))
 
     def _cut(self, t: SpiTransaction) -> None:
         if not self.truncated:
@@ -74,13 +74,13 @@ class SpiDecoder:
 
     def close(self) -> None:
         if self.truncated:
-            self.fifo.warnings.append(f"{self.truncated} SPI transaction(s) shorter than their "
+            self.ptp.warnings.append(f"{self.truncated} SPI transaction(s) shorter than their "
                                       f"header's size were ignored (aborted?), the first "
                                       f"{self._first_truncated}")
         if self.foreign:
-            self.fifo.warnings.append(f"{self.foreign} SPI transaction(s) outside the TPM's "
+            self.ptp.warnings.append(f"{self.foreign} SPI transaction(s) outside the TPM's "
                                       "address window 0xD4xxxx (another device?) were ignored")
-        self.fifo.close()
+        self.ptp.close()
 
 
 def split_stream(mosi: bytes, miso: bytes, warnings: list[str]) -> Iterator[SpiTransaction]:
@@ -125,4 +125,4 @@ def decode_spi(transactions: Iterable[SpiTransaction]) -> PtpReassembler:
     for t in transactions:
         d.feed(t)
     d.close()
-    return d.fifo
+    return d.ptp
