@@ -43,6 +43,7 @@ class _Locality:
     command_at: float = 0.0
     command_where: str = ""
     sent: bytes | None = None        # a command that received tpmGo
+    sent_at: float = 0.0             # when its first byte was written
     response: bytearray = field(default_factory=bytearray)
     response_at: float = 0.0
     orphan: bool = False             # response bytes seen with no command before them
@@ -171,14 +172,14 @@ class PtpReassembler:
             return
         if st.sent is not None:
             self._emit(a.locality, st, None, a.at)
-        st.sent = cmd
+        st.sent, st.sent_at = cmd, st.command_at
         st.orphan = False
         st.response.clear()
 
     def _emit(self, locality: int, st: _Locality, response: bytes | None, at: float) -> None:
         assert st.sent is not None
         self.exchanges.append(Exchange.passive(len(self.exchanges), locality, st.sent, response,
-                                               st.command_at, at))
+                                               st.sent_at, at))
         st.sent = None
         st.response.clear()
 
