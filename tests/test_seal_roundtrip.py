@@ -35,7 +35,7 @@ from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC
 
-UNSEAL_5 = ["Load", "StartAuthSession", "PolicyPCR", "Unseal", "FlushContext"]
+UNSEAL_5 = ["StartAuthSession", "Load", "PolicyPCR", "Unseal", "FlushContext"]
 
 
 def _windows(secret: bytes, width: int = 8) -> list[bytes]:

@@ -133,6 +133,9 @@ def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) ->
         return None
     sessions: tuple[Session, ...] = ()
     if session is not None:
+        if not session.confirmed:  # an audited NV_ReadPublic confirms it (and the size)
+            session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+            pub = tpm.nv_read_public(pub.nv_index, session)
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
         sessions = (PasswordSession(), session)
     return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)

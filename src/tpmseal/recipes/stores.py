@@ -154,8 +154,8 @@ class NvStore:
         t = self.trust
         salt = SaltKey(t.ek_handle, t.ek_public) if t else None
         sealed_with = ENCRYPTED if t is not None and t.aes_128_cfb else LEGACY
-        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, b"", salt, sealed_with,
-                          self.pin)
+        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, t.srk_name if t else b"",
+                          salt, sealed_with, self.pin)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
         # staging is read only if the main pair is missing or did not unseal

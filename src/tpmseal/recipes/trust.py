@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, DecodeError, NotFoundError, TrustError, UsageError
+from tpmseal.errors import (
+    EK_MISMATCH,
+    BadInputError,
+    DecodeError,
+    NotFoundError,
+    TrustError,
+    UsageError,
+)
 from tpmseal.files import write_atomic
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
@@ -39,8 +46,8 @@ from tpmseal.wire.structures import Public
 FORMAT = "tpmseal-trust/1"
 DEFAULT_PATH = "/var/lib/tpmseal/trust.json"
 
-EK_MISMATCH = ("the TPM's endorsement key does not match the trusted one: possible interposer "
-               "or replaced TPM")
+__all__ = ["EK_MISMATCH", "TrustRecord", "load", "load_all", "salted_session", "save",
+           "start_salted", "trust_path"]
 
 
 def trust_path(explicit: str | None = None) -> Path:
