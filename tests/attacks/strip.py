@@ -91,7 +91,7 @@ class SaltStripper:
         if tag not in (TPM_ST.SESSIONS, TPM_ST.NO_SESSIONS) or ctx.code not in REGISTRY:
             return None
         if ctx.code == TPM_CC.StartAuthSession:
-            cmd, auths = ctx.parse()
+            cmd, start_auths = ctx.parse()
             assert isinstance(cmd, cmds.StartAuthSession)
             if cmd.tpm_key == TPM_RH.NULL or cmd.bind != TPM_RH.NULL:
                 return None
@@ -100,7 +100,7 @@ class SaltStripper:
             self.stripped += 1
             self._flight = _Flight(ctx.code, [], (cmd.session_type, nonce))
             return build_command(replace(cmd, tpm_key=TPM_RH.NULL, encrypted_salt=b"",
-                                         nonce_caller=nonce), auths)
+                                         nonce_caller=nonce), start_auths)
         cls = REGISTRY[ctx.code]
         frame = split_command(ctx.command, len(cls.layout().handles))
         flight = _Flight(ctx.code, [(self.sessions.get(a.session_handle), a)
