@@ -92,11 +92,14 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
     first_error: TpmsealError | None = None
     for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
-            return _unseal_one(tpm, blob, opts), blob
+            secret = _unseal_one(tpm, blob, opts)
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
             log.info("copy in %s did not unseal: %s", store.describe(), e.one_line())
+            continue
+        store.unsealed(blob)
+        return secret, blob
     assert first_error is not None
     raise first_error
 
