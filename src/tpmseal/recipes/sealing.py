@@ -341,26 +341,26 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
     object swapped in by an interposer. 5 commands: StartAuthSession, Load,
     PolicyPCR, Unseal (ends the session), FlushContext (+ PolicyAuthValue with a PIN).
 
-    With a *carrier* the policy session is unsalted and the carrier, already
-    confirmed, carries the encryption; the TPM checks its command HMAC too, which
-    binds the object's Name the same way. Never with a PIN: an unsalted policy
-    session's HMAC is keyed by the PIN alone and would expose it to offline guessing.
+    With a *carrier* (an EK-salted HMAC session the caller goes on using) the
+    policy session is unsalted and cheap, and the carrier, confirmed on Load the
+    same way unless it already is, carries the encryption; the TPM checks its
+    command HMAC too, which binds the object's Name the same way. Never with a
+    PIN: an unsalted policy session's HMAC is keyed by the PIN alone and would
+    expose it to offline guessing.
     """
-    if salt is None:
+    if salt is None or carrier is not None:
         session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
-        extra: tuple[AuthSession, ...] = ()
-    elif carrier is not None:
-        session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
-        extra = (carrier,)
     else:
-        session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY,
-                               TPMA_SESSION.continueSession | TPMA_SESSION.decrypt)
-        extra = ()
+        session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY)
+    encrypting = carrier if carrier is not None else session if salt is not None else None
     with tpm.scoped(session.handle):
-        confirm = (session,) if salt is not None and carrier is None else ()
-        if confirm and blob.parent_name:
-            # the Name pinned at seal time joins Load's cpHash: never a ReadPublic
-            tpm.names[blob.parent_handle] = blob.parent_name
+        confirm: tuple[AuthSession, ...] = ()
+        if encrypting is not None and not encrypting.confirmed:
+            confirm = (encrypting,)
+            encrypting.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.decrypt
+            if blob.parent_name:
+                # the Name pinned at seal time joins Load's cpHash: never a ReadPublic
+                tpm.names[blob.parent_handle] = blob.parent_name
         loaded = tpm.run(cmds.Load(blob.parent_handle, blob.private, blob.public),
                          PasswordSession(), *confirm)
         with tpm.scoped(loaded.object_handle) as handle:
@@ -368,9 +368,11 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
             tpm.run_policy(session, steps)
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
-            if salt is not None and carrier is None:
-                session.attributes = TPMA_SESSION.encrypt
-            for c in extra:
-                c.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-            out = tpm.run(cmds.Unseal(handle), session, *extra).out_data
+            if carrier is not None:
+                carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
+                out = tpm.run(cmds.Unseal(handle), session, carrier).out_data
+            else:
+                if encrypting is not None:
+                    session.attributes = TPMA_SESSION.encrypt
+                out = tpm.run(cmds.Unseal(handle), session).out_data
     return out
