@@ -287,9 +287,9 @@ class Tpm:
         if handle in self._transients or handle in self._sessions:
             self.flush(handle)
 
-    def read_public(self, handle: int) -> Public:
+    def read_public(self, handle: int, *sessions: Session) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""
-        r = self.run(cmds.ReadPublic(handle))
+        r = self.run(cmds.ReadPublic(handle), *sessions)
         if not hmac.compare_digest(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
                                  "public area: possible bus tampering")
@@ -397,10 +397,11 @@ class Tpm:
             out += got
         return out
 
-    def test_parms(self, sym: SymDef = AES_128_CFB) -> bool:
+    def test_parms(self, sym: SymDef = AES_128_CFB, *sessions: Session) -> bool:
         """Whether TPM2_TestParms accepts a symmetric cipher (Part 3 §30.3)."""
         try:
-            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))))
+            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))),
+                     *sessions)
         except TpmResponseError as e:
             if e.rc.warning:
                 raise
@@ -423,14 +424,15 @@ class Tpm:
         raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
                              "corrupted or altered in transit")
 
-    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
+    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64,
+                   *sessions: Session) -> dict[int, int]:
         """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""
-        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count))
+        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count), *sessions)
         return {k: v for k, v in r.capability_data.items}
 
-    def pcr_banks(self) -> PcrSelectionList:
+    def pcr_banks(self, *sessions: Session) -> PcrSelectionList:
         """Allocated PCR banks and their PCRs (GetCapability PCRS)."""
-        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1)).capability_data.pcrs
+        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1), *sessions).capability_data.pcrs
 
     def handles(self, first: int, *sessions: Session) -> list[int]:
         """Handles of the type of *first*, from *first* on."""

@@ -22,6 +22,7 @@ from tpmseal.errors import BadInputError, IntegrityError, UsageError
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
+from tpmseal.session.auth import Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_RH, TPM_SE
 from tpmseal.wire.rc import TpmResponseError
@@ -53,10 +54,10 @@ def _shape(p: Public) -> Public:
     return replace(p, unique=EccPoint(b"", b"") if isinstance(p.unique, EccPoint) else b"")
 
 
-def read_optional(tpm: Tpm, handle: int) -> Public | None:
+def read_optional(tpm: Tpm, handle: int, *sessions: Session) -> Public | None:
     """ReadPublic, or None when nothing is persisted at *handle*."""
     try:
-        return tpm.read_public(handle)
+        return tpm.read_public(handle, *sessions)
     except TpmResponseError as e:
         if e.name == "HANDLE":
             return None
