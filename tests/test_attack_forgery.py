@@ -57,9 +57,9 @@ RC_FAILURE = 0x101  # TPM_RC_FAILURE: the TPM is in failure mode
 RC_SESSION_MEMORY = 0x903  # warning: no session slot
 
 
-def _real_ek(sim: Simulator) -> Public:
+def _real_ek(sim: Simulator, handle: int = EK) -> Public:
     with Tpm.open(sim.uri) as t:
-        return t.read_public(EK)
+        return t.read_public(handle)
 
 
 def _every_read_public(ctx: HookContext) -> Verdict:
@@ -96,8 +96,8 @@ def test_seal_never_reads_the_ek_and_substitution_has_no_effect(
     secret = os.urandom(32)
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(secret)
-    real = _real_ek(sim)
     ek_handle = 0x81010001 if profile == "tcg" else 0x81000001
+    real = _real_ek(sim, ek_handle)
     with interposer(sim) as p:
         with p.interpose(on_response=_every_read_public):
             r = tpm(p, "seal", "--profile", profile, "--input", str(key), "--output", str(blob))
@@ -109,7 +109,7 @@ def test_seal_never_reads_the_ek_and_substitution_has_no_effect(
     b = SealedBlob.from_json(blob.read_bytes())
     assert b.sealed_with == ENCRYPTED
     assert b.salt_key is not None and b.salt_key.handle == ek_handle
-    assert b.salt_key.name == _real_ek(sim).name() == real.name()
+    assert b.salt_key.name == _real_ek(sim, ek_handle).name() == real.name()
 
 
 # --------------------------------------------------------------------- 5: forged errors
