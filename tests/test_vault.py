@@ -61,10 +61,11 @@ def test_generated_then_unsealed(eve_sim: Simulator, tmp_path: Path,
     caplog.clear()
     second = cli(["vault-key"])
     assert (second.rc, second.out) == (0, first.out)
-    # the every-boot path: read the pair, unseal, look for a legacy key - one salted session
+    # the every-boot path: read the pair, unseal - one salted session, 9 commands (the
+    # legacy key is left alone, as EVE does)
     assert log.names() == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
                            "Load", "StartAuthSession", "PolicyPCR", "Unseal",
-                           "FlushContext", "NV_ReadPublic"]
+                           "FlushContext"]
     assert any("vault key unsealed" in m for m in caplog.messages)
     # the same key through plain unseal of EVE's layout
     assert cli(["unseal", "--profile", "eve", "--nv"]).out == first.out
@@ -106,10 +107,21 @@ def test_legacy_key_migrated(eve_sim: Simulator, tmp_path: Path,
     assert any("migrated vault key" in m for m in caplog.messages)
     # read over an encrypted session: the plaintext key never crossed the bus
     assert not any(legacy in c or legacy in resp for c, resp in log.exchanges())
-    assert not _defined(eve_sim, LEGACY_NV)  # removed after the verified unseal
+    # kept, as EVE keeps it: a release from before sealing reads it after a rollback
+    assert _defined(eve_sim, LEGACY_NV)
+    assert any("keeping the legacy key" in m for m in caplog.messages)
     assert _defined(eve_sim, PRIV_NV) and _defined(eve_sim, PUB_NV)
     assert cli(["vault-key"]).out == legacy
+    assert _defined(eve_sim, LEGACY_NV)
     assert cli(["unseal", "--profile", "eve", "--nv"]).out == legacy
+    # removed only on request, with a warning about rollback
+    caplog.clear()
+    r = cli(["vault-key", "--remove-legacy-key"])
+    assert (r.rc, r.out) == (0, legacy), r.err
+    assert not _defined(eve_sim, LEGACY_NV)
+    assert any("rollback to a release from before sealing can no longer open the vault" in m
+               for m in caplog.messages)
+    assert cli(["vault-key"]).out == legacy
 
 
 def test_legacy_key_differing_from_sealed_is_kept(eve_sim: Simulator, tmp_path: Path,
@@ -117,14 +129,16 @@ def test_legacy_key_differing_from_sealed_is_kept(eve_sim: Simulator, tmp_path: 
     sealed = cli(["vault-key"]).out
     other = secret_bytes()
     _write_legacy_key(eve_sim, tmp_path, other)
-    r = cli(["vault-key"])
+    r = cli(["vault-key", "--remove-legacy-key"])
     assert (r.rc, r.out) == (0, sealed)
     assert any("differs from the sealed key" in m for m in caplog.messages)
     assert _defined(eve_sim, LEGACY_NV)
-    # the same legacy key next to its sealed copy (EVE never removed it): removed now
+    # the same legacy key next to its sealed copy: kept, unless removal is asked for
     tools(eve_sim, "tpm2_nvundefine", hex(LEGACY_NV), "-C", "o")
     _write_legacy_key(eve_sim, tmp_path, sealed)
     assert cli(["vault-key"]).out == sealed
+    assert _defined(eve_sim, LEGACY_NV)
+    assert cli(["vault-key", "--remove-legacy-key"]).out == sealed
     assert not _defined(eve_sim, LEGACY_NV)
 
 
