@@ -25,6 +25,8 @@ from test_seal_support import (
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.stores import nv_public
 from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_RH
 
 LEGACY_NV, PRIV_NV, PUB_NV = 0x01700000, 0x01800000, 0x01900000
 
@@ -187,3 +189,36 @@ def test_vault_key_refuses_unmeasured(unmeasured_eve: Simulator, tmp_path: Path)
     assert _defined(unmeasured_eve, LEGACY_NV)  # the only copy is not touched
     r = cli(["vault-key", "--allow-unmeasured"])
     assert (r.rc, r.out) == (0, legacy)
+
+
+def test_nv_command_counts(eve_sim: Simulator, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """What crash safety needs and no more: one listing instead of a probe per index,
+    staging only when a complete pair is replaced, same-size indices rewritten in place."""
+    log = TpmLog().install(monkeypatch)
+    key = write(tmp_path / "key", secret_bytes())
+    define_write = ["NV_DefineSpace", "NV_Write"]
+
+    def run(*argv: str) -> list[str]:
+        log.clear()
+        r = cli(argv)
+        assert r.rc == 0, r.err
+        return log.names()
+
+    fresh = run("seal", "--profile", "eve", "--nv", "--input", str(key))
+    assert fresh == ["StartAuthSession", "GetCapability", "PCR_Read", "PCR_Read", "Create",
+                     *define_write, *define_write]  # 9 (16 before, 7 of them failing)
+    replace = run("seal", "--profile", "eve", "--nv", "--input", str(key), "--force")
+    assert replace == ["StartAuthSession", "GetCapability", "NV_ReadPublic", "NV_ReadPublic",
+                       "PCR_Read", "PCR_Read", "Create", *define_write, *define_write,
+                       "NV_Write", "NV_Write", "NV_UndefineSpace", "NV_UndefineSpace"]  # 15
+    assert all(_defined(eve_sim, i) == (i in (PRIV_NV, PUB_NV))
+               for i in (PRIV_NV, PUB_NV, 0x01800001, 0x01900001))
+    with Tpm.open(eve_sim.uri) as t:
+        for i in (PRIV_NV, PUB_NV):
+            t.run(cmds.NV_UndefineSpace(TPM_RH.OWNER, i))
+    generate = run("vault-key")
+    assert len(generate) == 17 and generate.count("StartAuthSession") == 2
+    assert run("vault-key") == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
+                                "Load", "StartAuthSession", "PolicyPCR", "Unseal",
+                                "FlushContext"]
