@@ -186,3 +186,16 @@ def test_an_ecc_key_at_eves_handle_needs_ek_ca(blank_sim: Simulator,
     assert_one_line_error(cli(["provision", "--profile", "eve", "--ek-type", "ecc"]),
                           ExitCode.USAGE, "RSA key at 0x81000001", "--ek-ca")
     assert not (tmp_path / "trust.json").exists()
+
+
+def test_an_endorsement_ek_at_eves_handle_is_kept_with_a_warning(
+        eve: EvePeer, caplog: pytest.LogCaptureFixture) -> None:
+    """What tpmseal provisioned before it knew EVE's hierarchy: still pinned as it is, but
+    EVE re-creating its keys would replace it, and provisioning says so."""
+    with Tpm.open(eve.sim.uri) as t:
+        r = t.run(cmds.CreatePrimary(TPM_RH.ENDORSEMENT, SensitiveCreate(), EK_RSA_TEMPLATE))
+        with t.scoped(r.object_handle):
+            t.run(cmds.EvictControl(TPM_RH.OWNER, r.object_handle, EVE_EK))
+    assert cli(["provision", "--profile", "eve"]).rc == 0
+    assert any("under the endorsement hierarchy" in m and "owner one" in m and "--repin" in m
+               for m in caplog.messages)

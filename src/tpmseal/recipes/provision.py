@@ -119,9 +119,12 @@ def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: st
             log.info("keeping the key at %#x as the %s (not the standard template, but a "
                      "restricted decryption key the TPM generated)", handle, what)
         elif in_hierarchy not in (None, hierarchy):
-            log.warning("the key at %#x is the %s template under the %s hierarchy, not the %s "
-                        "one this profile creates it under", handle, what,
-                        ekcert.HIERARCHY_NAMES[in_hierarchy], ekcert.HIERARCHY_NAMES.get(hierarchy))
+            log.warning("the key at %#x is the %s template under the %s hierarchy, not under "
+                        "the %s one where this profile's owner (re-)creates it: re-creating it "
+                        "there replaces it, and sessions salted to it then fail until "
+                        "`tpmseal provision --repin`", handle, what,
+                        ekcert.HIERARCHY_NAMES[in_hierarchy],
+                        ekcert.HIERARCHY_NAMES.get(hierarchy))
         return KeyState(handle, existing.name(), existing, False)
     log.info("creating the %s (this takes seconds on a hardware TPM)", what)
     r = tpm.run(cmds.CreatePrimary(hierarchy, SensitiveCreate(), template))

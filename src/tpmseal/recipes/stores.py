@@ -254,7 +254,8 @@ class NvStore:
                 f"{self.describe()} holds an incomplete sealed pair (present: {what}): a seal "
                 "was interrupted; nothing was changed",
                 "restore the key from its escrow (for EVE, the controller's copy) with "
-                "`tpmseal seal --nv --profile eve --input KEY --force`")
+                "`tpmseal seal --nv --profile eve --input KEY --force` (if nothing was ever "
+                "encrypted with it, an interrupted first boot, seal a new key the same way)")
 
     def refuse_occupied(self, listing: NvListing, *, looked_empty: bool) -> None:
         """Before writing into the layout without --force: refuse if it holds anything.
