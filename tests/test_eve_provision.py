@@ -199,3 +199,28 @@ def test_an_endorsement_ek_at_eves_handle_is_kept_with_a_warning(
     assert cli(["provision", "--profile", "eve"]).rc == 0
     assert any("under the endorsement hierarchy" in m and "owner one" in m and "--repin" in m
                for m in caplog.messages)
+
+
+@pytest.mark.parametrize("persistent", [True, False], ids=["persistent", "re-created"])
+def test_certified_salting_straight_away(eve_certified: EvePeer, tmp_path: Path,
+                                         persistent: bool) -> None:
+    """An EVE device with a certified EK, provisioned with --ek-ca at once: the certified
+    EK is used where it is persistent, else re-created from its template (endorsement
+    hierarchy), matched to the NV certificate and persisted at the TCG handle."""
+    eve = eve_certified
+    eve.run("provision")
+    with Tpm.open(eve.sim.uri) as t:
+        present = ekcert.hierarchy_of(t, TCG_EK) is not None
+        if present and not persistent:
+            t.run(cmds.EvictControl(TPM_RH.OWNER, TCG_EK, TCG_EK))
+    r = cli(["provision", "--profile", "eve", "--ek-ca", str(eve.sim.ca_dir), "--json"])
+    assert r.rc == 0, r.err
+    info = json.loads(r.out)
+    assert info["salt"]["handle"] == f"{TCG_EK:#010x}"
+    assert info["salt"]["created"] == (not persistent or not present)
+    assert not info["ek"]["created"] and not info["srk"]["created"]  # EVE's, kept
+    assert hierarchy(eve.sim, TCG_EK) == TPM_RH.ENDORSEMENT
+    assert hierarchy(eve.sim, EVE_EK) == TPM_RH.OWNER
+    round_trips(eve, tmp_path)
+    eve.run("provision-all")  # EVE re-creating its keys leaves the certified EK alone
+    round_trips(eve, tmp_path)
