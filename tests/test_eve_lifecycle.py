@@ -110,6 +110,9 @@ def test_vault_key_both_ways(eve: EvePeer) -> None:
             nv_undefine(t, i)
     theirs = eve.get("vault-key")
     assert theirs != ours
+    # an object tpmseal did not seal (pinned: ours) is accepted only when told so
+    assert_one_line_error(cli(["vault-key"]), ExitCode.INTEGRITY, "--accept-sealed-object")
+    assert vault(accept_sealed_object="") == theirs
     assert vault() == theirs
 
 

@@ -89,6 +89,11 @@ class TrustError(IntegrityError):
     """The TPM's keys do not match what was pinned at provisioning."""
 
 
+#: The sentence for a salt key the TPM cannot use: the key at the pinned handle differs.
+EK_MISMATCH = ("the TPM's endorsement key does not match the trusted one: possible interposer "
+               "or replaced TPM")
+
+
 class PolicyMismatchError(TpmsealError):
     """Unseal refused because the PCR policy no longer holds."""
 

@@ -7,7 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_accept_sealed_object,
+    add_profile,
+    open_tpm,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
@@ -92,6 +98,7 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--no-recover", action="store_true",
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_unseal)
 
@@ -114,6 +121,7 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_reseal)
 
@@ -148,7 +156,8 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> Tru
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
            pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
     if args.nv:
-        return NvStore.for_profile(profile, pcrs, rec, pin)
+        return NvStore.for_profile(profile, pcrs, rec, pin,
+                                   getattr(args, "accept_sealed_object", False))
     return FileStore(Path(args.blob))
 
 

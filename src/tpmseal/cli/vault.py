@@ -6,7 +6,13 @@ import argparse
 import logging
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_accept_sealed_object,
+    add_profile,
+    open_tpm,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.recipes import trust
@@ -37,6 +43,7 @@ def register(sub: Any) -> None:
                    help="allow --legacy when the TPM supports parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_accept_sealed_object(p)
     p.add_argument("--remove-legacy-key", action="store_true",
                    help="remove the legacy plaintext key in NV 0x01700000 once the sealed key "
                         "unsealed to the same value (a rollback to a release from before "
@@ -54,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     opts = UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec)
     with open_tpm(args) as tpm:
-        store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None)
+        store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None,
+                                    args.accept_sealed_object)
         result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured,
                            remove_legacy=args.remove_legacy_key)
     log.info("vault key %s", result.action)

@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from tpmseal.errors import (
+    EK_MISMATCH,
     DecodeError,
     IntegrityError,
     ResponseIntegrityError,
     TpmsealError,
     TransportError,
+    TrustError,
     UsageError,
 )
 from tpmseal.session.auth import (
@@ -167,7 +169,7 @@ class Tpm:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            raise TpmResponseError(header.code, cls.CC.name)
+            raise _first_use_error(header.code, cls.CC.name, sessions)
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
@@ -352,6 +354,25 @@ class Tpm:
         self._sessions[s.handle] = s
         return s
 
+    def confirm(self, session: AuthSession) -> None:
+        """Confirm *session*'s key with one cheap command (session/auth.py, confirmation rule).
+
+        TPM2_StirRandom (Part 3 §16.2) with the session as a ``decrypt`` session: it
+        takes any session kind, changes nothing a caller relies on, and its response
+        HMAC proves the TPM holds the same session key. A policy session's digest is
+        reset by the use, so confirm it before its policy steps. Flows prefer to
+        confirm with a command they need anyway (an audited PCR_Read, a Load).
+        """
+        keep = session.attributes
+        session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.decrypt
+        try:
+            self.run(cmds.StirRandom(os.urandom(16)), session)
+        finally:
+            session.attributes = keep
+        if not session.confirmed:
+            raise UsageError(f"session {session.handle:#x} has no secret key to confirm",
+                             "salt it, or bind it to an entity with an authValue")
+
     def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
         """Execute policy *steps* in *session*, recording what changes its HMAC rules."""
         for step in steps:
@@ -435,6 +456,28 @@ class Tpm:
                                  "allocated? (see `tpmseal probe`)")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
+
+
+def _first_use_error(code: int, command: str, sessions: tuple[Session, ...]) -> TpmsealError:
+    """The error for a failed command; an HMAC rejected on a salted session's first use
+    is the EK-mismatch diagnosis.
+
+    The RSA salt of a session whose key is not at the handle fails at StartAuthSession
+    (the TPM cannot decrypt it: TPM_RC_VALUE); an ECC salt "decrypts" to a different
+    point, so the first HMAC keyed with it is what fails (Part 1 §19.6.8, Annex C.6.1).
+    Either way the salt key at the handle is not the one the caller salted to, or the
+    session was altered in transit.
+    """
+    e = TpmResponseError(code, command)
+    index = e.rc.session
+    if e.name in ("BAD_AUTH", "AUTH_FAIL") and index is not None and index <= len(sessions):
+        s = sessions[index - 1]
+        if isinstance(s, AuthSession) and s.salted and not s.confirmed:
+            return TrustError(EK_MISMATCH, f"the TPM rejected the first HMAC of the salted "
+                                           f"session in TPM2_{command}: the key at the salt "
+                                           "handle cannot have recovered the salt, or the "
+                                           "session was altered in transit")
+    return e
 
 
 def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityError:

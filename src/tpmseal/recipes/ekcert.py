@@ -12,9 +12,10 @@ under the owner hierarchy at 0x81000001) is never covered by an EK
 certificate; a mismatch with such a key is reported as that, not as an
 interposer.
 
-Chain rule: the certificate must chain, by issuer name and signature, to a
-certificate in the user's bundle (every certificate in the bundle is a trust
-anchor, as with ``openssl verify -partial_chain``), within validity dates.
+Chain rule: the certificate must chain to a certificate in the user's bundle
+(every certificate in the bundle is a trust anchor, as with ``openssl verify
+-partial_chain``) through valid CA certificates, within validity dates — checked
+by cryptography's X.509 verification API (:func:`verify_chain`).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import verification
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, TrustError, UsageError
@@ -118,33 +119,34 @@ def load_bundle(path: str) -> list[x509.Certificate]:
     return certs
 
 
-def _valid_now(cert: x509.Certificate, now: datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-
-
 def verify_chain(cert: x509.Certificate, bundle: list[x509.Certificate],
                  now: datetime | None = None) -> None:
-    """Raise :class:`TrustError` unless *cert* chains to a certificate in *bundle*."""
-    now = now or datetime.now(timezone.utc)
-    current = cert
-    for _ in range(8):
-        if not _valid_now(current, now):
-            raise TrustError(f"certificate {current.subject.rfc4514_string()} is outside its "
-                             "validity period")
-        for issuer in bundle:
-            if issuer.subject != current.issuer:
-                continue
-            try:
-                current.verify_directly_issued_by(issuer)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            if not _valid_now(issuer, now):
-                continue
-            return  # reached a trust anchor from the bundle
-        raise TrustError("the EK certificate does not chain to the given CA bundle: "
+    """Raise :class:`TrustError` unless *cert* chains to a certificate in *bundle*.
+
+    Path building and checking are cryptography's X.509 verification
+    (``cryptography.x509.verification``): every issuer must be a CA
+    (basicConstraints cA, within its pathLenConstraint) allowed to sign
+    certificates (keyUsage keyCertSign), every certificate within its validity
+    period, every signature valid. CA certificates get the Web PKI CA extension
+    policy; the EK certificate itself gets a permissive one, because a TCG EK
+    certificate (EK Credential Profile §3) has no DNS or IP subjectAltName, often
+    an empty subject with a critical directory-name SAN, and the EK's key usage
+    (keyEncipherment), none of which a TLS client profile accepts.
+    """
+    verifier = (verification.PolicyBuilder()
+                .store(verification.Store(bundle))
+                .time(now or datetime.now(timezone.utc))
+                .max_chain_depth(8)
+                .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                                    ee_policy=verification.ExtensionPolicy.permit_all())
+                .build_client_verifier())
+    try:
+        verifier.verify(cert, [])
+    except verification.VerificationError as e:
+        raise TrustError(f"the EK certificate does not chain to the given CA bundle ({e}): "
                          "possible interposer or counterfeit TPM",
-                         "check --ek-ca (it must hold the TPM manufacturer's CA certificates)")
-    raise TrustError("EK certificate chain is too long")
+                         "check --ek-ca (it must hold the TPM manufacturer's CA certificates, "
+                         "which must be valid CA certificates)") from None
 
 
 def same_key(cert: x509.Certificate, pub: Public) -> bool:

@@ -62,10 +62,11 @@ class UnsealOptions:
     recover: bool = True
 
 
-def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
+def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
+                carrier: AuthSession | None = None) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust)
+                              pin=opts.pin, trust=opts.trust, carrier=carrier)
 
     try:
         return attempt(blob)
@@ -87,19 +88,24 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
 
 
 def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
-                  blobs: Iterator[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
+                  blobs: Iterator[SealedBlob] | None = None,
+                  carrier: AuthSession | None = None) -> tuple[bytes, SealedBlob]:
     """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
 
-    *blobs*: the store's candidates if the caller has just read them.
+    *blobs*: the store's candidates if the caller has just read them. *carrier*:
+    the flow's EK-salted session, to carry the encryption (sealing.unseal).
     """
     first_error: TpmsealError | None = None
     for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
-            return _unseal_one(tpm, blob, opts), blob
+            secret = _unseal_one(tpm, blob, opts, carrier)
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
             log.info("copy in %s did not unseal: %s", store.describe(), e.one_line())
+            continue
+        store.unsealed(blob)
+        return secret, blob
     assert first_error is not None
     raise first_error
 
@@ -107,11 +113,19 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
            target: Store | None = None) -> SealedBlob:
-    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store)."""
-    secret, old = unseal_source(tpm, store, opts)
-    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile, trust=opts.trust,
-                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                        check=old.check is not None or None)
+    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
+
+    One EK-salted session serves both halves (a salted StartAuthSession is the
+    expensive command on a chip): it carries the Unseal response's encryption next
+    to an unsalted policy session, then reads the PCRs (audited) and authorizes
+    Create. With a PIN the unseal needs a salted policy session of its own.
+    """
+    with shared_session(tpm, opts.trust, opts.legacy) as session:
+        secret, old = unseal_source(tpm, store, opts, carrier=session)
+        blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
+                            trust=opts.trust, legacy=opts.legacy,
+                            allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                            check=old.check is not None or None, session=session)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -136,6 +150,9 @@ def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) ->
         return None
     sessions: tuple[Session, ...] = ()
     if session is not None:
+        if not session.confirmed:  # an audited NV_ReadPublic confirms it (and the size)
+            session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+            pub = tpm.nv_read_public(pub.nv_index, session)
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
         sessions = (PasswordSession(), session)
     return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)

@@ -37,7 +37,7 @@ from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPM_SE, TPMA_OBJECT, TPMA_SESSION
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPM_SE, TPMA_OBJECT
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 
@@ -138,14 +138,14 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
     """Confirm a TestParms "unsupported" answer in a way an interposer cannot forge.
 
     Error responses carry no HMAC, so a forged TestParms failure would pin the
-    TPM as legacy-only forever. If an EK-salted AES-128-CFB session completes an
-    encrypted GetRandom whose response HMAC verifies, the TPM does support it
-    and the TestParms answer was forged.
+    TPM as legacy-only forever. If an EK-salted AES-128-CFB session decrypts a
+    parameter (Tpm.confirm's StirRandom) and its response HMAC verifies, the TPM
+    does support it and the TestParms answer was forged.
     """
     try:
-        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle,
-                              attributes=TPMA_SESSION.encrypt)
-        tpm.get_random(16, s)
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle)
+        with tpm.scoped(s.handle):
+            tpm.confirm(s)
     except TpmResponseError:
         return True
     raise IntegrityError("TPM2_TestParms said AES-128-CFB is unsupported, yet the TPM just "

@@ -14,6 +14,13 @@ leaves at least one complete copy that unseals (the old or the new).
   listing (in an EK-salted audit session when a key is pinned), not from a
   probe per index; part of a pair and no complete one is a *torn* layout
   (:class:`~tpmseal.errors.TornStoreError`), never taken for an empty one.
+
+  The layout is open to anyone on the bus (owner authorization is empty), and so
+  is the SRK: an interposer can store an object of its own, sealed to the current
+  PCRs, and every HMAC would verify. So the store only yields objects whose Name
+  the trust file pins (``nv_sealed``, recipes/trust.py); it pins the new Name
+  before a save writes anything and drops the old one after, and pins on first
+  use an object found on a device whose trust file has no pin yet (docs/SECURITY.md).
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from tpmseal.errors import (
 from tpmseal.files import write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
-from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
@@ -69,6 +76,10 @@ class Store(Protocol):
         """
         ...
 
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Called after *blob*, one of :meth:`candidates`, unsealed."""
+        ...
+
 
 @dataclass(frozen=True)
 class FileStore:
@@ -91,6 +102,9 @@ class FileStore:
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         write_atomic(self.path, blob.to_json().encode(), mode=0o600)
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """A blob file pins nothing: it carries its object (docs/SECURITY.md)."""
 
 
 # ----------------------------------------------------------------------------- NV
@@ -174,25 +188,28 @@ def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> None:
     nv_define_write(tpm, index, data)
 
 
-@dataclass(frozen=True)
+@dataclass
 class NvStore:
     """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
-    was sealed to (*pcrs*) and whether it needs a PIN."""
+    was sealed to (*pcrs*) and whether it needs a PIN. *accept_any*: take whatever
+    object is stored and pin it (after other software, e.g. EVE, re-sealed it)."""
 
     layout: NvLayout
     pcrs: PcrSelectionList
     srk: int
     trust: TrustRecord | None
     pin: bool = False
+    accept_any: bool = False
 
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
-                    trust: TrustRecord | None, pin: bool = False) -> NvStore:
+                    trust: TrustRecord | None, pin: bool = False,
+                    accept_any: bool = False) -> NvStore:
         if profile.nv is None:
             raise UsageError(f"profile {profile.name!r} has no NV layout",
                              "use --profile eve with --nv, or a blob file")
         return cls(profile.nv, pcrs or profile.default_pcrs,
-                   trust.srk_handle if trust else profile.srk, trust, pin)
+                   trust.srk_handle if trust else profile.srk, trust, pin, accept_any)
 
     def describe(self) -> str:
         return f"NV {self.layout.private:#x}/{self.layout.public:#x}"
@@ -216,8 +233,8 @@ class NvStore:
         t = self.trust
         salt = SaltKey(t.ek_handle, t.ek_public) if t else None
         sealed_with = ENCRYPTED if t is not None and t.aes_128_cfb else LEGACY
-        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, b"", salt, sealed_with,
-                          self.pin)
+        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, t.srk_name if t else b"",
+                          salt, sealed_with, self.pin)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
         # staging is read only if the main pair is missing or did not unseal
@@ -225,7 +242,35 @@ class NvStore:
                           (self.layout.staging_private, self.layout.staging_public)):
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
+                self._check_pinned(blob, priv, pub)
                 yield blob
+
+    def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
+        t = self.trust
+        if t is None or not t.nv_sealed or self.accept_any or blob.name in t.nv_sealed:
+            return
+        raise IntegrityError(
+            f"the sealed object in NV {priv:#x}/{pub:#x} is not the one tpmseal sealed: "
+            "possible interposer; nothing was changed",
+            f"check the TPM bus; if other software (e.g. EVE) re-sealed it, accept it once "
+            f"with --accept-sealed-object (its Name is then pinned in {t.path})")
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Pin on first use: a trust file without a pin (from before pinning, or a device
+        EVE sealed) learns the Name of the object that just unsealed."""
+        t = self.trust
+        if t is None or (t.nv_sealed and not self.accept_any) or t.nv_sealed == (blob.name,):
+            return
+        log.warning("pinning the sealed object in %s (Name %s) in %s", self.describe(),
+                    blob.name.hex()[:16], t.path)
+        try:
+            self.trust = pin_sealed(t, (blob.name,))
+        except UsageError as e:
+            log.warning("could not pin the sealed object: %s", e.one_line())
+
+    def _pin(self, names: tuple[bytes, ...]) -> None:
+        if self.trust is not None and self.trust.path is not None:
+            self.trust = pin_sealed(self.trust, names)
 
     def listing(self, tpm: Tpm, session: AuthSession | None = None,
                 also: Sequence[int] = (), *, authenticate: bool = True) -> NvListing:
@@ -293,6 +338,8 @@ class NvStore:
         lay = self.layout
         listing = listing or self.listing(tpm, authenticate=False)  # crash safety only
         priv, pub = blob.private, blob.public.marshal()
+        old = self.trust.nv_sealed if self.trust is not None else ()
+        self._pin(tuple(dict.fromkeys((*old, blob.name))))  # both, while the pair swaps
         staged = False
         if listing.complete(lay.private, lay.public) and (
                 keep is None or self._main_holds(tpm, listing, keep)):
@@ -314,6 +361,7 @@ class NvStore:
         for index in (lay.staging_public, lay.staging_private):
             if staged or index in listing.pubs:
                 nv_undefine(tpm, index)
+        self._pin((blob.name,))
 
     def _main_holds(self, tpm: Tpm, listing: NvListing, keep: SealedBlob) -> bool:
         """Whether the main pair holds *keep* (both halves: a save that stopped between
