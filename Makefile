@@ -8,7 +8,7 @@ VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv
 
-.PHONY: demo test lint deps bench clean
+.PHONY: demo test lint deps bench bench-eve clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
@@ -36,6 +36,10 @@ bench: deps
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-tpm2-pytss; } \
 	  || echo "could not install python3-tpm2-pytss: benchmarking without it" >&2
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
+
+# TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
+bench-eve: deps
+	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

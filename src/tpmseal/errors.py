@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     AUTH_FAILED = 9
     LEAK_FOUND = 10
     NOT_FOUND = 11
+    TORN_STORE = 12
 
 
 class TpmsealError(Exception):
@@ -126,6 +127,13 @@ class NotFoundError(TpmsealError):
     """Something expected on the TPM (key, NV index, sealed blob) is absent."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class TornStoreError(TpmsealError):
+    """The NV layout holds part of a sealed pair and no complete one (an interrupted
+    write): nothing is replaced, the secret has to be restored from its escrow."""
+
+    exit_code = ExitCode.TORN_STORE
 
 
 class LeakFoundError(TpmsealError):

@@ -161,13 +161,14 @@ def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
     return FileStore(Path(args.blob))
 
 
-def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> None:
+def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
+               handle: int | None = None) -> None:
     if args.ek_ca:
         if public is None:
             raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
         from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
 
-        ekcert.verify_ek(tpm, public, args.ek_ca)
+        ekcert.verify_ek(tpm, public, args.ek_ca, handle)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -180,7 +181,7 @@ def run_seal(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
         store = _store(args, profile, rec, args.pcrs, pin is not None)
-        _verify_ek(tpm, args, rec.ek_public if rec else None)
+        _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
                          check=False if args.no_check_value else None)
@@ -213,7 +214,8 @@ def run_unseal(args: argparse.Namespace) -> int:
         if args.ek_ca:
             first = first_candidate(tpm, store)
             salt = first.salt_key if first else None
-            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
+            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None),
+                       salt.handle if salt else (rec.ek_handle if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
     return 0

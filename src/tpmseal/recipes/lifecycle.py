@@ -6,7 +6,11 @@
 * :func:`reseal` unseals with the old policy and stores a copy sealed to the
   new one; the store's ``save`` keeps an unsealable copy at every instant.
 * :func:`vault_key` is EVE's FetchSealedVaultKey: generate, migrate a legacy
-  plaintext key, or unseal.
+  plaintext key, or unseal. Like EVE it keeps the legacy key (NV 0x1700000)
+  after migrating it: releases from before sealing read it, so removing it
+  would lose the vault on a rollback; it goes only on explicit request. A torn
+  layout (part of a pair, no complete one) is refused, never replaced by a
+  new key.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from tpmseal.recipes.stores import (
     NvStore,
     Store,
     first_candidate,
-    nv_public,
     nv_undefine,
     require_candidates,
 )
@@ -182,17 +185,24 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
     session the seal then uses, so a forged "no such index" cannot make this
     overwrite a sealed secret, and no second expensive session is started.
     """
-    if not force and first_candidate(tpm, store) is not None:
+    nv = store if isinstance(store, NvStore) else None
+    if nv is None and not force and first_candidate(tpm, store) is not None:
         raise UsageError(f"{store.describe()} already holds a sealed secret",
                          "use `tpmseal reseal` to change its policy, or --force to replace it "
                          "(the old secret is then lost)")
+    listing = None
     with shared_session(tpm, trust, legacy) as session:
-        if not force and isinstance(store, NvStore):
-            store.confirm_nothing_stored(tpm, session)
+        if nv is not None:  # one listing instead of probing each index
+            listing = nv.listing(tpm, session)
+            if not force:
+                nv.refuse_occupied(listing, looked_empty=False)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
                             session=session)
-    store.save(tpm, blob)
+    if nv is not None:
+        nv.save(tpm, blob, listing=listing)
+    else:
+        store.save(tpm, blob)
     return blob
 
 
@@ -206,51 +216,67 @@ class VaultResult:
 
 
 def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *,
-              allow_unmeasured: bool = False) -> VaultResult:
-    """EVE's FetchSealedVaultKey, with the legacy index removed only after a verified unseal."""
+              allow_unmeasured: bool = False, remove_legacy: bool = False) -> VaultResult:
+    """EVE's FetchSealedVaultKey: unseal the sealed key, else migrate the legacy key,
+    else (only when the authenticated listing shows no sealed pair, no staging pair
+    and no legacy key) generate one. The legacy key stays unless *remove_legacy*.
+
+    Every boot (a sealed key): read the pair, unseal: 9 commands.
+    """
     assert profile.nv is not None
     legacy_index = profile.nv.legacy_key
     stored = store.candidates(tpm)
     first = next(stored, None)
     if first is not None:
         key = unseal_source(tpm, store, opts, chain([first], stored))[0]
-        pub = nv_public(tpm, legacy_index)
-        if pub is not None:  # rare: don't start a session for nothing
-            with shared_session(tpm, opts.trust, opts.legacy) as session:
-                legacy = _read_legacy(tpm, pub, session)
-            if legacy is not None:
-                _retire_legacy(tpm, legacy_index, legacy, key)
+        if remove_legacy:
+            _remove_legacy(tpm, store, legacy_index, key, opts)
         return VaultResult(key, "unsealed")
-    # first boot: one salted session confirms the store is empty and whether a legacy key
-    # exists (an audited listing: a forged "no such index" can neither make us overwrite a
-    # sealed key nor skip migrating a legacy one), reads the legacy key or draws a fresh
-    # one (encrypted), reads the PCRs (audited) and seals (encrypted)
+    # first boot: one salted session lists the layout and the legacy index (an audited
+    # listing: a forged "no such index" can neither make us overwrite a sealed key nor
+    # skip migrating a legacy one), reads the legacy key or draws a fresh one
+    # (encrypted), reads the PCRs (audited) and seals (encrypted)
     with shared_session(tpm, opts.trust, opts.legacy) as session:
-        listed = store.confirm_nothing_stored(tpm, session, also=[legacy_index])
-        pub = listed.get(legacy_index) if listed is not None else nv_public(tpm, legacy_index)
-        legacy = _read_legacy(tpm, pub, session)
+        listing = store.listing(tpm, session, also=[legacy_index])
+        store.refuse_occupied(listing, looked_empty=True)
+        legacy = _read_legacy(tpm, listing.pubs.get(legacy_index), session)
         key, action = (legacy, "migrated") if legacy is not None else (
             fresh_key(tpm, session), "generated")
         log.info("%s vault key: sealing it", action)
         blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
                             legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             session=session)
-    store.save(tpm, blob)
-    # the copy was just sealed on the path asked for: verify it on the same path
-    check = unseal_stored(tpm, store, replace(opts, allow_downgrade=opts.legacy))
+    store.save(tpm, blob, listing=listing)
+    # the copy was just sealed on the path asked for: verify it on the same path (the
+    # blob in memory is what was written: reading NV back proves nothing more)
+    check = _unseal_one(tpm, blob, replace(opts, allow_downgrade=opts.legacy))
     if not hmac.compare_digest(check, key):
         raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
     if legacy is not None:
-        _retire_legacy(tpm, legacy_index, legacy, key)
+        if remove_legacy:
+            _remove_legacy(tpm, store, legacy_index, key, opts, legacy)
+        else:
+            log.info("keeping the legacy key in NV %#x, as EVE does (a rollback to a release "
+                     "from before sealing reads it)", legacy_index)
     return VaultResult(key, action)
 
 
-def _retire_legacy(tpm: Tpm, index: int, legacy: bytes, key: bytes) -> None:
-    if hmac.compare_digest(legacy, key):
-        log.info("sealed vault key verified; removing the legacy plaintext key in NV %#x", index)
+def _remove_legacy(tpm: Tpm, store: NvStore, index: int, key: bytes, opts: UnsealOptions,
+                   legacy: bytes | None = None) -> None:
+    """Remove the legacy key if it is the (verified) sealed key; warn about rollback."""
+    if legacy is None:
+        with shared_session(tpm, opts.trust, opts.legacy) as session:
+            listing = store.listing(tpm, session, also=[index])
+            legacy = _read_legacy(tpm, listing.pubs.get(index), session)
+    if legacy is None:
+        log.info("no legacy key in NV %#x to remove", index)
+    elif hmac.compare_digest(legacy, key):
+        log.warning("removing the legacy plaintext key in NV %#x: a rollback to a release "
+                    "from before sealing can no longer open the vault", index)
         nv_undefine(tpm, index)
     else:
-        log.warning("legacy key in NV %#x differs from the sealed key; leaving it in place", index)
+        log.warning("legacy key in NV %#x differs from the sealed key; leaving it in place",
+                    index)
 
 
 def require_nv(profile: Profile) -> None:
