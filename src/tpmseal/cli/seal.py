@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
-from tpmseal.files import read_input
+from tpmseal.files import locked, read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
@@ -169,7 +170,10 @@ def run_seal(args: argparse.Namespace) -> int:
     rec = _trust(args, profile, required=not args.legacy)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
-    with open_tpm(args) as tpm:
+    with contextlib.ExitStack() as stack:
+        if args.nv:  # a blob file is created exclusively; NV indices have no such thing
+            stack.enter_context(locked(_lock_target(args)))
+        tpm = stack.enter_context(open_tpm(args))
         store = _store(args, profile, rec, args.pcrs, pin is not None)
         _verify_ek(tpm, args, rec.ek_public if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
@@ -210,23 +214,31 @@ def run_unseal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock_target(args: argparse.Namespace) -> Path:
+    """What a rewrite locks: the blob file, or for NV the TPM's trust file."""
+    return Path(trust_of(args)) if args.nv else Path(args.blob)
+
+
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
-    with open_tpm(args) as tpm:
+    with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
         target = FileStore(Path(args.output)) if args.output else None
         if target is not None and args.nv:
             raise UsageError("--output applies to blob files, not --nv")
-        if (target is not None and not args.force and Path(args.output).resolve()
-                != Path(args.blob).resolve() and first_candidate(tpm, target) is not None):
+        in_place = target is not None and (
+            Path(args.output).resolve() == Path(args.blob).resolve())
+        if (target is not None and not args.force and not in_place
+                and first_candidate(tpm, target) is not None):
             raise UsageError(f"{args.output} already holds a sealed secret",
                              "choose another --output, or pass --force to replace it (its "
                              "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
-                      allow_unmeasured=args.allow_unmeasured, target=target)
+                      allow_unmeasured=args.allow_unmeasured, target=target,
+                      force=args.force or in_place)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     return 0
 
@@ -253,5 +265,5 @@ def run_import(args: argparse.Namespace) -> int:
             rec.srk_name if rec else tpm.name_of(srk),
             SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
-        out.save(tpm, blob)
+        out.save(tpm, blob, exclusive=not args.force)
     return 0

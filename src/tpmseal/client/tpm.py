@@ -31,6 +31,7 @@ from tpmseal.errors import (
     TransportError,
     UsageError,
 )
+from tpmseal.interrupt import deferred
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -112,18 +113,31 @@ class Tpm:
         self.close()
 
     def close(self) -> None:
-        """Flush what this client loaded or started and close the transport."""
-        try:
-            for h in sorted(self._transients | set(self._sessions)):
-                with contextlib.suppress(Exception):
-                    self.flush(h)
-        finally:
-            self.transport.close()
+        """Flush what this client loaded or started and close the transport.
+
+        SIGINT/SIGTERM arriving meanwhile wait until the flushes are done
+        (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            try:
+                for h in sorted(self._transients | set(self._sessions)):
+                    with contextlib.suppress(Exception):
+                        self.flush(h)
+            finally:
+                self.transport.close()
 
     # ------------------------------------------------------------------ commands
 
     def run(self, cmd: Command[R], *sessions: Session) -> R:
-        """Run *cmd* authorized/protected by *sessions*; return its typed response."""
+        """Run *cmd* authorized/protected by *sessions*; return its typed response.
+
+        A SIGINT/SIGTERM during the command is raised when it returns, after what
+        it loaded is tracked for :meth:`close` (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            return self._run(cmd, *sessions)
+
+    def _run(self, cmd: Command[R], *sessions: Session) -> R:
         if self.broken is not None:
             # a response that timed out may still arrive and would be read as the answer
             # to this command; and a dead or stalled TPM must not cost one more time-out
@@ -156,6 +170,10 @@ class Tpm:
                 raw = self.transport.send(frame)
             except TransportError as e:
                 self.broken = e
+                raise
+            except BaseException:  # a second signal: the response may still come
+                self.broken = TransportError("interrupted in the middle of a command",
+                                             "open a new connection")
                 raise
             header = parse_header(raw)
             if header.code == 0:

@@ -103,8 +103,11 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None) -> SealedBlob:
-    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store)."""
+           target: Store | None = None, force: bool = False) -> SealedBlob:
+    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
+
+    A *target* is created exclusively unless *force* (then it is replaced).
+    """
     secret, old = unseal_source(tpm, store, opts)
     blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile, trust=opts.trust,
                         legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
@@ -112,7 +115,7 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
-        target.save(tpm, blob)
+        target.save(tpm, blob, exclusive=not force)
     return blob
 
 
@@ -175,7 +178,7 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
                             session=session)
-    store.save(tpm, blob)
+    store.save(tpm, blob, exclusive=not force)
     return blob
 
 
