@@ -358,16 +358,17 @@ class Tpm:
         nonce_caller = os.urandom(HASH_SIZES[auth_hash])
         salt = make_salt(salt_key) if salt_key is not None else None
         bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None  # before the session
-        r = self.run(cmds.StartAuthSession(
-            salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
-            auth_hash))
-        key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
-                          nonce_caller, bound=bind != TPM_RH.NULL)
-        s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
-                        salted=salt is not None, bind_name=bind_name,
-                        bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
-                        attributes=attributes)
-        self._sessions[s.handle] = s
+        with deferred():  # a signal waits until the session is tracked for close()
+            r = self.run(cmds.StartAuthSession(
+                salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind,
+                symmetric, auth_hash))
+            key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
+                              nonce_caller, bound=bind != TPM_RH.NULL)
+            s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
+                            salted=salt is not None, bind_name=bind_name,
+                            bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
+                            attributes=attributes)
+            self._sessions[s.handle] = s
         return s
 
     def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
