@@ -11,7 +11,7 @@ from typing import Any
 from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import UsageError
+from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
@@ -156,7 +156,8 @@ def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
 def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> None:
     if args.ek_ca:
         if public is None:
-            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
+            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)",
+                             hint="run `tpmseal provision --ek-ca FILE` first, or drop --ek-ca")
         from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
 
         ekcert.verify_ek(tpm, public, args.ek_ca)
@@ -228,7 +229,8 @@ def run_reseal(args: argparse.Namespace) -> int:
         pin = _pin_for(args, store, tpm)
         target = FileStore(Path(args.output)) if args.output else None
         if target is not None and args.nv:
-            raise UsageError("--output applies to blob files, not --nv")
+            raise UsageError("--output applies to blob files, not --nv",
+                             hint="drop --output: reseal --nv rewrites the NV indices in place")
         in_place = target is not None and (
             Path(args.output).resolve() == Path(args.blob).resolve())
         if (target is not None and not args.force and not in_place
@@ -246,9 +248,17 @@ def run_reseal(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
-    public = Public.from_sized(read_input(args.public, "public", limit=4096))
-    private = parse_exact(read_input(args.private, "private", limit=4096),
-                          lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    try:
+        public = Public.from_sized(read_input(args.public, "public", limit=4096))
+    except DecodeError as e:
+        raise BadInputError(f"--public {args.public} is not a TPM2B_PUBLIC: {e.message}",
+                            "pass the file `tpm2_create -u` wrote") from None
+    try:
+        private = parse_exact(read_input(args.private, "private", limit=4096),
+                              lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    except DecodeError as e:
+        raise BadInputError(f"--private {args.private} is not a TPM2B_PRIVATE: {e.message}",
+                            "pass the file `tpm2_create -r` wrote") from None
     out = FileStore(Path(args.output))
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from tpmseal.errors import (
+    BUS_HINT,
     DecodeError,
     IntegrityError,
     ResponseIntegrityError,
@@ -238,14 +239,16 @@ class Tpm:
             if not hmac.compare_digest(expected, response.name):
                 self._transients.add(response.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.CreatePrimary) and isinstance(response,
                                                                 cmds.CreatePrimaryResponse):
             self._transients.add(response.object_handle)
             if response.out_public.name() != response.name:
                 raise IntegrityError("TPM returned a Name for the primary object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.ContextLoad) and isinstance(response,
                                                               cmds.ContextLoadResponse):
@@ -308,7 +311,8 @@ class Tpm:
         r = self.run(cmds.ReadPublic(handle))
         if not hmac.compare_digest(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
-                                 "public area: possible bus tampering")
+                                 "public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self.names[handle] = r.name
         return r.out_public
 
@@ -317,7 +321,8 @@ class Tpm:
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
         if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
-                                 "its public area: possible bus tampering")
+                                 "its public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self._track_nv(r.nv_public)
         return r.nv_public
 
@@ -330,7 +335,8 @@ class Tpm:
             got = self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
             if len(got) != n:
                 raise IntegrityError(f"TPM2_NV_Read of {n} bytes of NV {index:#x} returned "
-                                     f"{len(got)}: corrupted or altered in transit")
+                                     f"{len(got)}: corrupted or altered in transit",
+                                     hint=BUS_HINT)
             out += got
         return out
 
@@ -354,7 +360,8 @@ class Tpm:
         cannot recover the salt and every later HMAC fails.
         """
         if (salt_key is None) != (salt_handle == TPM_RH.NULL):
-            raise UsageError("a salted session needs both salt_key and salt_handle")
+            raise UsageError("a salted session needs both salt_key and salt_handle",
+                             hint="pass both or neither")
         nonce_caller = os.urandom(HASH_SIZES[auth_hash])
         salt = make_salt(salt_key) if salt_key is not None else None
         bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None  # before the session
@@ -391,7 +398,8 @@ class Tpm:
         while len(out) < n:
             got = self.run(cmds.GetRandom(min(n - len(out), 48)), *sessions).random_bytes
             if not got:
-                raise IntegrityError("TPM2_GetRandom returned no bytes")
+                raise IntegrityError("TPM2_GetRandom returned no bytes",
+                                     hint=BUS_HINT)
             out += got
         return out
 
@@ -419,7 +427,8 @@ class Tpm:
                 break
             prop = new[-1][0] + 1
         raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
-                             "corrupted or altered in transit")
+                             "corrupted or altered in transit",
+                             hint=BUS_HINT)
 
     def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
         """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""
@@ -451,7 +460,8 @@ class Tpm:
             got = r.pcr_selection_out.pairs()
             if got != chunk or len(r.pcr_values.digests) != len(chunk):
                 raise UsageError("the TPM did not return every requested PCR; is the bank "
-                                 "allocated? (see `tpmseal probe`)")
+                                 "allocated? (see `tpmseal probe`)",
+                                 hint="choose PCRs of an allocated bank")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
 
@@ -463,7 +473,8 @@ def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityEr
             f"TPM response to TPM2_{command} is malformed ({e.message}): modified in transit "
             "or session out of sync")
     return IntegrityError(f"TPM response to TPM2_{command} is malformed ({e.message}): "
-                          "corrupted or altered in transit")
+                          "corrupted or altered in transit",
+                          hint=BUS_HINT)
 
 
 def _group(pairs: list[tuple[int, int]]) -> PcrSelectionList:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, TrustError, UsageError
+from tpmseal.files import read_capped
 from tpmseal.session.salt import public_key
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC
 from tpmseal.wire.rc import TpmResponseError
@@ -57,7 +58,9 @@ def cert_indices_for(pub: Public) -> list[int]:
 def _der_length(data: bytes) -> int:
     """Length of the DER SEQUENCE at the start of *data* (NV areas may be padded)."""
     if len(data) < 2 or data[0] != 0x30:
-        raise BadInputError("EK certificate in NV is not a DER certificate")
+        raise BadInputError("EK certificate in NV is not a DER certificate",
+                            hint=("check the EK certificate with the TPM vendor's tools, or "
+                                 "provision without --ek-ca"))
     first = data[1]
     if first < 0x80:
         return 2 + first
@@ -79,9 +82,14 @@ def read_ek_cert(tpm: Tpm, pub: Public) -> tuple[int, x509.Certificate]:
         try:
             return index, x509.load_der_x509_certificate(der)
         except ValueError:
-            raise BadInputError(f"EK certificate in NV {index:#x} does not parse") from None
+            raise BadInputError(f"EK certificate in NV {index:#x} does not parse",
+                                hint="check it with the vendor's tools, or drop --ek-ca") from None
     raise NotFoundError("the TPM holds no EK certificate for its endorsement key",
                         "provision without --ek-ca, or install the manufacturer certificate")
+
+
+#: a system CA bundle is about 200 kB; a file far larger than that is not a bundle
+MAX_BUNDLE_FILE = 4 << 20
 
 
 def load_bundle(path: str) -> list[x509.Certificate]:
@@ -90,10 +98,9 @@ def load_bundle(path: str) -> list[x509.Certificate]:
     files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
     certs: list[x509.Certificate] = []
     for f in files:
-        try:
-            data = f.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"CA bundle {f} does not exist") from None
+        data = read_capped(f, "CA bundle", MAX_BUNDLE_FILE)
+        if data is None:
+            raise UsageError(f"CA bundle {f} does not exist", "check the --ek-ca path")
         try:
             with warnings.catch_warnings():  # odd certificates in system bundles warn
                 warnings.simplefilter("ignore")
@@ -103,9 +110,11 @@ def load_bundle(path: str) -> list[x509.Certificate]:
                     certs.append(x509.load_der_x509_certificate(data))
         except ValueError:
             if not p.is_dir():
-                raise BadInputError(f"CA bundle {f} holds no readable certificate") from None
+                raise BadInputError(f"CA bundle {f} holds no readable certificate",
+                                    "pass PEM or DER CA certificates with --ek-ca") from None
     if not certs:
-        raise BadInputError(f"no certificates found in CA bundle {path}")
+        raise BadInputError(f"no certificates found in CA bundle {path}",
+                            "pass PEM or DER CA certificates with --ek-ca")
     return certs
 
 
@@ -121,7 +130,8 @@ def verify_chain(cert: x509.Certificate, bundle: list[x509.Certificate],
     for _ in range(8):
         if not _valid_now(current, now):
             raise TrustError(f"certificate {current.subject.rfc4514_string()} is outside its "
-                             "validity period")
+                             "validity period",
+                             hint="check the system clock, or update the CA bundle")
         for issuer in bundle:
             if issuer.subject != current.issuer:
                 continue
@@ -135,7 +145,8 @@ def verify_chain(cert: x509.Certificate, bundle: list[x509.Certificate],
         raise TrustError("the EK certificate does not chain to the given CA bundle: "
                          "possible interposer or counterfeit TPM",
                          "check --ek-ca (it must hold the TPM manufacturer's CA certificates)")
-    raise TrustError("EK certificate chain is too long")
+    raise TrustError("EK certificate chain is too long",
+                     hint="pass a CA bundle that holds the intermediate certificates")
 
 
 def same_key(cert: x509.Certificate, pub: Public) -> bool:
@@ -155,6 +166,8 @@ def verify_ek(tpm: Tpm, pub: Public, ca_bundle: str) -> int:
     verify_chain(cert, load_bundle(ca_bundle))
     if not same_key(cert, pub):
         raise TrustError("the EK certificate is for a different key than the endorsement key "
-                         "in use: possible interposer or replaced TPM")
+                         "in use: possible interposer or replaced TPM",
+                         hint="check the TPM bus; if the TPM was replaced, `tpmseal provision "
+                              "--repin`")
     return index
 

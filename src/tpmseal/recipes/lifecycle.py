@@ -225,7 +225,9 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     # the copy was just sealed on the path asked for: verify it on the same path
     check = unseal_stored(tpm, store, replace(opts, allow_downgrade=opts.legacy))
     if not hmac.compare_digest(check, key):
-        raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
+        raise IntegrityError("the freshly sealed vault key did not unseal to the same value",
+                             hint=("nothing was removed; retry, and if it persists suspect the "
+                                  "TPM bus"))
     if legacy is not None:
         _retire_legacy(tpm, legacy_index, legacy, key)
     return VaultResult(key, action)

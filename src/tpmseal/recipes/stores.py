@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import DecodeError, IntegrityError, NotFoundError, UsageError
+from tpmseal.errors import BUS_HINT, DecodeError, IntegrityError, NotFoundError, UsageError
 from tpmseal.files import read_capped, write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
@@ -152,7 +152,7 @@ class NvStore:
         try:
             public_area = Public.from_bytes(pub)
         except DecodeError as e:
-            log.warning("NV %#x does not hold a public area: %s", public, e.message)
+            log.info("NV %#x does not hold a public area: %s", public, e.message)
             return None
         t = self.trust
         salt = SaltKey(t.ek_handle, t.ek_public) if t else None
@@ -237,7 +237,8 @@ def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
             except TpmResponseError as e:
                 raise IntegrityError(
                     f"NV {i:#x} is listed by the TPM but could not be read "
-                    f"({e.rc.describe()}): possible interposer; nothing was changed") from None
+                    f"({e.rc.describe()}): possible interposer; nothing was changed",
+                    hint=BUS_HINT) from None
         return out
 
 

@@ -49,14 +49,16 @@ def crypto_hash(alg: int) -> hashes.HashAlgorithm:
     try:
         return _HASHES[alg]()
     except KeyError:
-        raise UsageError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}") from None
+        raise UsageError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}",
+                         hint="use SHA-1, SHA-256, SHA-384 or SHA-512") from None
 
 
 def _curve(curve_id: int) -> ec.EllipticCurve:
     try:
         return _CURVES[curve_id]
     except KeyError:
-        raise UsageError(f"unsupported ECC curve {enum_name(TPM_ECC, curve_id)}") from None
+        raise UsageError(f"unsupported ECC curve {enum_name(TPM_ECC, curve_id)}",
+                         hint="use NIST P-256, P-384 or P-521") from None
 
 
 def public_key(pub: Public) -> PublicKey:
@@ -72,7 +74,8 @@ def public_key(pub: Public) -> PublicKey:
         y = int.from_bytes(pub.unique.y, "big")
         return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
     raise UsageError(f"a {enum_name(TPM_ALG, pub.type)} key cannot salt a session; "
-                     "use an RSA or ECC decryption key such as the EK")
+                     "use an RSA or ECC decryption key such as the EK",
+                     hint="use an RSA or ECC decryption key such as the EK")
 
 
 def key_problem(pub: Public) -> str | None:
