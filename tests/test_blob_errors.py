@@ -176,8 +176,16 @@ def test_blob_from_another_tpm(tcg_sim: Simulator, other_tpm: Simulator, tmp_pat
     other = ["--tpm", other_tpm.uri, "--trust-file", str(other_tpm.state / "trust.json")]
     assert cli([*other, "seal", "--input", str(key), "--output", str(blob)]).rc == 0
     assert cli([*other, "unseal", "--input", str(blob)]).out == key.read_bytes()
-    # on this TPM with its own trust file: the blob's EK is not the pinned one
+    # on this TPM with its own trust file: the blob's EK and SRK are not the pinned ones,
+    # which the two files say without the bus: another TPM's blob, not an interposer
     r = cli(["unseal", "--input", str(blob)])
+    assert_one_line_error(r, 7, "this blob was sealed on another TPM", "unseal it on the TPM")
+    # only the EK differs (the SRK is this TPM's): the blob does not fit this TPM's keys
+    doc = json.loads(blob.read_text())
+    doc["parent"]["name"] = json.loads((tcg_sim.state / "trust.json").read_text())[
+        "profiles"]["tcg"]["srk"]["name"]
+    edited = write(tmp_path / "edited.json", json.dumps(doc).encode())
+    r = cli(["unseal", "--input", str(edited)])
     assert_one_line_error(r, 6, "does not match the trusted one")
     # without a trust file, the TPM itself refuses the object
     monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(tmp_path / "none.json"))

@@ -250,6 +250,13 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if trust is not None:
         pinned = SaltKey(trust.ek_handle, trust.ek_public)
         if salt is not None and salt.name != pinned.name:
+            if blob.parent_name and blob.parent_name != trust.srk_name:
+                # both keys the blob names differ from this TPM's pinned ones: the files
+                # disagree before any byte crossed the bus, so no interposer is involved
+                raise BadInputError(
+                    "this blob was sealed on another TPM: its salt key (EK) and parent key "
+                    "(SRK) are not the ones pinned for this TPM in the trust file",
+                    "unseal it on the TPM that sealed it (with that TPM's --trust-file)")
             raise TrustError(EK_MISMATCH, "the blob's salt key differs from the trust file's")
         salt = salt or pinned
     encrypted = not legacy
