@@ -275,6 +275,9 @@ def read_input(path: str, what: str, limit: int = 1 << 20) -> bytes:
     except OSError as e:
         raise UsageError(f"cannot read {what} from {'stdin' if path == '-' else path}: "
                          f"{e.strerror or e}", "check the file or pipe") from None
+    except ValueError:  # a NUL byte in the path
+        raise UsageError(f"the {what} path {path[:60]!r} is not a valid path",
+                         "name an existing file") from None
     if len(data) > limit:
         raise UsageError(f"the {what} in {'stdin' if path == '-' else path} is larger than "
                          f"{limit} bytes", f"pass a {what} of at most {limit} bytes")
@@ -297,6 +300,9 @@ def read_capped(path: str | os.PathLike[str], what: str, limit: int) -> bytes | 
     except OSError as e:
         raise UsageError(f"cannot read {what} {path}: {e.strerror or e}",
                          "check the path and its permissions") from None
+    except ValueError:  # a NUL byte in the path
+        raise UsageError(f"the {what} path {str(path)[:60]!r} is not a valid path",
+                         "name an existing file") from None
     if len(data) > limit:
         raise BadInputError(f"{what} {path} is larger than {limit} bytes: not a file tpmseal "
                             "wrote", f"pass the right {what}")

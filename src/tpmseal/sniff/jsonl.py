@@ -92,7 +92,10 @@ def response_json(data: bytes, command: DecodedCommand | None,
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError):  # a capture's nonsense timestamp
+        return ""
 
 
 def exchange_json(ex: Exchange) -> dict[str, Any]:

@@ -81,6 +81,9 @@ def _pcapng_packets(data: bytes) -> Iterator[Packet]:
             raise BadInputError(f"pcapng block at byte {off} is truncated",
                                 hint="the capture is truncated or corrupted; capture again")
         body = data[off + 8 : off + blen - 4]
+        if btype == 1 and len(body) < 8:
+            raise BadInputError(f"pcapng interface block at byte {off} is too short",
+                                "the capture is truncated or corrupted; capture again")
         if btype == 1:
             interfaces.append((struct.unpack(order + "H", body[:2])[0], _tsresol(body, order)))
         elif btype == 6 and len(body) >= 20:
