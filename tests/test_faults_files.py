@@ -305,3 +305,21 @@ def test_stdio_guard_keeps_fds_off_0_1_2(tmp_path: Path) -> None:
 def test_module_docstring_names_the_residual() -> None:
     doc = tpmseal.files.__doc__ or ""
     assert "O_TMPFILE" in doc and "residual" in doc
+
+
+@pytest.mark.parametrize("command", ["reseal", "provision"])
+def test_rewriting_commands_take_the_lock(tcg_sim: Simulator, tmp_path: Path,
+                                          command: str) -> None:
+    """reseal locks the blob, provision the trust file: a second writer waits its turn."""
+    blob = _seal(tmp_path)
+    trust_file = tcg_sim.state / "trust.json"
+    argv, target = ((["reseal", "--input", str(blob)], blob) if command == "reseal"
+                    else (["provision"], trust_file))
+    with locked(target):
+        p = subprocess.Popen([sys.executable, "-m", "tpmseal.cli.main", *argv],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(1.5)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert "waiting for another tpmseal" in err.decode()

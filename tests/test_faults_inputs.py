@@ -257,3 +257,11 @@ def test_vault_key_with_corrupted_nv_public_index(eve_sim: Simulator, tmp_path: 
     r = cli(["vault-key", "--output", str(tmp_path / "k2")])
     assert_one_line_error(r, ExitCode.INTEGRITY, "could not be read")
     assert not (tmp_path / "k2").exists()
+
+
+def test_huge_blob_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(100 << 20)  # sparse: 100 MB that cost nothing to make
+    r = cli_subprocess(["unseal", "--input", str(big)])
+    assert_one_line_error(r, ExitCode.BAD_INPUT, "larger than 65536 bytes")
