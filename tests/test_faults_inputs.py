@@ -259,7 +259,7 @@ def test_vault_key_with_corrupted_nv_public_index(eve_sim: Simulator, tmp_path: 
     assert not (tmp_path / "k2").exists()
 
 
-def test_huge_blob_file_is_refused_without_reading_it(tmp_path: Path) -> None:
+def test_huge_blob_file_is_refused_without_reading_it(tcg_sim: Simulator, tmp_path: Path) -> None:
     big = tmp_path / "big.json"
     with open(big, "wb") as f:
         f.truncate(100 << 20)  # sparse: 100 MB that cost nothing to make
