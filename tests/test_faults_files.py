@@ -323,3 +323,25 @@ def test_rewriting_commands_take_the_lock(tcg_sim: Simulator, tmp_path: Path,
     _, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert "waiting for another tpmseal" in err.decode()
+
+
+def test_unseal_into_a_pipe_nobody_reads(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """EPIPE: the reader of stdout is gone before the secret is written."""
+    blob = _seal(tmp_path)
+    r_fd, w_fd = os.pipe()
+    os.close(r_fd)
+    try:
+        done = subprocess.run([sys.executable, "-m", "tpmseal.cli.main", "unseal", "--input",
+                               str(blob)], stdout=w_fd, stderr=subprocess.PIPE, timeout=60,
+                              check=False)
+    finally:
+        os.close(w_fd)
+    r = CliResult(done.returncode, b"", done.stderr.decode())
+    assert_one_line_error(r, ExitCode.USAGE, "cannot write stdout", "Broken pipe")
+
+
+def test_unseal_to_a_read_only_stdout(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """EBADF: fd 1 is open, but for reading."""
+    blob = _seal(tmp_path)
+    r = _run(["unseal", "--input", str(blob)], shell_redirect="1</dev/null")
+    assert_one_line_error(r, ExitCode.USAGE, "cannot write stdout", "Bad file descriptor")
