@@ -132,3 +132,13 @@ def test_signals_during_seal_leave_nothing(tcg_sim: Simulator, tmp_path: Path) -
     seen = _sweep(tcg_sim, ["seal", "--input", str(secret), "--output",
                                    str(tmp_path / "out.json")], tmp_path)
     assert "Create" in {label.split("#")[0] for label in seen}, seen
+
+
+def test_signals_during_reseal_keep_an_unsealable_blob(tcg_sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    blob = tmp_path / "blob.json"
+    r = cli(["seal", "--input", str(write(tmp_path / "s.bin", SECRET)), "--output", str(blob)])
+    assert r.rc == 0, r.err
+    seen = _sweep(tcg_sim, ["reseal", "--input", str(blob)], tmp_path)
+    assert {"Unseal", "Create"} <= {label.split("#")[0] for label in seen}, seen
+    assert cli(["unseal", "--input", str(blob), "--output", "-"]).out == SECRET

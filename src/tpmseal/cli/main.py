@@ -13,6 +13,7 @@ import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -97,7 +98,9 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
 
 def _interrupted(e: KeyboardInterrupt) -> int:
     code = e.exit_code if isinstance(e, Interrupted) else 130
-    sys.stderr.write(f"tpmseal: interrupted (exit {code}); nothing was left behind\n")
+    name = signal.Signals(code - 128).name
+    sys.stderr.write(f"tpmseal: error: interrupted by {name}; run the command again to "
+                     "complete it\n")
     return code
 
 
