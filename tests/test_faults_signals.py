@@ -142,3 +142,11 @@ def test_signals_during_reseal_keep_an_unsealable_blob(tcg_sim: Simulator,
     seen = _sweep(tcg_sim, ["reseal", "--input", str(blob)], tmp_path)
     assert {"Unseal", "Create"} <= {label.split("#")[0] for label in seen}, seen
     assert cli(["unseal", "--input", str(blob), "--output", "-"]).out == SECRET
+
+
+def test_signals_during_vault_key_leave_nothing(eve_sim: Simulator, tmp_path: Path) -> None:
+    first = tmp_path / "first.bin"
+    assert cli(["vault-key", "--output", str(first)]).rc == 0  # generated and sealed
+    seen = _sweep(eve_sim, ["vault-key", "--output", str(tmp_path / "out.bin")], tmp_path)
+    assert {"NV_Read", "Unseal"} <= {label.split("#")[0] for label in seen}, seen
+    assert cli(["vault-key", "--output", "-"]).out == first.read_bytes()
