@@ -8,7 +8,7 @@ VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv
 
-.PHONY: demo test lint deps bench bench-eve clean
+.PHONY: demo test lint deps bench bench-eve fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
@@ -40,6 +40,10 @@ bench: deps
 # TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
 bench-eve: deps
 	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)
+# The long fuzz run: >= 10^6 mutated inputs over every parser of untrusted bytes (seeded from
+# a real swtpm session); reports untyped exceptions, hangs and peak memory (tests/fuzz_run.py).
+fuzz: deps
+	$(VENV)/bin/python tests/fuzz_run.py $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

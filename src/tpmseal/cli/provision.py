@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.files import locked
 from tpmseal.recipes.provision import provision
 
 
@@ -32,7 +33,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_tpm(args) as tpm:
+    with locked(trust_of(args)), open_tpm(args) as tpm:  # it rewrites the trust file
         r = provision(tpm, profile_of(args), ek_type=args.ek_type, trust_file=trust_of(args),
                       ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
     roles = [("ek", r.ek), ("srk", r.srk)]
