@@ -1,17 +1,19 @@
 # Two entry points (see README): `make demo` and `make test`.
-# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools and
-# tshark from apt, tpmseal into a virtual environment in .venv.
+# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools,
+# tshark, cryptsetup, clevis and systemd from apt, tpmseal into a virtual environment in .venv.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv cryptsetup-bin clevis clevis-luks \
+                clevis-tpm2 systemd
 
 .PHONY: demo test lint deps bench clean
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
+	  && command -v cryptsetup >/dev/null && command -v clevis >/dev/null \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	$(PYTHON) -m venv $(VENV)
