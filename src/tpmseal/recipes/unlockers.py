@@ -1,7 +1,8 @@
 """Unlocking a LUKS2 volume from whichever TPM token it carries.
 
 Each supported token type has an unsealer returning the keyslot passphrase
-(``tpmseal``: :mod:`tpmseal.recipes.luks`). The passphrase is then checked
+(``tpmseal``: :mod:`tpmseal.recipes.luks`; ``systemd-tpm2``:
+:mod:`tpmseal.recipes.systemd_tpm2`). The passphrase is then checked
 against the token's keyslots by cryptsetup itself (``--test-passphrase``) or
 used to open the volume, always on a pipe.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
-from tpmseal.recipes import cryptsetup, luks
+from tpmseal.recipes import cryptsetup, luks, systemd_tpm2
 from tpmseal.recipes.trust import TrustRecord
 
 log = logging.getLogger("tpmseal.luks")
@@ -34,6 +35,8 @@ class Kind:
 KINDS: dict[str, Kind] = {
     luks.TOKEN_TYPE: Kind(luks.unseal_token, luks.describe,
                           lambda t, i: luks.blob_of(t, i).pin),
+    systemd_tpm2.TOKEN_TYPE: Kind(systemd_tpm2.unseal_token, systemd_tpm2.describe,
+                                  systemd_tpm2.needs_pin),
 }
 
 
