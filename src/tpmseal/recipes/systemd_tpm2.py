@@ -8,21 +8,15 @@ What systemd 252 stores and does (src/shared/tpm2-util.c, and checked on swtpm):
   lacks ECC; absent in tokens older than v250, which only knew ECC),
   ``tpm2-policy-hash`` (the object's authPolicy) and ``tpm2-pin``;
 * the parent is a transient primary under the owner hierarchy from a fixed
-  template (TPM 2.0 Part 2 §12.2.4): restricted|decrypt|fixedTPM|fixedParent|
-  sensitiveDataOrigin|userWithAuth, nameAlg SHA-256, AES-128-CFB, ECC NIST
-  P-256 (or RSA-2048), empty ``unique`` — the key ``tpm2_createprimary -C o -g
-  sha256 -G ecc256:aes128cfb`` makes;
+  template (:mod:`tpmseal.recipes.owner_primary`);
 * the policy is PolicyPCR over the listed PCRs of one bank, then PolicyAuthValue
   when ``tpm2-pin`` is set; the object's authValue is SHA-256 of the PIN;
 * the keyslot passphrase is the base64 encoding of the unsealed bytes.
 
 systemd unseals through a session salted with that freshly created primary,
 read over the same bus: it defeats a passive sniffer but not an interposer,
-which can answer CreatePrimary with its own key. tpmseal instead runs the
-unseal of :func:`tpmseal.recipes.sealing.unseal` — a policy session salted with
-the EK pinned at provisioning and the response encrypted — so the secret never
-crosses the bus readable. The primary is only the object's parent here: a
-substituted primary could not load the object.
+which can answer CreatePrimary with its own key. tpmseal salts with the pinned
+EK instead (:func:`~tpmseal.recipes.owner_primary.unseal_under_primary`).
 
 Newer token fields change the rules — ``tpm2_srk`` (a persistent SRK, v254),
 ``tpm2_salt`` (a salted PIN, v254), ``tpm2_pcrlock`` (v255), ``tpm2-pubkey``
@@ -35,30 +29,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, DecodeError, PolicyMismatchError, UsageError
-from tpmseal.recipes import pcrspec, sealing
-from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
+from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.recipes import pcrspec
+from tpmseal.recipes.owner_primary import PRIMARY_ALGS, SealedUnderPrimary, unseal_under_primary
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import compute_policy
-from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
 from tpmseal.wire.marshal import Reader
-from tpmseal.wire.structures import (
-    AES_128_CFB,
-    EccParms,
-    EccPoint,
-    PcrSelection,
-    PcrSelectionList,
-    Public,
-    RsaParms,
-    SensitiveCreate,
-)
+from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
 
 TOKEN_TYPE = "systemd-tpm2"  # noqa: S105 (a LUKS2 token type, not a password)
 
@@ -72,19 +53,6 @@ UNSUPPORTED = {
     "tpm2-pubkey-pcrs": "a signed PCR policy (PolicyAuthorize)",
     "tpm2_pubkey_pcrs": "a signed PCR policy (PolicyAuthorize)",
 }
-
-_PRIMARY_ATTRS = (TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt | TPMA_OBJECT.fixedTPM
-                  | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin
-                  | TPMA_OBJECT.userWithAuth)
-
-#: systemd's primary templates (tpm2-util.c, tpm2_make_primary).
-PRIMARY_TEMPLATES = {
-    "ecc": Public(TPM_ALG.ECC, TPM_ALG.SHA256, _PRIMARY_ATTRS, b"",
-                  EccParms(AES_128_CFB, curve_id=TPM_ECC.NIST_P256), EccPoint(b"", b"")),
-    "rsa": Public(TPM_ALG.RSA, TPM_ALG.SHA256, _PRIMARY_ATTRS, b"",
-                  RsaParms(AES_128_CFB, key_bits=2048, exponent=0), b""),
-}
-
 
 @dataclass(frozen=True)
 class SystemdToken:
@@ -126,9 +94,9 @@ class SystemdToken:
                                 "check it with `cryptsetup token export`") from None
         except DecodeError as e:
             raise BadInputError(f"{where}: tpm2-blob is malformed ({e.message})") from None
-        if alg not in PRIMARY_TEMPLATES:
+        if alg not in PRIMARY_ALGS:
             raise UsageError(f"{where} has primary algorithm {alg!r}",
-                             f"supported: {', '.join(PRIMARY_TEMPLATES)}")
+                             f"supported: {', '.join(PRIMARY_ALGS)}")
         if policy_hash and policy_hash != public.auth_policy:
             raise BadInputError(f"{where}: tpm2-policy-hash differs from the sealed object's "
                                 "authPolicy", "the token was edited or corrupted")
@@ -149,27 +117,11 @@ def pin_auth(pin: bytes) -> bytes:
 def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
                   pin: bytes | None) -> bytes:
     """The token's sealed secret, unsealed through tpmseal's EK-salted encrypted session."""
-    if trust is None:
-        raise UsageError("unsealing a systemd-tpm2 token needs the pinned endorsement key",
-                         "run `tpmseal provision` first, or pass the right --trust-file")
     if tok.pin and pin is None:
         raise UsageError("this systemd-tpm2 token needs its PIN", "pass --pin-file FILE")
-    # an early, clear answer when the PCRs moved (the TPM enforces the policy anyway)
-    values = tpm.pcr_read(tok.pcrs)
-    steps = sealing.policy_steps(tok.pcrs, values, tok.pin)
-    if not hmac.compare_digest(compute_policy(steps), tok.public.auth_policy):
-        raise PolicyMismatchError(
-            f"PCR policy check failed: {pcrspec.format_pcrs(tok.pcrs)} changed since the "
-            "systemd-tpm2 token was enrolled",
-            hint="boot the measured configuration again, or unlock with the recovery "
-                 "passphrase and enrol again")
-    created = tpm.run(cmds.CreatePrimary(TPM_RH.OWNER, SensitiveCreate(),
-                                         PRIMARY_TEMPLATES[tok.primary_alg]))
-    with tpm.scoped(created.object_handle) as parent:
-        blob = SealedBlob(tok.public, tok.private, tok.pcrs, {}, parent, created.name,
-                          SaltKey(trust.ek_handle, trust.ek_public), ENCRYPTED, tok.pin)
-        return sealing.unseal(tpm, blob, trust=trust,
-                              pin=pin_auth(pin) if tok.pin and pin is not None else None)
+    return unseal_under_primary(tpm, SealedUnderPrimary(
+        tok.public, tok.private, tok.pcrs, tok.primary_alg, "systemd-tpm2 token"),
+        trust, pin_auth(pin) if tok.pin and pin is not None else None)
 
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,

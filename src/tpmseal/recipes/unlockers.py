@@ -2,9 +2,9 @@
 
 Each supported token type has an unsealer returning the keyslot passphrase
 (``tpmseal``: :mod:`tpmseal.recipes.luks`; ``systemd-tpm2``:
-:mod:`tpmseal.recipes.systemd_tpm2`). The passphrase is then checked
-against the token's keyslots by cryptsetup itself (``--test-passphrase``) or
-used to open the volume, always on a pipe.
+:mod:`tpmseal.recipes.systemd_tpm2`; ``clevis``: :mod:`tpmseal.recipes.clevis`).
+The passphrase is then checked against the token's keyslots by cryptsetup
+itself (``--test-passphrase``) or used to open the volume, always on a pipe.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
-from tpmseal.recipes import cryptsetup, luks, systemd_tpm2
+from tpmseal.recipes import clevis, cryptsetup, luks, systemd_tpm2
 from tpmseal.recipes.trust import TrustRecord
 
 log = logging.getLogger("tpmseal.luks")
@@ -37,6 +37,7 @@ KINDS: dict[str, Kind] = {
                           lambda t, i: luks.blob_of(t, i).pin),
     systemd_tpm2.TOKEN_TYPE: Kind(systemd_tpm2.unseal_token, systemd_tpm2.describe,
                                   systemd_tpm2.needs_pin),
+    clevis.TOKEN_TYPE: Kind(clevis.unseal_token, clevis.describe, clevis.needs_pin),
 }
 
 
