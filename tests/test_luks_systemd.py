@@ -132,3 +132,84 @@ def test_malformed_tokens(enrolled: Path) -> None:
                           stdin=json.dumps(token).encode()).returncode == 0
         assert_one_line_error(cli(["luks", "test", str(enrolled), "--token-id", str(i)]),
                               ExitCode.BAD_INPUT, f"token {i}")
+
+
+# ------------------------------------------------- tokens tpmseal enrols, systemd unlocks
+
+SYSTEMD_CRYPTSETUP = next((p for p in ("/lib/systemd/systemd-cryptsetup",
+                                       "/usr/lib/systemd/systemd-cryptsetup")
+                           if os.access(p, os.X_OK)), None)
+
+
+def systemd_attach(sim: Simulator, img: Path, pin: bytes | None = None) -> str:
+    """systemd-cryptsetup's own unlock (its debug log); without device-mapper it stops
+    after unsealing, where device-mapper works it activates (closed again here)."""
+    assert SYSTEMD_CRYPTSETUP is not None
+    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "debug"}
+    if pin is not None:
+        env["PIN"] = pin.decode()
+    done = subprocess.run([SYSTEMD_CRYPTSETUP, "attach", "tpmseal-sd", str(img), "-",
+                           f"tpm2-device={sim.tools_tcti},headless"], env=env,
+                          capture_output=True, timeout=60, check=False)
+    flush_leftovers(sim.uri)
+    if done.returncode == 0:
+        cryptsetup("close", "tpmseal-sd")
+    return done.stderr.decode(errors="replace")
+
+
+def _enroll_systemd(img: Path, pw: Path, *extra: str) -> None:
+    r = cli(["luks", "enroll", str(img), "--token-type", "systemd-tpm2", "--pcrs",
+             "sha256:7", "--unlock-key-file", str(pw), *extra])
+    assert r.rc == 0, r.err
+    assert r.out.startswith(b"enrolled keyslot 1 (systemd-tpm2 token 0) sealed to sha256:7")
+
+
+def test_tpmseal_enrols_what_systemd_unlocks(tcg_sim: Simulator, tmp_path: Path) -> None:
+    img, pw = make_image(tmp_path)
+    _enroll_systemd(img, pw)
+    token = _token(img)
+    assert set(token) == {"type", "keyslots", "tpm2-blob", "tpm2-pcrs", "tpm2-pcr-bank",
+                          "tpm2-primary-alg", "tpm2-policy-hash", "tpm2-pin"}
+    assert systemd_tpm2.SystemdToken.parse(token, 0).public.object_attributes == 0x12
+    assert cli(["luks", "test", str(img)]).rc == 0
+    if SYSTEMD_CRYPTSETUP is None:
+        pytest.skip("systemd-cryptsetup not installed: checked with tpmseal only")
+    log = systemd_attach(tcg_sim, img)
+    assert "Completed TPM2 key unsealing" in log, log
+
+
+def test_systemd_unlocks_a_pin_token_tpmseal_enrolled(tcg_sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    img, pw = make_image(tmp_path)
+    _enroll_systemd(img, pw, "--pin-file", str(write(tmp_path / "pin", PIN)))
+    assert cli(["luks", "test", str(img), "--pin-file", str(tmp_path / "pin")]).rc == 0
+    if SYSTEMD_CRYPTSETUP is None:
+        pytest.skip("systemd-cryptsetup not installed: checked with tpmseal only")
+    assert "HMAC check failed" in systemd_attach(tcg_sim, img, b"1111")
+    log = systemd_attach(tcg_sim, img, PIN)
+    assert "Completed TPM2 key unsealing" in log, log
+
+
+def test_systemd_enrolment_bus_shows_no_key(tcg_sim: Simulator, tmp_path: Path) -> None:
+    from tpmseal.recipes import systemd_enroll
+    from tpmseal.recipes.pcrspec import parse_pcrs
+
+    rec = load(trust_path(), "tcg")
+    secret = os.urandom(32)
+    with interposer(tcg_sim) as p:
+        with Tpm.open(p.uri) as tpm:
+            token = systemd_enroll.seal_systemd(tpm, secret, parse_pcrs("sha256:7"), rec, PIN)
+        exchanges = p.exchanges
+    done = [n for n, e in zip(names(exchanges), exchanges, strict=True)
+            if e.response is not None and e.response[6:10] == bytes(4)]  # not TPM_RC_RETRY
+    assert done == ["StartAuthSession", "PCR_Read", "CreatePrimary", "Create",
+                                "FlushContext"]
+    assert_no_leak(exchanges, secret, base64.b64encode(secret), PIN)
+    assert token["tpm2-pin"] is True
+
+
+def test_systemd_enrolment_refuses_two_banks(tcg_sim: Simulator, tmp_path: Path) -> None:
+    img, pw = make_image(tmp_path)
+    assert_one_line_error(cli(["luks", "enroll", str(img), "--token-type", "systemd-tpm2",
+                               "--pcrs", "sha256:7+sha1:7", "--unlock-key-file", str(pw)]),
+                          ExitCode.USAGE, "one bank")

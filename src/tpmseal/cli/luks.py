@@ -14,7 +14,7 @@ from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, tr
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin
 from tpmseal.errors import UsageError
-from tpmseal.recipes import cryptsetup, luks, trust, unlockers
+from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
 from tpmseal.recipes.pcrspec import format_pcrs
 
 
@@ -38,6 +38,10 @@ def register(sub: Any) -> None:
                         "cryptsetup; default: ask on the terminal)")
     e.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    e.add_argument("--token-type", choices=(luks.TOKEN_TYPE, systemd_tpm2.TOKEN_TYPE),
+                   default=luks.TOKEN_TYPE,
+                   help="tpmseal (default), or systemd-tpm2: a token systemd-cryptsetup and "
+                        "cryptsetup's systemd-tpm2 plugin also unlock (one PCR bank)")
     add_pin_options(e, prompt=True)
     e.set_defaults(handler=run_enroll)
 
@@ -115,6 +119,15 @@ def run_enroll(args: argparse.Namespace) -> int:
     cryptsetup.header(args.device)  # not LUKS2: say so before asking for anything
     pin = read_pin(args, needed=False, confirm=True)
     passphrase = _existing_passphrase(args)
+    if args.token_type == systemd_tpm2.TOKEN_TYPE:
+        with open_tpm(args) as tpm:
+            sd = systemd_enroll.enroll_systemd(
+                tpm, args.device, rec, args.pcrs or profile.default_pcrs, pin=pin,
+                key_file=args.unlock_key_file, passphrase=passphrase,
+                allow_unmeasured=args.allow_unmeasured)
+        print(f"enrolled keyslot {sd.keyslot} (systemd-tpm2 token {sd.token_id}) sealed to "
+              f"{format_pcrs(sd.pcrs)}{' with PIN' if sd.pin else ''}")
+        return 0
     with open_tpm(args) as tpm:
         done = luks.enroll(tpm, args.device, rec, profile=profile, pcrs=args.pcrs, pin=pin,
                            key_file=args.unlock_key_file, passphrase=passphrase,
