@@ -172,3 +172,11 @@ def test_real_open(tcg_sim: Simulator, image: tuple[Path, Path]) -> None:
         assert Path("/dev/mapper/tpmseal-test").exists()
     finally:
         cryptsetup("close", "tpmseal-test")
+
+
+def test_passphrase_for_keyscripts(tcg_sim: Simulator, image: tuple[Path, Path]) -> None:
+    img, pw = image
+    _enroll(img, pw)
+    r = cli(["luks", "passphrase", str(img)])
+    assert r.rc == 0 and len(r.out) == 32, r.err
+    assert opens(img, r.out, 1)

@@ -12,7 +12,7 @@ from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
 from tpmseal.cli.seal import _pcr_spec
-from tpmseal.cli.secrets import add_pin_options, read_pin
+from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
 from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -61,6 +61,15 @@ def register(sub: Any) -> None:
     _device(t)
     _unlock_options(t)
     t.set_defaults(handler=run_test)
+
+    pp = lsub.add_parser("passphrase", help="print the keyslot passphrase (for keyscripts)",
+                         description="Unseal a TPM token's keyslot passphrase, check it with "
+                                     "cryptsetup and write it to stdout (a pipe: refused on a "
+                                     "terminal) or --output; what a crypttab keyscript runs.")
+    _device(pp)
+    _unlock_options(pp)
+    pp.add_argument("--output", metavar="FILE|-", help="where to write it (default stdout)")
+    pp.set_defaults(handler=run_passphrase)
 
     ls = lsub.add_parser("list", help="list the volume's tokens and keyslots")
     _device(ls)
@@ -150,6 +159,11 @@ def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
 def run_test(args: argparse.Namespace) -> int:
     got = _unlocked(args)
     print(f"token {got.token_id} ({got.kind}) unlocks keyslot {got.keyslot}")
+    return 0
+
+
+def run_passphrase(args: argparse.Namespace) -> int:
+    write_secret(args.output, _unlocked(args).passphrase)
     return 0
 
 

@@ -1,0 +1,84 @@
+"""Boot integration for real: mkinitramfs (initramfs-tools) builds an initramfs with
+tpmseal's hook, the test unpacks it and runs the crypttab keyscript inside it (chroot,
+empty environment) against swtpm; the passphrase that comes out opens the LUKS2 image
+(cryptsetup's verdict).
+
+mkinitramfs wants /boot/config-VERSION; it runs in a private mount namespace with a
+tmpfs on /boot holding a one-line config, so nothing on the machine changes. The
+chroot reaches the TPM over TCP (the sniffer proxy in front of swtpm), since the
+simulator's unix socket lives outside the unpacked tree.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attacks.bus import assert_no_leak
+from luks_support import make_image, needs_cryptsetup, opens
+from test_seal_support import cli
+from tpmseal.sniff.proxy import Proxy
+from tpmseal.transport.simulator import Simulator
+
+BOOT = Path(__file__).resolve().parent.parent / "boot"
+VERSION = "0.0.0-tpmseal-test"
+
+pytestmark = [needs_cryptsetup, pytest.mark.skipif(
+    not (shutil.which("mkinitramfs") and shutil.which("unmkinitramfs")
+         and shutil.which("unshare") and os.geteuid() == 0),
+    reason="needs root, unshare and initramfs-tools (apt-get install initramfs-tools "
+           "cryptsetup-initramfs)")]
+
+
+def build_initramfs(tmp: Path, trust: Path) -> Path:
+    conf = tmp / "conf"
+    (conf / "hooks").mkdir(parents=True)
+    shutil.copy(BOOT / "initramfs-tools" / "hooks" / "tpmseal", conf / "hooks" / "tpmseal")
+    (conf / "initramfs.conf").write_text("MODULES=list\nBUSYBOX=auto\nCOMPRESS=gzip\n")
+    (conf / "tpmseal.conf").write_text(
+        f"TPMSEAL_PYTHON={sys.executable}\nTPMSEAL_LIB={BOOT}\nTPMSEAL_TRUST_FILE={trust}\n")
+    out = tmp / "initrd.img"
+    script = (f"mount -t tmpfs none /boot && echo CONFIG_RD_GZIP=y > /boot/config-{VERSION} "
+              f'&& mkinitramfs -d "{conf}" -o "{out}" {VERSION}')
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
+                          timeout=300, check=False)
+    if done.returncode != 0 and b"unshare failed" in done.stderr:
+        pytest.skip("no mount namespaces here (unshare -m failed)")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    root = tmp / "root"
+    done = subprocess.run(["unmkinitramfs", str(out), str(root)], capture_output=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return root / "main" if (root / "main").is_dir() else root
+
+
+def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> None:
+    img, pw = make_image(tmp_path)
+    assert cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw)]).rc == 0
+    root = build_initramfs(tmp_path, tcg_sim.state / "trust.json")
+    for path in ("usr/lib/tpmseal/tpmseal", "usr/lib/tpmseal/keyscript", "sbin/cryptsetup",
+                 str(tcg_sim.state / "trust.json").lstrip("/")):
+        assert (root / path).exists(), path
+    shutil.copy(img, root / "luks.img")
+    for d in ("dev", "proc", "sys"):  # the initramfs' init creates them too
+        (root / d).mkdir(exist_ok=True)
+    with Proxy("tcp:127.0.0.1:0", tcg_sim.uri) as proxy:
+        env = {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin", "CRYPTTAB_SOURCE": "/luks.img",
+               "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0", "TPMSEAL_TPM": proxy.uri}
+        # what the initramfs' init mounts before cryptroot runs: devtmpfs (cryptsetup's RNG
+        # reads /dev/urandom), proc, sysfs
+        script = (f'mount -t devtmpfs none "{root}/dev" && mount -t proc none "{root}/proc" '
+                  f'&& mount -t sysfs none "{root}/sys" '
+                  f'&& exec chroot "{root}" /bin/sh /usr/lib/tpmseal/keyscript')
+        done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
+                              check=False)
+        exchanges = proxy.exchanges
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert opens(img, done.stdout, 1), "the keyscript's output does not open the keyslot"
+    assert_no_leak(exchanges, done.stdout)
