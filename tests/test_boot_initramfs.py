@@ -1,17 +1,14 @@
 """Boot integration for real: mkinitramfs (initramfs-tools) builds an initramfs with
 tpmseal's hook, the test unpacks it and runs the crypttab keyscript inside it (chroot,
-empty environment) against swtpm; the passphrase that comes out opens the LUKS2 image
-(cryptsetup's verdict).
+empty environment: :func:`boot_support.run_in_root`) against swtpm; the passphrase that
+comes out opens the LUKS2 image (cryptsetup's verdict).
 
 mkinitramfs wants /boot/config-VERSION; it runs in a private mount namespace with a
-tmpfs on /boot holding a one-line config, so nothing on the machine changes. The
-chroot reaches the TPM over TCP (the sniffer proxy in front of swtpm), since the
-simulator's unix socket lives outside the unpacked tree.
+tmpfs on /boot holding a one-line config, so nothing on the machine changes.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -20,18 +17,17 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import assert_no_leak
+from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from test_seal_support import cli
 from tpmseal.sniff.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 
-BOOT = Path(__file__).resolve().parent.parent / "boot"
 VERSION = "0.0.0-tpmseal-test"
 
-pytestmark = [needs_cryptsetup, pytest.mark.skipif(
-    not (shutil.which("mkinitramfs") and shutil.which("unmkinitramfs")
-         and shutil.which("unshare") and os.geteuid() == 0),
-    reason="needs root, unshare and initramfs-tools (apt-get install initramfs-tools "
+pytestmark = [needs_cryptsetup, needs_root_namespaces, pytest.mark.skipif(
+    not (shutil.which("mkinitramfs") and shutil.which("unmkinitramfs")),
+    reason="initramfs-tools not installed (apt-get install initramfs-tools "
            "cryptsetup-initramfs)")]
 
 
@@ -65,19 +61,10 @@ def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> N
                  str(tcg_sim.state / "trust.json").lstrip("/")):
         assert (root / path).exists(), path
     shutil.copy(img, root / "luks.img")
-    for d in ("dev", "proc", "sys"):  # the initramfs' init creates them too
-        (root / d).mkdir(exist_ok=True)
     with Proxy("tcp:127.0.0.1:0", tcg_sim.uri) as proxy:
-        env = {"PATH": "/sbin:/usr/sbin:/bin:/usr/bin", "CRYPTTAB_SOURCE": "/luks.img",
-               "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0", "TPMSEAL_TPM": proxy.uri}
-        # what the initramfs' init mounts before cryptroot runs: devtmpfs (cryptsetup's RNG
-        # reads /dev/urandom), proc, sysfs
-        script = (f'mount -t devtmpfs none "{root}/dev" && mount -t proc none "{root}/proc" '
-                  f'&& mount -t sysfs none "{root}/sys" '
-                  f'&& exec chroot "{root}" /bin/sh /usr/lib/tpmseal/keyscript')
-        done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, timeout=60,
-                              check=False)
+        env = {"CRYPTTAB_SOURCE": "/luks.img", "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0",
+               "TPMSEAL_TPM": proxy.uri}
+        done = run_in_root(root, ["/bin/sh", "/usr/lib/tpmseal/keyscript"], env)
         exchanges = proxy.exchanges
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert opens(img, done.stdout, 1), "the keyscript's output does not open the keyslot"
