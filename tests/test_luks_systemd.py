@@ -32,6 +32,7 @@ pytestmark = [needs_cryptsetup, pytest.mark.skipif(
     CRYPTENROLL is None, reason="systemd-cryptenroll not installed (apt-get install systemd)")]
 
 PIN = b"2468"
+PLUGIN = "/usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.so"
 
 
 def systemd_enroll(sim: Simulator, img: Path, pw: Path, *extra: str,
@@ -213,3 +214,29 @@ def test_systemd_enrolment_refuses_two_banks(tcg_sim: Simulator, tmp_path: Path)
     assert_one_line_error(cli(["luks", "enroll", str(img), "--token-type", "systemd-tpm2",
                                "--pcrs", "sha256:7+sha1:7", "--unlock-key-file", str(pw)]),
                           ExitCode.USAGE, "one bank")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare")
+                    or not os.path.exists(PLUGIN),
+                    reason="needs root, unshare and cryptsetup's systemd-tpm2 token plugin")
+@pytest.mark.parametrize("pin", [None, PIN], ids=["no-pin", "pin"])
+def test_cryptsetup_plugin_unlocks_what_tpmseal_enrolled(tcg_sim: Simulator, tmp_path: Path,
+                                                         pin: bytes | None) -> None:
+    """systemd's own code checks the whole token, the key against the keyslot included;
+    after a PCR change it refuses (so it really asked the TPM)."""
+    from tpmrm_relay import PtyRelay, run_with_tpmrm
+
+    img, pw = make_image(tmp_path)
+    _enroll_systemd(img, pw, *(["--pin-file", str(write(tmp_path / "pin", pin))] if pin
+                               else []))
+    argv = ["cryptsetup", "open", "--verbose", "--test-passphrase", "--token-only",
+            "--token-type", "systemd-tpm2", str(img)]
+    with PtyRelay(tcg_sim.uri) as relay:
+        done = run_with_tpmrm(relay, argv, tmp_path, stdin=pin + b"\n" if pin else b"")
+        assert relay.commands > 0
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"Key slot 1 unlocked." in done.stdout + done.stderr
+    extend(tcg_sim.uri, 7)
+    with PtyRelay(tcg_sim.uri) as relay:
+        done = run_with_tpmrm(relay, argv, tmp_path, stdin=pin + b"\n" if pin else b"")
+    assert done.returncode != 0
