@@ -240,3 +240,41 @@ def test_cryptsetup_plugin_unlocks_what_tpmseal_enrolled(tcg_sim: Simulator, tmp
     with PtyRelay(tcg_sim.uri) as relay:
         done = run_with_tpmrm(relay, argv, tmp_path, stdin=pin + b"\n" if pin else b"")
     assert done.returncode != 0
+
+
+def test_interposer_substituting_the_primary_gains_nothing(tcg_sim: Simulator,
+                                                           enrolled: Path) -> None:
+    """The attack on systemd's own unlock: answer CreatePrimary with the attacker's key,
+    which systemd then salts its session to. tpmseal salts to the pinned EK, and the
+    primary only parents the object: the unlock works and nothing leaks."""
+    from dataclasses import replace
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tpmseal.sniff.hooks import HookContext, Verdict, parse_response, success_response
+    from tpmseal.wire import commands as cmds
+    from tpmseal.wire.constants import TPM_CC
+    from tpmseal.wire.structures import EccPoint
+
+    n = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    substituted = []
+
+    def swap(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.CreatePrimary or ctx.response is None:
+            return None
+        assert ctx.tpm_command is not None
+        resp, auths = parse_response(ctx.response, ctx.tpm_command)
+        assert isinstance(resp, cmds.CreatePrimaryResponse)
+        fake = resp.out_public.with_unique(EccPoint(n.x.to_bytes(32, "big"),
+                                                    n.y.to_bytes(32, "big")))
+        substituted.append(fake)
+        return success_response(replace(resp, out_public=fake, name=fake.name()), auths)
+
+    rec = load(trust_path(), "tcg")
+    with interposer(tcg_sim, on_response=swap) as p:
+        with Tpm.open(p.uri) as tpm:
+            passphrase = systemd_tpm2.unseal_token(tpm, _token(enrolled), 0, rec, None)
+        exchanges = p.exchanges
+    assert substituted, "the hook never saw CreatePrimary"
+    assert opens(enrolled, passphrase, 1)
+    assert_no_leak(exchanges, base64.b64decode(passphrase), passphrase)
