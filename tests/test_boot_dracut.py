@@ -1,6 +1,7 @@
 """dracut for real: dracut 059 builds an initramfs with the 90tpmseal module (and
 dracut's systemd module), the test unpacks it, runs ``tpmseal luks passphrase`` through
-the module's wrapper inside it (chroot, empty environment) against swtpm — a
+the module's wrapper inside it (chroot, empty environment) against swtpm as the
+default /dev/tpmrm0 (a pty relay) — a
 systemd-tpm2 token tpmseal enrolled — and checks the passphrase with cryptsetup; the
 tpmseal-unlock@.service it enables passes ``systemd-analyze verify`` inside the tree.
 
@@ -21,6 +22,7 @@ from attacks.bus import assert_no_leak
 from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from test_seal_support import cli
+from tpmrm_relay import PtyRelay
 from tpmseal.sniff.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 
@@ -80,9 +82,10 @@ def test_dracut_initramfs_unlocks(tcg_sim: Simulator, tmp_path: Path) -> None:
                             check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     shutil.copy(img, root / "luks.img")
-    with Proxy("tcp:127.0.0.1:0", tcg_sim.uri) as proxy:
+    with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
+            PtyRelay(proxy.uri) as relay:  # the tree's /dev/tpmrm0
         done = run_in_root(root, ["/usr/lib/tpmseal/tpmseal", "luks", "passphrase",
-                                  "/luks.img"], {"TPMSEAL_TPM": proxy.uri})
+                                  "/luks.img"], {}, tpmrm=relay.pts)
         exchanges = proxy.exchanges
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert opens(img, done.stdout, 1), "the passphrase from the initramfs does not open it"

@@ -1,7 +1,8 @@
 """Boot integration for real: mkinitramfs (initramfs-tools) builds an initramfs with
 tpmseal's hook, the test unpacks it and runs the crypttab keyscript inside it (chroot,
-empty environment: :func:`boot_support.run_in_root`) against swtpm; the passphrase that
-comes out opens the LUKS2 image (cryptsetup's verdict).
+empty environment: :func:`boot_support.run_in_root`) against swtpm, reached as the
+default /dev/tpmrm0 (a pty relay, :mod:`tpmrm_relay`); the passphrase that comes out
+opens the LUKS2 image (cryptsetup's verdict) and is not on the bus.
 
 mkinitramfs wants /boot/config-VERSION; it runs in a private mount namespace with a
 tmpfs on /boot holding a one-line config, so nothing on the machine changes.
@@ -20,6 +21,7 @@ from attacks.bus import assert_no_leak
 from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from test_seal_support import cli
+from tpmrm_relay import PtyRelay
 from tpmseal.sniff.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 
@@ -61,10 +63,13 @@ def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> N
                  str(tcg_sim.state / "trust.json").lstrip("/")):
         assert (root / path).exists(), path
     shutil.copy(img, root / "luks.img")
-    with Proxy("tcp:127.0.0.1:0", tcg_sim.uri) as proxy:
-        env = {"CRYPTTAB_SOURCE": "/luks.img", "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0",
-               "TPMSEAL_TPM": proxy.uri}
-        done = run_in_root(root, ["/bin/sh", "/usr/lib/tpmseal/keyscript"], env)
+    # /dev/tpmrm0 in the tree is a pty relayed to swtpm through the sniffer: the keyscript
+    # uses tpmseal's default device with nothing configured
+    with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
+            PtyRelay(proxy.uri) as relay:
+        env = {"CRYPTTAB_SOURCE": "/luks.img", "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0"}
+        done = run_in_root(root, ["/bin/sh", "/usr/lib/tpmseal/keyscript"], env,
+                           tpmrm=relay.pts)
         exchanges = proxy.exchanges
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert opens(img, done.stdout, 1), "the keyscript's output does not open the keyslot"
