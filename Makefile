@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv cryptsetup-bin clevis clevis-luks \
                 clevis-tpm2 systemd initramfs-tools cryptsetup-initramfs dracut-core
 
-.PHONY: demo test lint deps bench clean install-boot
+.PHONY: demo test lint deps bench bench-luks clean install-boot
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
@@ -39,6 +39,9 @@ bench: deps
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-tpm2-pytss; } \
 	  || echo "could not install python3-tpm2-pytss: benchmarking without it" >&2
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
+
+bench-luks: deps
+	$(VENV)/bin/python bench/bench_luks.py $(BENCH_ARGS)
 
 # Boot integration (README: Unlocking at boot); DESTDIR for packaging.
 install-boot:
