@@ -180,3 +180,15 @@ def test_passphrase_for_keyscripts(tcg_sim: Simulator, image: tuple[Path, Path])
     r = cli(["luks", "passphrase", str(img)])
     assert r.rc == 0 and len(r.out) == 32, r.err
     assert opens(img, r.out, 1)
+
+
+def test_a_malformed_token_does_not_stop_a_good_one(tcg_sim: Simulator,
+                                                    image: tuple[Path, Path]) -> None:
+    img, pw = image
+    r = cryptsetup("token", "import", "--json-file=-", "--token-id", "0", "--key-slot", "0",
+                   str(img), stdin=b'{"type":"tpmseal","keyslots":[],"tpmseal-blob":{}}')
+    assert r.returncode == 0, r.stderr
+    r2 = cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw)])
+    assert r2.rc == 0, r2.err
+    r3 = cli(["luks", "test", str(img)])
+    assert (r3.rc, r3.out) == (0, b"token 1 (tpmseal) unlocks keyslot 1\n"), r3.err

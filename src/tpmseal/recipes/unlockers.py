@@ -72,7 +72,11 @@ class Candidate:
     keyslots: list[int]
 
     def needs_pin(self) -> bool:
-        return KINDS[self.kind].needs_pin(self.token, self.token_id)
+        """Whether the token asks for a PIN (a malformed one says so when it is tried)."""
+        try:
+            return KINDS[self.kind].needs_pin(self.token, self.token_id)
+        except TpmsealError:
+            return False
 
 
 def candidates(device: str, token_id: int | None = None,
