@@ -56,3 +56,22 @@ def test_keyscript_on_the_running_system(tcg_sim: Simulator, tmp_path: Path) -> 
                                   "TPMSEAL": TPMSEAL})
     assert done.returncode == 0, done.stderr
     assert opens(img, done.stdout, 1)
+
+
+def test_keyscript_asks_for_the_pin_with_askpass(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """TPMSEAL_PIN=ask: the PIN comes from askpass (here a stand-in printing it, as
+    cryptsetup's askpass prints what was typed) and reaches tpmseal on a pipe."""
+    img, pw = make_image(tmp_path)
+    pin = tmp_path / "pin"
+    pin.write_bytes(b"8642")
+    assert cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--pin-file",
+                str(pin)]).rc == 0
+    askpass = tmp_path / "askpass"
+    askpass.write_text(f'#!/bin/sh\necho "$1" > {tmp_path}/prompt\nprintf 8642\n')
+    askpass.chmod(0o755)
+    env = {"CRYPTTAB_SOURCE": str(img), "CRYPTTAB_NAME": "data", "TPMSEAL": TPMSEAL,
+           "TPMSEAL_PIN": "ask", "TPMSEAL_ASKPASS": str(askpass)}
+    done = _run("keyscript", env=env)
+    assert done.returncode == 0, done.stderr
+    assert opens(img, done.stdout, 1)
+    assert (tmp_path / "prompt").read_text() == "TPM PIN for data: \n"
