@@ -1,18 +1,22 @@
 # Two entry points (see README): `make demo` and `make test`.
-# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools,
-# tshark and sigrok-cli from apt, tpmseal into a virtual environment in .venv.
+# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools, tshark,
+# sigrok-cli, cryptsetup, clevis, systemd, initramfs-tools and dracut from apt, tpmseal into a
+# virtual environment in .venv.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark sigrok-cli python3-venv
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark sigrok-cli python3-venv cryptsetup-bin clevis clevis-luks \
+                clevis-tpm2 systemd initramfs-tools cryptsetup-initramfs dracut-core
 
-.PHONY: demo test lint deps bench bench-bus clean
+.PHONY: demo test lint deps bench bench-bus bench-eve bench-luks fuzz clean install-boot
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
 	  && command -v sigrok-cli >/dev/null \
+	  && command -v cryptsetup >/dev/null && command -v clevis >/dev/null \
+	  && command -v mkinitramfs >/dev/null && command -v dracut >/dev/null \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +44,26 @@ bench: deps
 
 bench-bus: deps
 	$(VENV)/bin/python bench/bench_bus_decode.py $(BENCH_ARGS)
+# TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
+bench-eve: deps
+	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)
+# The long fuzz run: >= 10^6 mutated inputs over every parser of untrusted bytes (seeded from
+# a real swtpm session); reports untyped exceptions, hangs and peak memory (tests/fuzz_run.py).
+fuzz: deps
+	$(VENV)/bin/python tests/fuzz_run.py $(FUZZ_ARGS)
+bench-luks: deps
+	$(VENV)/bin/python bench/bench_luks.py $(BENCH_ARGS)
+
+# Boot integration (README: Unlocking at boot); DESTDIR for packaging.
+install-boot:
+	install -D -m 0755 boot/keyscript $(DESTDIR)/usr/lib/tpmseal/keyscript
+	install -D -m 0755 boot/boot-files $(DESTDIR)/usr/lib/tpmseal/boot-files
+	install -D -m 0755 boot/tpmseal-unlock $(DESTDIR)/usr/lib/tpmseal/tpmseal-unlock
+	install -D -m 0644 boot/tpmseal-unlock@.service $(DESTDIR)/usr/lib/tpmseal/tpmseal-unlock@.service
+	install -D -m 0644 boot/tpmseal-unlock@.service $(DESTDIR)/etc/systemd/system/tpmseal-unlock@.service
+	install -D -m 0755 boot/initramfs-tools/hooks/tpmseal $(DESTDIR)/etc/initramfs-tools/hooks/tpmseal
+	install -D -m 0755 boot/dracut/90tpmseal/module-setup.sh \
+	  $(DESTDIR)/usr/lib/dracut/modules.d/90tpmseal/module-setup.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+#: what to do after a response failed a check: it may be noise, or an interposer
+BUS_HINT = "retry; if it persists, suspect an interposer on the TPM bus"
+
 
 class ExitCode(IntEnum):
     """Exit codes of the ``tpmseal`` command (documented in README.md)."""
@@ -25,17 +28,21 @@ class ExitCode(IntEnum):
     AUTH_FAILED = 9
     LEAK_FOUND = 10
     NOT_FOUND = 11
+    TORN_STORE = 12
 
 
 class TpmsealError(Exception):
     """Base class: a failure with a user-facing sentence and an exit code."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    #: the hint when the raiser gives none; classes without one require a hint at every
+    #: raise (tests/test_error_contract.py checks the source)
+    default_hint: str | None = None
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
 
     def one_line(self) -> str:
         """The message and hint on one line, as the CLI prints it."""
@@ -55,6 +62,7 @@ class DecodeError(TpmsealError):
     """Bytes did not parse as the expected TPM structure; *offset* says where."""
 
     exit_code = ExitCode.BAD_INPUT
+    default_hint = "the data is truncated or corrupted: check where it came from"
 
     def __init__(self, message: str, offset: int, hint: str | None = None):
         super().__init__(f"{message} (at byte offset {offset})", hint)
@@ -65,6 +73,7 @@ class TransportError(TpmsealError):
     """The TPM could not be reached, or the connection broke mid-exchange."""
 
     exit_code = ExitCode.TPM_UNREACHABLE
+    default_hint = "check that the TPM or simulator is running and reachable, then retry"
 
 
 class IntegrityError(TpmsealError):
@@ -76,16 +85,22 @@ class IntegrityError(TpmsealError):
 class ResponseIntegrityError(IntegrityError):
     """A response HMAC did not verify (TPM 2.0 Part 1 §19.6.16)."""
 
+    default_hint = BUS_HINT
+
     def __init__(self, message: str | None = None, hint: str | None = None):
         super().__init__(
             message
             or "TPM response failed its HMAC check: modified in transit or session out of sync",
-            hint or "retry; if it persists, suspect an interposer on the TPM bus",
-        )
+            hint)
 
 
 class TrustError(IntegrityError):
     """The TPM's keys do not match what was pinned at provisioning."""
+
+
+#: The sentence for a salt key the TPM cannot use: the key at the pinned handle differs.
+EK_MISMATCH = ("the TPM's endorsement key does not match the trusted one: possible interposer "
+               "or replaced TPM")
 
 
 class PolicyMismatchError(TpmsealError):
@@ -121,6 +136,13 @@ class NotFoundError(TpmsealError):
     """Something expected on the TPM (key, NV index, sealed blob) is absent."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class TornStoreError(TpmsealError):
+    """The NV layout holds part of a sealed pair and no complete one (an interrupted
+    write): nothing is replaced, the secret has to be restored from its escrow."""
+
+    exit_code = ExitCode.TORN_STORE
 
 
 class LeakFoundError(TpmsealError):

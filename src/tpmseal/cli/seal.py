@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_accept_sealed_object,
+    add_profile,
+    open_tpm,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import UsageError
-from tpmseal.files import read_input
+from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.files import locked, read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
@@ -92,6 +99,7 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--no-recover", action="store_true",
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_unseal)
 
@@ -114,6 +122,7 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_reseal)
 
@@ -148,17 +157,20 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> Tru
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
            pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
     if args.nv:
-        return NvStore.for_profile(profile, pcrs, rec, pin)
+        return NvStore.for_profile(profile, pcrs, rec, pin,
+                                   getattr(args, "accept_sealed_object", False))
     return FileStore(Path(args.blob))
 
 
-def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> None:
+def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
+               handle: int | None = None) -> None:
     if args.ek_ca:
         if public is None:
-            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
+            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)",
+                             hint="run `tpmseal provision --ek-ca FILE` first, or drop --ek-ca")
         from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
 
-        ekcert.verify_ek(tpm, public, args.ek_ca)
+        ekcert.verify_ek(tpm, public, args.ek_ca, handle)
 
 
 # ---------------------------------------------------------------------------- handlers
@@ -169,9 +181,12 @@ def run_seal(args: argparse.Namespace) -> int:
     rec = _trust(args, profile, required=not args.legacy)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
-    with open_tpm(args) as tpm:
+    with contextlib.ExitStack() as stack:
+        if args.nv:  # a blob file is created exclusively; NV indices have no such thing
+            stack.enter_context(locked(_lock_target(args)))
+        tpm = stack.enter_context(open_tpm(args))
         store = _store(args, profile, rec, args.pcrs, pin is not None)
-        _verify_ek(tpm, args, rec.ek_public if rec else None)
+        _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
                          check=False if args.no_check_value else None)
@@ -204,29 +219,39 @@ def run_unseal(args: argparse.Namespace) -> int:
         if args.ek_ca:
             first = first_candidate(tpm, store)
             salt = first.salt_key if first else None
-            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
+            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None),
+                       salt.handle if salt else (rec.ek_handle if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
     return 0
 
 
+def _lock_target(args: argparse.Namespace) -> Path:
+    """What a rewrite locks: the blob file, or for NV the TPM's trust file."""
+    return Path(trust_of(args)) if args.nv else Path(args.blob)
+
+
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
-    with open_tpm(args) as tpm:
+    with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
         target = FileStore(Path(args.output)) if args.output else None
         if target is not None and args.nv:
-            raise UsageError("--output applies to blob files, not --nv")
-        if (target is not None and not args.force and Path(args.output).resolve()
-                != Path(args.blob).resolve() and first_candidate(tpm, target) is not None):
+            raise UsageError("--output applies to blob files, not --nv",
+                             hint="drop --output: reseal --nv rewrites the NV indices in place")
+        in_place = target is not None and (
+            Path(args.output).resolve() == Path(args.blob).resolve())
+        if (target is not None and not args.force and not in_place
+                and first_candidate(tpm, target) is not None):
             raise UsageError(f"{args.output} already holds a sealed secret",
                              "choose another --output, or pass --force to replace it (its "
                              "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
-                      allow_unmeasured=args.allow_unmeasured, target=target)
+                      allow_unmeasured=args.allow_unmeasured, target=target,
+                      force=args.force or in_place)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     return 0
 
@@ -234,9 +259,17 @@ def run_reseal(args: argparse.Namespace) -> int:
 def run_import(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
-    public = Public.from_sized(read_input(args.public, "public", limit=4096))
-    private = parse_exact(read_input(args.private, "private", limit=4096),
-                          lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    try:
+        public = Public.from_sized(read_input(args.public, "public", limit=4096))
+    except DecodeError as e:
+        raise BadInputError(f"--public {args.public} is not a TPM2B_PUBLIC: {e.message}",
+                            "pass the file `tpm2_create -u` wrote") from None
+    try:
+        private = parse_exact(read_input(args.private, "private", limit=4096),
+                              lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    except DecodeError as e:
+        raise BadInputError(f"--private {args.private} is not a TPM2B_PRIVATE: {e.message}",
+                            "pass the file `tpm2_create -r` wrote") from None
     out = FileStore(Path(args.output))
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
@@ -253,5 +286,5 @@ def run_import(args: argparse.Namespace) -> int:
             rec.srk_name if rec else tpm.name_of(srk),
             SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
-        out.save(tpm, blob)
+        out.save(tpm, blob, exclusive=not args.force)
     return 0

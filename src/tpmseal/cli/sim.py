@@ -36,7 +36,8 @@ def _start(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     if not Simulator(args.state).stop():
-        raise NotFoundError(f"no simulator is running on {args.state}")
+        raise NotFoundError(f"no simulator is running on {args.state}",
+                            hint="start one with `tpmseal sim start --state DIR`")
     return 0
 
 

@@ -24,13 +24,17 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from tpmseal.errors import (
+    BUS_HINT,
+    EK_MISMATCH,
     DecodeError,
     IntegrityError,
     ResponseIntegrityError,
     TpmsealError,
     TransportError,
+    TrustError,
     UsageError,
 )
+from tpmseal.interrupt import deferred
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -112,18 +116,31 @@ class Tpm:
         self.close()
 
     def close(self) -> None:
-        """Flush what this client loaded or started and close the transport."""
-        try:
-            for h in sorted(self._transients | set(self._sessions)):
-                with contextlib.suppress(Exception):
-                    self.flush(h)
-        finally:
-            self.transport.close()
+        """Flush what this client loaded or started and close the transport.
+
+        SIGINT/SIGTERM arriving meanwhile wait until the flushes are done
+        (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            try:
+                for h in sorted(self._transients | set(self._sessions)):
+                    with contextlib.suppress(Exception):
+                        self.flush(h)
+            finally:
+                self.transport.close()
 
     # ------------------------------------------------------------------ commands
 
     def run(self, cmd: Command[R], *sessions: Session) -> R:
-        """Run *cmd* authorized/protected by *sessions*; return its typed response."""
+        """Run *cmd* authorized/protected by *sessions*; return its typed response.
+
+        A SIGINT/SIGTERM during the command is raised when it returns, after what
+        it loaded is tracked for :meth:`close` (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            return self._run(cmd, *sessions)
+
+    def _run(self, cmd: Command[R], *sessions: Session) -> R:
         if self.broken is not None:
             # a response that timed out may still arrive and would be read as the answer
             # to this command; and a dead or stalled TPM must not cost one more time-out
@@ -157,6 +174,10 @@ class Tpm:
             except TransportError as e:
                 self.broken = e
                 raise
+            except BaseException:  # a second signal: the response may still come
+                self.broken = TransportError("interrupted in the middle of a command",
+                                             "open a new connection")
+                raise
             header = parse_header(raw)
             if header.code == 0:
                 break
@@ -167,7 +188,7 @@ class Tpm:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            raise TpmResponseError(header.code, cls.CC.name)
+            raise _first_use_error(header.code, cls.CC.name, sessions)
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
@@ -220,14 +241,16 @@ class Tpm:
             if not hmac.compare_digest(expected, response.name):
                 self._transients.add(response.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.CreatePrimary) and isinstance(response,
                                                                 cmds.CreatePrimaryResponse):
             self._transients.add(response.object_handle)
             if response.out_public.name() != response.name:
                 raise IntegrityError("TPM returned a Name for the primary object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.ContextLoad) and isinstance(response,
                                                               cmds.ContextLoadResponse):
@@ -285,12 +308,13 @@ class Tpm:
         if handle in self._transients or handle in self._sessions:
             self.flush(handle)
 
-    def read_public(self, handle: int) -> Public:
+    def read_public(self, handle: int, *sessions: Session) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""
-        r = self.run(cmds.ReadPublic(handle))
+        r = self.run(cmds.ReadPublic(handle), *sessions)
         if not hmac.compare_digest(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
-                                 "public area: possible bus tampering")
+                                 "public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self.names[handle] = r.name
         return r.out_public
 
@@ -299,7 +323,8 @@ class Tpm:
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
         if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
-                                 "its public area: possible bus tampering")
+                                 "its public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self._track_nv(r.nv_public)
         return r.nv_public
 
@@ -312,7 +337,8 @@ class Tpm:
             got = self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
             if len(got) != n:
                 raise IntegrityError(f"TPM2_NV_Read of {n} bytes of NV {index:#x} returned "
-                                     f"{len(got)}: corrupted or altered in transit")
+                                     f"{len(got)}: corrupted or altered in transit",
+                                     hint=BUS_HINT)
             out += got
         return out
 
@@ -336,21 +362,42 @@ class Tpm:
         cannot recover the salt and every later HMAC fails.
         """
         if (salt_key is None) != (salt_handle == TPM_RH.NULL):
-            raise UsageError("a salted session needs both salt_key and salt_handle")
+            raise UsageError("a salted session needs both salt_key and salt_handle",
+                             hint="pass both or neither")
         nonce_caller = os.urandom(HASH_SIZES[auth_hash])
         salt = make_salt(salt_key) if salt_key is not None else None
         bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None  # before the session
-        r = self.run(cmds.StartAuthSession(
-            salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
-            auth_hash))
-        key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
-                          nonce_caller, bound=bind != TPM_RH.NULL)
-        s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
-                        salted=salt is not None, bind_name=bind_name,
-                        bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
-                        attributes=attributes)
-        self._sessions[s.handle] = s
+        with deferred():  # a signal waits until the session is tracked for close()
+            r = self.run(cmds.StartAuthSession(
+                salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind,
+                symmetric, auth_hash))
+            key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
+                              nonce_caller, bound=bind != TPM_RH.NULL)
+            s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
+                            salted=salt is not None, bind_name=bind_name,
+                            bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
+                            attributes=attributes)
+            self._sessions[s.handle] = s
         return s
+
+    def confirm(self, session: AuthSession) -> None:
+        """Confirm *session*'s key with one cheap command (session/auth.py, confirmation rule).
+
+        TPM2_StirRandom (Part 3 §16.2) with the session as a ``decrypt`` session: it
+        takes any session kind, changes nothing a caller relies on, and its response
+        HMAC proves the TPM holds the same session key. A policy session's digest is
+        reset by the use, so confirm it before its policy steps. Flows prefer to
+        confirm with a command they need anyway (an audited PCR_Read, a Load).
+        """
+        keep = session.attributes
+        session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.decrypt
+        try:
+            self.run(cmds.StirRandom(os.urandom(16)), session)
+        finally:
+            session.attributes = keep
+        if not session.confirmed:
+            raise UsageError(f"session {session.handle:#x} has no secret key to confirm",
+                             "salt it, or bind it to an entity with an authValue")
 
     def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
         """Execute policy *steps* in *session*, recording what changes its HMAC rules."""
@@ -372,14 +419,16 @@ class Tpm:
         while len(out) < n:
             got = self.run(cmds.GetRandom(min(n - len(out), 48)), *sessions).random_bytes
             if not got:
-                raise IntegrityError("TPM2_GetRandom returned no bytes")
+                raise IntegrityError("TPM2_GetRandom returned no bytes",
+                                     hint=BUS_HINT)
             out += got
         return out
 
-    def test_parms(self, sym: SymDef = AES_128_CFB) -> bool:
+    def test_parms(self, sym: SymDef = AES_128_CFB, *sessions: Session) -> bool:
         """Whether TPM2_TestParms accepts a symmetric cipher (Part 3 §30.3)."""
         try:
-            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))))
+            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))),
+                     *sessions)
         except TpmResponseError as e:
             if e.rc.warning:
                 raise
@@ -400,16 +449,18 @@ class Tpm:
                 break
             prop = new[-1][0] + 1
         raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
-                             "corrupted or altered in transit")
+                             "corrupted or altered in transit",
+                             hint=BUS_HINT)
 
-    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
+    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64,
+                   *sessions: Session) -> dict[int, int]:
         """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""
-        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count))
+        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count), *sessions)
         return {k: v for k, v in r.capability_data.items}
 
-    def pcr_banks(self) -> PcrSelectionList:
+    def pcr_banks(self, *sessions: Session) -> PcrSelectionList:
         """Allocated PCR banks and their PCRs (GetCapability PCRS)."""
-        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1)).capability_data.pcrs
+        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1), *sessions).capability_data.pcrs
 
     def handles(self, first: int, *sessions: Session) -> list[int]:
         """Handles of the type of *first*, from *first* on."""
@@ -432,9 +483,32 @@ class Tpm:
             got = r.pcr_selection_out.pairs()
             if got != chunk or len(r.pcr_values.digests) != len(chunk):
                 raise UsageError("the TPM did not return every requested PCR; is the bank "
-                                 "allocated? (see `tpmseal probe`)")
+                                 "allocated? (see `tpmseal probe`)",
+                                 hint="choose PCRs of an allocated bank")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
+
+
+def _first_use_error(code: int, command: str, sessions: tuple[Session, ...]) -> TpmsealError:
+    """The error for a failed command; an HMAC rejected on a salted session's first use
+    is the EK-mismatch diagnosis.
+
+    The RSA salt of a session whose key is not at the handle fails at StartAuthSession
+    (the TPM cannot decrypt it: TPM_RC_VALUE); an ECC salt "decrypts" to a different
+    point, so the first HMAC keyed with it is what fails (Part 1 §19.6.8, Annex C.6.1).
+    Either way the salt key at the handle is not the one the caller salted to, or the
+    session was altered in transit.
+    """
+    e = TpmResponseError(code, command)
+    index = e.rc.session
+    if e.name in ("BAD_AUTH", "AUTH_FAIL") and index is not None and index <= len(sessions):
+        s = sessions[index - 1]
+        if isinstance(s, AuthSession) and s.salted and not s.confirmed:
+            return TrustError(EK_MISMATCH, f"the TPM rejected the first HMAC of the salted "
+                                           f"session in TPM2_{command}: the key at the salt "
+                                           "handle cannot have recovered the salt, or the "
+                                           "session was altered in transit")
+    return e
 
 
 def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityError:
@@ -444,7 +518,8 @@ def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityEr
             f"TPM response to TPM2_{command} is malformed ({e.message}): modified in transit "
             "or session out of sync")
     return IntegrityError(f"TPM response to TPM2_{command} is malformed ({e.message}): "
-                          "corrupted or altered in transit")
+                          "corrupted or altered in transit",
+                          hint=BUS_HINT)
 
 
 def _group(pairs: list[tuple[int, int]]) -> PcrSelectionList:

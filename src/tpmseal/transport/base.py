@@ -20,6 +20,8 @@ from tpmseal.errors import UsageError
 
 DEFAULT_URI = "device:/dev/tpmrm0"
 DEFAULT_TIMEOUT = 120.0
+#: the longest $TPMSEAL_TIMEOUT accepted: a day (socket time-outs overflow far beyond)
+MAX_TIMEOUT = 86400.0
 
 
 class Transport(Protocol):
@@ -58,7 +60,8 @@ def parse_uri(uri: str) -> TpmUri:
         return TpmUri(scheme, path=rest)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (not host or not port.isascii() or not port.isdigit() or len(port) > 5
+                or not 0 < int(port) < 65536):
             raise UsageError(f"bad TCP TPM URI {uri!r}",
                              "use tcp:HOST:PORT, e.g. tcp:127.0.0.1:2321")
         return TpmUri("tcp", host=host.strip("[]"), port=int(port))
@@ -79,8 +82,9 @@ def default_timeout() -> float:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if value <= 0:
-        raise UsageError(f"bad TPMSEAL_TIMEOUT {raw!r}", "give a positive number of seconds")
+    if not 0 < value <= MAX_TIMEOUT:  # also false for NaN
+        raise UsageError(f"bad TPMSEAL_TIMEOUT {raw[:40]!r}",
+                         f"give a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
     return value
 
 

@@ -83,7 +83,8 @@ def _text(data: bytes, what: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BadInputError(f"the {what} is not UTF-8 text") from None
+        raise BadInputError(f"the {what} is not UTF-8 text",
+                            "pass the file as the tool wrote it, or force --format") from None
 
 
 def _bus_of(annotations: list[Annotation], bus: str | None) -> str:

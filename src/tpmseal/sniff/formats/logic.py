@@ -71,7 +71,8 @@ def vcd_channels(data: bytes) -> list[str]:
         if len(decl) >= 4 and decl[1] == "1":
             names.append(decl[3])
     if not names:
-        raise BadInputError("the VCD file declares no 1-bit signals before $enddefinitions")
+        raise BadInputError("the VCD file declares no 1-bit signals before $enddefinitions",
+                            "export the bus channels as single-bit signals")
     return names
 
 
@@ -182,5 +183,6 @@ def sr_channels(data: bytes) -> list[str]:
     out = run_sigrok(data, ["--show"], vcd=False)
     names = [m.group(1) for m in re.finditer(r"^- (.+): logic$", out, re.M)]
     if not names:
-        raise BadInputError("the .sr capture has no logic channels")
+        raise BadInputError("the .sr capture has no logic channels",
+                            "capture the bus with logic (digital) channels")
     return names

@@ -45,7 +45,8 @@ def detect_format(data: bytes) -> str:
                                                                TPM_ST.SESSIONS):
         return "raw"
     if not data:
-        raise BadInputError("the capture is empty")
+        raise BadInputError("the capture is empty",
+                            hint="pass a capture with at least one exchange")
     raise BadInputError("cannot tell the capture's format: not JSON lines, pcap, pcapng, "
                         "raw TPM frames or a logic-analyser capture", "force one with --format")
 
@@ -89,7 +90,8 @@ def read_raw(data: bytes) -> Capture:
         frames = framer.feed(data)
         framer.close()
     except FramingError as e:
-        raise BadInputError(f"raw stream: {e.message}") from None
+        raise BadInputError(f"raw stream: {e.message}",
+                            hint="capture again, or force another --format") from None
     warnings: list[str] = []
     exchanges: list[Exchange] = []
     skipped: list[int] = []
@@ -143,7 +145,8 @@ def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT, bus: str | N
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadInputError("JSON lines capture is not UTF-8") from None
+            raise BadInputError("JSON lines capture is not UTF-8",
+                                hint="pass a capture written by `tpmseal sniff --jsonl`") from None
         cap = Capture(read_jsonl(text))
     elif fmt == "raw":
         cap = read_raw(data)

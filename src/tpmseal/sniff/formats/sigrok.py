@@ -77,7 +77,8 @@ def read_jsontrace(text: str) -> Iterator[Annotation]:
         name, pid, tid, ts = ev.get("name"), ev.get("pid"), ev.get("tid"), ev.get("ts", 0)
         if not (isinstance(name, str) and isinstance(pid, str) and isinstance(tid, str)
                 and isinstance(ts, (int, float))):
-            raise BadInputError(f"sigrok JSON trace event {n} lacks a name, pid, tid or ts")
+            raise BadInputError(f"sigrok JSON trace event {n} lacks a name, pid, tid or ts",
+                                "write it with sigrok-cli --protocol-decoder-jsontrace")
         yield Annotation(pid, name, tid, float(ts) / 1e6, f"at trace event {n}")
 
 
