@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from tpmseal import __version__
 from tpmseal.errors import ExitCode, TpmsealError
 
 #: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
@@ -76,12 +77,18 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
                              "$TPMSEAL_TRUST_FILE or /var/lib/tpmseal/trust.json)")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging and tracebacks (never prints key material)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="informational logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log the flow: TPM commands, counts, timing (never secrets)")
+    parser.add_argument("--version", action="version", version=f"tpmseal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     wanted = _command_in(argv) if argv is not None else None
-    modules = ([COMMANDS[wanted][0]] if wanted in COMMANDS
-               else list(dict.fromkeys(m for m, _ in COMMANDS.values())))
+    if wanted in COMMANDS:
+        modules = [COMMANDS[wanted][0]]
+    elif argv is not None and "--version" in argv:
+        modules = []  # answered before any command is looked at
+    else:
+        modules = list(dict.fromkeys(m for m, _ in COMMANDS.values()))
     for name in modules:
         importlib.import_module(name).register(sub)
     for name, (_, summary) in COMMANDS.items():
