@@ -70,8 +70,10 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
         description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
                     "with the secret never crossing the TPM bus in plaintext.")
     parser.add_argument("--tpm", metavar="URI",
-                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT "
-                             "or sim:STATE_DIR; also $TPMSEAL_TPM")
+                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT, "
+                             "sim:STATE_DIR, or a tpm2-tools TCTI (swtpm:path=P, "
+                             "swtpm:host=H,port=N, mssim:..., device:PATH); default "
+                             "$TPMSEAL_TPM, else $TPM2TOOLS_TCTI, else $TCTI")
     parser.add_argument("--trust-file", metavar="PATH",
                         help="pinned EK record written by provision (default "
                              "$TPMSEAL_TRUST_FILE or /var/lib/tpmseal/trust.json)")

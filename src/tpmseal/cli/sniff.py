@@ -33,9 +33,11 @@ def register(sub: Any) -> None:
                     "that is what a bus observer sees.")
     p.add_argument("--listen", required=True, metavar="URI",
                    help="where clients connect: unix:PATH (control at PATH.ctrl) or "
-                        "tcp:HOST:PORT (control at PORT+1)")
+                        "tcp:HOST:PORT (control at PORT+1), or as a TCTI: swtpm:path=PATH, "
+                        "swtpm:host=H,port=N")
     p.add_argument("--upstream", required=True, metavar="URI",
-                   help="the TPM: unix:PATH, tcp:HOST:PORT, sim:STATE_DIR or device:PATH")
+                   help="the TPM: unix:PATH, tcp:HOST:PORT, sim:STATE_DIR, device:PATH, "
+                        "or a TCTI (swtpm:..., mssim:...)")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per exchange")
     p.add_argument("--pcap", metavar="FILE",
                    help="also write a pcap that Wireshark decodes (TCP port 2321)")

@@ -1,6 +1,7 @@
 """Transports: ``send(command bytes) -> response bytes`` and nothing else.
 
-One URI syntax names a TPM everywhere (Python API, ``--tpm``, ``TPMSEAL_TPM``):
+One URI syntax names a TPM everywhere (Python API, ``--tpm``, ``TPMSEAL_TPM``,
+``sniff --listen/--upstream``):
 
 =========================  ==============================================
 ``device:/dev/tpmrm0``     Linux character device (default; also /dev/tpm0)
@@ -8,6 +9,13 @@ One URI syntax names a TPM everywhere (Python API, ``--tpm``, ``TPMSEAL_TPM``):
 ``tcp:127.0.0.1:2321``     swtpm data socket (TCP)
 ``sim:/path/to/state``     a tpmseal-managed swtpm, started on first use
 =========================  ==============================================
+
+tpm2-tools' TCTI strings are accepted as well (:mod:`tpmseal.transport.tcti`):
+``swtpm:path=P`` is ``unix:P``, ``swtpm:host=H,port=N`` is ``tcp:H:N``, ``mssim:...``
+speaks the Microsoft simulator protocol, bare ``swtpm``/``mssim`` mean localhost:2321.
+
+Where no URI is given, the first set of ``$TPMSEAL_TPM``, ``$TPM2TOOLS_TCTI`` and
+``$TCTI`` names the TPM; failing those, ``device:/dev/tpmrm0``.
 """
 
 from __future__ import annotations
@@ -17,9 +25,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from tpmseal.errors import UsageError
+from tpmseal.transport import tcti
 
 DEFAULT_URI = "device:/dev/tpmrm0"
 DEFAULT_TIMEOUT = 120.0
+#: Environment variables naming the TPM when no URI is given, first set wins.
+URI_ENV = ("TPMSEAL_TPM", "TPM2TOOLS_TCTI", "TCTI")
 
 
 class Transport(Protocol):
@@ -45,13 +56,38 @@ class TpmUri:
     def __str__(self) -> str:
         if self.scheme == "tcp":
             return f"tcp:{self.host}:{self.port}"
+        if self.scheme == "mssim":
+            return f"mssim:host={self.host},port={self.port}"
         return f"{self.scheme}:{self.path}"
 
 
+def _parse_tcti(name: str, conf: str) -> TpmUri:
+    """A tpm2-tss TCTI string (:mod:`tpmseal.transport.tcti`) as a URI."""
+    if name == "device":
+        return TpmUri("device", path=conf or tcti.DEVICE_DEFAULT)
+    keys = ("host", "port", "path") if name == "swtpm" else ("host", "port")
+    kv = tcti.key_values(conf, keys, name)
+    port = tcti.port_of(kv["port"], name) if "port" in kv else tcti.DEFAULT_PORT
+    if "path" in kv:
+        if "host" in kv or "port" in kv:
+            raise UsageError(f"swtpm TCTI {name}:{conf} names both a path and a host/port",
+                             "give path=SOCKET or host=H,port=P")
+        return TpmUri("unix", path=kv["path"])
+    host = kv.get("host", tcti.DEFAULT_HOST)
+    return TpmUri("tcp" if name == "swtpm" else "mssim", host=host.strip("[]"), port=port)
+
+
 def parse_uri(uri: str) -> TpmUri:
-    """Parse a TPM URI; raise :class:`UsageError` naming the accepted forms."""
+    """Parse a TPM URI or TCTI string; raise :class:`UsageError` naming the accepted forms."""
     scheme, sep, rest = uri.partition(":")
-    forms = "use device:/dev/tpmrm0, unix:/path/tpm.sock, tcp:HOST:PORT or sim:STATE_DIR"
+    forms = ("use device:/dev/tpmrm0, unix:/path/tpm.sock, tcp:HOST:PORT, sim:STATE_DIR, "
+             "or a TCTI such as swtpm:path=SOCKET, swtpm:host=H,port=P or mssim:host=H,port=P")
+    name = tcti.tcti_name(scheme)
+    if name in tcti.NAMES and not (sep and not rest and name == "device"):
+        return _parse_tcti(name, rest)
+    hint = tcti.unsupported_hint(scheme)
+    if hint:
+        raise UsageError(f"unsupported TCTI {scheme!r} in {uri!r}", hint)
     if not sep or not rest:
         raise UsageError(f"bad TPM URI {uri!r}", forms)
     if scheme in ("device", "unix", "sim"):
@@ -66,8 +102,13 @@ def parse_uri(uri: str) -> TpmUri:
 
 
 def default_uri() -> str:
-    """``$TPMSEAL_TPM`` if set, else the kernel resource manager device."""
-    return os.environ.get("TPMSEAL_TPM") or DEFAULT_URI
+    """The first of ``$TPMSEAL_TPM``, ``$TPM2TOOLS_TCTI``, ``$TCTI`` set, else the kernel
+    resource manager device."""
+    for name in URI_ENV:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return DEFAULT_URI
 
 
 def default_timeout() -> float:
@@ -99,4 +140,8 @@ def open_transport(uri: str | None = None, timeout: float | None = None) -> Tran
         sim = Simulator(parsed.path)
         sim.ensure_running()
         return StreamTransport(parse_uri(sim.uri), timeout)
+    if parsed.scheme == "mssim":
+        from tpmseal.transport.mssim import MssimTransport
+
+        return MssimTransport(parsed, timeout)
     return StreamTransport(parsed, timeout)
