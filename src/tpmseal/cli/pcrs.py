@@ -21,7 +21,8 @@ def register(sub: Any) -> None:
     add_profile(show)
     show.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
                       help="PCRs to show (default: the profile's list)")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("--json", action="store_true",
+                      help="print {bank: {index: hex value}} as one JSON object")
     show.set_defaults(handler=run_show)
     rec = psub.add_parser("recover", help="find which PCRs a sealed object's policy covers",
                           description="Match the sealed object's authPolicy against the "
@@ -31,7 +32,8 @@ def register(sub: Any) -> None:
     g = rec.add_mutually_exclusive_group(required=True)
     g.add_argument("--input", metavar="BLOB.json", dest="blob")
     g.add_argument("--nv", action="store_true", help="EVE's NV layout")
-    rec.add_argument("--json", action="store_true")
+    rec.add_argument("--json", action="store_true",
+                     help='print {"pcrs": SPEC, "pin": bool} as one JSON object')
     rec.set_defaults(handler=run_recover)
 
 

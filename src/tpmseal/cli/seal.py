@@ -7,7 +7,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_json,
+    add_profile,
+    json_needs_file,
+    open_tpm,
+    print_json,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
@@ -74,6 +82,7 @@ def _register_seal(sub: Any) -> None:
                    help="do not store a check value (automatic for passphrase-like secrets)")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_pin_options(p, prompt=True)
+    add_json(p)
     p.set_defaults(handler=run_seal)
 
 
@@ -93,6 +102,7 @@ def _register_unseal(sub: Any) -> None:
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run_unseal)
 
 
@@ -115,6 +125,7 @@ def _register_reseal(sub: Any) -> None:
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run_reseal)
 
 
@@ -132,6 +143,7 @@ def _register_import(sub: Any) -> None:
                    help="the PCRs the object was sealed to")
     p.add_argument("--output", required=True, metavar="BLOB.json", help="the blob to write")
     p.add_argument("--force", action="store_true", help="replace an existing blob file")
+    add_json(p)
     p.set_defaults(handler=run_import)
 
 
@@ -161,6 +173,14 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> Non
         ekcert.verify_ek(tpm, public, args.ek_ca)
 
 
+def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
+    """The --json keys every command writing a sealed secret shares (README: JSON output)."""
+    return {"store": store.describe(), "nv": isinstance(store, NvStore),
+            "profile": profile.name, "pcrs": format_pcrs(blob.pcrs),
+            "sealed_with": blob.sealed_with, "pin": blob.pin, "check_value": blob.check is not None,
+            "object_name": blob.name.hex()}
+
+
 # ---------------------------------------------------------------------------- handlers
 
 
@@ -177,6 +197,8 @@ def run_seal(args: argparse.Namespace) -> int:
                          check=False if args.no_check_value else None)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
+    if args.json:
+        print_json({"command": "seal", **_report(blob, store, profile), "bytes": len(secret)})
     return 0
 
 
@@ -195,6 +217,7 @@ def run_unseal(args: argparse.Namespace) -> int:
     if args.pcrs is not None and not args.nv:
         raise UsageError("--pcrs applies to --nv only (a blob file records its PCRs)",
                          "drop --pcrs")
+    json_needs_file(args)
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
     with open_tpm(args) as tpm:
@@ -207,6 +230,11 @@ def run_unseal(args: argparse.Namespace) -> int:
             _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
+    log.info("unsealed %d bytes from %s", len(secret), store.describe())
+    if args.json:
+        print_json({"command": "unseal", "store": store.describe(),
+                    "nv": isinstance(store, NvStore), "profile": profile.name,
+                    "output": args.output, "bytes": len(secret)})
     return 0
 
 
@@ -228,6 +256,8 @@ def run_reseal(args: argparse.Namespace) -> int:
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
                       allow_unmeasured=args.allow_unmeasured, target=target)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
+    if args.json:
+        print_json({"command": "reseal", **_report(blob, target or store, profile)})
     return 0
 
 
@@ -254,4 +284,8 @@ def run_import(args: argparse.Namespace) -> int:
             SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
         out.save(tpm, blob)
+    log.info("imported %s as %s (%s)", args.public, args.output, blob.sealed_with)
+    if args.json:
+        print_json({"command": "import", **_report(blob, out, profile),
+                    "policy_matches": bool(values)})
     return 0

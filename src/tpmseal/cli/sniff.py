@@ -92,7 +92,8 @@ def _say(text: str) -> None:
 
 def run_sniff(args: argparse.Namespace) -> int:
     secrets = [load_secret(s) for s in args.secret]
-    observers: list[Observer] = []
+    seen: list[int] = [0]
+    observers: list[Observer] = [lambda ex: seen.__setitem__(0, seen[0] + 1)]
     closers: list[Callable[[], None]] = []
     if not args.quiet:
         observers.append(TextWriter(sys.stdout, secrets=secrets, color=_color(args)))
@@ -115,6 +116,9 @@ def run_sniff(args: argparse.Namespace) -> int:
     finally:
         for close in closers:
             close()
+    leaks = (f"{len(monitor.leaks)} leak(s) of the secret found" if secrets
+             else "no --secret to look for")
+    _say(f"stopped: {seen[0]} exchange(s), {leaks}")
     if monitor.leaks:
         raise _leak_error(monitor.leaks)
     return 0
@@ -139,7 +143,6 @@ def _serve(proxy: Proxy) -> None:
         proxy.stop()
         for s, handler in saved.items():
             signal.signal(s, handler)
-    _say("stopped")
 
 
 def run_decode(args: argparse.Namespace) -> int:

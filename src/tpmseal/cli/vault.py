@@ -6,7 +6,15 @@ import argparse
 import logging
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_json,
+    add_profile,
+    json_needs_file,
+    open_tpm,
+    print_json,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.recipes import trust
@@ -35,10 +43,12 @@ def register(sub: Any) -> None:
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    json_needs_file(args)
     profile = profile_of(args)
     require_nv(profile)
     rec = (trust.load_all(trust_of(args)).get(profile.name) if args.legacy
@@ -51,4 +61,7 @@ def run(args: argparse.Namespace) -> int:
         result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured)
     log.info("vault key %s", result.action)
     write_secret(args.output, result.key)
+    if args.json:
+        print_json({"command": "vault-key", "action": result.action, "store": store.describe(),
+                    "profile": profile.name, "output": args.output, "bytes": len(result.key)})
     return 0
