@@ -18,7 +18,7 @@ from tpmseal.cli.common import (
 )
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import UsageError
+from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
@@ -75,6 +75,9 @@ def _register_seal(sub: Any) -> None:
     _storage(p, "out")
     p.add_argument("--legacy", action="store_true",
                    help="no parameter encryption (for TPMs without AES-128-CFB)")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow --legacy although the pinned TPM supports parameter encryption "
+                        "(the secret then crosses the bus in plaintext)")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     p.add_argument("--force", action="store_true", help="replace an existing sealed secret")
@@ -157,6 +160,14 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> Tru
     return trust.load_all(path).get(profile.name)
 
 
+def _refuse_downgrade(args: argparse.Namespace, rec: TrustRecord | None) -> None:
+    """--legacy where the pinned TPM does AES-128-CFB needs --allow-downgrade, as unseal does."""
+    if args.legacy and rec is not None and rec.aes_128_cfb and not args.allow_downgrade:
+        raise UsageError("--legacy would put the secret on the bus in plaintext, and the TPM "
+                         "pinned in the trust file supports AES-128-CFB parameter encryption",
+                         "drop --legacy, or pass --allow-downgrade if you really mean it")
+
+
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
            pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
     if args.nv:
@@ -187,6 +198,7 @@ def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
+    _refuse_downgrade(args, rec)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
@@ -241,6 +253,7 @@ def run_unseal(args: argparse.Namespace) -> int:
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
+    _refuse_downgrade(args, rec)
     with open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
@@ -261,6 +274,22 @@ def run_reseal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _test_load(tpm: Tpm, srk: int, private: bytes, public: Public,
+               args: argparse.Namespace) -> None:
+    """TPM2_Load then TPM2_FlushContext: a blob is written only for an object that loads."""
+    from tpmseal.wire import commands as cmds
+    from tpmseal.wire.rc import TpmResponseError
+
+    try:
+        loaded = tpm.run(cmds.Load(srk, private, public))
+    except TpmResponseError as e:
+        raise BadInputError(f"the TPM refuses to load the object in {args.public} and "
+                            f"{args.private} under the SRK {srk:#x} ({e.one_line()})",
+                            "it was sealed under another parent or another TPM, or the files "
+                            "are damaged or do not belong together") from None
+    tpm.flush(loaded.object_handle)
+
+
 def run_import(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
@@ -271,13 +300,14 @@ def run_import(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")
+        srk = rec.srk_handle if rec else profile.srk
+        _test_load(tpm, srk, private, public, args)
         values = tpm.pcr_read(args.pcrs)
         if compute_policy(sealing.policy_steps(args.pcrs, values, False)) != public.auth_policy:
             log.warning("the object's policy is not PolicyPCR over %s with the current values: "
                         "unseal will look for the PCR list it covers, and fails if the values "
                         "themselves differ", format_pcrs(args.pcrs))
             values = {}
-        srk = rec.srk_handle if rec else profile.srk
         blob = SealedBlob(
             public, private, args.pcrs, {k: values[k] for k in args.pcrs.pairs() if values}, srk,
             rec.srk_name if rec else tpm.name_of(srk),

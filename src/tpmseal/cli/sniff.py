@@ -6,6 +6,7 @@ The sniffer prints key material by design: it shows what a bus observer sees.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -145,9 +146,44 @@ def _serve(proxy: Proxy) -> None:
             signal.signal(s, handler)
 
 
+def _is_sealed_blob(data: bytes) -> bool:
+    """A tpmseal blob file (``seal --output``), which people hand to decode too."""
+    from tpmseal.recipes.blob import FORMAT
+
+    if data.lstrip()[:1] != b"{" or FORMAT.encode() not in data[:4096]:
+        return False
+    try:
+        doc = json.loads(data)  # a JSON lines capture fails at its second line
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def _describe_blob(args: argparse.Namespace, data: bytes) -> int:
+    from tpmseal.recipes.blob import SealedBlob
+    from tpmseal.recipes.pcrspec import format_pcrs
+
+    blob = SealedBlob.from_json(data, args.file)
+    info = {"kind": "sealed-blob", "file": args.file, "pcrs": format_pcrs(blob.pcrs),
+            "sealed_with": blob.sealed_with, "pin": blob.pin,
+            "parent": f"{blob.parent_handle:#010x}", "object_name": blob.name.hex(),
+            "created": blob.created}
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return 0
+    print(f"{args.file} is a tpmseal sealed blob, not a capture: sealed to {info['pcrs']} "
+          f"with {blob.sealed_with}{' and a PIN' if blob.pin else ''} under parent "
+          f"{info['parent']} on {blob.created}; `tpmseal unseal --input {args.file}` "
+          "unseals it")
+    return 0
+
+
 def run_decode(args: argparse.Namespace) -> int:
     secrets = [load_secret(s) for s in args.secret]
-    capture = load(read_input(args.file, "capture", _CAPTURE_LIMIT), args.format, args.port)
+    data = read_input(args.file, "capture", _CAPTURE_LIMIT)
+    if args.format is None and _is_sealed_blob(data):
+        return _describe_blob(args, data)
+    capture = load(data, args.format, args.port)
     for w in capture.warnings:
         _say(f"warning: {w}")
     color = _color(args)

@@ -7,6 +7,9 @@
   in NV 0x01800000 (TPM2B_PRIVATE contents) and 0x01900000 (TPM2B_PUBLIC
   contents), legacy plaintext vault key in NV 0x01700000, default PCRs sha256
   0-14 without 5.
+
+The two cannot share one TPM: 0x81000001 is the tcg profile's SRK and the eve
+profile's EK (:func:`conflicts`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,27 @@ EVE = Profile(
     NvLayout(0x01800000, 0x01900000, 0x01700000, 0x01800001, 0x01900001))
 
 PROFILES = {p.name: p for p in (TCG, EVE)}
+
+
+def _roles(p: Profile) -> dict[int, str]:
+    return {p.ek_rsa: "EK", p.ek_ecc: "EK", p.srk: "SRK"} if p.ek_rsa == p.ek_ecc else {
+        p.ek_rsa: "RSA EK", p.ek_ecc: "ECC EK", p.srk: "SRK"}
+
+
+def conflicts(profile: Profile) -> dict[int, str]:
+    """Handle -> a sentence, for each handle *profile* shares with another profile's key of
+    another role: such profiles cannot be provisioned on one TPM."""
+    mine = _roles(profile)
+    found: dict[int, str] = {}
+    for other in PROFILES.values():
+        if other.name == profile.name:
+            continue
+        for handle, role in _roles(other).items():
+            if handle in mine and mine[handle] != role:
+                found[handle] = (f"the {other.name} profile keeps its {role} at {handle:#x}, "
+                                 f"where the {profile.name} profile keeps its {mine[handle]}: "
+                                 "one TPM serves only one of the two profiles")
+    return found
 
 
 def get_profile(name: str) -> Profile:
