@@ -22,7 +22,13 @@ from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
-from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
+from tpmseal.recipes.lifecycle import (
+    UnsealOptions,
+    refuse_downgrade,
+    reseal,
+    seal_into,
+    unseal_stored,
+)
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
@@ -160,14 +166,6 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> Tru
     return trust.load_all(path).get(profile.name)
 
 
-def _refuse_downgrade(args: argparse.Namespace, rec: TrustRecord | None) -> None:
-    """--legacy where the pinned TPM does AES-128-CFB needs --allow-downgrade, as unseal does."""
-    if args.legacy and rec is not None and rec.aes_128_cfb and not args.allow_downgrade:
-        raise UsageError("--legacy would put the secret on the bus in plaintext, and the TPM "
-                         "pinned in the trust file supports AES-128-CFB parameter encryption",
-                         "drop --legacy, or pass --allow-downgrade if you really mean it")
-
-
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
            pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
     if args.nv:
@@ -198,7 +196,7 @@ def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
-    _refuse_downgrade(args, rec)
+    refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
@@ -253,7 +251,7 @@ def run_unseal(args: argparse.Namespace) -> int:
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
-    _refuse_downgrade(args, rec)
+    refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
