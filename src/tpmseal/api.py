@@ -126,7 +126,7 @@ def _source(source: str | PathLike[str] | SealedBlob, profile: Profile,
             rec: TrustRecord | None, pcrs: PcrSelectionList | None, pin: bool) -> Store:
     if isinstance(source, SealedBlob):
         return _Given(source)
-    if str(source) == "nv":
+    if isinstance(source, str) and source == "nv":
         return NvStore.for_profile(profile, pcrs, rec, pin)
     return FileStore(Path(source))
 
@@ -152,7 +152,8 @@ def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
            profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,
            pcrs: str | PcrSelectionList | None = None, pin: bytes | None = None,
            legacy: bool = False, allow_downgrade: bool = False, recover: bool = True) -> bytes:
-    """Unseal the secret in *source*: a blob file path, a :class:`SealedBlob`, or ``"nv"``.
+    """Unseal the secret in *source*: a blob file path, a :class:`SealedBlob`, or ``"nv"``
+    (the string: the profile's NV layout; a file named nv is ``Path("nv")`` or ``"./nv"``).
 
     *pcrs* applies to ``"nv"`` only (a blob records its PCRs). With *recover*, a policy
     failure of a blob without recorded values searches for the PCR list it covers.
