@@ -6,6 +6,8 @@ written). The relay reads a whole command from the pty's master side (framed by
 the size in its header, TPM 2.0 Part 1 §18.8), sends it to swtpm's data socket,
 and writes the whole response back in one write, so the client's single read()
 sees one response, as the kernel driver gives it (drivers/char/tpm/tpm-dev-common.c).
+That holds for responses up to the line discipline's 4096-byte buffer, which is also
+swtpm's TPM_PT_MAX_RESPONSE_SIZE.
 
 Like the kernel resource manager (drivers/char/tpm/tpm2-space.c), it flushes what
 a client left behind when the client closes the device: every transient object and
