@@ -7,16 +7,16 @@ PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv groff-base zsh
-#: the lowest cryptography release tpmseal supports (pyproject.toml: cryptography>=42;
-#: 41 lacks Certificate.not_valid_before_utc/not_valid_after_utc)
-CRYPTOGRAPHY_FLOOR := 42.0.0
+#: the lowest cryptography release tpmseal supports (pyproject.toml: cryptography>=45, for
+#: x509.verification.ExtensionPolicy; 41 also lacked Certificate.not_valid_before_utc)
+CRYPTOGRAPHY_FLOOR := 45.0.0
 #: a representative subset for the floor: KDFs, salts, parameter encryption, HMACs, X.509
 #: chains, sealing end to end, the library API
 FLOOR_TESTS := tests/test_kdf.py tests/test_session_cfb_key.py tests/test_session_matrix.py \
 	tests/test_attack_ekcert.py tests/test_attack_mitm.py tests/test_seal_roundtrip.py \
-	tests/test_api.py tests/test_sniff_sessions.py
+	tests/test_ekcert_chain.py tests/test_api.py tests/test_sniff_sessions.py
 
-.PHONY: demo test lint deps bench clean man completion wheel-check test-floor
+.PHONY: demo test lint deps bench bench-eve clean man completion wheel-check test-floor
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
@@ -74,6 +74,10 @@ bench: deps
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-tpm2-pytss; } \
 	  || echo "could not install python3-tpm2-pytss: benchmarking without it" >&2
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
+
+# TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
+bench-eve: deps
+	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-floor build dist *.egg-info

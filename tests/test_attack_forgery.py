@@ -44,7 +44,7 @@ from tpmseal.sniff.hooks import (
 from tpmseal.sniff.leaks import scan
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_CC
+from tpmseal.wire.constants import TPM_CC, TPMA_NV
 from tpmseal.wire.structures import DigestList, Public, digest
 
 EK = 0x81010001
@@ -57,9 +57,9 @@ RC_FAILURE = 0x101  # TPM_RC_FAILURE: the TPM is in failure mode
 RC_SESSION_MEMORY = 0x903  # warning: no session slot
 
 
-def _real_ek(sim: Simulator) -> Public:
+def _real_ek(sim: Simulator, handle: int = EK) -> Public:
     with Tpm.open(sim.uri) as t:
-        return t.read_public(EK)
+        return t.read_public(handle)
 
 
 def _every_read_public(ctx: HookContext) -> Verdict:
@@ -96,8 +96,8 @@ def test_seal_never_reads_the_ek_and_substitution_has_no_effect(
     secret = os.urandom(32)
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(secret)
-    real = _real_ek(sim)
     ek_handle = 0x81010001 if profile == "tcg" else 0x81000001
+    real = _real_ek(sim, ek_handle)
     with interposer(sim) as p:
         with p.interpose(on_response=_every_read_public):
             r = tpm(p, "seal", "--profile", profile, "--input", str(key), "--output", str(blob))
@@ -109,7 +109,7 @@ def test_seal_never_reads_the_ek_and_substitution_has_no_effect(
     b = SealedBlob.from_json(blob.read_bytes())
     assert b.sealed_with == ENCRYPTED
     assert b.salt_key is not None and b.salt_key.handle == ek_handle
-    assert b.salt_key.name == _real_ek(sim).name() == real.name()
+    assert b.salt_key.name == _real_ek(sim, ek_handle).name() == real.name()
 
 
 # --------------------------------------------------------------------- 5: forged errors
@@ -235,7 +235,7 @@ def test_forged_pcr_values_at_seal_are_caught_by_the_audit_hmac(tcg_sim: Simulat
     watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
     with interposer(tcg_sim, on_response=_forge_pcr_values) as p:
         r = tpm(p, "seal", "--input", str(key), "--output", str(blob))
-        expect_error(r, ExitCode.INTEGRITY, "TPM response failed its HMAC check")
+        expect_error(r, ExitCode.INTEGRITY, "failed its HMAC check")
         assert "Create" not in names(p.exchanges)  # the secret was never sent
         assert_no_leak(p.exchanges, secret)
     watch.check()
@@ -325,6 +325,38 @@ def test_forged_absence_does_not_let_seal_overwrite_nv(eve_sim: Simulator,
         r = tpm(p, "seal", "--profile", "eve", "--nv", "--input", str(other))
         expect_error(r, ExitCode.INTEGRITY, "could not be read", "possible interposer")
     watch.check()
+
+
+def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
+        eve_sim: Simulator) -> None:
+    """NV_ReadPublic answers carry no HMAC unless audited: forging "never written" for
+    0x1900000 on every read hides the pair from the plain reads and makes the listing
+    (whose GetCapability is audited, so the indices cannot vanish) show a torn layout.
+    That is refused (exit 12) and nothing is written: never a new key over the old."""
+    with interposer(eve_sim) as p:
+        first = tpm(p, "vault-key")
+        expect_ok(first, size=32)
+    watch = unchanged(eve_sim)
+
+    def unwritten(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
+                int.from_bytes(ctx.command[10:14], "big") != 0x01900000 or \
+                ctx.response[6:10] != bytes(4):
+            return None
+        real, auths = parse_response(ctx.response, ctx.command)
+        assert isinstance(real, cmds.NV_ReadPublicResponse)
+        fake = replace(real.nv_public, attributes=real.nv_public.attributes & ~TPMA_NV.WRITTEN)
+        return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
+
+    with interposer(eve_sim, on_response=unwritten) as p:
+        r = tpm(p, "vault-key")
+        expect_error(r, ExitCode.TORN_STORE, "0x1900000 (never written)", "nothing was changed")
+        assert not {"Create", "NV_Write", "NV_DefineSpace", "NV_UndefineSpace"} & set(
+            names(p.exchanges))
+        assert_no_leak(p.exchanges, first.out)
+    watch.check()
+    with interposer(eve_sim) as p:
+        expect_ok(tpm(p, "vault-key"), first.out, what="the next boot's vault key")
 
 
 @pytest.mark.parametrize("rc", [RC_SYMMETRIC_P4, RC_VALUE_P2, RC_FAILURE],

@@ -139,3 +139,40 @@ def test_ek_ca_refuses_to_pin_the_mitm_key(tcg_sim: Simulator, tmp_path: Path) -
     watch.check()
     assert not trust.exists()
 
+
+
+@pytest.mark.parametrize("command", [["seal", "--input", "{d}/key", "--output", "{d}/b.json"],
+                                     ["unseal", "--input", "{d}/old.json"]],
+                         ids=["seal", "unseal"])
+def test_ecc_pin_taken_under_a_mitm_gets_the_ek_mismatch_diagnosis(
+        tcg_sim: Simulator, tmp_path: Path, command: list[str]) -> None:
+    """An ECC salt never fails at StartAuthSession (any point "decrypts"), so a pin of
+    the attacker's ECC key shows up at the first HMAC: same diagnosis as RSA's."""
+    import dataclasses
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tpmseal.recipes import trust as T
+    from tpmseal.wire.structures import EccPoint
+
+    real_trust = tmp_path / "real.json"
+    assert direct(tcg_sim, "--trust-file", str(real_trust), "provision",
+                  "--ek-type", "ecc").rc == 0
+    (tmp_path / "key").write_bytes(os.urandom(32))
+    assert direct(tcg_sim, "--trust-file", str(real_trust), "seal", "--input",
+                  str(tmp_path / "key"), "--output", str(tmp_path / "old.json")).rc == 0
+    real = T.load(real_trust, "tcg")
+    n = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    fake = dataclasses.replace(real.ek_public, unique=EccPoint(n.x.to_bytes(32, "big"),
+                                                               n.y.to_bytes(32, "big")))
+    forged = tmp_path / "forged.json"
+    T.save(forged, dataclasses.replace(real, ek_public=fake, path=None))
+    if command[0] == "unseal":  # the blob names the pinned key, as it would after the TOFU pin
+        doc = json.loads((tmp_path / "old.json").read_text())
+        ek = json.loads(forged.read_text())["profiles"]["tcg"]["ek"]
+        doc["salt_key"].update(public=ek["public"], name=ek["name"])
+        (tmp_path / "old.json").write_text(json.dumps(doc))
+    argv = [a.replace("{d}", str(tmp_path)) for a in command]
+    r = direct(tcg_sim, "--trust-file", str(forged), *argv)
+    expect_error(r, ExitCode.INTEGRITY, EK_MISMATCH, "first HMAC of the salted session")
+    assert not (tmp_path / "b.json").exists()

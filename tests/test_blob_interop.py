@@ -30,7 +30,7 @@ from tpmseal.recipes.blob import ENCRYPTED
 from tpmseal.transport.simulator import Simulator
 
 TCG_SRK, TCG_EK = "0x81000001", "0x81010001"
-UNSEAL_5 = ["Load", "StartAuthSession", "PolicyPCR", "Unseal", "FlushContext"]
+UNSEAL_5 = ["StartAuthSession", "Load", "PolicyPCR", "Unseal", "FlushContext"]
 
 
 @pytest.mark.parametrize("salted", [False, True], ids=["plain-session", "salted-encrypt"])

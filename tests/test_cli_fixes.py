@@ -125,8 +125,9 @@ def test_eof_at_the_pin_prompt_is_a_usage_error(tcg_sim: Simulator, tmp_path: Pa
     assert "EOFError" not in shown and "Traceback" not in shown
 
 
-def test_profile_conflict_is_explained(tcg_sim: Simulator) -> None:
-    r = cli(["provision", "--profile", "eve"])
-    assert_one_line_error(r, 2, "0x81000001", "the tcg profile keeps its SRK at 0x81000001, "
-                          "where the eve profile keeps its EK: one TPM serves only one of "
+def test_profile_conflict_is_explained(eve_sim: Simulator) -> None:
+    """EVE's EK at 0x81000001 cannot be the tcg profile's SRK there."""
+    r = cli(["provision", "--profile", "tcg"])
+    assert_one_line_error(r, 2, "0x81000001", "the eve profile keeps its EK at 0x81000001, "
+                          "where the tcg profile keeps its SRK: one TPM serves only one of "
                           "the two profiles")

@@ -31,6 +31,7 @@ from tpmseal.wire.constants import (
     TPM_RH,
     TPM_SE,
     TPMA_NV,
+    TPMA_SESSION,
 )
 from tpmseal.wire.frames import build_response, split_response
 from tpmseal.wire.marshal import Reader, tpm2b, u32
@@ -98,8 +99,10 @@ def test_close_flushes_after_a_failing_step(sim: Simulator) -> None:
         parent = srk(tpm)
         obj = seal(tpm, parent, new_secret(), user_sealed_template(), auth=b"pin")
         handles.append(load(tpm, parent, obj))
-        s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=ENC | 1)
+        s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=TPMA_SESSION.audit | 1)
         handles.append(s.handle)
+        tpm.get_random(8, s)  # an audited response confirms the session key
+        s.attributes = ENC | 1
         s.auth_value = b"wrong"
         bus.clear()
         tpm.run(c.Unseal(obj.handle), s)  # BAD_AUTH: the with block unwinds

@@ -204,8 +204,10 @@ def _manual_session(tpm: Tpm, kind: int, salt_value: bytes, encrypted: bytes,
     r = tpm.run(c.StartAuthSession(salt_handle, TPM_RH.NULL, nonce_caller, encrypted, kind,
                                    AES_128_CFB, TPM_ALG.SHA256))
     key = ref_kdfa(TPM_ALG.SHA256, salt_value, b"ATH\0", r.nonce_tpm, nonce_caller, 256)
-    return AuthSession(r.session_handle, kind, TPM_ALG.SHA256, AES_128_CFB, key, r.nonce_tpm,
-                       salted=True, attributes=attributes)
+    s = AuthSession(r.session_handle, kind, TPM_ALG.SHA256, AES_128_CFB, key, r.nonce_tpm,
+                    salted=True, attributes=attributes)
+    tpm.confirm(s)  # StirRandom's response HMAC: keyed by our sessionKey too
+    return s
 
 
 def test_tpm_agrees_with_independent_kdfa(tpm: Tpm) -> None:

@@ -5,6 +5,11 @@ Seal: keyedHash, fixedTPM|fixedParent = 0x12, under the SRK 0x81000002, policy
 PolicyPCR; NV_DefineSpace owner read/write, nameAlg SHA-1, TPM2B contents
 without their size prefix) unseal with ``tpmseal unseal --profile eve --nv``.
 (b) What tpmseal writes there loads and unseals with tpm2-tools.
+
+EVE's real code runs against tpmseal in tests/test_eve_*.py (which also check that
+EVE's legacy path writes exactly this: SHA-1-named indices, attributes 0x12); this
+re-enactment stays because it needs neither ../shared nor Go, and it checks the
+layout with a third implementation, tpm2-tools.
 """
 
 from __future__ import annotations

@@ -123,7 +123,7 @@ def test_pcrs_recover_blob(tcg_sim: Simulator, tmp_path: Path) -> None:
 def test_pcrs_show(tcg_sim: Simulator) -> None:
     now = read_pcrs(tcg_sim.uri, S256, range(8))
     r = cli(["pcrs", "show"])
-    assert r.rc == 0 and r.err == ""
+    assert r.rc == 0 and r.err.startswith("(not authenticated: read over the bus without an HMAC")
     lines = r.out.decode().splitlines()
     assert [ln.split()[0] for ln in lines] == [f"sha256:{i}" for i in (0, 1, 2, 3, 4, 6, 7)]
     for ln in lines:
@@ -131,7 +131,11 @@ def test_pcrs_show(tcg_sim: Simulator) -> None:
         assert bytes.fromhex(value) == now[(S256, int(name.split(":")[1]))]
     r = cli(["pcrs", "show", "--pcrs", "sha256:7,16", "--json"])
     doc = json.loads(r.out)
-    assert doc == {"sha256": {"7": now[(S256, 7)].hex(), "16": "00" * 32}}
+    assert doc == {"sha256": {"7": now[(S256, 7)].hex(), "16": "00" * 32},
+                   "authenticated": False}
+    r = cli(["pcrs", "show", "--pcrs", "sha256:7,16", "--json", "--authenticated"])
+    assert (r.rc, r.err) == (0, "")
+    assert json.loads(r.out) == doc | {"authenticated": True}
     r = cli(["pcrs", "show", "--profile", "eve"])
     assert len(r.out.decode().splitlines()) == len(parse_pcrs(EVE_PCRS).pairs())
     extend(tcg_sim.uri, 7)

@@ -35,7 +35,7 @@ from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC
 
-UNSEAL_5 = ["Load", "StartAuthSession", "PolicyPCR", "Unseal", "FlushContext"]
+UNSEAL_5 = ["StartAuthSession", "Load", "PolicyPCR", "Unseal", "FlushContext"]
 
 
 def _windows(secret: bytes, width: int = 8) -> list[bytes]:
@@ -274,3 +274,19 @@ def test_failed_unseal_leaves_nothing_loaded(tcg_sim: Simulator, tmp_path: Path)
     extend(tcg_sim.uri, 3)
     assert cli(["unseal", "--input", str(blob)]).rc == 5
     assert flush_leftovers(tcg_sim.uri) == []
+
+
+def test_budget_reseal_uses_one_salted_session(tcg_sim: Simulator, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One EK-salted StartAuthSession for both halves; the policy session is unsalted."""
+    key = write(tmp_path / "key", secret_bytes())
+    blob = tmp_path / "b.json"
+    assert cli(["seal", "--input", str(key), "--output", str(blob)]).rc == 0
+    log = TpmLog().install(monkeypatch)
+    assert cli(["reseal", "--input", str(blob), "--pcrs", "sha256:0,4,7"]).rc == 0
+    assert log.names() == ["StartAuthSession", "StartAuthSession", "Load", "PolicyPCR",
+                           "Unseal", "FlushContext", "PCR_Read", "Create"]
+    starts = [c for c, _ in log.exchanges() if c[6:10] == bytes.fromhex("00000176")]
+    salted = [c for c in starts if c[10:14] != bytes.fromhex("40000007")]  # tpmKey != NULL
+    assert len(salted) == 1
+    assert cli(["unseal", "--input", str(blob)]).out == key.read_bytes()

@@ -65,6 +65,7 @@ def _session(tpm: Tpm, case: str, entity: int, steps: list[PolicyStep],
         # bound, not salted: the sessionKey comes from the bind entity's authValue
         s = tpm.start_session(TPM_SE.HMAC, bind=entity, bind_auth=AUTH, attributes=attributes)
         assert s.bind_name == tpm.name_of(entity)
+        tpm.confirm(s)
     elif case.startswith("a"):
         s = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=attributes)
     else:

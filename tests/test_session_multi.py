@@ -258,6 +258,7 @@ def test_bound_session_authorizes_other_entity(tpm: Tpm, bus: CapturingTransport
     load(tpm, parent, b)
     s = tpm.start_session(TPM_SE.HMAC, bind=a.handle, bind_auth=b"alpha",
                           attributes=CONT | ENC)
+    tpm.confirm(s)
     s.auth_value = b"bravo"
     same(tpm.run(c.Unseal(b.handle), s).out_data, b.secret)
     s.auth_value = b"alpha"  # and its bind entity, where the HMAC leaves the authValue out
@@ -274,6 +275,7 @@ def test_bound_and_salted_session(tpm: Tpm) -> None:
     h, pub = 0x81010001, tpm.read_public(0x81010001)
     s = tpm.start_session(TPM_SE.HMAC, salt_key=pub, salt_handle=h, bind=obj.handle,
                           bind_auth=b"pin", attributes=ENC)
+    tpm.confirm(s)
     s.auth_value = b"pin"
     same(tpm.run(c.Unseal(obj.handle), s).out_data, obj.secret)
 

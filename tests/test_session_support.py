@@ -81,11 +81,16 @@ def salt_key(tpm: Tpm, which: str) -> tuple[int, Public]:
 
 
 def salted(tpm: Tpm, kind: int = TPM_SE.HMAC, which: str = "rsa2048", attributes: int = CONT,
-           symmetric: SymDef = AES_128_CFB, auth_hash: int = TPM_ALG.SHA256) -> AuthSession:
-    """A session salted with one of the EKs."""
+           symmetric: SymDef = AES_128_CFB, auth_hash: int = TPM_ALG.SHA256,
+           confirm: bool = True) -> AuthSession:
+    """A session salted with one of the EKs, confirmed (one StirRandom) unless *confirm* is
+    false, so that it may encrypt responses."""
     h, pub = salt_key(tpm, which)
-    return tpm.start_session(kind, salt_key=pub, salt_handle=h, attributes=attributes,
-                             symmetric=symmetric, auth_hash=auth_hash)
+    s = tpm.start_session(kind, salt_key=pub, salt_handle=h, attributes=attributes,
+                          symmetric=symmetric, auth_hash=auth_hash)
+    if confirm and symmetric.algorithm != TPM_ALG.NULL:
+        tpm.confirm(s)
+    return s
 
 
 def pcr_step(tpm: Tpm) -> PcrStep:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import DecodeError, ResponseIntegrityError, TransportError
+from tpmseal.errors import DecodeError, ResponseIntegrityError, TransportError, TrustError
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.salt import make_salt
 from tpmseal.sniff.hooks import (
@@ -54,7 +54,10 @@ TPM_RC_SYMMETRIC_P1 = 0x1D6  # format one: SYMMETRIC, parameter 1
 
 
 def _salted(t: Tpm, ek: Public, attributes: int = ENCRYPT) -> AuthSession:
-    return t.start_session(salt_key=ek, salt_handle=EK, attributes=attributes)
+    """A salted session, confirmed by one StirRandom so that it may encrypt responses."""
+    s = t.start_session(salt_key=ek, salt_handle=EK, attributes=attributes)
+    t.confirm(s)
+    return s
 
 
 def _last(proxy: Proxy, code: int) -> Exchange:
@@ -203,10 +206,13 @@ def test_mitm_of_the_ek_salt_breaks_the_session(sniffed: Proxy) -> None:
     with Tpm.open(sniffed.uri) as t:
         ek = t.read_public(EK)
         with sniffed.interpose(on_command=swap_salt):
-            s = _salted(t, ek)
-        with pytest.raises(TpmResponseError) as e:  # the TPM refuses the client's HMAC
-            t.get_random(16, s)
-    assert e.value.name == "BAD_AUTH"
+            s = t.start_session(salt_key=ek, salt_handle=EK, attributes=ENCRYPT)
+        # the TPM refuses the client's first HMAC in the session, which the client reports
+        # as the salt not having reached the TPM (never asking for an encrypted response)
+        with pytest.raises(TrustError, match="does not match the trusted one") as e:
+            t.confirm(s)
+    assert "first HMAC of the salted session" in e.value.one_line()
+    assert _last(sniffed, TPM_CC.StirRandom).rc == 0x9A2  # BAD_AUTH, session 1
 
 
 def test_dropping_the_encrypt_attribute(sniffed: Proxy) -> None:

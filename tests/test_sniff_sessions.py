@@ -55,6 +55,7 @@ def _last(proxy: Proxy, code: int) -> Exchange:
 def careless(monkeypatch: pytest.MonkeyPatch) -> None:
     """tpmseal refuses to encrypt with an unsalted, unbound session; a careless TSS does not."""
     monkeypatch.setattr(AuthSession, "check_can_encrypt", lambda self: None)
+    monkeypatch.setattr(AuthSession, "check_can_encrypt_response", lambda self: None)
 
 
 @needs_tools
@@ -136,6 +137,7 @@ def test_salted_sessions_stay_opaque(sniffed: Proxy) -> None:
     with Tpm.open(sniffed.uri) as t:
         ek: Public = t.read_public(EK)
         s = t.start_session(salt_key=ek, salt_handle=EK, attributes=ENC)
+        t.confirm(s)
         got = t.get_random(16, s)
     rand = _last(sniffed, TPM_CC.GetRandom)
     assert rand.deciphering is None

@@ -25,6 +25,8 @@ from test_seal_support import (
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.stores import nv_public
 from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_RH
 
 LEGACY_NV, PRIV_NV, PUB_NV = 0x01700000, 0x01800000, 0x01900000
 
@@ -61,10 +63,11 @@ def test_generated_then_unsealed(eve_sim: Simulator, tmp_path: Path,
     caplog.clear()
     second = cli(["vault-key"])
     assert (second.rc, second.out) == (0, first.out)
-    # the every-boot path: read the pair, unseal, look for a legacy key - one salted session
+    # the every-boot path: read the pair, unseal - one salted session, 9 commands (the
+    # legacy key is left alone, as EVE does)
     assert log.names() == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
-                           "Load", "StartAuthSession", "PolicyPCR", "Unseal",
-                           "FlushContext", "NV_ReadPublic"]
+                           "StartAuthSession", "Load", "PolicyPCR", "Unseal",
+                           "FlushContext"]
     assert any("vault key unsealed" in m for m in caplog.messages)
     # the same key through plain unseal of EVE's layout
     assert cli(["unseal", "--profile", "eve", "--nv"]).out == first.out
@@ -106,10 +109,21 @@ def test_legacy_key_migrated(eve_sim: Simulator, tmp_path: Path,
     assert any("migrated vault key" in m for m in caplog.messages)
     # read over an encrypted session: the plaintext key never crossed the bus
     assert not any(legacy in c or legacy in resp for c, resp in log.exchanges())
-    assert not _defined(eve_sim, LEGACY_NV)  # removed after the verified unseal
+    # kept, as EVE keeps it: a release from before sealing reads it after a rollback
+    assert _defined(eve_sim, LEGACY_NV)
+    assert any("keeping the legacy key" in m for m in caplog.messages)
     assert _defined(eve_sim, PRIV_NV) and _defined(eve_sim, PUB_NV)
     assert cli(["vault-key"]).out == legacy
+    assert _defined(eve_sim, LEGACY_NV)
     assert cli(["unseal", "--profile", "eve", "--nv"]).out == legacy
+    # removed only on request, with a warning about rollback
+    caplog.clear()
+    r = cli(["vault-key", "--remove-legacy-key"])
+    assert (r.rc, r.out) == (0, legacy), r.err
+    assert not _defined(eve_sim, LEGACY_NV)
+    assert any("rollback to a release from before sealing can no longer open the vault" in m
+               for m in caplog.messages)
+    assert cli(["vault-key"]).out == legacy
 
 
 def test_legacy_key_differing_from_sealed_is_kept(eve_sim: Simulator, tmp_path: Path,
@@ -117,14 +131,16 @@ def test_legacy_key_differing_from_sealed_is_kept(eve_sim: Simulator, tmp_path: 
     sealed = cli(["vault-key"]).out
     other = secret_bytes()
     _write_legacy_key(eve_sim, tmp_path, other)
-    r = cli(["vault-key"])
+    r = cli(["vault-key", "--remove-legacy-key"])
     assert (r.rc, r.out) == (0, sealed)
     assert any("differs from the sealed key" in m for m in caplog.messages)
     assert _defined(eve_sim, LEGACY_NV)
-    # the same legacy key next to its sealed copy (EVE never removed it): removed now
+    # the same legacy key next to its sealed copy: kept, unless removal is asked for
     tools(eve_sim, "tpm2_nvundefine", hex(LEGACY_NV), "-C", "o")
     _write_legacy_key(eve_sim, tmp_path, sealed)
     assert cli(["vault-key"]).out == sealed
+    assert _defined(eve_sim, LEGACY_NV)
+    assert cli(["vault-key", "--remove-legacy-key"]).out == sealed
     assert not _defined(eve_sim, LEGACY_NV)
 
 
@@ -173,3 +189,36 @@ def test_vault_key_refuses_unmeasured(unmeasured_eve: Simulator, tmp_path: Path)
     assert _defined(unmeasured_eve, LEGACY_NV)  # the only copy is not touched
     r = cli(["vault-key", "--allow-unmeasured"])
     assert (r.rc, r.out) == (0, legacy)
+
+
+def test_nv_command_counts(eve_sim: Simulator, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """What crash safety needs and no more: one listing instead of a probe per index,
+    staging only when a complete pair is replaced, same-size indices rewritten in place."""
+    log = TpmLog().install(monkeypatch)
+    key = write(tmp_path / "key", secret_bytes())
+    define_write = ["NV_DefineSpace", "NV_Write"]
+
+    def run(*argv: str) -> list[str]:
+        log.clear()
+        r = cli(argv)
+        assert r.rc == 0, r.err
+        return log.names()
+
+    fresh = run("seal", "--profile", "eve", "--nv", "--input", str(key))
+    assert fresh == ["StartAuthSession", "GetCapability", "PCR_Read", "PCR_Read", "Create",
+                     *define_write, *define_write]  # 9 (16 before, 7 of them failing)
+    replace = run("seal", "--profile", "eve", "--nv", "--input", str(key), "--force")
+    assert replace == ["StartAuthSession", "GetCapability", "NV_ReadPublic", "NV_ReadPublic",
+                       "PCR_Read", "PCR_Read", "Create", *define_write, *define_write,
+                       "NV_Write", "NV_Write", "NV_UndefineSpace", "NV_UndefineSpace"]  # 15
+    assert all(_defined(eve_sim, i) == (i in (PRIV_NV, PUB_NV))
+               for i in (PRIV_NV, PUB_NV, 0x01800001, 0x01900001))
+    with Tpm.open(eve_sim.uri) as t:
+        for i in (PRIV_NV, PUB_NV):
+            t.run(cmds.NV_UndefineSpace(TPM_RH.OWNER, i))
+    generate = run("vault-key")
+    assert len(generate) == 17 and generate.count("StartAuthSession") == 2
+    assert run("vault-key") == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
+                                "StartAuthSession", "Load", "PolicyPCR", "Unseal",
+                                "FlushContext"]

@@ -147,6 +147,9 @@ class _Given:
         raise UsageError("reseal needs a blob file or nv, not an in-memory blob",
                          "pass the blob's path")
 
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Like a blob file, an in-memory blob pins nothing."""
+
 
 def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
            profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,

@@ -25,6 +25,7 @@ class ExitCode(IntEnum):
     AUTH_FAILED = 9
     LEAK_FOUND = 10
     NOT_FOUND = 11
+    TORN_STORE = 12
 
 
 class TpmsealError(Exception):
@@ -88,6 +89,11 @@ class TrustError(IntegrityError):
     """The TPM's keys do not match what was pinned at provisioning."""
 
 
+#: The sentence for a salt key the TPM cannot use: the key at the pinned handle differs.
+EK_MISMATCH = ("the TPM's endorsement key does not match the trusted one: possible interposer "
+               "or replaced TPM")
+
+
 class PolicyMismatchError(TpmsealError):
     """Unseal refused because the PCR policy no longer holds."""
 
@@ -121,6 +127,13 @@ class NotFoundError(TpmsealError):
     """Something expected on the TPM (key, NV index, sealed blob) is absent."""
 
     exit_code = ExitCode.NOT_FOUND
+
+
+class TornStoreError(TpmsealError):
+    """The NV layout holds part of a sealed pair and no complete one (an interrupted
+    write): nothing is replaced, the secret has to be restored from its escrow."""
+
+    exit_code = ExitCode.TORN_STORE
 
 
 class LeakFoundError(TpmsealError):

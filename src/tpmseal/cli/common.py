@@ -121,3 +121,11 @@ def trust_of(args: argparse.Namespace) -> Any:
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def add_accept_sealed_object(p: argparse.ArgumentParser) -> None:
+    """--accept-sealed-object: re-pin the object in EVE's NV layout (recipes/stores.py)."""
+    p.add_argument("--accept-sealed-object", action="store_true",
+                   help="with --nv / vault-key: accept the sealed object now in NV although "
+                        "the trust file pins another one (after other software such as EVE "
+                        "re-sealed it), and pin it")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.probe import UNAUTHENTICATED
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.errors import PolicyMismatchError
 from tpmseal.recipes import recovery, trust
 from tpmseal.recipes.pcrspec import bank_name, format_pcrs
 from tpmseal.recipes.stores import FileStore, NvStore, Store, require_candidates
+from tpmseal.wire.constants import TPMA_SESSION
 
 
 def register(sub: Any) -> None:
@@ -22,7 +25,10 @@ def register(sub: Any) -> None:
     show.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
                       help="PCRs to show (default: the profile's list)")
     show.add_argument("--json", action="store_true",
-                      help="print {bank: {index: hex value}} as one JSON object")
+                      help="one JSON object: {BANK: {INDEX: HEX}}, plus \"authenticated\"")
+    show.add_argument("--authenticated", action="store_true",
+                      help="read through an audit session salted with the pinned EK (needs "
+                           "`tpmseal provision`), so an interposer cannot change the values")
     show.set_defaults(handler=run_show)
     rec = psub.add_parser("recover", help="find which PCRs a sealed object's policy covers",
                           description="Match the sealed object's authPolicy against the "
@@ -38,17 +44,27 @@ def register(sub: Any) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    sel = args.pcrs or profile_of(args).default_pcrs
+    profile = profile_of(args)
+    sel = args.pcrs or profile.default_pcrs
+    rec = trust.load(trust_of(args), profile.name) if args.authenticated else None
     with open_tpm(args) as tpm:
-        values = tpm.pcr_read(sel)
+        if rec is None:
+            values = tpm.pcr_read(sel)
+        else:  # the PCR_Read responses carry HMACs keyed with the salt
+            s = trust.salted_session(tpm, rec, TPMA_SESSION.continueSession
+                                     | TPMA_SESSION.audit)
+            with tpm.scoped(s.handle):
+                values = tpm.pcr_read(sel, s)
     if args.json:
-        out: dict[str, dict[str, str]] = {}
+        out: dict[str, Any] = {}
         for (bank, i), v in values.items():
             out.setdefault(bank_name(bank), {})[str(i)] = v.hex()
-        print_json(out)
+        print_json(out | {"authenticated": rec is not None})
     else:
         for (bank, i), v in values.items():
             print(f"{bank_name(bank)}:{i:<2} {v.hex()}")
+        if rec is None:
+            print(f"(not authenticated: {UNAUTHENTICATED})", file=sys.stderr)
     return 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.recipes import trust
 from tpmseal.recipes.probe import probe
 
 
@@ -16,12 +17,21 @@ def register(sub: Any) -> None:
                                    "certificates.")
     add_profile(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--authenticated", action="store_true",
+                   help="read everything through an audit session salted with the pinned EK "
+                        "(needs `tpmseal provision`), so an interposer cannot change it")
     p.set_defaults(handler=run)
 
 
+UNAUTHENTICATED = ("read over the bus without an HMAC: an interposer could have changed any of "
+                   "this; --authenticated reads it through the pinned EK")
+
+
 def run(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = trust.load(trust_of(args), profile.name) if args.authenticated else None
     with open_tpm(args) as tpm:
-        info = probe(tpm, profile_of(args))
+        info = probe(tpm, profile, rec)
     if args.json:
         print_json(info)
         return 0
@@ -37,4 +47,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{role + ':':<17} {k['handle']} {state}")
     certs = info["ek_certificates"]
     print("EK certificates:  " + (", ".join(f"{i} {d}" for i, d in certs.items()) or "none"))
+    print("authenticated:    " + ("yes, through the pinned EK (keys match the trust file)"
+                                  if info["authenticated"] else f"no ({UNAUTHENTICATED})"))
     return 0

@@ -16,7 +16,9 @@ def register(sub: Any) -> None:
         "provision", help="create the EK and SRK if missing and pin them in the trust file",
         description="Create what is missing (EK from the TCG template, SRK per the TCG "
                     "provisioning guidance), persist it at the profile's handles, and record "
-                    "the EK's public key in the trust file. Idempotent.")
+                    "the EK's public key in the trust file. Idempotent. --profile eve "
+                    "creates exactly EVE's keys (its EK template under the owner hierarchy); "
+                    "with --ek-ca the certified EK at the TCG handle salts the sessions.")
     add_profile(p)
     p.add_argument("--ek-type", choices=("rsa", "ecc"), default="rsa",
                    help="EK algorithm: rsa (template L-1, default) or ecc (L-2, NIST P-256)")
@@ -47,8 +49,11 @@ def run(args: argparse.Namespace) -> int:
                           ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
         except UsageError as e:
             raise _explain_conflict(e, profile) from None
+    roles = [("ek", r.ek), ("srk", r.srk)]
+    if r.salt is not None and r.salt.handle != r.ek.handle:
+        roles.append(("salt", r.salt))  # the certified EK, apart from the profile's EK
     keys = {role: {"handle": f"{k.handle:#010x}", "name": k.name.hex(), "created": k.created}
-            for role, k in (("ek", r.ek), ("srk", r.srk))}
+            for role, k in roles}
     if args.json:
         print_json({"profile": r.profile, **keys, "aes_128_cfb": r.aes_128_cfb,
                     "ek_certificate": r.ek_certificate, "trust_file": r.trust_file})
@@ -56,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     for role, k in keys.items():
         verb = "created" if k["created"] else "present"
         print(f"{role.upper():<4} {k['handle']} {verb:<8} name {k['name']}")
+    if "salt" in keys:
+        print(f"sessions salted with the certified EK at {keys['salt']['handle']}")
     print(f"AES-128-CFB {'supported' if r.aes_128_cfb else 'NOT supported (legacy sealing)'}")
     print(f"EK certificate: {r.ek_certificate}")
     print(f"pinned in {r.trust_file}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tpmseal.cli.common import (
+    add_accept_sealed_object,
     add_json,
     add_profile,
     json_needs_file,
@@ -110,6 +111,7 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--no-recover", action="store_true",
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     add_json(p)
     p.set_defaults(handler=run_unseal)
@@ -133,6 +135,7 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     add_json(p)
     p.set_defaults(handler=run_reseal)
@@ -169,17 +172,19 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> Tru
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
            pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
     if args.nv:
-        return NvStore.for_profile(profile, pcrs, rec, pin)
+        return NvStore.for_profile(profile, pcrs, rec, pin,
+                                   getattr(args, "accept_sealed_object", False))
     return FileStore(Path(args.blob))
 
 
-def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> None:
+def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
+               handle: int | None = None) -> None:
     if args.ek_ca:
         if public is None:
             raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
         from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
 
-        ekcert.verify_ek(tpm, public, args.ek_ca)
+        ekcert.verify_ek(tpm, public, args.ek_ca, handle)
 
 
 def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
@@ -201,7 +206,7 @@ def run_seal(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=True)
     with open_tpm(args) as tpm:
         store = _store(args, profile, rec, args.pcrs, pin is not None)
-        _verify_ek(tpm, args, rec.ek_public if rec else None)
+        _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
                          check=False if args.no_check_value else None)
@@ -237,7 +242,8 @@ def run_unseal(args: argparse.Namespace) -> int:
         if args.ek_ca:
             first = first_candidate(tpm, store)
             salt = first.salt_key if first else None
-            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None))
+            _verify_ek(tpm, args, salt.public if salt else (rec.ek_public if rec else None),
+                       salt.handle if salt else (rec.ek_handle if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
     log.info("unsealed %d bytes from %s", len(secret), store.describe())

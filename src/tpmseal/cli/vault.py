@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from tpmseal.cli.common import (
+    add_accept_sealed_object,
     add_json,
     add_profile,
     json_needs_file,
@@ -29,9 +30,12 @@ def register(sub: Any) -> None:
         "vault-key", help="get the vault key: generate+seal, migrate a legacy key, or unseal",
         description="EVE's FetchSealedVaultKey. No key yet: 32 bytes from the TPM's RNG mixed "
                     "with the OS's are sealed into NV. Only a legacy plaintext key in NV "
-                    "0x01700000: it is sealed, and removed once the sealed copy unsealed. A "
-                    "sealed key: it is unsealed (recovering the PCR list if needed). The key "
-                    "goes to stdout or --output (e.g. `| cryptsetup open --key-file=- ...`).")
+                    "0x01700000: it is sealed and, as EVE does, kept (releases from before "
+                    "sealing read it after a rollback). A sealed key: it is unsealed "
+                    "(recovering the PCR list if needed). Part of a sealed pair and no "
+                    "complete one (an interrupted write): refused with exit code 12, NV "
+                    "untouched. The key goes to stdout or --output (e.g. `| cryptsetup open "
+                    "--key-file=- ...`).")
     add_profile(p)
     p.set_defaults(profile="eve")
     p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
@@ -42,6 +46,11 @@ def register(sub: Any) -> None:
                    help="allow --legacy when the TPM supports parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_accept_sealed_object(p)
+    p.add_argument("--remove-legacy-key", action="store_true",
+                   help="remove the legacy plaintext key in NV 0x01700000 once the sealed key "
+                        "unsealed to the same value (a rollback to a release from before "
+                        "sealing then loses the vault)")
     add_pin_options(p, prompt=False)
     add_json(p)
     p.set_defaults(handler=run)
@@ -57,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     opts = UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec)
     with open_tpm(args) as tpm:
-        store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None)
-        result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured)
+        store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None,
+                                    args.accept_sealed_object)
+        result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured,
+                           remove_legacy=args.remove_legacy_key)
     log.info("vault key %s", result.action)
     write_secret(args.output, result.key)
     if args.json:

@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from tpmseal.errors import (
+    EK_MISMATCH,
     DecodeError,
     IntegrityError,
     ResponseIntegrityError,
     TpmsealError,
     TransportError,
+    TrustError,
     UsageError,
 )
 from tpmseal.session.auth import (
@@ -167,7 +169,7 @@ class Tpm:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            raise TpmResponseError(header.code, cls.CC.name)
+            raise _first_use_error(header.code, cls.CC.name, sessions)
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
@@ -285,9 +287,9 @@ class Tpm:
         if handle in self._transients or handle in self._sessions:
             self.flush(handle)
 
-    def read_public(self, handle: int) -> Public:
+    def read_public(self, handle: int, *sessions: Session) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""
-        r = self.run(cmds.ReadPublic(handle))
+        r = self.run(cmds.ReadPublic(handle), *sessions)
         if not hmac.compare_digest(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
                                  "public area: possible bus tampering")
@@ -352,6 +354,25 @@ class Tpm:
         self._sessions[s.handle] = s
         return s
 
+    def confirm(self, session: AuthSession) -> None:
+        """Confirm *session*'s key with one cheap command (session/auth.py, confirmation rule).
+
+        TPM2_StirRandom (Part 3 §16.2) with the session as a ``decrypt`` session: it
+        takes any session kind, changes nothing a caller relies on, and its response
+        HMAC proves the TPM holds the same session key. A policy session's digest is
+        reset by the use, so confirm it before its policy steps. Flows prefer to
+        confirm with a command they need anyway (an audited PCR_Read, a Load).
+        """
+        keep = session.attributes
+        session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.decrypt
+        try:
+            self.run(cmds.StirRandom(os.urandom(16)), session)
+        finally:
+            session.attributes = keep
+        if not session.confirmed:
+            raise UsageError(f"session {session.handle:#x} has no secret key to confirm",
+                             "salt it, or bind it to an entity with an authValue")
+
     def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
         """Execute policy *steps* in *session*, recording what changes its HMAC rules."""
         for step in steps:
@@ -376,10 +397,11 @@ class Tpm:
             out += got
         return out
 
-    def test_parms(self, sym: SymDef = AES_128_CFB) -> bool:
+    def test_parms(self, sym: SymDef = AES_128_CFB, *sessions: Session) -> bool:
         """Whether TPM2_TestParms accepts a symmetric cipher (Part 3 §30.3)."""
         try:
-            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))))
+            self.run(cmds.TestParms(PublicParms(TPM_ALG.SYMCIPHER, SymCipherParms(sym))),
+                     *sessions)
         except TpmResponseError as e:
             if e.rc.warning:
                 raise
@@ -402,14 +424,15 @@ class Tpm:
         raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
                              "corrupted or altered in transit")
 
-    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64) -> dict[int, int]:
+    def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64,
+                   *sessions: Session) -> dict[int, int]:
         """TPM properties from *first* on (GetCapability TPM_PROPERTIES)."""
-        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count))
+        r = self.run(cmds.GetCapability(TPM_CAP.TPM_PROPERTIES, first, count), *sessions)
         return {k: v for k, v in r.capability_data.items}
 
-    def pcr_banks(self) -> PcrSelectionList:
+    def pcr_banks(self, *sessions: Session) -> PcrSelectionList:
         """Allocated PCR banks and their PCRs (GetCapability PCRS)."""
-        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1)).capability_data.pcrs
+        return self.run(cmds.GetCapability(TPM_CAP.PCRS, 0, 1), *sessions).capability_data.pcrs
 
     def handles(self, first: int, *sessions: Session) -> list[int]:
         """Handles of the type of *first*, from *first* on."""
@@ -435,6 +458,28 @@ class Tpm:
                                  "allocated? (see `tpmseal probe`)")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
+
+
+def _first_use_error(code: int, command: str, sessions: tuple[Session, ...]) -> TpmsealError:
+    """The error for a failed command; an HMAC rejected on a salted session's first use
+    is the EK-mismatch diagnosis.
+
+    The RSA salt of a session whose key is not at the handle fails at StartAuthSession
+    (the TPM cannot decrypt it: TPM_RC_VALUE); an ECC salt "decrypts" to a different
+    point, so the first HMAC keyed with it is what fails (Part 1 §19.6.8, Annex C.6.1).
+    Either way the salt key at the handle is not the one the caller salted to, or the
+    session was altered in transit.
+    """
+    e = TpmResponseError(code, command)
+    index = e.rc.session
+    if e.name in ("BAD_AUTH", "AUTH_FAIL") and index is not None and index <= len(sessions):
+        s = sessions[index - 1]
+        if isinstance(s, AuthSession) and s.salted and not s.confirmed:
+            return TrustError(EK_MISMATCH, f"the TPM rejected the first HMAC of the salted "
+                                           f"session in TPM2_{command}: the key at the salt "
+                                           "handle cannot have recovered the salt, or the "
+                                           "session was altered in transit")
+    return e
 
 
 def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityError:

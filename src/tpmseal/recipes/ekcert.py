@@ -7,9 +7,15 @@ public key equals a certificate that chains to a CA the user trusts is the
 TPM's real EK — the only defence against an interposer who substitutes its own
 key when the EK is read over the bus.
 
-Chain rule: the certificate must chain, by issuer name and signature, to a
-certificate in the user's bundle (every certificate in the bundle is a trust
-anchor, as with ``openssl verify -partial_chain``), within validity dates.
+A key that is not in the endorsement hierarchy (EVE keeps the EK template
+under the owner hierarchy at 0x81000001) is never covered by an EK
+certificate; a mismatch with such a key is reported as that, not as an
+interposer.
+
+Chain rule: the certificate must chain to a certificate in the user's bundle
+(every certificate in the bundle is a trust anchor, as with ``openssl verify
+-partial_chain``) through valid CA certificates, within validity dates — checked
+by cryptography's X.509 verification API (:func:`verify_chain`).
 """
 
 from __future__ import annotations
@@ -19,15 +25,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import verification
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, TrustError, UsageError
 from tpmseal.session.salt import public_key
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import EccParms, Public
+from tpmseal.wire.structures import EccParms, Public, digest
+
+HIERARCHY_NAMES: dict[int, str] = {TPM_RH.OWNER: "owner", TPM_RH.ENDORSEMENT: "endorsement",
+                                   TPM_RH.PLATFORM: "platform", TPM_RH.NULL: "null"}
 
 #: EK certificate NV indices (TCG EK Credential Profile 2.0 §2.2.1.4).
 EK_CERT_INDICES: dict[int, str] = {
@@ -109,33 +119,34 @@ def load_bundle(path: str) -> list[x509.Certificate]:
     return certs
 
 
-def _valid_now(cert: x509.Certificate, now: datetime) -> bool:
-    return cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-
-
 def verify_chain(cert: x509.Certificate, bundle: list[x509.Certificate],
                  now: datetime | None = None) -> None:
-    """Raise :class:`TrustError` unless *cert* chains to a certificate in *bundle*."""
-    now = now or datetime.now(timezone.utc)
-    current = cert
-    for _ in range(8):
-        if not _valid_now(current, now):
-            raise TrustError(f"certificate {current.subject.rfc4514_string()} is outside its "
-                             "validity period")
-        for issuer in bundle:
-            if issuer.subject != current.issuer:
-                continue
-            try:
-                current.verify_directly_issued_by(issuer)
-            except (InvalidSignature, ValueError, TypeError):
-                continue
-            if not _valid_now(issuer, now):
-                continue
-            return  # reached a trust anchor from the bundle
-        raise TrustError("the EK certificate does not chain to the given CA bundle: "
+    """Raise :class:`TrustError` unless *cert* chains to a certificate in *bundle*.
+
+    Path building and checking are cryptography's X.509 verification
+    (``cryptography.x509.verification``): every issuer must be a CA
+    (basicConstraints cA, within its pathLenConstraint) allowed to sign
+    certificates (keyUsage keyCertSign), every certificate within its validity
+    period, every signature valid. CA certificates get the Web PKI CA extension
+    policy; the EK certificate itself gets a permissive one, because a TCG EK
+    certificate (EK Credential Profile §3) has no DNS or IP subjectAltName, often
+    an empty subject with a critical directory-name SAN, and the EK's key usage
+    (keyEncipherment), none of which a TLS client profile accepts.
+    """
+    verifier = (verification.PolicyBuilder()
+                .store(verification.Store(bundle))
+                .time(now or datetime.now(timezone.utc))
+                .max_chain_depth(8)
+                .extension_policies(ca_policy=verification.ExtensionPolicy.webpki_defaults_ca(),
+                                    ee_policy=verification.ExtensionPolicy.permit_all())
+                .build_client_verifier())
+    try:
+        verifier.verify(cert, [])
+    except verification.VerificationError as e:
+        raise TrustError(f"the EK certificate does not chain to the given CA bundle ({e}): "
                          "possible interposer or counterfeit TPM",
-                         "check --ek-ca (it must hold the TPM manufacturer's CA certificates)")
-    raise TrustError("EK certificate chain is too long")
+                         "check --ek-ca (it must hold the TPM manufacturer's CA certificates, "
+                         "which must be valid CA certificates)") from None
 
 
 def same_key(cert: x509.Certificate, pub: Public) -> bool:
@@ -149,11 +160,51 @@ def same_key(cert: x509.Certificate, pub: Public) -> bool:
     return False
 
 
-def verify_ek(tpm: Tpm, pub: Public, ca_bundle: str) -> int:
-    """Check that *pub* is certified by a CA in *ca_bundle*; return the cert's NV index."""
+def primary_hierarchy(name: bytes, qualified_name: bytes) -> int | None:
+    """The hierarchy a primary key with this Name was created under, from its
+    qualified Name (Part 1 §16: QN = nameAlg || H(QN(parent) || Name), a
+    hierarchy's QN being its handle); None if none fits (not a primary key).
+
+    ReadPublic's qualifiedName carries no HMAC: use the answer to explain, never
+    to decide what to trust.
+    """
+    if len(qualified_name) < 2:
+        return None
+    alg = int.from_bytes(qualified_name[:2], "big")
+    for h in HIERARCHY_NAMES:
+        try:
+            if qualified_name[2:] == digest(alg, h.to_bytes(4, "big") + name):
+                return h
+        except ValueError:
+            return None
+    return None
+
+
+def hierarchy_of(tpm: Tpm, handle: int) -> int | None:
+    """The hierarchy of the primary key at *handle* (None if unknown); see above."""
+    try:
+        r = tpm.run(cmds.ReadPublic(handle))
+    except TpmResponseError:
+        return None
+    return primary_hierarchy(r.name, r.qualified_name)
+
+
+def verify_ek(tpm: Tpm, pub: Public, ca_bundle: str, handle: int | None = None) -> int:
+    """Check that *pub* (the key at *handle*, if known) is certified by a CA in
+    *ca_bundle*; return the cert's NV index."""
     index, cert = read_ek_cert(tpm, pub)
     verify_chain(cert, load_bundle(ca_bundle))
     if not same_key(cert, pub):
+        where = hierarchy_of(tpm, handle) if handle is not None else None
+        if where not in (None, TPM_RH.ENDORSEMENT):
+            assert handle is not None
+            raise UsageError(
+                f"the key at {handle:#x} was created under the {HIERARCHY_NAMES[where]} "
+                "hierarchy, and an EK certificate covers only the endorsement hierarchy's EK, "
+                "so this key cannot match it",
+                "for --profile eve, re-provision with --ek-ca to salt with the certified EK; "
+                f"else evict {handle:#x} (tpm2_evictcontrol -C o -c {handle:#x}) and "
+                "provision again")
         raise TrustError("the EK certificate is for a different key than the endorsement key "
                          "in use: possible interposer or replaced TPM")
     return index

@@ -6,7 +6,11 @@
 * :func:`reseal` unseals with the old policy and stores a copy sealed to the
   new one; the store's ``save`` keeps an unsealable copy at every instant.
 * :func:`vault_key` is EVE's FetchSealedVaultKey: generate, migrate a legacy
-  plaintext key, or unseal.
+  plaintext key, or unseal. Like EVE it keeps the legacy key (NV 0x1700000)
+  after migrating it: releases from before sealing read it, so removing it
+  would lose the vault on a rollback; it goes only on explicit request. A torn
+  layout (part of a pair, no complete one) is refused, never replaced by a
+  new key.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ from tpmseal.recipes.stores import (
     NvStore,
     Store,
     first_candidate,
-    nv_public,
     nv_undefine,
     require_candidates,
 )
@@ -59,10 +62,11 @@ class UnsealOptions:
     recover: bool = True
 
 
-def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
+def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
+                carrier: AuthSession | None = None) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust)
+                              pin=opts.pin, trust=opts.trust, carrier=carrier)
 
     try:
         return attempt(blob)
@@ -84,19 +88,24 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
 
 
 def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
-                  blobs: Iterator[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
+                  blobs: Iterator[SealedBlob] | None = None,
+                  carrier: AuthSession | None = None) -> tuple[bytes, SealedBlob]:
     """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
 
-    *blobs*: the store's candidates if the caller has just read them.
+    *blobs*: the store's candidates if the caller has just read them. *carrier*:
+    the flow's EK-salted session, to carry the encryption (sealing.unseal).
     """
     first_error: TpmsealError | None = None
     for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
-            return _unseal_one(tpm, blob, opts), blob
+            secret = _unseal_one(tpm, blob, opts, carrier)
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
             log.info("copy in %s did not unseal: %s", store.describe(), e.one_line())
+            continue
+        store.unsealed(blob)
+        return secret, blob
     assert first_error is not None
     raise first_error
 
@@ -104,11 +113,19 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
            target: Store | None = None) -> SealedBlob:
-    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store)."""
-    secret, old = unseal_source(tpm, store, opts)
-    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile, trust=opts.trust,
-                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                        check=old.check is not None or None)
+    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
+
+    One EK-salted session serves both halves (a salted StartAuthSession is the
+    expensive command on a chip): it carries the Unseal response's encryption next
+    to an unsalted policy session, then reads the PCRs (audited) and authorizes
+    Create. With a PIN the unseal needs a salted policy session of its own.
+    """
+    with shared_session(tpm, opts.trust, opts.legacy) as session:
+        secret, old = unseal_source(tpm, store, opts, carrier=session)
+        blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
+                            trust=opts.trust, legacy=opts.legacy,
+                            allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                            check=old.check is not None or None, session=session)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -133,6 +150,9 @@ def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) ->
         return None
     sessions: tuple[Session, ...] = ()
     if session is not None:
+        if not session.confirmed:  # an audited NV_ReadPublic confirms it (and the size)
+            session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+            pub = tpm.nv_read_public(pub.nv_index, session)
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
         sessions = (PasswordSession(), session)
     return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)
@@ -174,17 +194,24 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
     session the seal then uses, so a forged "no such index" cannot make this
     overwrite a sealed secret, and no second expensive session is started.
     """
-    if not force and first_candidate(tpm, store) is not None:
+    nv = store if isinstance(store, NvStore) else None
+    if nv is None and not force and first_candidate(tpm, store) is not None:
         raise UsageError(f"{store.describe()} already holds a sealed secret",
                          "use `tpmseal reseal` to change its policy, or --force to replace it "
                          "(the old secret is then lost)")
+    listing = None
     with shared_session(tpm, trust, legacy) as session:
-        if not force and isinstance(store, NvStore):
-            store.confirm_nothing_stored(tpm, session)
+        if nv is not None:  # one listing instead of probing each index
+            listing = nv.listing(tpm, session)
+            if not force:
+                nv.refuse_occupied(listing, looked_empty=False)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
                             session=session)
-    store.save(tpm, blob)
+    if nv is not None:
+        nv.save(tpm, blob, listing=listing)
+    else:
+        store.save(tpm, blob)
     return blob
 
 
@@ -198,51 +225,67 @@ class VaultResult:
 
 
 def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *,
-              allow_unmeasured: bool = False) -> VaultResult:
-    """EVE's FetchSealedVaultKey, with the legacy index removed only after a verified unseal."""
+              allow_unmeasured: bool = False, remove_legacy: bool = False) -> VaultResult:
+    """EVE's FetchSealedVaultKey: unseal the sealed key, else migrate the legacy key,
+    else (only when the authenticated listing shows no sealed pair, no staging pair
+    and no legacy key) generate one. The legacy key stays unless *remove_legacy*.
+
+    Every boot (a sealed key): read the pair, unseal: 9 commands.
+    """
     assert profile.nv is not None
     legacy_index = profile.nv.legacy_key
     stored = store.candidates(tpm)
     first = next(stored, None)
     if first is not None:
         key = unseal_source(tpm, store, opts, chain([first], stored))[0]
-        pub = nv_public(tpm, legacy_index)
-        if pub is not None:  # rare: don't start a session for nothing
-            with shared_session(tpm, opts.trust, opts.legacy) as session:
-                legacy = _read_legacy(tpm, pub, session)
-            if legacy is not None:
-                _retire_legacy(tpm, legacy_index, legacy, key)
+        if remove_legacy:
+            _remove_legacy(tpm, store, legacy_index, key, opts)
         return VaultResult(key, "unsealed")
-    # first boot: one salted session confirms the store is empty and whether a legacy key
-    # exists (an audited listing: a forged "no such index" can neither make us overwrite a
-    # sealed key nor skip migrating a legacy one), reads the legacy key or draws a fresh
-    # one (encrypted), reads the PCRs (audited) and seals (encrypted)
+    # first boot: one salted session lists the layout and the legacy index (an audited
+    # listing: a forged "no such index" can neither make us overwrite a sealed key nor
+    # skip migrating a legacy one), reads the legacy key or draws a fresh one
+    # (encrypted), reads the PCRs (audited) and seals (encrypted)
     with shared_session(tpm, opts.trust, opts.legacy) as session:
-        listed = store.confirm_nothing_stored(tpm, session, also=[legacy_index])
-        pub = listed.get(legacy_index) if listed is not None else nv_public(tpm, legacy_index)
-        legacy = _read_legacy(tpm, pub, session)
+        listing = store.listing(tpm, session, also=[legacy_index])
+        store.refuse_occupied(listing, looked_empty=True)
+        legacy = _read_legacy(tpm, listing.pubs.get(legacy_index), session)
         key, action = (legacy, "migrated") if legacy is not None else (
             fresh_key(tpm, session), "generated")
         log.info("%s vault key: sealing it", action)
         blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
                             legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             session=session)
-    store.save(tpm, blob)
-    # the copy was just sealed on the path asked for: verify it on the same path
-    check = unseal_stored(tpm, store, replace(opts, allow_downgrade=opts.legacy))
+    store.save(tpm, blob, listing=listing)
+    # the copy was just sealed on the path asked for: verify it on the same path (the
+    # blob in memory is what was written: reading NV back proves nothing more)
+    check = _unseal_one(tpm, blob, replace(opts, allow_downgrade=opts.legacy))
     if not hmac.compare_digest(check, key):
         raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
     if legacy is not None:
-        _retire_legacy(tpm, legacy_index, legacy, key)
+        if remove_legacy:
+            _remove_legacy(tpm, store, legacy_index, key, opts, legacy)
+        else:
+            log.info("keeping the legacy key in NV %#x, as EVE does (a rollback to a release "
+                     "from before sealing reads it)", legacy_index)
     return VaultResult(key, action)
 
 
-def _retire_legacy(tpm: Tpm, index: int, legacy: bytes, key: bytes) -> None:
-    if hmac.compare_digest(legacy, key):
-        log.info("sealed vault key verified; removing the legacy plaintext key in NV %#x", index)
+def _remove_legacy(tpm: Tpm, store: NvStore, index: int, key: bytes, opts: UnsealOptions,
+                   legacy: bytes | None = None) -> None:
+    """Remove the legacy key if it is the (verified) sealed key; warn about rollback."""
+    if legacy is None:
+        with shared_session(tpm, opts.trust, opts.legacy) as session:
+            listing = store.listing(tpm, session, also=[index])
+            legacy = _read_legacy(tpm, listing.pubs.get(index), session)
+    if legacy is None:
+        log.info("no legacy key in NV %#x to remove", index)
+    elif hmac.compare_digest(legacy, key):
+        log.warning("removing the legacy plaintext key in NV %#x: a rollback to a release "
+                    "from before sealing can no longer open the vault", index)
         nv_undefine(tpm, index)
     else:
-        log.warning("legacy key in NV %#x differs from the sealed key; leaving it in place", index)
+        log.warning("legacy key in NV %#x differs from the sealed key; leaving it in place",
+                    index)
 
 
 def require_nv(profile: Profile) -> None:

@@ -4,6 +4,14 @@ Reads fixed properties (Part 2 §6.13: TPM_PT_MANUFACTURER, VENDOR_STRING_1-4,
 FIRMWARE_VERSION_1/2, REVISION, LEVEL, YEAR...), the allocated PCR banks,
 whether TPM2_TestParms accepts AES-128-CFB, the profile's EK/SRK handles with
 their Names, and which EK certificate NV indices exist.
+
+Everything is read over the bus, so by default it is what an interposer chose to
+show (``"authenticated": false``). With a pinned EK (*trust*) every command runs
+with an EK-salted *audit* session (Part 1 §19.6.x, TPMA_SESSION.audit): each
+success response carries an HMAC keyed with the salt, so the report is what the
+TPM said (``"authenticated": true``), and the keys are compared with the pins. An
+absent key or a failed TestParms is an error response, which carries no HMAC
+(Part 1 §18.8): the report says so.
 """
 
 from __future__ import annotations
@@ -11,20 +19,23 @@ from __future__ import annotations
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.errors import IntegrityError
 from tpmseal.recipes.ekcert import EK_CERT_INDICES
 from tpmseal.recipes.pcrspec import bank_name
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.provision import read_optional
-from tpmseal.wire.constants import TPM_PT
-from tpmseal.wire.structures import EccParms, RsaParms
+from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.session.auth import Session
+from tpmseal.wire.constants import TPM_PT, TPMA_SESSION
+from tpmseal.wire.structures import AES_128_CFB, EccParms, RsaParms
 
 
 def _chars(v: int) -> str:
     return v.to_bytes(4, "big").rstrip(b"\0 ").decode("ascii", "replace").strip()
 
 
-def _key_info(tpm: Tpm, handle: int) -> dict[str, Any]:
-    pub = read_optional(tpm, handle)
+def _key_info(tpm: Tpm, handle: int, *sessions: Session) -> dict[str, Any]:
+    pub = read_optional(tpm, handle, *sessions)
     if pub is None:
         return {"handle": f"{handle:#010x}", "present": False}
     kind = "rsa" if isinstance(pub.parameters, RsaParms) else (
@@ -33,19 +44,39 @@ def _key_info(tpm: Tpm, handle: int) -> dict[str, Any]:
             "name": pub.name().hex()}
 
 
-def probe(tpm: Tpm, profile: Profile) -> dict[str, Any]:
-    """Gather the probe report."""
-    props = tpm.properties(TPM_PT.FAMILY_INDICATOR, 64)
+def probe(tpm: Tpm, profile: Profile, trust: TrustRecord | None = None) -> dict[str, Any]:
+    """Gather the probe report; authenticated through the pinned EK when *trust* is given."""
+    if trust is None:
+        return _probe(tpm, profile)
+    s = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    with tpm.scoped(s.handle):
+        info = _probe(tpm, profile, s)
+        for role, handle, name in (("EK", trust.ek_handle, trust.ek_name),
+                                   ("SRK", trust.srk_handle, trust.srk_name)):
+            key = next((k for k in info["keys"].values() if k["handle"] == f"{handle:#010x}"),
+                       None) or _key_info(tpm, handle, s)  # a pin the profile does not name
+            if key.get("name") != name.hex():
+                raise IntegrityError(f"the TPM's {role} at {handle:#010x} is not the one pinned "
+                                     f"in {trust.path}: possible interposer or replaced TPM",
+                                     "if the TPM was replaced or cleared, re-pin with "
+                                     "`tpmseal provision --repin`")
+    return info
+
+
+def _probe(tpm: Tpm, profile: Profile, *sessions: Session) -> dict[str, Any]:
+    props = tpm.properties(TPM_PT.FAMILY_INDICATOR, 64, *sessions)
     vendor = "".join(_chars(props.get(p, 0)) for p in (
         TPM_PT.VENDOR_STRING_1, TPM_PT.VENDOR_STRING_2, TPM_PT.VENDOR_STRING_3,
         TPM_PT.VENDOR_STRING_4))
     fw1, fw2 = props.get(TPM_PT.FIRMWARE_VERSION_1, 0), props.get(TPM_PT.FIRMWARE_VERSION_2, 0)
     revision = props.get(TPM_PT.REVISION, 0)
-    banks = {bank_name(s.hash_alg): sorted(s.pcrs) for s in tpm.pcr_banks().selections if s.pcrs}
-    nv = set(tpm.handles(0x01C00000))
-    keys = {"ek_rsa": _key_info(tpm, profile.ek_rsa), "srk": _key_info(tpm, profile.srk)}
+    banks = {bank_name(s.hash_alg): sorted(s.pcrs)
+             for s in tpm.pcr_banks(*sessions).selections if s.pcrs}
+    nv = set(tpm.handles(0x01C00000, *sessions))
+    keys = {"ek_rsa": _key_info(tpm, profile.ek_rsa, *sessions),
+            "srk": _key_info(tpm, profile.srk, *sessions)}
     if profile.ek_ecc != profile.ek_rsa:
-        keys["ek_ecc"] = _key_info(tpm, profile.ek_ecc)
+        keys["ek_ecc"] = _key_info(tpm, profile.ek_ecc, *sessions)
     return {
         "manufacturer": _chars(props.get(TPM_PT.MANUFACTURER, 0)),
         "vendor": vendor,
@@ -55,8 +86,9 @@ def probe(tpm: Tpm, profile: Profile) -> dict[str, Any]:
         "spec_level": props.get(TPM_PT.LEVEL, 0),
         "spec_year": props.get(TPM_PT.YEAR, 0),
         "pcr_banks": banks,
-        "aes_128_cfb": tpm.test_parms(),
+        "aes_128_cfb": tpm.test_parms(AES_128_CFB, *sessions),
         "profile": profile.name,
         "keys": keys,
         "ek_certificates": {f"{i:#010x}": desc for i, desc in EK_CERT_INDICES.items() if i in nv},
+        "authenticated": bool(sessions),
     }

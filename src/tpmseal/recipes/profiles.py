@@ -6,10 +6,14 @@
 * ``eve``: LF Edge EVE's layout — EK 0x81000001, SRK 0x81000002, sealed object
   in NV 0x01800000 (TPM2B_PRIVATE contents) and 0x01900000 (TPM2B_PUBLIC
   contents), legacy plaintext vault key in NV 0x01700000, default PCRs sha256
-  0-14 without 5.
+  0-14 without 5. EVE's "EK" is the TCG EK template (L-1, RSA) created under
+  the *owner* hierarchy: EVE's ``evetpm.CreateKey`` calls CreatePrimary under
+  TPM_RH_OWNER whatever hierarchy tpmmgr passes it. No EK certificate covers
+  that key; with ``--ek-ca`` the certified EK (endorsement hierarchy, at the
+  TCG handle) salts the sessions instead.
 
-The two cannot share one TPM: 0x81000001 is the tcg profile's SRK and the eve
-profile's EK (:func:`conflicts`).
+  Both use 0x81000001, tcg for its SRK and eve for its EK (:func:`conflicts`): EVE's
+  EK cannot serve as tcg's SRK, so one TPM should serve one profile.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tpmseal.errors import UsageError
-from tpmseal.wire.constants import TPM_ALG
+from tpmseal.wire.constants import TPM_ALG, TPM_RH
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 
@@ -41,6 +45,10 @@ class Profile:
     srk: int
     default_pcrs: PcrSelectionList
     nv: NvLayout | None = None
+    #: the hierarchy the profile's EK is created under (EVE: owner, see above)
+    ek_hierarchy: int = TPM_RH.ENDORSEMENT
+    #: EK types the profile's EK handle may hold (EVE's tpmmgr re-creates an RSA key)
+    ek_types: tuple[str, ...] = ("rsa", "ecc")
 
     def ek_handle(self, ek_type: str) -> int:
         return self.ek_ecc if ek_type == "ecc" else self.ek_rsa
@@ -54,7 +62,8 @@ TCG = Profile("tcg", 0x81010001, 0x81010002, 0x81000001, _sha256(0, 1, 2, 3, 4, 
 EVE = Profile(
     "eve", 0x81000001, 0x81000001, 0x81000002,
     _sha256(0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13, 14),
-    NvLayout(0x01800000, 0x01900000, 0x01700000, 0x01800001, 0x01900001))
+    NvLayout(0x01800000, 0x01900000, 0x01700000, 0x01800001, 0x01900001),
+    ek_hierarchy=TPM_RH.OWNER, ek_types=("rsa",))
 
 PROFILES = {p.name: p for p in (TCG, EVE)}
 

@@ -1,29 +1,44 @@
 """Provisioning: create what is missing (EK, SRK), persist it, pin it.
 
-Idempotent: keys already at the profile's handles are kept when they have the
-template's shape (TCG EK template L-1/L-2, SRK per the TCG Provisioning
-Guidance); a different key at such a handle is an error rather than something
-to overwrite. RSA key generation takes seconds on real chips, which is why
-this happens once here and never on the seal/unseal path.
+Idempotent: keys already at the profile's handles are kept when they can do
+their job; a key that cannot is an error rather than something to overwrite.
+A new EK is the TCG EK template (L-1/L-2) under the profile's EK hierarchy
+(endorsement; owner for EVE, exactly as EVE's tpmmgr creates it, so that
+EVE re-creating its keys later yields the same keys), a new SRK follows the
+TCG Provisioning Guidance §7.5.1. An existing salt key only has to be a
+restricted decryption key the TPM generated and cannot export (fixedTPM,
+fixedParent, sensitiveDataOrigin; RSA or ECC), as EVE's CI layout has
+(userWithAuth, no adminWithPolicy); an existing SRK also needs userWithAuth
+(Create under it is authorized by its empty authValue). RSA key generation
+takes seconds on real chips, which is why this happens once here and never on
+the seal/unseal path.
 
-Finally the EK's public area and the SRK's Name are pinned in the trust file
-(:mod:`tpmseal.recipes.trust`), after checking the EK against its certificate
-when a CA bundle is given.
+The *salt key* (the key sessions are salted with) is the profile's EK, except
+with ``--ek-ca`` on a profile whose EK is not in the endorsement hierarchy
+(EVE): no EK certificate covers EVE's owner-hierarchy key, so the certified EK
+at the TCG handle (persistent, or re-created from its template under the
+endorsement hierarchy and persisted) salts instead, checked against its NV
+certificate; the sealed objects stay under the profile's SRK.
+
+Finally the salt key's public area and the SRK's Name are pinned in the trust
+file (:mod:`tpmseal.recipes.trust`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, UsageError
 from tpmseal.recipes import ekcert, trust
-from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
+from tpmseal.session.auth import Session
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_RH, TPM_SE, TPMA_SESSION
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPM_SE, TPMA_OBJECT
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 
@@ -46,6 +61,14 @@ class ProvisionResult:
     aes_128_cfb: bool
     ek_certificate: str
     trust_file: str
+    #: the key sessions are salted with (``ek`` unless a certified EK salts instead)
+    salt: KeyState | None = None
+
+
+#: what every salt key and SRK needs: a restricted decryption key generated in the TPM
+#: that cannot leave it (Part 1 §27.2: fixedTPM, fixedParent, sensitiveDataOrigin)
+KEY_ATTRS = (TPMA_OBJECT.fixedTPM | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin
+             | TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt)
 
 
 def _shape(p: Public) -> Public:
@@ -53,24 +76,61 @@ def _shape(p: Public) -> Public:
     return replace(p, unique=EccPoint(b"", b"") if isinstance(p.unique, EccPoint) else b"")
 
 
-def read_optional(tpm: Tpm, handle: int) -> Public | None:
+def usable_salt_key(p: Public) -> bool:
+    """Whether *p* can salt sessions and be trusted to keep the salt: an RSA or ECC
+    restricted decryption key with fixedTPM|fixedParent|sensitiveDataOrigin."""
+    return p.type in (TPM_ALG.RSA, TPM_ALG.ECC) and p.object_attributes & KEY_ATTRS == KEY_ATTRS
+
+
+def usable_parent(p: Public) -> bool:
+    """Whether *p* can be the SRK: a usable salt key whose empty authValue authorizes use."""
+    return usable_salt_key(p) and bool(p.object_attributes & TPMA_OBJECT.userWithAuth)
+
+
+def read_optional(tpm: Tpm, handle: int, *sessions: Session) -> Public | None:
     """ReadPublic, or None when nothing is persisted at *handle*."""
+    found = _read_key(tpm, handle, *sessions)
+    return found[0] if found else None
+
+
+def _read_key(tpm: Tpm, handle: int, *sessions: Session) -> tuple[Public, int | None] | None:
+    """(public area, hierarchy if primary) of the key at *handle*; None if there is none."""
     try:
-        return tpm.read_public(handle)
+        r = tpm.run(cmds.ReadPublic(handle), *sessions)
     except TpmResponseError as e:
         if e.name == "HANDLE":
             return None
         raise
+    if r.out_public.name() != r.name:
+        raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
+                             "public area: possible bus tampering",
+                             "retry; if it persists, suspect an interposer on the TPM bus")
+    tpm.names[handle] = r.name
+    return r.out_public, ekcert.primary_hierarchy(r.name, r.qualified_name)
 
 
-def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str) -> KeyState:
-    """Keep the key at *handle* if it fits *template*; else create and persist one."""
-    existing = read_optional(tpm, handle)
-    if existing is not None:
+def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str,
+               usable: Callable[[Public], bool] | None = None) -> KeyState:
+    """Keep the key at *handle* if it fits *template* (or is *usable*); else create
+    one from *template* under *hierarchy* and persist it at *handle*."""
+    found = _read_key(tpm, handle)
+    if found is not None:
+        existing, in_hierarchy = found
         if _shape(existing) != _shape(template):
-            raise UsageError(
-                f"handle {handle:#x} holds a key that is not a standard {what}",
-                f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another --profile")
+            if usable is None or not usable(existing):
+                raise UsageError(
+                    f"handle {handle:#x} holds a key that cannot serve as the {what}",
+                    f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another "
+                    "--profile")
+            log.info("keeping the key at %#x as the %s (not the standard template, but a "
+                     "restricted decryption key the TPM generated)", handle, what)
+        elif in_hierarchy not in (None, hierarchy):
+            log.warning("the key at %#x is the %s template under the %s hierarchy, not under "
+                        "the %s one where this profile's owner (re-)creates it: re-creating it "
+                        "there replaces it, and sessions salted to it then fail until "
+                        "`tpmseal provision --repin`", handle, what,
+                        ekcert.HIERARCHY_NAMES[in_hierarchy],
+                        ekcert.HIERARCHY_NAMES.get(hierarchy))
         return KeyState(handle, existing.name(), existing, False)
     log.info("creating the %s (this takes seconds on a hardware TPM)", what)
     r = tpm.run(cmds.CreatePrimary(hierarchy, SensitiveCreate(), template))
@@ -84,14 +144,14 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
     """Confirm a TestParms "unsupported" answer in a way an interposer cannot forge.
 
     Error responses carry no HMAC, so a forged TestParms failure would pin the
-    TPM as legacy-only forever. If an EK-salted AES-128-CFB session completes an
-    encrypted GetRandom whose response HMAC verifies, the TPM does support it
-    and the TestParms answer was forged.
+    TPM as legacy-only forever. If an EK-salted AES-128-CFB session decrypts a
+    parameter (Tpm.confirm's StirRandom) and its response HMAC verifies, the TPM
+    does support it and the TestParms answer was forged.
     """
     try:
-        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle,
-                              attributes=TPMA_SESSION.encrypt)
-        tpm.get_random(16, s)
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle)
+        with tpm.scoped(s.handle):
+            tpm.confirm(s)
     except TpmResponseError:
         return True
     raise IntegrityError("TPM2_TestParms said AES-128-CFB is unsupported, yet the TPM just "
@@ -120,18 +180,40 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     if ek_type not in ("rsa", "ecc"):
         raise UsageError(f"unknown EK type {ek_type!r}", "use --ek-type rsa or --ek-type ecc")
     template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
+    # EVE: no certificate covers its owner-hierarchy EK, so a certified EK salts apart
+    certified_apart = ek_ca is not None and profile.ek_hierarchy != TPM_RH.ENDORSEMENT
+    if ek_type not in profile.ek_types and not certified_apart:
+        raise UsageError(
+            f"profile {profile.name} keeps an {'/'.join(profile.ek_types).upper()} key at "
+            f"{profile.ek_handle(ek_type):#x} (its tpmmgr re-creates it), not an "
+            f"{ek_type.upper()} one",
+            f"drop --ek-type, or pass --ek-ca to salt with the certified {ek_type.upper()} EK")
+    salt_handle = TCG.ek_handle(ek_type) if certified_apart else profile.ek_handle(ek_type)
     path = trust.trust_path(str(trust_file) if trust_file else None)
-    if not repin:  # before creating anything: a changed EK type is a choice, not an attack
+    if not repin:  # before creating anything: a changed salt key is a choice, not an attack
         pinned = _pinned(path, profile.name)
-        if pinned is not None and pinned.ek_handle != profile.ek_handle(ek_type):
+        if pinned is not None and pinned.ek_handle != salt_handle:
             raise UsageError(
-                f"profile {profile.name} is pinned to the EK at {pinned.ek_handle:#x}, not the "
-                f"{ek_type.upper()} EK at {profile.ek_handle(ek_type):#x}; nothing was changed",
-                "pass --repin to switch (blobs sealed to the old EK still unseal with it)")
-    ek = ensure_key(tpm, profile.ek_handle(ek_type), TPM_RH.ENDORSEMENT, template,
-                    f"{ek_type.upper()} endorsement key")
-    srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key")
-    aes = tpm.test_parms() or not _aes_refused(tpm, ek)
+                f"profile {profile.name} is pinned to the EK at {pinned.ek_handle:#x} (the "
+                f"salt key), not the {ek_type.upper()} EK at {salt_handle:#x}; nothing was "
+                "changed",
+                "pass the same --ek-type/--ek-ca as before, or --repin to switch (blobs "
+                "sealed with the old salt key still unseal with it)")
+    profile_type = profile.ek_types[0] if ek_type not in profile.ek_types else ek_type
+    ek = ensure_key(tpm, profile.ek_handle(profile_type), profile.ek_hierarchy,
+                    EK_RSA_TEMPLATE if profile_type == "rsa" else EK_ECC_TEMPLATE,
+                    f"{profile_type.upper()} endorsement key", usable_salt_key)
+    srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key",
+                     usable_parent)
+    salt = ek
+    if certified_apart:
+        log.info("the %s key at %#x is the EK template under the %s hierarchy (as EVE "
+                 "creates it), which no EK certificate covers: salting with the certified "
+                 "EK at %#x", profile.name, ek.handle, ekcert.HIERARCHY_NAMES[profile.ek_hierarchy],
+                 salt_handle)
+        salt = ensure_key(tpm, salt_handle, TPM_RH.ENDORSEMENT, template,
+                          f"certified {ek_type.upper()} endorsement key")
+    aes = tpm.test_parms() or not _aes_refused(tpm, salt)
     if not aes and not allow_legacy:
         raise UsageError(
             "the TPM reports no AES-128-CFB support, so secrets sealed on it would cross the "
@@ -140,8 +222,8 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
             "--allow-legacy")
     cert_state = "not checked"
     if ek_ca is not None:
-        index = ekcert.verify_ek(tpm, ek.public, ek_ca)
+        index = ekcert.verify_ek(tpm, salt.public, ek_ca, salt.handle)
         cert_state = f"verified (NV {index:#x})"
-    trust.save(path, trust.TrustRecord(profile.name, ek.handle, ek.public, srk.handle, srk.name,
-                                       aes, cert_state), replace=repin)
-    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path))
+    trust.save(path, trust.TrustRecord(profile.name, salt.handle, salt.public, srk.handle,
+                                       srk.name, aes, cert_state), replace=repin)
+    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path), salt)

@@ -41,8 +41,8 @@ from tpmseal.recipes import pcrspec
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import sealed_template
-from tpmseal.recipes.trust import EK_MISMATCH, TrustRecord, salted_session, start_salted
-from tpmseal.session.auth import AuthSession, trim_auth
+from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
+from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
 from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
@@ -58,6 +58,10 @@ MSG_NO_AES = "TPM does not support AES-128-CFB, sealing without parameter encryp
 ANCHOR_PCRS = (0, 4)
 
 MAX_SECRET = 128  # MAX_SYM_DATA of TPM 2.0 (Part 2 §10.4.7)
+
+OTHER_TPM = "the blob was sealed on another TPM or before this one was re-provisioned"
+OTHER_TPM_HINT = ("unseal it on the TPM it was sealed on (with that TPM's --trust-file), or "
+                  "restore the right blob")
 
 
 def policy_steps(pcrs: PcrSelectionList, values: dict[tuple[int, int], bytes],
@@ -196,11 +200,27 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     return e
 
 
-def changed_pcrs(tpm: Tpm, blob: SealedBlob) -> dict[str, list[int]]:
-    """Which of the blob's PCRs differ now from their seal-time values."""
+def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+                 carrier: AuthSession | None = None) -> dict[str, list[int]]:
+    """Which of the blob's PCRs differ now from their seal-time values.
+
+    The current values come from an audited PCR_Read (its response HMAC covers
+    them) in *carrier* or in a session salted to *salt*, so a report never names a
+    PCR on the word of an interposer. Without a salt key (legacy path) nothing can
+    be authenticated and the report says so.
+    """
     if not blob.pcr_values:
         return {}
-    now = tpm.pcr_read(blob.pcrs)
+    if salt is None:
+        now = tpm.pcr_read(blob.pcrs)
+    elif carrier is not None and not carrier.ended:
+        carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+        now = tpm.pcr_read(blob.pcrs, carrier)
+    else:
+        audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
+                             TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+        with tpm.scoped(audit.handle):
+            now = tpm.pcr_read(blob.pcrs, audit)
     changed: dict[str, list[int]] = {}
     for k in blob.pcrs.pairs():
         if blob.pcr_values.get(k) != now[k]:
@@ -208,10 +228,13 @@ def changed_pcrs(tpm: Tpm, blob: SealedBlob) -> dict[str, list[int]]:
     return changed
 
 
-def mismatch_error(changed: dict[str, list[int]]) -> PolicyMismatchError:
+def mismatch_error(changed: dict[str, list[int]], *,
+                   authenticated: bool = True) -> PolicyMismatchError:
     if changed:
         what = "; ".join(f"{bank} PCR {', '.join(map(str, ix))}" for bank, ix in changed.items())
         msg = f"PCR policy check failed: {what} changed since sealing"
+        if not authenticated:
+            msg += " (values read without bus protection, on the legacy path)"
     else:  # no seal-time values to compare with (EVE's NV layout)
         msg = ("PCR policy check failed: the PCR values, or the PCR list given with --pcrs, "
                "differ from those the secret was sealed to")
@@ -223,12 +246,18 @@ def mismatch_error(changed: dict[str, list[int]]) -> PolicyMismatchError:
 
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
-           pin: bytes | None = None, trust: TrustRecord | None = None) -> bytes:
+           pin: bytes | None = None, trust: TrustRecord | None = None,
+           carrier: AuthSession | None = None) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
     A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
     empty pcrDigest: the TPM then uses the current values, and a mismatch shows
     up as TPM_RC_POLICY_FAIL at Unseal.
+
+    *carrier*: a confirmed EK-salted HMAC session of the caller's (reseal) that
+    carries the response encryption next to an unsalted policy session, so the
+    flow needs no second salted StartAuthSession; not with a PIN (see
+    :func:`_unseal`).
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
@@ -238,7 +267,12 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if trust is not None:
         pinned = SaltKey(trust.ek_handle, trust.ek_public)
         if salt is not None and salt.name != pinned.name:
-            raise TrustError(EK_MISMATCH, "the blob's salt key differs from the trust file's")
+            raise BadInputError(OTHER_TPM + " (its salt key is not the pinned endorsement key)",
+                                OTHER_TPM_HINT)
+        if (blob.parent_name and blob.parent_handle == trust.srk_handle
+                and blob.parent_name != trust.srk_name):
+            raise BadInputError(OTHER_TPM + " (its parent is not the pinned storage key)",
+                                OTHER_TPM_HINT)
         salt = salt or pinned
     encrypted = not legacy
     if encrypted and salt is None:
@@ -267,11 +301,18 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                 "the file was edited or corrupted; restore it")
     else:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
+    if carrier is not None and (blob.pin or not encrypted):
+        carrier = None
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin)
+        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin, carrier)
+    except TrustError as e:
+        if trust is not None:
+            raise
+        # nothing pinned to compare with: the TPM cannot use the blob's own salt key
+        raise BadInputError(OTHER_TPM + f" ({e.hint})", OTHER_TPM_HINT) from None
     except TpmResponseError as e:
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
-            changed = changed_pcrs(tpm, blob)
+            changed = changed_pcrs(tpm, blob, salt if encrypted else None, carrier)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
                 # the policy: a handle or command was altered on the bus
@@ -279,7 +320,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                     f"the TPM refused the PCR policy in TPM2_{e.command} although every PCR "
                     "holds its sealed value: a command or handle was altered in transit, "
                     "possible interposer") from None
-            raise mismatch_error(changed) from None
+            raise mismatch_error(changed, authenticated=encrypted) from None
         raise _explain(e, trust, blob.pin) from None
     if blob.check is not None and not hmac.compare_digest(
             check_value(secret, blob.name), blob.check):
@@ -289,18 +330,49 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
 
 
 def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[PolicyStep],
-            pin: bytes | None) -> bytes:
-    loaded = tpm.run(cmds.Load(blob.parent_handle, blob.private, blob.public))
-    with tpm.scoped(loaded.object_handle) as handle:
-        if salt is not None:
-            session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY,
-                                   TPMA_SESSION.encrypt)
-        else:
-            session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
-        with tpm.scoped(session.handle):
+            pin: bytes | None, carrier: AuthSession | None = None) -> bytes:
+    """Load the object, satisfy its policy and unseal it.
+
+    Encrypted path: the policy session is salted to the pinned EK and used first
+    as a ``decrypt`` session on Load, whose response HMAC confirms that the TPM
+    holds the same session key (session/auth.py, confirmation rule); only then is
+    Unseal sent with ``encrypt``. As the authorizing session of Unseal its command
+    HMAC covers the object's Name (Part 1 §19.6.12), so the TPM itself refuses an
+    object swapped in by an interposer. 5 commands: StartAuthSession, Load,
+    PolicyPCR, Unseal (ends the session), FlushContext (+ PolicyAuthValue with a PIN).
+
+    With a *carrier* (an EK-salted HMAC session the caller goes on using) the
+    policy session is unsalted and cheap, and the carrier, confirmed on Load the
+    same way unless it already is, carries the encryption; the TPM checks its
+    command HMAC too, which binds the object's Name the same way. Never with a
+    PIN: an unsalted policy session's HMAC is keyed by the PIN alone and would
+    expose it to offline guessing.
+    """
+    if salt is None or carrier is not None:
+        session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
+    else:
+        session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY)
+    encrypting = carrier if carrier is not None else session if salt is not None else None
+    with tpm.scoped(session.handle):
+        confirm: tuple[AuthSession, ...] = ()
+        if encrypting is not None and not encrypting.confirmed:
+            confirm = (encrypting,)
+            encrypting.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.decrypt
+            if blob.parent_name:
+                # the Name pinned at seal time joins Load's cpHash: never a ReadPublic
+                tpm.names[blob.parent_handle] = blob.parent_name
+        loaded = tpm.run(cmds.Load(blob.parent_handle, blob.private, blob.public),
+                         PasswordSession(), *confirm)
+        with tpm.scoped(loaded.object_handle) as handle:
+            session.attributes = 0  # ends with Unseal; a policy session's digest is fresh
             tpm.run_policy(session, steps)
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
-            out = tpm.run(cmds.Unseal(handle), session).out_data
+            if carrier is not None:
+                carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
+                out = tpm.run(cmds.Unseal(handle), session, carrier).out_data
+            else:
+                if encrypting is not None:
+                    session.attributes = TPMA_SESSION.encrypt
+                out = tpm.run(cmds.Unseal(handle), session).out_data
     return out
-

@@ -8,26 +8,43 @@ leaves at least one complete copy that unseals (the old or the new).
   one ordinary owner-read/write index, TPMT_PUBLIC bytes (TPM2B_PUBLIC contents)
   in another, no size prefixes. Replacing it in place always has a moment with
   no complete pair, so the new pair is first written to *staging* indices, then
-  the main pair is replaced, then staging is removed. Readers try the main pair
-  first and fall back to staging.
+  the main pair is rewritten (in place when the sizes match, private first as
+  EVE writes it), then staging is removed. Readers try the main pair first and
+  fall back to staging. Which indices exist comes from one GetCapability
+  listing (in an EK-salted audit session when a key is pinned), not from a
+  probe per index; part of a pair and no complete one is a *torn* layout
+  (:class:`~tpmseal.errors.TornStoreError`), never taken for an empty one.
+
+  The layout is open to anyone on the bus (owner authorization is empty), and so
+  is the SRK: an interposer can store an object of its own, sealed to the current
+  PCRs, and every HMAC would verify. So the store only yields objects whose Name
+  the trust file pins (``nv_sealed``, recipes/trust.py); it pins the new Name
+  before a save writes anything and drops the old one after, and pins on first
+  use an object found on a device whose trust file has no pin yet (docs/SECURITY.md).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import DecodeError, IntegrityError, NotFoundError, UsageError
+from tpmseal.errors import (
+    DecodeError,
+    IntegrityError,
+    NotFoundError,
+    TornStoreError,
+    UsageError,
+)
 from tpmseal.files import write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
-from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
@@ -38,6 +55,8 @@ log = logging.getLogger("tpmseal.store")
 
 #: EVE's NV attributes: an ordinary index the owner may read and write (Part 2 §13.4).
 NV_ATTRS = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
+#: TPMA_NV bits 4..7: the index type (TPM_NT), 0 for an ordinary index
+NT_MASK = 0xF0
 
 
 class Store(Protocol):
@@ -55,6 +74,10 @@ class Store(Protocol):
         *keep* is the stored copy known to unseal (a reseal's source): it stays in
         place until *blob* is complete elsewhere.
         """
+        ...
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Called after *blob*, one of :meth:`candidates`, unsealed."""
         ...
 
 
@@ -79,6 +102,9 @@ class FileStore:
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
         write_atomic(self.path, blob.to_json().encode(), mode=0o600)
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """A blob file pins nothing: it carries its object (docs/SECURITY.md)."""
 
 
 # ----------------------------------------------------------------------------- NV
@@ -119,27 +145,80 @@ def nv_define_write(tpm: Tpm, index: int, data: bytes) -> None:
 
 
 @dataclass(frozen=True)
+class NvListing:
+    """Which indices of a layout exist, with their public areas.
+
+    *authenticated*: learned from a GetCapability listing and NV_ReadPublic in an
+    EK-salted audit session (response HMACs cover them), not from error answers.
+    """
+
+    pubs: dict[int, NvPublic]
+    authenticated: bool
+
+    def written(self, index: int) -> bool:
+        p = self.pubs.get(index)
+        return p is not None and bool(p.attributes & TPMA_NV.WRITTEN)
+
+    def complete(self, private: int, public: int) -> bool:
+        return self.written(private) and self.written(public)
+
+
+def nv_listing(tpm: Tpm, indices: Sequence[int], trust: TrustRecord | None,
+               session: AuthSession | None = None,
+               audited: Collection[int] = ()) -> NvListing:
+    """The public areas of those *indices* that exist: their existence authenticated
+    (through *session*, or a new EK-salted one) when there is a pinned key, with
+    the public areas of *audited* HMAC-checked too; else from plain answers."""
+    if trust is not None:
+        return NvListing(authenticated_nv(tpm, trust, list(indices), session, audited), True)
+    defined = set(tpm.handles(min(indices))).intersection(indices)
+    return NvListing({i: tpm.nv_read_public(i) for i in sorted(defined)}, False)
+
+
+def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> None:
+    """Make *index* hold exactly *data*: written in place when the index already has
+    the right size and attributes (one command), else (re)defined and written."""
+    old = listing.pubs.get(index)
+    if old is not None:
+        if old.data_size == len(data) and old.attributes & NV_ATTRS == NV_ATTRS and \
+                not old.attributes & (TPMA_NV.WRITELOCKED | NT_MASK):
+            tpm.nv_write(index, data)
+            return
+        nv_undefine(tpm, index)
+    nv_define_write(tpm, index, data)
+
+
+@dataclass
 class NvStore:
     """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
-    was sealed to (*pcrs*) and whether it needs a PIN."""
+    was sealed to (*pcrs*) and whether it needs a PIN. *accept_any*: take whatever
+    object is stored and pin it (after other software, e.g. EVE, re-sealed it)."""
 
     layout: NvLayout
     pcrs: PcrSelectionList
     srk: int
     trust: TrustRecord | None
     pin: bool = False
+    accept_any: bool = False
 
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
-                    trust: TrustRecord | None, pin: bool = False) -> NvStore:
+                    trust: TrustRecord | None, pin: bool = False,
+                    accept_any: bool = False) -> NvStore:
         if profile.nv is None:
             raise UsageError(f"profile {profile.name!r} has no NV layout",
                              "use --profile eve with --nv, or a blob file")
         return cls(profile.nv, pcrs or profile.default_pcrs,
-                   trust.srk_handle if trust else profile.srk, trust, pin)
+                   trust.srk_handle if trust else profile.srk, trust, pin, accept_any)
 
     def describe(self) -> str:
         return f"NV {self.layout.private:#x}/{self.layout.public:#x}"
+
+    @property
+    def indices(self) -> tuple[int, int, int, int]:
+        """The main pair, then the staging pair (private, public each)."""
+        lay = self.layout
+        return lay.private, lay.public, lay.staging_private, lay.staging_public
 
     def _pair(self, tpm: Tpm, private: int, public: int) -> SealedBlob | None:
         priv = nv_read_index(tpm, private)
@@ -154,8 +233,8 @@ class NvStore:
         t = self.trust
         salt = SaltKey(t.ek_handle, t.ek_public) if t else None
         sealed_with = ENCRYPTED if t is not None and t.aes_128_cfb else LEGACY
-        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, b"", salt, sealed_with,
-                          self.pin)
+        return SealedBlob(public_area, priv, self.pcrs, {}, self.srk, t.srk_name if t else b"",
+                          salt, sealed_with, self.pin)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
         # staging is read only if the main pair is missing or did not unseal
@@ -163,64 +242,149 @@ class NvStore:
                           (self.layout.staging_private, self.layout.staging_public)):
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
+                self._check_pinned(blob, priv, pub)
                 yield blob
 
-    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
+    def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
+        t = self.trust
+        if t is None or not t.nv_sealed or self.accept_any or blob.name in t.nv_sealed:
+            return
+        raise IntegrityError(
+            f"the sealed object in NV {priv:#x}/{pub:#x} is not the one tpmseal sealed: "
+            "possible interposer; nothing was changed",
+            f"check the TPM bus; if other software (e.g. EVE) re-sealed it, accept it once "
+            f"with --accept-sealed-object (its Name is then pinned in {t.path})")
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Pin on first use: a trust file without a pin (from before pinning, or a device
+        EVE sealed) learns the Name of the object that just unsealed."""
+        t = self.trust
+        if t is None or (t.nv_sealed and not self.accept_any) or t.nv_sealed == (blob.name,):
+            return
+        log.warning("pinning the sealed object in %s (Name %s) in %s", self.describe(),
+                    blob.name.hex()[:16], t.path)
+        try:
+            self.trust = pin_sealed(t, (blob.name,))
+        except UsageError as e:
+            log.warning("could not pin the sealed object: %s", e.one_line())
+
+    def _pin(self, names: tuple[bytes, ...]) -> None:
+        if self.trust is not None and self.trust.path is not None:
+            self.trust = pin_sealed(self.trust, names)
+
+    def listing(self, tpm: Tpm, session: AuthSession | None = None,
+                also: Sequence[int] = (), *, authenticate: bool = True) -> NvListing:
+        """The layout's indices (and *also*, whose public areas are HMAC-checked),
+        authenticated when a key is pinned and *authenticate* (an error message
+        needs no HMAC-checked listing)."""
+        return nv_listing(tpm, [*self.indices, *also], self.trust if authenticate else None,
+                          session, also)
+
+    def refuse_torn(self, listing: NvListing) -> None:
+        """:class:`TornStoreError` if the layout holds part of a pair and no complete one.
+
+        EVE writes the private index first, so a power cut mid-seal leaves only
+        0x1800000; a new key must never replace what that pair sealed (the data
+        encrypted under it would be lost): its owner restores it from escrow.
+        """
         lay = self.layout
+        if listing.complete(lay.private, lay.public) or \
+                listing.complete(lay.staging_private, lay.staging_public):
+            return
+        parts = [i for i in self.indices if i in listing.pubs]
+        if parts:
+            what = ", ".join(f"{i:#x}{'' if listing.written(i) else ' (never written)'}"
+                             for i in parts)
+            raise TornStoreError(
+                f"{self.describe()} holds an incomplete sealed pair (present: {what}): a seal "
+                "was interrupted; nothing was changed",
+                "restore the key from its escrow (for EVE, the controller's copy) with "
+                "`tpmseal seal --nv --profile eve --input KEY --force` (if nothing was ever "
+                "encrypted with it, an interrupted first boot, seal a new key the same way)")
+
+    def refuse_occupied(self, listing: NvListing, *, looked_empty: bool) -> None:
+        """Before writing into the layout without --force: refuse if it holds anything.
+
+        *looked_empty*: plain reads had found no pair. "No such index" is an error
+        response, and error responses carry no HMAC (Part 1 §18.8), so if the
+        authenticated listing then shows a complete pair, someone hid it.
+        """
+        lay = self.layout
+        for priv, pub in ((lay.private, lay.public), (lay.staging_private, lay.staging_public)):
+            if listing.complete(priv, pub):
+                if looked_empty and listing.authenticated:
+                    raise IntegrityError(
+                        f"NV {priv:#x}/{pub:#x} holds a sealed secret that could not be read: "
+                        "possible interposer hiding it; nothing was changed",
+                        "retry and check the TPM bus; if the stored copy is known to be "
+                        "corrupt, replace it with `tpmseal seal --nv --force`")
+                raise UsageError(f"{self.describe()} already holds a sealed secret",
+                                 "use `tpmseal reseal` to change its policy, or --force to "
+                                 "replace it (the old secret is then lost)")
+        self.refuse_torn(listing)
+
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None,
+             listing: NvListing | None = None) -> None:
+        """Store *blob* in the main pair. If the main pair is complete (and holds *keep*),
+        *blob* first goes to staging, so that a crash while the main pair is rewritten
+        leaves a complete pair (the old main one, or the new staging one); an index of
+        the right size is rewritten in place, with no undefine/define.
+
+        Commands: 4 into an empty layout, 8 replacing a pair of the same sizes
+        (+2 NV_Read to check *keep*), plus a listing if the caller has none.
+
+        *listing*: the layout as the caller just listed it.
+        """
+        lay = self.layout
+        listing = listing or self.listing(tpm, authenticate=False)  # crash safety only
         priv, pub = blob.private, blob.public.marshal()
-        main = self._pair(tpm, lay.private, lay.public)
-        if main is not None and (keep is None or main.private == keep.private):
+        old = self.trust.nv_sealed if self.trust is not None else ()
+        self._pin(tuple(dict.fromkeys((*old, blob.name))))  # both, while the pair swaps
+        staged = False
+        if listing.complete(lay.private, lay.public) and (
+                keep is None or self._main_holds(tpm, listing, keep)):
             # 1. a complete new copy in staging (the main pair is untouched)
             for index in (lay.staging_public, lay.staging_private):
-                nv_undefine(tpm, index)
+                if index in listing.pubs:
+                    nv_undefine(tpm, index)
             nv_define_write(tpm, lay.staging_private, priv)
             nv_define_write(tpm, lay.staging_public, pub)
+            staged = True
         # else the main pair is incomplete (nothing stored yet, or an earlier save
         # stopped mid-swap) or is not the copy that unseals: staging may hold the
         # only good copy, so it stays until the main pair is complete again.
-        # 2. replace the main pair (staging covers the moment it is incomplete)
-        nv_undefine(tpm, lay.public)
-        nv_undefine(tpm, lay.private)
-        nv_define_write(tpm, lay.private, priv)
-        nv_define_write(tpm, lay.public, pub)
+        # 2. the main pair, private first as EVE writes it (staging covers the moment
+        #    it is incomplete or mixed)
+        _put(tpm, listing, lay.private, priv)
+        _put(tpm, listing, lay.public, pub)
         # 3. drop staging
-        nv_undefine(tpm, lay.staging_public)
-        nv_undefine(tpm, lay.staging_private)
+        for index in (lay.staging_public, lay.staging_private):
+            if staged or index in listing.pubs:
+                nv_undefine(tpm, index)
+        self._pin((blob.name,))
 
-    def confirm_nothing_stored(self, tpm: Tpm, session: AuthSession | None = None,
-                               also: Sequence[int] = ()) -> dict[int, NvPublic] | None:
-        """Before writing into a layout that looked empty, make sure it really is.
-
-        "No such index" is an error response, and error responses carry no HMAC
-        (Part 1 §18.8): an interposer can forge them to make the store look empty
-        and have a fresh seal overwrite the real sealed copy. So ask again in an
-        authenticated way and refuse if a complete copy exists after all.
-        Returns the authenticated public areas of the indices in *also* that
-        exist (None when there is no pinned key to authenticate with).
-        """
-        if self.trust is None:
-            return None  # no pinned key to authenticate with (legacy)
+    def _main_holds(self, tpm: Tpm, listing: NvListing, keep: SealedBlob) -> bool:
+        """Whether the main pair holds *keep* (both halves: a save that stopped between
+        its two in-place writes leaves the new private part next to the old public)."""
         lay = self.layout
-        pairs = ((lay.private, lay.public), (lay.staging_private, lay.staging_public))
-        pubs = authenticated_nv(tpm, self.trust,
-                                [i for pair in pairs for i in pair] + list(also), session)
-        for priv, pub in pairs:
-            if all(i in pubs and pubs[i].attributes & TPMA_NV.WRITTEN for i in (priv, pub)):
-                raise IntegrityError(
-                    f"NV {priv:#x}/{pub:#x} holds a sealed secret that could not be read: "
-                    "possible interposer hiding it; nothing was changed",
-                    "retry and check the TPM bus; if the stored copy is known to be corrupt, "
-                    "replace it with `tpmseal seal --nv --force`")
-        return {i: pubs[i] for i in also if i in pubs}
+        return all(tpm.nv_read(i, listing.pubs[i].data_size) == data for i, data in (
+            (lay.private, keep.private), (lay.public, keep.public.marshal())))
 
 
 def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
-                     session: AuthSession | None = None) -> dict[int, NvPublic]:
+                     session: AuthSession | None = None,
+                     audited: Collection[int] | None = None) -> dict[int, NvPublic]:
     """The public areas of those *indices* that exist, from HMAC-checked responses.
 
     Absence is learned from a GetCapability listing in an EK-salted audit
     session (its response HMAC covers the list), never from an error. A
     caller's *session* is used (and kept) instead of a new one.
+
+    *audited*: the indices whose public areas must be HMAC-checked too (default:
+    all). Each costs two NV_ReadPublic (the first learns the Name the audited
+    one's cpHash needs); the others are read once, plainly, for callers that
+    only act on them in ways a forged answer cannot turn against the secret
+    (a forged "never written" makes a layout look torn, which is refused).
     """
     s = session or salted_session(tpm, trust)
     s.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
@@ -229,7 +393,8 @@ def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
         out: dict[int, NvPublic] = {}
         for i in sorted(defined.intersection(indices)):
             try:
-                out[i] = tpm.nv_read_public(i, s)
+                out[i] = tpm.nv_read_public(i, s) if audited is None or i in audited \
+                    else tpm.nv_read_public(i)
             except TpmResponseError as e:
                 raise IntegrityError(
                     f"NV {i:#x} is listed by the TPM but could not be read "
@@ -243,10 +408,13 @@ def first_candidate(tpm: Tpm, store: Store) -> SealedBlob | None:
 
 
 def require_candidates(tpm: Tpm, store: Store) -> Iterator[SealedBlob]:
-    """The store's candidates; :class:`NotFoundError` if there is none."""
+    """The store's candidates; :class:`NotFoundError` if there is none
+    (:class:`TornStoreError` if an NV layout holds only part of a pair)."""
     it = store.candidates(tpm)
     first = next(it, None)
     if first is None:
+        if isinstance(store, NvStore):  # part of a pair is not "nothing": say so
+            store.refuse_torn(store.listing(tpm, authenticate=False))
         raise NotFoundError(f"no sealed secret in {store.describe()}",
                             "seal one first with `tpmseal seal`")
     return chain([first], it)

@@ -8,12 +8,20 @@ area and Name (checked against the EK certificate when a CA bundle is given),
 the SRK's Name, and whether the TPM passed TestParms for AES-128-CFB; seal uses
 that record and never a fresh ReadPublic.
 
+For a profile with an NV layout (EVE's), the record also pins the Names of the
+sealed objects tpmseal stored there (``nv_sealed``): the layout has no metadata
+and the SRK's authorization is empty, so anyone on the bus can store an object
+of their own sealed to the current PCRs; a Name that is not pinned is refused
+(recipes/stores.py). The list briefly holds two Names while a re-seal swaps the
+pair, so a crash at any moment leaves a pinned copy.
+
 Format (JSON, not secret, written atomically)::
 
     {"format": "tpmseal-trust/1",
      "profiles": {"tcg": {"ek": {"handle": "0x81010001", "name": HEX, "public": B64},
                           "srk": {"handle": "0x81000001", "name": HEX},
                           "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
+                          "nv_sealed": [HEX, ...],  (profiles with an NV layout)
                           "updated": ISO-8601}}}
 """
 
@@ -23,13 +31,21 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, DecodeError, NotFoundError, TrustError, UsageError
+from tpmseal.errors import (
+    EK_MISMATCH,
+    BadInputError,
+    DecodeError,
+    NotFoundError,
+    TrustError,
+    UsageError,
+)
 from tpmseal.files import write_atomic
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
@@ -39,8 +55,8 @@ from tpmseal.wire.structures import Public
 FORMAT = "tpmseal-trust/1"
 DEFAULT_PATH = "/var/lib/tpmseal/trust.json"
 
-EK_MISMATCH = ("the TPM's endorsement key does not match the trusted one: possible interposer "
-               "or replaced TPM")
+__all__ = ["EK_MISMATCH", "TrustRecord", "load", "load_all", "salted_session", "save",
+           "start_salted", "trust_path"]
 
 
 def trust_path(explicit: str | None = None) -> Path:
@@ -60,13 +76,18 @@ class TrustRecord:
     aes_128_cfb: bool
     ek_certificate: str = "not checked"
     updated: str = ""
+    #: Names of the sealed objects tpmseal stored in the profile's NV layout
+    nv_sealed: tuple[bytes, ...] = ()
+    #: the trust file this record was read from (not part of it)
+    path: Path | None = field(default=None, compare=False)
 
     @property
     def ek_name(self) -> bytes:
         return self.ek_public.name()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = {"nv_sealed": [n.hex() for n in self.nv_sealed]} if self.nv_sealed else {}
+        return extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},
             "srk": {"handle": f"{self.srk_handle:#010x}", "name": self.srk_name.hex()},
@@ -81,7 +102,8 @@ class TrustRecord:
             pub = Public.from_sized(base64.b64decode(d["ek"]["public"], validate=True))
             rec = cls(profile, int(d["ek"]["handle"], 16), pub, int(d["srk"]["handle"], 16),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
-                      str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")))
+                      str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
+                      tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])), Path(where))
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError) as e:
             raise BadInputError(f"trust file {where} is malformed ({type(e).__name__}: {e})",
@@ -144,7 +166,13 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
         raise TrustError(EK_MISMATCH,
                          "if the TPM was really replaced or cleared, re-pin with "
                          "`tpmseal provision --repin`")
+    if old is not None and old.ek_name == record.ek_name and not record.nv_sealed:
+        record = _replace(record, nv_sealed=old.nv_sealed)  # a re-provision keeps the pins
     records[record.profile] = record
+    _write(path, records)
+
+
+def _write(path: Path, records: dict[str, TrustRecord]) -> None:
     doc = {"format": FORMAT, "profiles": {k: v.to_json() for k, v in sorted(records.items())}}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -155,6 +183,21 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
     except OSError as e:
         raise UsageError(f"cannot write trust file {path}: {e.strerror or e}",
                          "pass a writable --trust-file PATH") from None
+
+
+def pin_sealed(record: TrustRecord, names: tuple[bytes, ...]) -> TrustRecord:
+    """Record *names* as the sealed objects of the profile's NV layout; return the record."""
+    if record.path is None:
+        raise UsageError("this trust record was not read from a trust file",
+                         "load it with trust.load() to pin sealed objects")
+    if names == record.nv_sealed:
+        return record
+    records = load_all(record.path)
+    updated = _replace(records.get(record.profile, record), nv_sealed=names, updated="",
+                       path=record.path)
+    records[record.profile] = updated
+    _write(record.path, records)
+    return updated
 
 
 def start_salted(tpm: Tpm, public: Public, handle: int, kind: int = TPM_SE.HMAC,

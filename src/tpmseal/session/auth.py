@@ -29,6 +29,19 @@ active one cannot change a response without breaking its HMAC, which this
 module checks on every authorized response and reports as
 :class:`~tpmseal.errors.ResponseIntegrityError`.
 
+**Confirmation rule.** StartAuthSession carries no HMAC (Part 3 §11.1), so an
+interposer can strip its salt (tpmKey = TPM_RH_NULL, no encryptedSalt) or answer
+with a session it started itself: the TPM's session key is then one the
+interposer knows, while the caller still computes its own salted key. The
+caller only learns of it at the first response HMAC it checks. Therefore a
+session is *unconfirmed* until a response HMAC computed with its key has
+verified (:attr:`AuthSession.confirmed`), and :func:`protect_command` refuses to
+set ``encrypt`` (ask the TPM to encrypt a response parameter under the session
+key) on an unconfirmed session. Nothing else has to wait: ``decrypt`` is
+encrypted by the caller under its own key (a stripped salt only makes the TPM
+decrypt garbage), command HMACs keyed with the salted key reveal nothing, and
+no response datum is used before its HMAC has verified.
+
 This module is sans-I/O: the client feeds it bytes and gets bytes back.
 """
 
@@ -139,6 +152,8 @@ class AuthSession(Session):
     policy_auth_value: bool = False
     policy_password: bool = False
     ended: bool = False
+    #: a response HMAC computed with this session's key has verified (module docstring)
+    confirmed: bool = False
 
     @property
     def is_policy(self) -> bool:
@@ -184,6 +199,25 @@ class AuthSession(Session):
                              "salted nor bound to an entity with an authValue: its key would "
                              "derive from public nonces only; salt the session with the "
                              "TPM's endorsement key")
+
+    def check_can_encrypt_response(self) -> None:
+        """The confirmation rule (module docstring): ``encrypt`` needs a confirmed key."""
+        self.check_can_encrypt()
+        if not self.confirmed:
+            raise UsageError(f"refusing to let the TPM encrypt a response under session "
+                             f"{self.handle:#x} before a response HMAC has confirmed its key "
+                             "(an interposer that stripped the salt would read it)",
+                             "first use the session in a command whose response carries its "
+                             "HMAC, e.g. as an audit or decrypt session")
+
+
+def unconfirmed_message(s: AuthSession) -> str | None:
+    """Why the first HMAC of a salted session can fail: its salt did not reach the TPM."""
+    if not s.salted:
+        return None
+    return ("the TPM's first response in a salted session failed its HMAC check: the session "
+            "was altered in transit (salt stripped or session swapped by an interposer), or "
+            "the key at the salt handle is not the pinned one; nothing was encrypted under it")
 
 
 @dataclass
@@ -242,7 +276,7 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
                  d.nonce_caller, d.nonce_tpm, data, encrypt=True)
         params[0] = tpm2b(ct)
     for s in enc:
-        s.check_can_encrypt()
+        s.check_can_encrypt_response()
     param_bytes = b"".join(params)
     cp_hashes: dict[int, bytes] = {}
     auths: list[AuthCommand] = []
@@ -286,6 +320,7 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             f"TPM response carries {len(auths)} session(s), the command sent "
             f"{len(pending.sessions)}: modified in transit")
     rp_hashes: dict[int, bytes] = {}
+    verified: list[AuthSession] = []  # sessions whose key keyed a checked HMAC
     for s, a, name in zip(pending.sessions, auths, pending.names, strict=True):
         if not isinstance(s, AuthSession):
             if a.nonce or a.hmac:
@@ -306,7 +341,11 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             msg = rp_hashes[alg] + a.nonce + s.nonce_caller + u8(a.attributes)
             expected = hmac.new(key, msg, HASH_NAMES[alg]).digest()
         if not hmac.compare_digest(expected, a.hmac):
-            raise ResponseIntegrityError()
+            raise ResponseIntegrityError(unconfirmed_message(s) if not s.confirmed else None)
+        if expected and s.session_key:
+            verified.append(s)
+    for s in verified:
+        s.confirmed = True
     for s, a in zip(pending.sessions, auths, strict=True):
         if isinstance(s, AuthSession):
             s.nonce_tpm = a.nonce

@@ -384,6 +384,16 @@ class GetRandom(Command[GetRandomResponse]):
     bytes_requested: int = param(c.U16)
 
 
+@dataclass(frozen=True)
+class StirRandom(Command[Empty]):
+    """TPM2_StirRandom (Part 3 §16.2): add entropy to the TPM's RNG state."""
+
+    CC = TPM_CC.StirRandom
+    SECTION = "Part 3 §16.2"
+    RESPONSE = Empty
+    in_data: bytes = param(c.SENSITIVE_DATA)
+
+
 # --------------------------------------------------------------------------- capability
 
 

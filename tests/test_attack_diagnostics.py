@@ -1,0 +1,64 @@
+"""Attack 14: steering the admin with forged diagnostics.
+
+A forged policy error plus forged PCR_Read values used to make tpmseal say "PCR 7
+changed; reseal", nudging an admin to drop PCR 7 from the policy. Error responses
+and unaudited reads carry no HMAC, so the report now names only PCRs whose
+current values came back in an authenticated (audited, EK-salted) response; and
+``probe``/``pcrs show`` say whether what they print is authenticated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from attacks.bus import direct, expect_error, interposer, tpm, unchanged
+from test_attack_forgery import _forge_pcr_values
+from tpmseal.errors import ExitCode
+from tpmseal.sniff.hooks import HookContext, Respond, Verdict, error_response
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire.constants import TPM_CC
+
+RC_POLICY_FAIL_S1 = 0x99D  # TPM_RC_POLICY_FAIL, session 1
+
+
+def _forge_policy_fail(ctx: HookContext) -> Verdict:
+    return Respond(error_response(RC_POLICY_FAIL_S1)) if ctx.code == TPM_CC.Unseal else None
+
+
+def test_forged_policy_failure_and_pcr_values_name_no_pcr(tcg_sim: Simulator,
+                                                          tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(secret)
+    assert direct(tcg_sim, "seal", "--input", str(key), "--output", str(blob)).rc == 0
+    watch = unchanged(tcg_sim, blob, tcg_sim.state / "trust.json")
+    with interposer(tcg_sim, on_command=_forge_policy_fail,
+                    on_response=_forge_pcr_values) as p:
+        r = tpm(p, "unseal", "--input", str(blob))
+    # the diagnostic PCR_Read is audited: the forged values break its HMAC
+    expect_error(r, ExitCode.INTEGRITY, "HMAC")
+    assert "changed since sealing" not in r.err
+    watch.check()
+
+
+def test_forged_policy_failure_alone_is_tampering(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """Authenticated values all match the blob: an honest TPM would have unsealed."""
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(os.urandom(32))
+    assert direct(tcg_sim, "seal", "--input", str(key), "--output", str(blob)).rc == 0
+    with interposer(tcg_sim, on_command=_forge_policy_fail) as p:
+        r = tpm(p, "unseal", "--input", str(blob))
+    expect_error(r, ExitCode.INTEGRITY, "every PCR holds its sealed value", "interposer")
+
+
+def test_pcrs_show_and_probe_authenticated_refuse_forgeries(tcg_sim: Simulator) -> None:
+    with interposer(tcg_sim, on_response=_forge_pcr_values) as p:
+        plain = tpm(p, "pcrs", "show", "--json")
+        assert plain.rc == 0 and json.loads(plain.out)["authenticated"] is False
+        expect_error(tpm(p, "pcrs", "show", "--authenticated"), ExitCode.INTEGRITY, "HMAC")
+    r = direct(tcg_sim, "probe", "--authenticated", "--json")
+    assert r.rc == 0 and json.loads(r.out)["authenticated"] is True
+    r = direct(tcg_sim, "probe")
+    assert "authenticated:    no (read over the bus without an HMAC" in r.out.decode()
