@@ -97,3 +97,13 @@ def test_unreachable_tpm_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(tpmseal.TransportError) as e:
         tpmseal.open_tpm(f"unix:{tmp_path}/nothing.sock")
     assert e.value.exit_code == 3 and "no TPM socket" in e.value.one_line()
+
+
+def test_nothing_below_the_facade_imports_it() -> None:
+    """api.py sits beside cli, on recipes: no layer imports it (tpmseal/__init__ only lazily)."""
+    from test_layering import ROOT, _imports
+
+    users = [str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob("*.py"))
+             if p.name not in ("api.py", "__init__.py") or p.parent != ROOT
+             if any(m == "tpmseal.api" or m.startswith("tpmseal.api.") for m in _imports(p))]
+    assert users == []
