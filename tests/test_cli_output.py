@@ -118,3 +118,22 @@ def test_sim_uri_says_it_started_swtpm(tmp_path: Path) -> None:
         assert r.rc == 0 and "started swtpm" not in r.err  # already running: nothing to say
     finally:
         Simulator(state).stop()
+
+
+def test_sniff_says_it_started_a_sim_upstream(tmp_path: Path) -> None:
+    import signal
+
+    from test_sniff_cli import _sniff, _wait_listening
+
+    state, sock = tmp_path / "s", tmp_path / "bus.sock"
+    proc = _sniff("--listen", f"unix:{sock}", "--upstream", f"sim:{state}", "--quiet")
+    try:
+        _wait_listening(proc, sock)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        Simulator(state).stop()
+    assert proc.returncode == 0, err
+    assert f"tpmseal: started swtpm for sim:{state}; it keeps running: stop it with " \
+           f"`tpmseal sim stop --state {state}`" in err.splitlines()
+    assert err.splitlines()[-1] == "tpmseal: stopped: 0 exchange(s), no --secret to look for"

@@ -113,7 +113,7 @@ def run_sniff(args: argparse.Namespace) -> int:
         # warnings are printed as they happen, once
         proxy = Proxy(args.listen, args.upstream, observers=observers, keep=0,
                       on_error=lambda message: _say(f"warning: {message}"))
-        _serve(proxy)
+        _serve(proxy, _sim_to_start(args.upstream))
     finally:
         for close in closers:
             close()
@@ -125,7 +125,18 @@ def run_sniff(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(proxy: Proxy) -> None:
+def _sim_to_start(upstream: str) -> str | None:
+    """The state directory of a ``sim:DIR`` upstream that is not running yet."""
+    from tpmseal.transport.base import parse_uri
+    from tpmseal.transport.simulator import Simulator
+
+    parsed = parse_uri(upstream)
+    if parsed.scheme == "sim" and Simulator(parsed.path).pid() is None:
+        return parsed.path
+    return None
+
+
+def _serve(proxy: Proxy, sim_started: str | None = None) -> None:
     """Run *proxy* until SIGINT or SIGTERM, then stop it cleanly."""
     stop = threading.Event()
 
@@ -135,6 +146,9 @@ def _serve(proxy: Proxy) -> None:
     saved = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         proxy.start()
+        if sim_started is not None:
+            _say(f"started swtpm for sim:{sim_started}; it keeps running: stop it with "
+                 f"`tpmseal sim stop --state {sim_started}`")
         ctrl = f" (control {proxy.ctrl_uri})" if proxy.ctrl_uri else ""
         _say(f"sniffing on {proxy.uri}{ctrl}, upstream {proxy.upstream}; "
              f"tpm2-tools: TPM2TOOLS_TCTI={proxy.tools_tcti}; stop with Ctrl-C")
