@@ -16,7 +16,7 @@ FLOOR_TESTS := tests/test_kdf.py tests/test_session_cfb_key.py tests/test_sessio
 	tests/test_attack_ekcert.py tests/test_attack_mitm.py tests/test_seal_roundtrip.py \
 	tests/test_ekcert_chain.py tests/test_api.py tests/test_sniff_sessions.py
 
-.PHONY: demo test lint deps bench bench-eve clean man completion wheel-check test-floor
+.PHONY: demo test lint deps bench bench-eve fuzz clean man completion wheel-check test-floor
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
@@ -78,6 +78,10 @@ bench: deps
 # TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
 bench-eve: deps
 	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)
+# The long fuzz run: >= 10^6 mutated inputs over every parser of untrusted bytes (seeded from
+# a real swtpm session); reports untyped exceptions, hangs and peak memory (tests/fuzz_run.py).
+fuzz: deps
+	$(VENV)/bin/python tests/fuzz_run.py $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) .venv-floor build dist *.egg-info

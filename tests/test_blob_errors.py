@@ -180,6 +180,13 @@ def test_blob_from_another_tpm(tcg_sim: Simulator, other_tpm: Simulator, tmp_pat
     # a fact of the files (not of the bus): another TPM's blob, not an interposer
     r = cli(["unseal", "--input", str(blob)])
     assert_one_line_error(r, 7, "sealed on another TPM", "not the pinned endorsement key")
+    # only the EK differs (the SRK is this TPM's): still the files disagreeing
+    doc = json.loads(blob.read_text())
+    doc["parent"]["name"] = json.loads((tcg_sim.state / "trust.json").read_text())[
+        "profiles"]["tcg"]["srk"]["name"]
+    edited = write(tmp_path / "edited.json", json.dumps(doc).encode())
+    r = cli(["unseal", "--input", str(edited)])
+    assert_one_line_error(r, 7, "sealed on another TPM", "not the pinned endorsement key")
     # without a trust file, this TPM cannot use the blob's own salt key
     monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(tmp_path / "none.json"))
     r = cli(["unseal", "--input", str(blob)])

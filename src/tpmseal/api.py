@@ -109,7 +109,7 @@ def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
     lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
     sel = _pcrs(pcrs)
     if output is not None and nv:
-        raise UsageError("give output or nv, not both")
+        raise UsageError("seal got both output and nv", "give one of them")
     if output is None and not nv:
         from tpmseal.recipes import sealing
 
@@ -143,7 +143,8 @@ class _Given:
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
         yield self.blob
 
-    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None, *,
+             exclusive: bool = False) -> None:
         raise UsageError("reseal needs a blob file or nv, not an in-memory blob",
                          "pass the blob's path")
 

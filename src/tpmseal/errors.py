@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+#: what to do after a response failed a check: it may be noise, or an interposer
+BUS_HINT = "retry; if it persists, suspect an interposer on the TPM bus"
+
 
 class ExitCode(IntEnum):
     """Exit codes of the ``tpmseal`` command (documented in README.md)."""
@@ -32,11 +35,14 @@ class TpmsealError(Exception):
     """Base class: a failure with a user-facing sentence and an exit code."""
 
     exit_code: ExitCode = ExitCode.INTERNAL
+    #: the hint when the raiser gives none; classes without one require a hint at every
+    #: raise (tests/test_error_contract.py checks the source)
+    default_hint: str | None = None
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = hint or self.default_hint
 
     def one_line(self) -> str:
         """The message and hint on one line, as the CLI prints it."""
@@ -56,6 +62,7 @@ class DecodeError(TpmsealError):
     """Bytes did not parse as the expected TPM structure; *offset* says where."""
 
     exit_code = ExitCode.BAD_INPUT
+    default_hint = "the data is truncated or corrupted: check where it came from"
 
     def __init__(self, message: str, offset: int, hint: str | None = None):
         super().__init__(f"{message} (at byte offset {offset})", hint)
@@ -66,6 +73,7 @@ class TransportError(TpmsealError):
     """The TPM could not be reached, or the connection broke mid-exchange."""
 
     exit_code = ExitCode.TPM_UNREACHABLE
+    default_hint = "check that the TPM or simulator is running and reachable, then retry"
 
 
 class IntegrityError(TpmsealError):
@@ -77,12 +85,13 @@ class IntegrityError(TpmsealError):
 class ResponseIntegrityError(IntegrityError):
     """A response HMAC did not verify (TPM 2.0 Part 1 §19.6.16)."""
 
+    default_hint = BUS_HINT
+
     def __init__(self, message: str | None = None, hint: str | None = None):
         super().__init__(
             message
             or "TPM response failed its HMAC check: modified in transit or session out of sync",
-            hint or "retry; if it persists, suspect an interposer on the TPM bus",
-        )
+            hint)
 
 
 class TrustError(IntegrityError):

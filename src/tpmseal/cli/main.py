@@ -8,15 +8,20 @@ traceback is printed only with ``--debug``. Nothing here prints key material.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from tpmseal import __version__
+from tpmseal import __version__, interrupt
 from tpmseal.errors import ExitCode, TpmsealError
+from tpmseal.files import guard_stdio
+from tpmseal.interrupt import Interrupted
 
 #: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
 #: Only the module of the command being run is imported: start-up time is part of every
@@ -99,14 +104,44 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     return parser
 
 
+def _interrupted(e: KeyboardInterrupt) -> int:
+    code = e.exit_code if isinstance(e, Interrupted) else 130
+    name = signal.Signals(code - 128).name
+    sys.stderr.write(f"tpmseal: error: interrupted by {name}; run the command again to "
+                     "complete it\n")
+    return code
+
+
+def _flush_stdout() -> int:
+    """Flush what the command printed; a full or vanished stdout is a one-line error."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if e.errno != errno.EPIPE:
+            sys.stderr.write(f"tpmseal: error: cannot write stdout: {e.strerror or e}; "
+                             "free space or connect stdout to a writable file\n")
+        return int(ExitCode.USAGE)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    guard_stdio()
+    try:
+        with interrupt.installed():
+            rc = _main(sys.argv[1:] if argv is None else list(argv))
+            return rc or _flush_stdout()
+    except KeyboardInterrupt as e:  # a second signal while unwinding the first
+        return _interrupted(e)
+
+
+def _main(argv: list[str]) -> int:
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
-    except KeyboardInterrupt:
-        sys.stderr.write("tpmseal: interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
     handler: Handler = args.handler
@@ -117,13 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.exception("failed")
         sys.stderr.write(f"tpmseal: error: {e.one_line()}\n")
         return int(e.exit_code)
-    except KeyboardInterrupt:
-        sys.stderr.write("tpmseal: interrupted\n")
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(e)
     except BrokenPipeError:
-        # the reader of our stdout went away; nothing more to say
+        # the reader of our stdout went away (e.g. `tpmseal pcrs | head`): nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return int(ExitCode.INTERNAL)
+        return int(ExitCode.USAGE)
     except Exception as e:
         if args.debug:
             raise

@@ -79,7 +79,9 @@ def run_recover(args: argparse.Namespace) -> int:
     if found is None:
         raise PolicyMismatchError(
             "no selection of PCRs 0-15 with their current values matches the sealed object's "
-            "policy: the PCR values themselves changed since sealing")
+            "policy: the PCR values themselves changed since sealing",
+            hint=("if the change is expected, reseal with `tpmseal reseal --pcrs SPEC` from a "
+                 "trusted boot"))
     sel, pin = found
     if args.json:
         print_json({"pcrs": format_pcrs(sel), "pin": pin})

@@ -7,6 +7,7 @@ from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
 from tpmseal.errors import UsageError
+from tpmseal.files import locked
 from tpmseal.recipes.profiles import Profile, conflicts
 from tpmseal.recipes.provision import provision
 
@@ -43,7 +44,7 @@ def _explain_conflict(e: UsageError, profile: Profile) -> UsageError:
 
 def run(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    with open_tpm(args) as tpm:
+    with locked(trust_of(args)), open_tpm(args) as tpm:  # it rewrites the trust file
         try:
             r = provision(tpm, profile, ek_type=args.ek_type, trust_file=trust_of(args),
                           ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,8 @@ from tpmseal.cli.common import (
 )
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, UsageError
-from tpmseal.files import read_input
+from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.files import locked, read_input
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import (
@@ -181,7 +182,8 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
                handle: int | None = None) -> None:
     if args.ek_ca:
         if public is None:
-            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)")
+            raise UsageError("--ek-ca needs a pinned EK (run `tpmseal provision`)",
+                             hint="run `tpmseal provision --ek-ca FILE` first, or drop --ek-ca")
         from tpmseal.recipes import ekcert  # X.509 support costs start-up time: load on use
 
         ekcert.verify_ek(tpm, public, args.ek_ca, handle)
@@ -204,7 +206,10 @@ def run_seal(args: argparse.Namespace) -> int:
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
-    with open_tpm(args) as tpm:
+    with contextlib.ExitStack() as stack:
+        if args.nv:  # a blob file is created exclusively; NV indices have no such thing
+            stack.enter_context(locked(_lock_target(args)))
+        tpm = stack.enter_context(open_tpm(args))
         store = _store(args, profile, rec, args.pcrs, pin is not None)
         _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
@@ -254,24 +259,33 @@ def run_unseal(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lock_target(args: argparse.Namespace) -> Path:
+    """What a rewrite locks: the blob file, or for NV the TPM's trust file."""
+    return Path(trust_of(args)) if args.nv else Path(args.blob)
+
+
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
-    with open_tpm(args) as tpm:
+    with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
         target = FileStore(Path(args.output)) if args.output else None
         if target is not None and args.nv:
-            raise UsageError("--output applies to blob files, not --nv")
-        if (target is not None and not args.force and Path(args.output).resolve()
-                != Path(args.blob).resolve() and first_candidate(tpm, target) is not None):
+            raise UsageError("--output applies to blob files, not --nv",
+                             hint="drop --output: reseal --nv rewrites the NV indices in place")
+        in_place = target is not None and (
+            Path(args.output).resolve() == Path(args.blob).resolve())
+        if (target is not None and not args.force and not in_place
+                and first_candidate(tpm, target) is not None):
             raise UsageError(f"{args.output} already holds a sealed secret",
                              "choose another --output, or pass --force to replace it (its "
                              "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
-                      allow_unmeasured=args.allow_unmeasured, target=target)
+                      allow_unmeasured=args.allow_unmeasured, target=target,
+                      force=args.force or in_place)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     if args.json:
         print_json({"command": "reseal", **_report(blob, target or store, profile)})
@@ -297,9 +311,17 @@ def _test_load(tpm: Tpm, srk: int, private: bytes, public: Public,
 def run_import(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
-    public = Public.from_sized(read_input(args.public, "public", limit=4096))
-    private = parse_exact(read_input(args.private, "private", limit=4096),
-                          lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    try:
+        public = Public.from_sized(read_input(args.public, "public", limit=4096))
+    except DecodeError as e:
+        raise BadInputError(f"--public {args.public} is not a TPM2B_PUBLIC: {e.message}",
+                            "pass the file `tpm2_create -u` wrote") from None
+    try:
+        private = parse_exact(read_input(args.private, "private", limit=4096),
+                              lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"), "TPM2B_PRIVATE")
+    except DecodeError as e:
+        raise BadInputError(f"--private {args.private} is not a TPM2B_PRIVATE: {e.message}",
+                            "pass the file `tpm2_create -r` wrote") from None
     out = FileStore(Path(args.output))
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
@@ -317,7 +339,7 @@ def run_import(args: argparse.Namespace) -> int:
             rec.srk_name if rec else tpm.name_of(srk),
             SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
-        out.save(tpm, blob)
+        out.save(tpm, blob, exclusive=not args.force)
     log.info("imported %s as %s (%s)", args.public, args.output, blob.sealed_with)
     if args.json:
         print_json({"command": "import", **_report(blob, out, profile),

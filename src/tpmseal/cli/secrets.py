@@ -24,7 +24,8 @@ def read_secret(path: str) -> bytes:
     if path == "-" and sys.stdin.isatty():
         first = _prompt("secret to seal: ", "secret", "--input FILE")
         if _prompt("again: ", "secret", "--input FILE") != first:
-            raise UsageError("the two entries differ")
+            raise UsageError("the two entries differ",
+                             hint="type the same secret twice")
         return first
     data = read_input(path, "secret", limit=4096)
     if not data:
@@ -56,11 +57,13 @@ def read_pin(args: argparse.Namespace, *, needed: bool, confirm: bool) -> bytes 
             raise UsageError(f"{why}, and there is no terminal", "pass --pin-file FILE") from None
         pin = _prompt("PIN: ", "PIN", "--pin-file FILE")
         if confirm and _prompt("PIN again: ", "PIN", "--pin-file FILE") != pin:
-            raise UsageError("the two PINs differ")
+            raise UsageError("the two PINs differ",
+                             hint="type the same PIN twice")
     else:
         return None
     if not pin:
-        raise UsageError("the PIN is empty")
+        raise UsageError("the PIN is empty",
+                         hint="give a PIN of 1 to 32 bytes")
     return pin
 
 

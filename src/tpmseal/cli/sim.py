@@ -67,7 +67,7 @@ def _stop(args: argparse.Namespace) -> int:
     pid = sim.pid()
     if not sim.stop():
         raise NotFoundError(f"no simulator is running on {args.state}",
-                            "`tpmseal sim status --state DIR` tells whether one runs")
+                            hint="start one with `tpmseal sim start --state DIR`")
     if args.json:
         print_json({"stopped": True, "pid": pid, "state": str(sim.state)})
     else:

@@ -82,8 +82,8 @@ def _color(args: argparse.Namespace) -> bool:
 
 def _leak_error(leaks: list[Leak]) -> LeakFoundError:
     """The closing error; each leak was already printed on its own LEAK line."""
-    return LeakFoundError(f"a secret crossed the bus {len(leaks)} time(s); see the LEAK "
-                          "line(s) above")
+    return LeakFoundError(f"a secret crossed the bus {len(leaks)} time(s)",
+                          "see the LEAK line(s) above")
 
 
 def _say(text: str) -> None:

@@ -18,6 +18,7 @@ from tpmseal.cli.common import (
 )
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
+from tpmseal.files import locked
 from tpmseal.recipes import trust
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=False)
     opts = UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec)
-    with open_tpm(args) as tpm:
+    with locked(trust_of(args)), open_tpm(args) as tpm:  # one vault-key per TPM at a time
         store = NvStore.for_profile(profile, args.pcrs, rec, pin is not None,
                                     args.accept_sealed_object)
         result = vault_key(tpm, profile, store, opts, allow_unmeasured=args.allow_unmeasured,

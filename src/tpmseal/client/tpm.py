@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any, TypeVar
 
 from tpmseal.errors import (
+    BUS_HINT,
     EK_MISMATCH,
     DecodeError,
     IntegrityError,
@@ -33,6 +34,7 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
+from tpmseal.interrupt import deferred
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -114,18 +116,31 @@ class Tpm:
         self.close()
 
     def close(self) -> None:
-        """Flush what this client loaded or started and close the transport."""
-        try:
-            for h in sorted(self._transients | set(self._sessions)):
-                with contextlib.suppress(Exception):
-                    self.flush(h)
-        finally:
-            self.transport.close()
+        """Flush what this client loaded or started and close the transport.
+
+        SIGINT/SIGTERM arriving meanwhile wait until the flushes are done
+        (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            try:
+                for h in sorted(self._transients | set(self._sessions)):
+                    with contextlib.suppress(Exception):
+                        self.flush(h)
+            finally:
+                self.transport.close()
 
     # ------------------------------------------------------------------ commands
 
     def run(self, cmd: Command[R], *sessions: Session) -> R:
-        """Run *cmd* authorized/protected by *sessions*; return its typed response."""
+        """Run *cmd* authorized/protected by *sessions*; return its typed response.
+
+        A SIGINT/SIGTERM during the command is raised when it returns, after what
+        it loaded is tracked for :meth:`close` (:func:`tpmseal.interrupt.deferred`).
+        """
+        with deferred():
+            return self._run(cmd, *sessions)
+
+    def _run(self, cmd: Command[R], *sessions: Session) -> R:
         if self.broken is not None:
             # a response that timed out may still arrive and would be read as the answer
             # to this command; and a dead or stalled TPM must not cost one more time-out
@@ -158,6 +173,10 @@ class Tpm:
                 raw = self.transport.send(frame)
             except TransportError as e:
                 self.broken = e
+                raise
+            except BaseException:  # a second signal: the response may still come
+                self.broken = TransportError("interrupted in the middle of a command",
+                                             "open a new connection")
                 raise
             header = parse_header(raw)
             if header.code == 0:
@@ -222,14 +241,16 @@ class Tpm:
             if not hmac.compare_digest(expected, response.name):
                 self._transients.add(response.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.CreatePrimary) and isinstance(response,
                                                                 cmds.CreatePrimaryResponse):
             self._transients.add(response.object_handle)
             if response.out_public.name() != response.name:
                 raise IntegrityError("TPM returned a Name for the primary object that does "
-                                     "not match its public area: possible bus tampering")
+                                     "not match its public area: possible bus tampering",
+                                     hint=BUS_HINT)
             self._track_object(response.object_handle, response.name)
         elif isinstance(cmd, cmds.ContextLoad) and isinstance(response,
                                                               cmds.ContextLoadResponse):
@@ -292,7 +313,8 @@ class Tpm:
         r = self.run(cmds.ReadPublic(handle), *sessions)
         if not hmac.compare_digest(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
-                                 "public area: possible bus tampering")
+                                 "public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self.names[handle] = r.name
         return r.out_public
 
@@ -301,7 +323,8 @@ class Tpm:
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
         if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
-                                 "its public area: possible bus tampering")
+                                 "its public area: possible bus tampering",
+                                 hint=BUS_HINT)
         self._track_nv(r.nv_public)
         return r.nv_public
 
@@ -314,7 +337,8 @@ class Tpm:
             got = self.run(cmds.NV_Read(auth, index, n, len(out)), *sessions).data
             if len(got) != n:
                 raise IntegrityError(f"TPM2_NV_Read of {n} bytes of NV {index:#x} returned "
-                                     f"{len(got)}: corrupted or altered in transit")
+                                     f"{len(got)}: corrupted or altered in transit",
+                                     hint=BUS_HINT)
             out += got
         return out
 
@@ -338,20 +362,22 @@ class Tpm:
         cannot recover the salt and every later HMAC fails.
         """
         if (salt_key is None) != (salt_handle == TPM_RH.NULL):
-            raise UsageError("a salted session needs both salt_key and salt_handle")
+            raise UsageError("a salted session needs both salt_key and salt_handle",
+                             hint="pass both or neither")
         nonce_caller = os.urandom(HASH_SIZES[auth_hash])
         salt = make_salt(salt_key) if salt_key is not None else None
         bind_name = self.name_of(bind) if bind != TPM_RH.NULL else None  # before the session
-        r = self.run(cmds.StartAuthSession(
-            salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind, symmetric,
-            auth_hash))
-        key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
-                          nonce_caller, bound=bind != TPM_RH.NULL)
-        s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
-                        salted=salt is not None, bind_name=bind_name,
-                        bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
-                        attributes=attributes)
-        self._sessions[s.handle] = s
+        with deferred():  # a signal waits until the session is tracked for close()
+            r = self.run(cmds.StartAuthSession(
+                salt_handle, bind, nonce_caller, salt.encrypted if salt else b"", kind,
+                symmetric, auth_hash))
+            key = session_key(auth_hash, bind_auth, salt.value if salt else b"", r.nonce_tpm,
+                              nonce_caller, bound=bind != TPM_RH.NULL)
+            s = AuthSession(r.session_handle, kind, auth_hash, symmetric, key, r.nonce_tpm,
+                            salted=salt is not None, bind_name=bind_name,
+                            bind_secret=bind != TPM_RH.NULL and bool(trim_auth(bind_auth)),
+                            attributes=attributes)
+            self._sessions[s.handle] = s
         return s
 
     def confirm(self, session: AuthSession) -> None:
@@ -393,7 +419,8 @@ class Tpm:
         while len(out) < n:
             got = self.run(cmds.GetRandom(min(n - len(out), 48)), *sessions).random_bytes
             if not got:
-                raise IntegrityError("TPM2_GetRandom returned no bytes")
+                raise IntegrityError("TPM2_GetRandom returned no bytes",
+                                     hint=BUS_HINT)
             out += got
         return out
 
@@ -422,7 +449,8 @@ class Tpm:
                 break
             prop = new[-1][0] + 1
         raise IntegrityError("TPM2_GetCapability kept reporting more data without progress: "
-                             "corrupted or altered in transit")
+                             "corrupted or altered in transit",
+                             hint=BUS_HINT)
 
     def properties(self, first: int = TPM_PT.FAMILY_INDICATOR, count: int = 64,
                    *sessions: Session) -> dict[int, int]:
@@ -455,7 +483,8 @@ class Tpm:
             got = r.pcr_selection_out.pairs()
             if got != chunk or len(r.pcr_values.digests) != len(chunk):
                 raise UsageError("the TPM did not return every requested PCR; is the bank "
-                                 "allocated? (see `tpmseal probe`)")
+                                 "allocated? (see `tpmseal probe`)",
+                                 hint="choose PCRs of an allocated bank")
             values.update(zip(got, r.pcr_values.digests, strict=True))
         return values
 
@@ -489,7 +518,8 @@ def _malformed(command: str, e: DecodeError, *, authorized: bool) -> IntegrityEr
             f"TPM response to TPM2_{command} is malformed ({e.message}): modified in transit "
             "or session out of sync")
     return IntegrityError(f"TPM response to TPM2_{command} is malformed ({e.message}): "
-                          "corrupted or altered in transit")
+                          "corrupted or altered in transit",
+                          hint=BUS_HINT)
 
 
 def _group(pairs: list[tuple[int, int]]) -> PcrSelectionList:

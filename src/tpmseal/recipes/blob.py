@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from tpmseal import safejson
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
+from tpmseal.session import salt
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
@@ -94,13 +96,11 @@ class SealedBlob:
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "blob") -> SealedBlob:
         """Parse and validate a blob file; every problem is a one-line BadInputError."""
-        try:
-            doc = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise BadInputError(f"{where} is not a tpmseal blob: not JSON ({e})",
-                                "pass the JSON file written by `tpmseal seal --output`") from None
+        doc = safejson.loads(text, f"{where} is not a tpmseal blob",
+                             "pass the JSON file written by `tpmseal seal --output`")
         if not isinstance(doc, dict):
-            raise BadInputError(f"{where} is not a tpmseal blob: JSON is not an object")
+            raise BadInputError(f"{where} is not a tpmseal blob: JSON is not an object",
+                                "pass the JSON file written by `tpmseal seal --output`")
         fmt = doc.get("format")
         if fmt is None:
             raise BadInputError(f"{where} is not a tpmseal blob (it has no format field)",
@@ -115,7 +115,8 @@ class SealedBlob:
         except DecodeError as e:
             raise BadInputError(f"{where}: a TPM structure is malformed: {e.message}",
                                 "the file is truncated or corrupted") from None
-        except (KeyError, TypeError, ValueError, binascii.Error, AttributeError, UsageError) as e:
+        except (KeyError, TypeError, ValueError, binascii.Error, AttributeError, UsageError,
+                IndexError, OverflowError) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise BadInputError(f"{where} is malformed ({what})",
                                 "the file is truncated or corrupted; restore it") from None
@@ -125,7 +126,25 @@ def _b64(doc: dict[str, Any], key: str) -> bytes:
     try:
         return base64.b64decode(doc[key], validate=True)
     except binascii.Error:
-        raise BadInputError(f"field {key!r} is not valid base64") from None
+        raise BadInputError(f"field {key!r} is not valid base64",
+                            "the file is truncated or corrupted; restore it") from None
+
+
+def handle_field(text: Any, what: str) -> int:
+    """A TPM handle written as hex: 32 bits (Part 2 §7.1), else :class:`BadInputError`."""
+    value = int(text, 16) if isinstance(text, str) and len(text) <= 12 else -1
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise BadInputError(f"{what} handle {str(text)[:20]!r} is not a 32-bit handle",
+                            "the file is corrupted or edited; restore it")
+    return value
+
+
+def check_salt_key(pub: Public, what: str) -> None:
+    """A salt key read from a file must be one a session can be salted to."""
+    problem = salt.key_problem(pub)
+    if problem is not None:
+        raise BadInputError(f"{what} cannot salt a session: {problem}",
+                            "the file is corrupted or edited; restore it or re-run provision")
 
 
 def _parse(doc: dict[str, Any]) -> SealedBlob:
@@ -138,20 +157,24 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
         for i, v in entries.items():
             values[(pcrspec.bank_alg(bank), int(i))] = bytes.fromhex(v)
     if bytes.fromhex(doc["policy_digest"]) != public.auth_policy:
-        raise BadInputError("policy_digest does not match the sealed object's authPolicy")
-    salt = doc.get("salt_key")
+        raise BadInputError("policy_digest does not match the sealed object's authPolicy",
+                            "the file was edited or corrupted; restore it")
+    salt_doc = doc.get("salt_key")
     salt_key = None
-    if salt is not None:
-        salt_pub = Public.from_sized(_b64(salt, "public"))
-        salt_key = SaltKey(int(salt["handle"], 16), salt_pub)
-        if bytes.fromhex(salt["name"]) != salt_key.name:
-            raise BadInputError("salt_key name does not match its public area")
+    if salt_doc is not None:
+        salt_pub = Public.from_sized(_b64(salt_doc, "public"))
+        check_salt_key(salt_pub, "salt_key")
+        salt_key = SaltKey(handle_field(salt_doc["handle"], "salt_key"), salt_pub)
+        if bytes.fromhex(salt_doc["name"]) != salt_key.name:
+            raise BadInputError("salt_key name does not match its public area",
+                                "the file was edited or corrupted; restore it")
     sealed_with = doc["sealed_with"]
     if sealed_with not in (ENCRYPTED, LEGACY):
-        raise BadInputError(f"unknown sealed_with {sealed_with!r}")
+        raise BadInputError(f"unknown sealed_with {str(sealed_with)[:40]!r}",
+                            f"expected {ENCRYPTED!r} or {LEGACY!r}; restore the file")
     check = doc.get("check")
     return SealedBlob(
-        public, private, pcrs, values, int(doc["parent"]["handle"], 16),
+        public, private, pcrs, values, handle_field(doc["parent"]["handle"], "parent"),
         bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),
         None if check is None else bytes.fromhex(check), str(doc.get("created", "")))
 

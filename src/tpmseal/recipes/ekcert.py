@@ -30,6 +30,7 @@ from cryptography.x509 import verification
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, TrustError, UsageError
+from tpmseal.files import read_capped
 from tpmseal.session.salt import public_key
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH
@@ -67,7 +68,9 @@ def cert_indices_for(pub: Public) -> list[int]:
 def _der_length(data: bytes) -> int:
     """Length of the DER SEQUENCE at the start of *data* (NV areas may be padded)."""
     if len(data) < 2 or data[0] != 0x30:
-        raise BadInputError("EK certificate in NV is not a DER certificate")
+        raise BadInputError("EK certificate in NV is not a DER certificate",
+                            hint=("check the EK certificate with the TPM vendor's tools, or "
+                                 "provision without --ek-ca"))
     first = data[1]
     if first < 0x80:
         return 2 + first
@@ -89,9 +92,14 @@ def read_ek_cert(tpm: Tpm, pub: Public) -> tuple[int, x509.Certificate]:
         try:
             return index, x509.load_der_x509_certificate(der)
         except ValueError:
-            raise BadInputError(f"EK certificate in NV {index:#x} does not parse") from None
+            raise BadInputError(f"EK certificate in NV {index:#x} does not parse",
+                                hint="check it with the vendor's tools, or drop --ek-ca") from None
     raise NotFoundError("the TPM holds no EK certificate for its endorsement key",
                         "provision without --ek-ca, or install the manufacturer certificate")
+
+
+#: a system CA bundle is about 200 kB; a file far larger than that is not a bundle
+MAX_BUNDLE_FILE = 4 << 20
 
 
 def load_bundle(path: str) -> list[x509.Certificate]:
@@ -100,10 +108,9 @@ def load_bundle(path: str) -> list[x509.Certificate]:
     files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
     certs: list[x509.Certificate] = []
     for f in files:
-        try:
-            data = f.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"CA bundle {f} does not exist") from None
+        data = read_capped(f, "CA bundle", MAX_BUNDLE_FILE)
+        if data is None:
+            raise UsageError(f"CA bundle {f} does not exist", "check the --ek-ca path")
         try:
             with warnings.catch_warnings():  # odd certificates in system bundles warn
                 warnings.simplefilter("ignore")
@@ -113,9 +120,11 @@ def load_bundle(path: str) -> list[x509.Certificate]:
                     certs.append(x509.load_der_x509_certificate(data))
         except ValueError:
             if not p.is_dir():
-                raise BadInputError(f"CA bundle {f} holds no readable certificate") from None
+                raise BadInputError(f"CA bundle {f} holds no readable certificate",
+                                    "pass PEM or DER CA certificates with --ek-ca") from None
     if not certs:
-        raise BadInputError(f"no certificates found in CA bundle {path}")
+        raise BadInputError(f"no certificates found in CA bundle {path}",
+                            "pass PEM or DER CA certificates with --ek-ca")
     return certs
 
 
@@ -206,6 +215,8 @@ def verify_ek(tpm: Tpm, pub: Public, ca_bundle: str, handle: int | None = None) 
                 f"else evict {handle:#x} (tpm2_evictcontrol -C o -c {handle:#x}) and "
                 "provision again")
         raise TrustError("the EK certificate is for a different key than the endorsement key "
-                         "in use: possible interposer or replaced TPM")
+                         "in use: possible interposer or replaced TPM",
+                         hint="check the TPM bus; if the TPM was replaced, `tpmseal provision "
+                              "--repin`")
     return index
 

@@ -112,13 +112,14 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None) -> SealedBlob:
+           target: Store | None = None, force: bool = False) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
 
     One EK-salted session serves both halves (a salted StartAuthSession is the
     expensive command on a chip): it carries the Unseal response's encryption next
     to an unsalted policy session, then reads the PCRs (audited) and authorizes
-    Create. With a PIN the unseal needs a salted policy session of its own.
+    Create. With a PIN the unseal needs a salted policy session of its own. A
+    *target* is created exclusively unless *force* (then it is replaced).
     """
     with shared_session(tpm, opts.trust, opts.legacy) as session:
         secret, old = unseal_source(tpm, store, opts, carrier=session)
@@ -129,7 +130,7 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
-        target.save(tpm, blob)
+        target.save(tpm, blob, exclusive=not force)
     return blob
 
 
@@ -209,9 +210,9 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
                             session=session)
     if nv is not None:
-        nv.save(tpm, blob, listing=listing)
+        nv.save(tpm, blob, listing=listing, exclusive=not force)
     else:
-        store.save(tpm, blob)
+        store.save(tpm, blob, exclusive=not force)
     return blob
 
 
@@ -260,7 +261,9 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     # blob in memory is what was written: reading NV back proves nothing more)
     check = _unseal_one(tpm, blob, replace(opts, allow_downgrade=opts.legacy))
     if not hmac.compare_digest(check, key):
-        raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
+        raise IntegrityError("the freshly sealed vault key did not unseal to the same value",
+                             hint=("nothing was removed; retry, and if it persists suspect the "
+                                  "TPM bus"))
     if legacy is not None:
         if remove_legacy:
             _remove_legacy(tpm, store, legacy_index, key, opts, legacy)

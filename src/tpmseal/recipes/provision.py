@@ -156,7 +156,9 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
         return True
     raise IntegrityError("TPM2_TestParms said AES-128-CFB is unsupported, yet the TPM just "
                          "performed it in an authenticated session: forged response, possible "
-                         "interposer")
+                         "interposer",
+                         hint=("check the TPM bus; do not pin this TPM until the answers are "
+                              "consistent"))
 
 
 def _pinned(path: Path, profile: str) -> trust.TrustRecord | None:

@@ -29,6 +29,7 @@ import logging
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
+    BUS_HINT,
     AuthFailedError,
     BadInputError,
     IntegrityError,
@@ -102,13 +103,15 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     it ends with the Create command.
     """
     if not secret:
-        raise UsageError("refusing to seal an empty secret")
+        raise UsageError("refusing to seal an empty secret",
+                         hint="pass a non-empty secret")
     if len(secret) > MAX_SECRET:
         raise UsageError(f"secret is {len(secret)} bytes; a TPM seals at most {MAX_SECRET}",
                          "seal a key and encrypt larger data with it")
     pcrs = pcrs or profile.default_pcrs
     if not pcrs.selections:
-        raise UsageError("no PCRs selected")
+        raise UsageError("no PCRs selected",
+                         hint="name at least one PCR with --pcrs")
     encrypted = not legacy and trust is not None and trust.aes_128_cfb
     if not legacy:
         if trust is None:
@@ -121,13 +124,16 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
             log.warning(MSG_NO_AES)
     if pin is not None:
         if not trim_auth(pin):
-            raise UsageError("the PIN is empty (trailing zero bytes do not count)")
+            raise UsageError("the PIN is empty (trailing zero bytes do not count)",
+                             hint="give a PIN of 1 to 32 bytes")
         if len(trim_auth(pin)) > HASH_SIZES[TPM_ALG.SHA256]:
             raise UsageError(f"the PIN is longer than {HASH_SIZES[TPM_ALG.SHA256]} bytes, the "
-                             "most a SHA-256 object's authValue holds")
+                             "most a SHA-256 object's authValue holds",
+                             hint="give a PIN of at most 32 bytes")
         if not encrypted:
             raise UsageError("a PIN needs the encrypted path (it would cross the bus in a form "
-                             "open to offline guessing)")
+                             "open to offline guessing)",
+                             hint="drop the PIN, or provision a TPM with AES-128-CFB")
     srk = trust.srk_handle if trust else profile.srk
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
     if not encrypted:
@@ -163,7 +169,8 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     public = r.out_public
     if public.with_unique(b"") != template:
         raise IntegrityError("TPM returned a different public area than the one sent: "
-                             "possible bus tampering")
+                             "possible bus tampering",
+                             hint=BUS_HINT)
     sealed_values = {k: values[k] for k in pcrs.pairs()}
     use_check = key_like(secret) if check is None else check
     salt = SaltKey(trust.ek_handle, trust.ek_public) if trust else None
@@ -188,15 +195,20 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
         return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
                                             "(dictionary-attack protection)")
     if e.name == "LOCKOUT":
-        return AuthFailedError(e.message)  # the TPM's sentence already says what to do
+        return AuthFailedError(f"TPM2_{e.command} refused: the TPM is in dictionary-attack "
+                               "lockout", "wait for the lockout to expire, or reset it with the "
+                                          "lockout authorization")
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
         return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
                           "the SRK or EK at the pinned handles is not the pinned one (possible "
-                          "interposer or replaced TPM)")
+                          "interposer or replaced TPM)",
+                          hint=("check the TPM bus; if the TPM was replaced, re-pin with "
+                               "`tpmseal provision --repin`"))
     if e.name in ("AUTH_FAIL", "BAD_AUTH"):
         return IntegrityError(f"the TPM rejected the HMAC of TPM2_{e.command} "
                               f"({e.rc.describe()}): the command was altered in transit, "
-                              "possible interposer")
+                              "possible interposer",
+                              hint=BUS_HINT)
     return e
 
 
@@ -282,7 +294,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if encrypted and trust is not None and not trust.aes_128_cfb:
         if blob.sealed_with == ENCRYPTED:
             raise TrustError("the trust file says this TPM lacks AES-128-CFB, but the secret "
-                             "was sealed with it: wrong trust file or replaced TPM")
+                             "was sealed with it: wrong trust file or replaced TPM",
+                             hint="pass this TPM's trust file, or `tpmseal provision --repin`")
         log.warning("TPM does not support AES-128-CFB, unsealing without parameter encryption")
         encrypted = False
     if blob.pin and pin is None:
@@ -290,7 +303,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if pin is not None and not blob.pin:
         raise UsageError("this secret has no PIN", "drop --pin-file")
     if blob.pin and not encrypted:
-        raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
+        raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path",
+                         hint="drop --legacy")
     if blob.pcr_values:
         if set(blob.pcr_values) != set(blob.pcrs.pairs()):
             raise BadInputError("the blob's pcr_values do not list exactly its pcrs",
@@ -319,13 +333,15 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                 raise IntegrityError(
                     f"the TPM refused the PCR policy in TPM2_{e.command} although every PCR "
                     "holds its sealed value: a command or handle was altered in transit, "
-                    "possible interposer") from None
+                    "possible interposer",
+                    hint=BUS_HINT) from None
             raise mismatch_error(changed, authenticated=encrypted) from None
         raise _explain(e, trust, blob.pin) from None
     if blob.check is not None and not hmac.compare_digest(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "
-                             "was altered or the blob does not match the object")
+                             "was altered or the blob does not match the object",
+                             hint="retry; if it persists, restore the blob from a backup")
     return secret
 
 

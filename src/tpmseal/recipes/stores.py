@@ -3,7 +3,8 @@
 Both stores give the same guarantee to ``reseal``: at every instant a crash
 leaves at least one complete copy that unseals (the old or the new).
 
-* :class:`FileStore`: temp file, fsync, rename (:func:`tpmseal.files.write_atomic`).
+* :class:`FileStore`: unnamed temp file, fsync, link or rename
+  (:func:`tpmseal.files.write_atomic`); a new blob is created exclusively.
 * :class:`NvStore`: EVE's layout has no metadata — TPM2B_PRIVATE contents in
   one ordinary owner-read/write index, TPMT_PUBLIC bytes (TPM2B_PUBLIC contents)
   in another, no size prefixes. Replacing it in place always has a moment with
@@ -35,13 +36,14 @@ from typing import Protocol
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
+    BUS_HINT,
     DecodeError,
     IntegrityError,
     NotFoundError,
     TornStoreError,
     UsageError,
 )
-from tpmseal.files import write_atomic
+from tpmseal.files import read_capped, write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
@@ -55,6 +57,8 @@ log = logging.getLogger("tpmseal.store")
 
 #: EVE's NV attributes: an ordinary index the owner may read and write (Part 2 §13.4).
 NV_ATTRS = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
+#: a blob file is about 3 kB (RSA-4096 salt key included); anything past this is not one
+MAX_BLOB_FILE = 64 * 1024
 #: TPMA_NV bits 4..7: the index type (TPM_NT), 0 for an ordinary index
 NT_MASK = 0xF0
 
@@ -68,11 +72,14 @@ class Store(Protocol):
         """Blobs to try, best first, read from the TPM only as the caller asks for them."""
         ...
 
-    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None, *,
+             exclusive: bool = False) -> None:
         """Replace what is stored with *blob* without a moment of having no copy.
 
         *keep* is the stored copy known to unseal (a reseal's source): it stays in
-        place until *blob* is complete elsewhere.
+        place until *blob* is complete elsewhere. With *exclusive* the store was
+        found empty: a file store then creates the file exclusively, so that a
+        concurrent writer's blob is never replaced (:class:`UsageError` instead).
         """
         ...
 
@@ -92,16 +99,13 @@ class FileStore:
         if self.path.exists() and not self.path.is_file():
             raise UsageError(f"{self.path} is not a regular file",
                              "a sealed blob is a JSON file: name a file path")
-        try:
-            text = self.path.read_bytes()
-        except FileNotFoundError:
-            return
-        except OSError as e:
-            raise UsageError(f"cannot read blob {self.path}: {e.strerror}") from None
-        yield SealedBlob.from_json(text, str(self.path))
+        text = read_capped(self.path, "blob", MAX_BLOB_FILE)
+        if text is not None:
+            yield SealedBlob.from_json(text, str(self.path))
 
-    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None) -> None:
-        write_atomic(self.path, blob.to_json().encode(), mode=0o600)
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None, *,
+             exclusive: bool = False) -> None:
+        write_atomic(self.path, blob.to_json().encode(), mode=0o600, exclusive=exclusive)
 
     def unsealed(self, blob: SealedBlob) -> None:
         """A blob file pins nothing: it carries its object (docs/SECURITY.md)."""
@@ -228,7 +232,7 @@ class NvStore:
         try:
             public_area = Public.from_bytes(pub)
         except DecodeError as e:
-            log.warning("NV %#x does not hold a public area: %s", public, e.message)
+            log.info("NV %#x does not hold a public area: %s", public, e.message)
             return None
         t = self.trust
         salt = SaltKey(t.ek_handle, t.ek_public) if t else None
@@ -324,7 +328,7 @@ class NvStore:
         self.refuse_torn(listing)
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None,
-             listing: NvListing | None = None) -> None:
+             listing: NvListing | None = None, *, exclusive: bool = False) -> None:
         """Store *blob* in the main pair. If the main pair is complete (and holds *keep*),
         *blob* first goes to staging, so that a crash while the main pair is rewritten
         leaves a complete pair (the old main one, or the new staging one); an index of
@@ -398,7 +402,8 @@ def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
             except TpmResponseError as e:
                 raise IntegrityError(
                     f"NV {i:#x} is listed by the TPM but could not be read "
-                    f"({e.rc.describe()}): possible interposer; nothing was changed") from None
+                    f"({e.rc.describe()}): possible interposer; nothing was changed",
+                    hint=BUS_HINT) from None
         return out
 
 

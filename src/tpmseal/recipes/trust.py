@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tpmseal import safejson
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
     EK_MISMATCH,
@@ -46,7 +47,8 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
-from tpmseal.files import write_atomic
+from tpmseal.files import read_capped, write_atomic
+from tpmseal.recipes.blob import check_salt_key, handle_field
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -54,6 +56,8 @@ from tpmseal.wire.structures import Public
 
 FORMAT = "tpmseal-trust/1"
 DEFAULT_PATH = "/var/lib/tpmseal/trust.json"
+#: a trust file is a few kB per profile; anything past this is not one
+MAX_TRUST_FILE = 256 * 1024
 
 __all__ = ["EK_MISMATCH", "TrustRecord", "load", "load_all", "salted_session", "save",
            "start_salted", "trust_path"]
@@ -100,12 +104,15 @@ class TrustRecord:
     def from_json(cls, profile: str, d: dict[str, Any], where: str) -> TrustRecord:
         try:
             pub = Public.from_sized(base64.b64decode(d["ek"]["public"], validate=True))
-            rec = cls(profile, int(d["ek"]["handle"], 16), pub, int(d["srk"]["handle"], 16),
+            check_salt_key(pub, f"trust file {where}: the EK")
+            rec = cls(profile, handle_field(d["ek"]["handle"], f"trust file {where}: EK"), pub,
+                      handle_field(d["srk"]["handle"], f"trust file {where}: SRK"),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
                       tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])), Path(where))
             name = bytes.fromhex(d["ek"]["name"])
-        except (KeyError, TypeError, ValueError, binascii.Error, DecodeError) as e:
+        except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
+                IndexError) as e:
             raise BadInputError(f"trust file {where} is malformed ({type(e).__name__}: {e})",
                                 "restore it from a backup, or re-pin with "
                                 "`tpmseal provision --repin`") from None
@@ -117,26 +124,26 @@ class TrustRecord:
 
 def load_all(path: Path) -> dict[str, TrustRecord]:
     """Every profile recorded in the trust file; empty if the file does not exist."""
-    try:
-        raw = path.read_text()
-    except FileNotFoundError:
+    raw = read_capped(path, "trust file", MAX_TRUST_FILE)
+    if raw is None:
         return {}
-    except OSError as e:
-        raise UsageError(f"cannot read trust file {path}: {e.strerror}",
-                         "pass a readable --trust-file") from None
-    try:
-        doc = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadInputError(f"trust file {path} is not JSON ({e.msg} at line {e.lineno})",
-                            "restore it or re-run `tpmseal provision`") from None
+    doc = safejson.loads(raw, f"trust file {path} is malformed",
+                         "restore it or re-run `tpmseal provision`")
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise BadInputError(f"trust file {path} has an unknown format "
-                            f"{doc.get('format') if isinstance(doc, dict) else None!r}",
-                            f"expected {FORMAT!r}")
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        raise BadInputError(f"trust file {path} has an unknown format {str(fmt)[:40]!r}",
+                            f"pass a {FORMAT!r} file written by `tpmseal provision`")
     profiles = doc.get("profiles")
     if not isinstance(profiles, dict):
-        raise BadInputError(f"trust file {path} has no profiles")
-    return {name: TrustRecord.from_json(name, rec, str(path)) for name, rec in profiles.items()}
+        raise BadInputError(f"trust file {path} has no profiles",
+                            "restore it or re-run `tpmseal provision`")
+    records = {}
+    for name, rec in profiles.items():
+        if not isinstance(rec, dict):
+            raise BadInputError(f"trust file {path}: profile {name[:40]!r} is not a JSON object",
+                                "restore it or re-pin with `tpmseal provision --repin`")
+        records[name] = TrustRecord.from_json(name, rec, str(path))
+    return records
 
 
 def load(path: Path, profile: str) -> TrustRecord:

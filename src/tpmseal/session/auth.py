@@ -98,7 +98,8 @@ def cfb(sym: SymDef, auth_hash: int, key: bytes, nonce_newer: bytes, nonce_older
         data: bytes, *, encrypt: bool) -> bytes:
     """AES-CFB parameter en/decryption (Part 1 §21.3)."""
     if sym.algorithm != TPM_ALG.AES or sym.mode != TPM_ALG.CFB:
-        raise UsageError("parameter encryption is supported only with AES in CFB mode")
+        raise UsageError("parameter encryption is supported only with AES in CFB mode",
+                         hint="use a session with AES-128-CFB")
     nbytes = sym.key_bits // 8
     material = kdfa(auth_hash, key, LABEL_CFB, nonce_newer, nonce_older, sym.key_bits + 128)
     cipher = Cipher(algorithms.AES(material[:nbytes]), CFB(material[nbytes:]))
@@ -193,12 +194,14 @@ class AuthSession(Session):
     def check_can_encrypt(self) -> None:
         if self.symmetric.algorithm == TPM_ALG.NULL:
             raise UsageError("this session was started without a symmetric algorithm, so it "
-                             "cannot encrypt parameters; start it with AES-128-CFB")
+                             "cannot encrypt parameters; start it with AES-128-CFB",
+                             hint="start the session with symmetric=AES_128_CFB")
         if not self.session_key or not (self.salted or self.bind_secret):
             raise UsageError("refusing parameter encryption on a session that is neither "
                              "salted nor bound to an entity with an authValue: its key would "
                              "derive from public nonces only; salt the session with the "
-                             "TPM's endorsement key")
+                             "TPM's endorsement key",
+                             hint="salt the session with the TPM's endorsement key")
 
     def check_can_encrypt_response(self) -> None:
         """The confirmation rule (module docstring): ``encrypt`` needs a confirmed key."""
@@ -246,29 +249,35 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
     entries and the state needed by :func:`check_response`.
     """
     if len(sessions) < n_auth:
-        raise UsageError(f"command needs {n_auth} authorization session(s), got {len(sessions)}")
+        raise UsageError(f"command needs {n_auth} authorization session(s), got {len(sessions)}",
+                         hint="pass one session per handle that needs authorization")
     if len(sessions) > 3:
-        raise UsageError("a command carries at most three sessions")
+        raise UsageError("a command carries at most three sessions",
+                         hint="pass at most three sessions")
     names: list[bytes | None] = [
         handle_names[i] if i < n_auth else None for i in range(len(sessions))]
     auth_sessions = [s for s in sessions if isinstance(s, AuthSession)]
     dec = [s for s in auth_sessions if s.attributes & TPMA_SESSION.decrypt]
     enc = [s for s in auth_sessions if s.attributes & TPMA_SESSION.encrypt]
     if len(dec) > 1 or len(enc) > 1:
-        raise UsageError("at most one session may set decrypt, and one encrypt")
+        raise UsageError("at most one session may set decrypt, and one encrypt",
+                         hint="set decrypt on one session and encrypt on one")
     for s in sessions:
         if not isinstance(s, AuthSession) and s.attributes & (TPMA_SESSION.decrypt |
                                                               TPMA_SESSION.encrypt):
-            raise UsageError("a password session cannot encrypt parameters")
+            raise UsageError("a password session cannot encrypt parameters",
+                             hint="use an HMAC or policy session for parameter encryption")
         if isinstance(s, AuthSession):
             if s.ended:
-                raise UsageError(f"session {s.handle:#x} has already ended")
+                raise UsageError(f"session {s.handle:#x} has already ended",
+                                 hint="start a new session")
             s.nonce_caller = os.urandom(max(16, HASH_SIZES[s.auth_hash]))
     params = list(params)
     if dec:
         if not (params and first_param_2b):
             raise UsageError("decrypt attribute set, but the command's first parameter "
-                             "is not a sized buffer")
+                             "is not a sized buffer",
+                             hint="do not set decrypt for this command")
         d = dec[0]
         d.check_can_encrypt()
         data = params[0][2:]

@@ -49,14 +49,16 @@ def crypto_hash(alg: int) -> hashes.HashAlgorithm:
     try:
         return _HASHES[alg]()
     except KeyError:
-        raise UsageError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}") from None
+        raise UsageError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}",
+                         hint="use SHA-1, SHA-256, SHA-384 or SHA-512") from None
 
 
 def _curve(curve_id: int) -> ec.EllipticCurve:
     try:
         return _CURVES[curve_id]
     except KeyError:
-        raise UsageError(f"unsupported ECC curve {enum_name(TPM_ECC, curve_id)}") from None
+        raise UsageError(f"unsupported ECC curve {enum_name(TPM_ECC, curve_id)}",
+                         hint="use NIST P-256, P-384 or P-521") from None
 
 
 def public_key(pub: Public) -> PublicKey:
@@ -72,7 +74,39 @@ def public_key(pub: Public) -> PublicKey:
         y = int.from_bytes(pub.unique.y, "big")
         return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
     raise UsageError(f"a {enum_name(TPM_ALG, pub.type)} key cannot salt a session; "
-                     "use an RSA or ECC decryption key such as the EK")
+                     "use an RSA or ECC decryption key such as the EK",
+                     hint="use an RSA or ECC decryption key such as the EK")
+
+
+def key_problem(pub: Public) -> str | None:
+    """Why *pub* cannot salt a session, or None if it can.
+
+    For keys read from files (blob, trust file): an RSA modulus too small for
+    OAEP with the key's nameAlg, an even or tiny exponent, an ECC point off its
+    curve, an unsupported curve or nameAlg (Part 1 Annex B.10.3, C.6.1).
+    """
+    if pub.name_alg not in _HASHES:
+        return f"nameAlg {enum_name(TPM_ALG, pub.name_alg)} is not supported"
+    if pub.type == TPM_ALG.RSA and isinstance(pub.parameters, RsaParms) \
+            and isinstance(pub.unique, bytes):
+        n = int.from_bytes(pub.unique, "big")
+        e = pub.parameters.exponent or 65537
+        h = HASH_SIZES[pub.name_alg]
+        if n.bit_length() < 1024 or len(pub.unique) < 2 * h + 2 + h or n % 2 == 0:
+            return f"its RSA modulus ({n.bit_length()} bits) is too small or even"
+        if e < 3 or e % 2 == 0 or e >= n:
+            return f"its RSA exponent {e} is not a valid public exponent"
+        return None
+    if pub.type == TPM_ALG.ECC and isinstance(pub.parameters, EccParms) \
+            and isinstance(pub.unique, EccPoint):
+        if pub.parameters.curve_id not in _CURVES:
+            return f"curve {enum_name(TPM_ECC, pub.parameters.curve_id)} is not supported"
+        try:
+            public_key(pub)
+        except ValueError:
+            return "its ECC point is not on the curve"
+        return None
+    return f"a {enum_name(TPM_ALG, pub.type)} key cannot salt a session"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
+from tpmseal import safejson
 from tpmseal.errors import BadInputError
 from tpmseal.sniff.output import open_private
 from tpmseal.sniff.record import (
@@ -91,7 +92,10 @@ def response_json(data: bytes, command: DecodedCommand | None,
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
+    try:
+        return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="microseconds")
+    except (OverflowError, OSError, ValueError):  # a capture's nonsense timestamp
+        return ""
 
 
 def exchange_json(ex: Exchange) -> dict[str, Any]:
@@ -128,20 +132,24 @@ def _hex(value: Any, what: str, line: int) -> bytes | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise BadInputError(f"line {line}: {what} is not a hex string")
+        raise BadInputError(f"line {line}: {what} is not a hex string",
+                            hint="pass a capture written by `tpmseal sniff --jsonl`")
     try:
         return bytes.fromhex(value)
     except ValueError:
-        raise BadInputError(f"line {line}: {what} is not valid hex") from None
+        raise BadInputError(f"line {line}: {what} is not valid hex",
+                            hint="pass a capture written by `tpmseal sniff --jsonl`") from None
 
 
 def exchange_from_json(obj: Any, line: int = 0) -> Exchange:
     """Rebuild an :class:`Exchange` from one parsed JSON line."""
     if not isinstance(obj, dict) or not isinstance(obj.get("command"), dict):
-        raise BadInputError(f"line {line}: not a tpmseal exchange object")
+        raise BadInputError(f"line {line}: not a tpmseal exchange object",
+                            hint="pass a capture written by `tpmseal sniff --jsonl`")
     command = _hex(obj["command"].get("hex"), "command.hex", line)
     if command is None:
-        raise BadInputError(f"line {line}: command.hex is missing")
+        raise BadInputError(f"line {line}: command.hex is missing",
+                            hint="pass a capture written by `tpmseal sniff --jsonl`")
     resp = obj.get("response")
     response = _hex(resp.get("hex"), "response.hex", line) if isinstance(resp, dict) else None
     tpm_command: bytes | None = command
@@ -156,8 +164,9 @@ def exchange_from_json(obj: Any, line: int = 0) -> Exchange:
                         float(obj.get("finished", 0.0)),
                         None if tpm_ms is None else float(tpm_ms) / 1000, tpm_command,
                         tpm_response, str(obj.get("note", "")))
-    except (TypeError, ValueError):
-        raise BadInputError(f"line {line}: a number field has the wrong type") from None
+    except (TypeError, ValueError, OverflowError):
+        raise BadInputError(f"line {line}: a number field has the wrong type",
+                            "pass a capture written by `tpmseal sniff --jsonl`") from None
 
 
 def read_jsonl(text: str) -> list[Exchange]:
@@ -166,10 +175,8 @@ def read_jsonl(text: str) -> list[Exchange]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BadInputError(f"line {n}: not JSON ({e.msg})") from None
+        obj = safejson.loads(line, f"line {n}",
+                             "pass a capture written by `tpmseal sniff --jsonl`")
         out.append(exchange_from_json(obj, n))
     return out
 

@@ -16,9 +16,9 @@ import base64
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from tpmseal.errors import BadInputError, UsageError
+from tpmseal.errors import UsageError
+from tpmseal.files import read_input
 from tpmseal.sniff.record import Exchange
 
 #: Secrets shorter than this would match random bytes by chance.
@@ -154,16 +154,17 @@ def check_secrets(secrets: Sequence[bytes]) -> None:
                              f"give secrets of at least {MIN_SECRET} bytes")
 
 
+#: a secret to look for is a key or a PIN; a larger file is not one (and /dev/zero never ends)
+MAX_SECRET_FILE = 64 * 1024
+
+
 def load_secret(spec: str) -> bytes:
     """A secret from the command line: hex digits (``0x`` prefix and ``:`` separators
     allowed), or ``@FILE`` for a file's bytes less one trailing newline — as the CLI
     reads a PIN file (so ``--secret @pinfile`` finds that PIN). Searching is by
     substring, so a binary secret that really ends in a newline is still found."""
     if spec.startswith("@"):
-        try:
-            data = Path(spec[1:]).read_bytes()
-        except OSError as e:
-            raise BadInputError(f"cannot read secret file {spec[1:]}: {e.strerror}") from None
+        data = read_input(spec[1:], "secret", MAX_SECRET_FILE)
         data = data[:-1] if data.endswith(b"\n") else data
     else:
         text = spec.strip()
@@ -171,7 +172,8 @@ def load_secret(spec: str) -> bytes:
         try:
             data = bytes.fromhex(text.replace(":", ""))
         except ValueError:
-            raise UsageError("a --secret must be hex digits or @FILE") from None
+            raise UsageError("a --secret must be hex digits or @FILE",
+                             "e.g. --secret 0x00112233... or --secret @key.bin") from None
     check_secrets([data])
     return data
 

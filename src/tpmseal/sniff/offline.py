@@ -38,7 +38,8 @@ def detect_format(data: bytes) -> str:
                                                                TPM_ST.SESSIONS):
         return "raw"
     if not data:
-        raise BadInputError("the capture is empty")
+        raise BadInputError("the capture is empty",
+                            hint="pass a capture with at least one exchange")
     raise BadInputError("cannot tell the capture's format: not JSON lines, pcap, pcapng or "
                         "raw TPM frames", "force one with --format")
 
@@ -82,7 +83,8 @@ def read_raw(data: bytes) -> Capture:
         frames = framer.feed(data)
         framer.close()
     except FramingError as e:
-        raise BadInputError(f"raw stream: {e.message}") from None
+        raise BadInputError(f"raw stream: {e.message}",
+                            hint="capture again, or force another --format") from None
     warnings: list[str] = []
     exchanges: list[Exchange] = []
     skipped: list[int] = []
@@ -127,7 +129,8 @@ def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT) -> Capture:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            raise BadInputError("JSON lines capture is not UTF-8") from None
+            raise BadInputError("JSON lines capture is not UTF-8",
+                                hint="pass a capture written by `tpmseal sniff --jsonl`") from None
         cap = Capture(read_jsonl(text))
     elif fmt == "raw":
         cap = read_raw(data)

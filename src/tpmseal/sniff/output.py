@@ -22,7 +22,8 @@ def open_private(path: str | Path, binary: bool) -> IO[bytes] | IO[str]:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as e:
-        raise UsageError(f"cannot write capture file {path}: {e.strerror}") from None
+        raise UsageError(f"cannot write capture file {path}: {e.strerror}",
+                         hint="choose a writable path") from None
     if binary:
         return os.fdopen(fd, "wb")
     return os.fdopen(fd, "w", encoding="utf-8")

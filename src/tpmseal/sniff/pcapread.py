@@ -52,14 +52,16 @@ class Capture:
 def _pcap_packets(data: bytes) -> Iterator[Packet]:
     order, unit = PCAP_MAGICS[data[:4]]
     if len(data) < 24:
-        raise BadInputError("pcap file shorter than its 24-byte header")
+        raise BadInputError("pcap file shorter than its 24-byte header",
+                            hint="the capture is truncated; capture again")
     linktype = struct.unpack(order + "I", data[20:24])[0] & 0x0FFFFFFF
     off = 24
     while off + 16 <= len(data):
         sec, frac, incl, _ = struct.unpack(order + "IIII", data[off : off + 16])
         off += 16
         if off + incl > len(data):
-            raise BadInputError(f"pcap record at byte {off - 16} is truncated")
+            raise BadInputError(f"pcap record at byte {off - 16} is truncated",
+                                hint="the capture is truncated; capture again")
         yield Packet(sec + frac * unit, linktype, data[off : off + incl])
         off += incl
 
@@ -76,8 +78,12 @@ def _pcapng_packets(data: bytes) -> Iterator[Packet]:
             interfaces = []
         blen = struct.unpack(order + "I", data[off + 4 : off + 8])[0]
         if blen < 12 or off + blen > len(data):
-            raise BadInputError(f"pcapng block at byte {off} is truncated")
+            raise BadInputError(f"pcapng block at byte {off} is truncated",
+                                hint="the capture is truncated or corrupted; capture again")
         body = data[off + 8 : off + blen - 4]
+        if btype == 1 and len(body) < 8:
+            raise BadInputError(f"pcapng interface block at byte {off} is too short",
+                                "the capture is truncated or corrupted; capture again")
         if btype == 1:
             interfaces.append((struct.unpack(order + "H", body[:2])[0], _tsresol(body, order)))
         elif btype == 6 and len(body) >= 20:
@@ -197,7 +203,8 @@ def read_capture(data: bytes, port: int = TPM_PORT) -> Capture:
     elif data[:4] == PCAPNG_MAGIC:
         packets = _pcapng_packets(data)
     else:
-        raise BadInputError("not a pcap or pcapng file")
+        raise BadInputError("not a pcap or pcapng file",
+                            hint="pass a pcap/pcapng file, or force another format with --format")
     conns: dict[tuple[tuple[bytes, int], tuple[bytes, int]], tuple[_Stream, _Stream]] = {}
     for p in packets:
         ip = _ip_payload(p)

@@ -214,8 +214,11 @@ def response_lines(data: bytes, command: DecodedCommand | None, spans: Sequence[
 
 def exchange_title(ex: Exchange) -> str:
     """``=== #3 client 1 at 14:37:34.123456 (TPM 1.23 ms)``."""
-    clock = time.strftime("%H:%M:%S", time.localtime(ex.started))
-    micros = int((ex.started % 1) * 1_000_000)
+    try:
+        clock = time.strftime("%H:%M:%S", time.localtime(ex.started))
+        micros = int((ex.started % 1) * 1_000_000)
+    except (OverflowError, OSError, ValueError):  # a capture's nonsense timestamp
+        clock, micros = "??:??:??", 0
     tpm = f" (TPM {ex.tpm_seconds * 1000:.2f} ms)" if ex.tpm_seconds is not None else ""
     return f"=== #{ex.index} client {ex.client} at {clock}.{micros:06d}{tpm}"
 

@@ -81,7 +81,8 @@ def listen(uri: TpmUri) -> socket.socket:
             s.bind(uri.path)
         except OSError as e:
             s.close()
-            raise UsageError(f"cannot listen on unix:{uri.path}: {e.strerror}") from None
+            raise UsageError(f"cannot listen on unix:{uri.path}: {e.strerror}",
+                             hint="choose a writable path for the socket") from None
     elif uri.scheme == "tcp":
         family = socket.AF_INET6 if ":" in uri.host else socket.AF_INET
         s = socket.socket(family, socket.SOCK_STREAM)
@@ -92,7 +93,8 @@ def listen(uri: TpmUri) -> socket.socket:
             s.close()
             if e.errno == errno.EADDRINUSE:
                 raise UsageError(f"{uri} is already in use", "choose another port") from None
-            raise UsageError(f"cannot listen on {uri}: {e.strerror}") from None
+            raise UsageError(f"cannot listen on {uri}: {e.strerror}",
+                             hint="choose a free port or another address") from None
     else:
         raise UsageError(f"cannot listen on {uri}", "listen on unix:PATH or tcp:HOST:PORT")
     s.listen(64)

@@ -31,6 +31,8 @@ DEFAULT_URI = "device:/dev/tpmrm0"
 DEFAULT_TIMEOUT = 120.0
 #: Environment variables naming the TPM when no URI is given, first set wins.
 URI_ENV = ("TPMSEAL_TPM", "TPM2TOOLS_TCTI", "TCTI")
+#: the longest $TPMSEAL_TIMEOUT accepted: a day (socket time-outs overflow far beyond)
+MAX_TIMEOUT = 86400.0
 
 
 class Transport(Protocol):
@@ -94,7 +96,8 @@ def parse_uri(uri: str) -> TpmUri:
         return TpmUri(scheme, path=rest)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if (not host or not port.isascii() or not port.isdigit() or len(port) > 5
+                or not 0 < int(port) < 65536):
             raise UsageError(f"bad TCP TPM URI {uri!r}",
                              "use tcp:HOST:PORT, e.g. tcp:127.0.0.1:2321")
         return TpmUri("tcp", host=host.strip("[]"), port=int(port))
@@ -120,8 +123,9 @@ def default_timeout() -> float:
         value = float(raw)
     except ValueError:
         value = 0.0
-    if value <= 0:
-        raise UsageError(f"bad TPMSEAL_TIMEOUT {raw!r}", "give a positive number of seconds")
+    if not 0 < value <= MAX_TIMEOUT:  # also false for NaN
+        raise UsageError(f"bad TPMSEAL_TIMEOUT {raw[:40]!r}",
+                         f"give a number of seconds above 0 and at most {MAX_TIMEOUT:g}")
     return value
 
 

@@ -47,7 +47,8 @@ class DeviceTransport:
             raise TransportError(f"TPM device I/O failed at {self.uri}: {e.strerror}") from None
         if len(data) < 10 or int.from_bytes(data[2:6], "big") != len(data):
             raise TransportError(f"TPM at {self.uri} returned a truncated response "
-                                 f"({len(data)} bytes)")
+                                 f"({len(data)} bytes)",
+                                 "check that the path is a TPM device such as /dev/tpmrm0")
         return data
 
     def close(self) -> None:

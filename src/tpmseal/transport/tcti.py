@@ -59,7 +59,7 @@ def key_values(conf: str, allowed: tuple[str, ...], what: str) -> dict[str, str]
                              f"use {', '.join(f'{k}=...' for k in allowed)} separated by commas, "
                              "or a tpmseal URI such as tcp:HOST:PORT")
         if key in pairs:
-            raise UsageError(f"{what} TCTI option {key!r} given twice")
+            raise UsageError(f"{what} TCTI option {key!r} given twice", "give it once")
         pairs[key] = value
     return pairs
 

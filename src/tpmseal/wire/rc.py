@@ -182,6 +182,7 @@ class TpmResponseError(TpmsealError):
     """The TPM answered a command with a non-zero response code."""
 
     exit_code = ExitCode.TPM_ERROR
+    default_hint = "see the response code in TPM 2.0 Part 2 §6.6; rerun with --debug for details"
 
     def __init__(self, rc: int, command: str, hint: str | None = None):
         self.rc = decode_rc(rc)

@@ -325,6 +325,15 @@ class EccPoint:
 Unique = bytes | EccPoint
 
 
+def _name_alg(r: Reader, what: str) -> int:
+    """A nameAlg this stack can hash with: the Name of the object depends on it (Part 1 §16)."""
+    at = r.position
+    alg = r.u16(what)
+    if alg not in HASH_NAMES:
+        raise DecodeError(f"{what} {enum_name(TPM_ALG, alg)} is not a supported hash", at)
+    return alg
+
+
 @dataclass(frozen=True)
 class Public:
     """TPMT_PUBLIC (Part 2 §12.2.4): the public area of an object.
@@ -350,7 +359,7 @@ class Public:
         at = r.position
         t = r.u16("TPMT_PUBLIC.type")
         parms_cls = _parms_class(t, at)
-        name_alg = r.u16("TPMT_PUBLIC.nameAlg")
+        name_alg = _name_alg(r, "TPMT_PUBLIC.nameAlg")
         attrs = r.u32("TPMT_PUBLIC.objectAttributes")
         policy = r.tpm2b("TPMT_PUBLIC.authPolicy")
         parms = parms_cls.unmarshal(r)
@@ -456,7 +465,7 @@ class NvPublic:
 
     @classmethod
     def unmarshal(cls, r: Reader) -> NvPublic:
-        return cls(r.u32("nvIndex"), r.u16("nameAlg"), r.u32("attributes"),
+        return cls(r.u32("nvIndex"), _name_alg(r, "nameAlg"), r.u32("attributes"),
                    r.tpm2b("authPolicy"), r.u16("dataSize"))
 
     def name(self) -> bytes:

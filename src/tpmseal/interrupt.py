@@ -1,0 +1,86 @@
+"""SIGINT and SIGTERM as an exception that ends the operation cleanly.
+
+:func:`install` makes both signals raise :class:`Interrupted` (a
+``KeyboardInterrupt``), so ``with`` blocks unwind: the Tpm client flushes what it
+loaded, temp files are removed, and the CLI exits 128 + signal number (130, 143).
+
+A signal arriving inside :func:`deferred` (one TPM exchange, the few instructions
+that give a file its name) is held and raised when the block ends: unwinding in
+the middle of an exchange would leave the connection out of step (the late
+response would be read as the answer to the cleanup's FlushContext), and
+unwinding between ``linkat`` and bookkeeping would forget what to remove. A
+deferred block is bounded by the transport time-out; a second signal ends it at
+once (the Tpm client then treats its connection as broken and flushes nothing:
+the resource manager or the next run cleans up, as after SIGKILL).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+
+class _State:
+    depth = 0  #: nesting of deferred() blocks
+    pending: int | None = None  #: the signal held until the outermost block ends
+
+
+_state = _State()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``exit_code`` is 128 + the signal number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def _handler(signum: int, frame: FrameType | None) -> None:
+    if _state.depth and _state.pending is None:
+        _state.pending = signum
+        return
+    # not deferring, or a second signal: stop now (the caller of a deferred
+    # exchange then knows its connection is out of step)
+    _state.pending = None
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """Route SIGINT and SIGTERM to :class:`Interrupted` for the block, then restore.
+
+    Off the main thread (where Python cannot set handlers) the block runs as is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.signal(s, _handler) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for s, old in saved.items():
+            signal.signal(s, old)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then raise :class:`Interrupted`."""
+    _state.depth += 1
+    try:
+        yield
+    finally:
+        _state.depth -= 1
+        if _state.depth == 0 and _state.pending is not None:
+            signum, _state.pending = _state.pending, None
+            raise Interrupted(signum)
