@@ -1,12 +1,13 @@
 # Two entry points (see README): `make demo` and `make test`.
-# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools and
-# tshark from apt, tpmseal into a virtual environment in .venv.
+# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools,
+# tshark, cryptsetup, clevis, systemd, initramfs-tools and dracut from apt, tpmseal into a virtual environment in .venv.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv groff-base zsh
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv cryptsetup-bin clevis clevis-luks \
+                clevis-tpm2 systemd initramfs-tools cryptsetup-initramfs dracut-core groff-base zsh
 #: the lowest cryptography release tpmseal supports (pyproject.toml: cryptography>=45, for
 #: x509.verification.ExtensionPolicy; 41 also lacked Certificate.not_valid_before_utc)
 CRYPTOGRAPHY_FLOOR := 45.0.0
@@ -16,10 +17,13 @@ FLOOR_TESTS := tests/test_kdf.py tests/test_session_cfb_key.py tests/test_sessio
 	tests/test_attack_ekcert.py tests/test_attack_mitm.py tests/test_seal_roundtrip.py \
 	tests/test_ekcert_chain.py tests/test_api.py tests/test_sniff_sessions.py
 
-.PHONY: demo test lint deps bench bench-eve fuzz clean man completion wheel-check test-floor
+.PHONY: demo test lint deps bench bench-eve bench-luks fuzz clean install-boot man completion \
+	wheel-check test-floor
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
+	  && command -v cryptsetup >/dev/null && command -v clevis >/dev/null \
+	  && command -v mkinitramfs >/dev/null && command -v dracut >/dev/null \
 	  && command -v groff >/dev/null && command -v zsh >/dev/null \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
@@ -82,6 +86,19 @@ bench-eve: deps
 # a real swtpm session); reports untyped exceptions, hangs and peak memory (tests/fuzz_run.py).
 fuzz: deps
 	$(VENV)/bin/python tests/fuzz_run.py $(FUZZ_ARGS)
+bench-luks: deps
+	$(VENV)/bin/python bench/bench_luks.py $(BENCH_ARGS)
+
+# Boot integration (README: Unlocking at boot); DESTDIR for packaging.
+install-boot:
+	install -D -m 0755 boot/keyscript $(DESTDIR)/usr/lib/tpmseal/keyscript
+	install -D -m 0755 boot/boot-files $(DESTDIR)/usr/lib/tpmseal/boot-files
+	install -D -m 0755 boot/tpmseal-unlock $(DESTDIR)/usr/lib/tpmseal/tpmseal-unlock
+	install -D -m 0644 boot/tpmseal-unlock@.service $(DESTDIR)/usr/lib/tpmseal/tpmseal-unlock@.service
+	install -D -m 0644 boot/tpmseal-unlock@.service $(DESTDIR)/etc/systemd/system/tpmseal-unlock@.service
+	install -D -m 0755 boot/initramfs-tools/hooks/tpmseal $(DESTDIR)/etc/initramfs-tools/hooks/tpmseal
+	install -D -m 0755 boot/dracut/90tpmseal/module-setup.sh \
+	  $(DESTDIR)/usr/lib/dracut/modules.d/90tpmseal/module-setup.sh
 
 clean:
 	rm -rf $(VENV) .venv-floor build dist *.egg-info

@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tpmseal.cli.demo", "seal/unseal a key on a simulator with the bus sniffed"),
     "sniff": ("tpmseal.cli.sniff", "TPM bus sniffer: proxy, decoder, leak scanner"),
     "decode": ("tpmseal.cli.sniff", "decode a saved capture (JSON lines, pcap, raw)"),
+    "luks": ("tpmseal.cli.luks", "enrol, unlock and manage LUKS2 volumes with TPM tokens"),
 }
 _GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 

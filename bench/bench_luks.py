@@ -1,0 +1,167 @@
+#!/usr/bin/env python3
+"""Unlocking LUKS2 volumes: tpmseal against systemd 252 and clevis 19 on one swtpm.
+
+Makes three LUKS2 images (cryptsetup 2.6, PBKDF2 at minimum cost): one with a
+tpmseal token (``tpmseal luks enroll``), one enrolled by ``systemd-cryptenroll
+--tpm2-pcrs=7``, one bound by ``clevis luks bind … tpm2``. Each volume's TPM
+secret is then unsealed by tpmseal (in-process, ``unlockers.KINDS[...].unseal``)
+and by the stack that made it (``systemd-cryptsetup attach``, which stops after
+unsealing without device-mapper; ``clevis luks pass``), through tpmseal's
+recording proxy, which counts the TPM commands and runs the leak scanner for the
+keyslot passphrase and the secret it derives from.
+
+Columns: ``cmds`` TPM commands of one unlock (retries excluded), ``wall`` median
+wall time (in-process for tpmseal, the whole process for the peers, both behind
+the proxy), ``key on bus`` what the leak scanner found. swtpm's own time is in
+every figure; nothing is taken from elsewhere.
+
+Usage: python bench/bench_luks.py [--runs N] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench_unseal import flush_leftovers, simulator, tpmseal_cli
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.recipes import clevis, cryptsetup, unlockers
+from tpmseal.recipes.owner_primary import SealedUnderPrimary, unseal_under_primary
+from tpmseal.recipes.profiles import get_profile
+from tpmseal.sniff.leaks import scan
+from tpmseal.sniff.proxy import Proxy
+
+SYSTEMD_CRYPTSETUP = "/lib/systemd/systemd-cryptsetup"
+RC_RETRY = (0x922).to_bytes(4, "big")
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, capture_output=True, env={**os.environ, **(env or {})},
+                          timeout=120, check=False)
+
+
+def make_image(path: Path, pw: Path) -> None:
+    with open(path, "wb") as f:
+        f.truncate(20 << 20)
+    done = _run([cryptsetup.binary(), "luksFormat", "--batch-mode", "--type", "luks2",
+                 "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", "--key-file",
+                 str(pw), str(path)])
+    if done.returncode != 0:
+        raise SystemExit(f"luksFormat failed: {done.stderr.decode()}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=10, metavar="N")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    missing = [t for t in ("systemd-cryptenroll", "clevis") if shutil.which(t) is None]
+    if missing or not os.access(SYSTEMD_CRYPTSETUP, os.X_OK):
+        raise SystemExit(f"missing: {', '.join(missing) or SYSTEMD_CRYPTSETUP} "
+                         "(apt-get install systemd clevis clevis-luks clevis-tpm2)")
+    base = Path(tempfile.mkdtemp(prefix="tpmseal-bench-luks-", dir="/tmp"))
+    try:
+        with simulator(base, get_profile("tcg")) as m:
+            rows = measure(m.sim.uri, m.sim.tools_tcti, m.trust_file, m.trust, base,
+                           args.runs)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'volume':<14} {'unlocked by':<26} {'cmds':>5} {'wall ms':>8}  key on bus")
+    for r in rows:
+        print(f"{r['volume']:<14} {r['by']:<26} {r['cmds']:>5} {r['wall_ms']:>8.1f}  "
+              f"{r['leak'] or 'no'}")
+    return 0
+
+
+def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
+            runs: int) -> list[dict[str, Any]]:
+    pw = base / "pw"
+    pw.write_bytes(b"bench passphrase")
+    pw.chmod(0o600)
+    images = {k: base / f"{k}.img" for k in ("tpmseal", "systemd-tpm2", "clevis")}
+    for img in images.values():
+        make_image(img, pw)
+    env = {"TPMSEAL_TPM": uri, "TPMSEAL_TRUST_FILE": str(trust_file)}
+    for cmd in ([*tpmseal_cli(), "luks", "enroll", str(images["tpmseal"]), "--pcrs",
+                 "sha256:7", "--unlock-key-file", str(pw)],
+                ["systemd-cryptenroll", f"--tpm2-device={tcti}", "--tpm2-pcrs=7",
+                 f"--unlock-key-file={pw}", str(images["systemd-tpm2"])],
+                ["clevis", "luks", "bind", "-y", "-k", str(pw), "-d", str(images["clevis"]),
+                 "tpm2", '{"pcr_ids":"7","pcr_bank":"sha256"}']):
+        done = _run(cmd, {**env, "TPM2TOOLS_TCTI": tcti})
+        flush_leftovers(uri)
+        if done.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed: {done.stderr.decode()[-400:]}")
+    tokens = {k: cryptsetup.header(str(img)).tokens[0] for k, img in images.items()}
+    secrets = _secrets(uri, tokens, trust)
+    for kind, img in images.items():  # every passphrase checked by cryptsetup itself
+        cryptsetup.test_key(str(img), secrets[kind][0], 1)
+    rows = []
+    with Proxy(f"unix:{base / 'bus.sock'}", uri) as proxy:
+        for kind, token in tokens.items():
+            def ours(kind: str = kind, token: dict[str, Any] = token) -> None:
+                with Tpm.open(proxy.uri) as tpm:
+                    unlockers.KINDS[kind].unseal(tpm, token, 0, trust, None)
+            rows.append(row(proxy, kind, "tpmseal", ours, runs, secrets[kind]))
+        rows.append(row(proxy, "systemd-tpm2", "systemd-cryptsetup attach", lambda: _peer(
+            [SYSTEMD_CRYPTSETUP, "attach", "bench", str(images["systemd-tpm2"]), "-",
+             f"tpm2-device={proxy.tools_tcti},headless"], {"SYSTEMD_LOG_LEVEL": "debug"},
+            b"Completed TPM2 key unsealing"), runs, secrets["systemd-tpm2"]))
+        rows.append(row(proxy, "clevis", "clevis luks pass", lambda: _peer(
+            ["clevis", "luks", "pass", "-d", str(images["clevis"]), "-s", "1"],
+            {"TPM2TOOLS_TCTI": proxy.tools_tcti}), runs, secrets["clevis"]))
+    return rows
+
+
+def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any) -> dict[str, list[bytes]]:
+    """Per volume: the keyslot passphrase, then what it derives from (the TPM secret)."""
+    with Tpm.open(uri) as tpm:
+        got = {k: unlockers.KINDS[k].unseal(tpm, t, 0, trust, None) for k, t in tokens.items()}
+        b = clevis.ClevisBinding.parse(tokens["clevis"], 0)
+        jwk = unseal_under_primary(tpm, SealedUnderPrimary(b.public, b.private, b.pcrs,
+                                                           b.primary_alg, "clevis"), trust, None)
+    return {"tpmseal": [got["tpmseal"]],
+            "systemd-tpm2": [got["systemd-tpm2"], base64.b64decode(got["systemd-tpm2"])],
+            "clevis": [got["clevis"], clevis.jwk_key(jwk)]}
+
+
+def _peer(argv: list[str], env: dict[str, str], ok: bytes | None = None) -> None:
+    done = _run(argv, env)
+    if (ok is None and done.returncode != 0) or (ok is not None and ok not in done.stderr):
+        raise SystemExit(f"{argv[0]} failed: {done.stderr.decode(errors='replace')[-400:]}")
+
+
+def row(proxy: Proxy, volume: str, by: str, once: Callable[[], None], runs: int,
+        secrets: list[bytes]) -> dict[str, Any]:
+    walls, counts, leaks = [], [], set()
+    for _ in range(runs):
+        proxy.clear()
+        t0 = time.perf_counter()
+        once()
+        walls.append((time.perf_counter() - t0) * 1000)
+        exchanges = proxy.exchanges
+        counts.append(sum(1 for e in exchanges if e.response is not None
+                          and e.response[6:10] != RC_RETRY))
+        leaks |= {f"{lk.command} {lk.direction}" for lk in scan(exchanges, secrets)}
+        flush_leftovers(proxy.uri)  # a peer's leftovers (not counted: after the copy)
+    return {"volume": volume, "by": by, "cmds": int(statistics.median(counts)),
+            "wall_ms": statistics.median(walls), "leak": ", ".join(sorted(leaks))}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""``tpmseal luks enroll | unlock | test | list | remove | reseal``: LUKS2 volumes.
+
+Keys and passphrases reach cryptsetup on pipes only (never argv, never a file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.seal import _pcr_spec
+from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
+from tpmseal.errors import UsageError
+from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
+from tpmseal.recipes.pcrspec import format_pcrs
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("luks", help="enrol, unlock and manage LUKS2 volumes with TPM tokens",
+                       description="LUKS2 volumes unlocked by the TPM: tpmseal tokens, and "
+                                   "volumes enrolled by systemd-cryptenroll or clevis.")
+    lsub = p.add_subparsers(dest="luks_command", metavar="ACTION", required=True)
+
+    e = lsub.add_parser("enroll", help="add a TPM-sealed keyslot and its tpmseal token",
+                        description="Seal a random 32-byte key on the encrypted path, add it "
+                                    "as a new keyslot (authorised by an existing passphrase "
+                                    "or --unlock-key-file) and store the sealed blob as a "
+                                    "LUKS2 token of type tpmseal.")
+    _device(e)
+    add_profile(e)
+    e.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
+                   help="PCRs to seal to, e.g. sha256:0,1,2,3,4,6,7 (default: the profile's)")
+    e.add_argument("--unlock-key-file", metavar="FILE",
+                   help="a file holding an existing passphrase or key of the volume (read by "
+                        "cryptsetup; default: ask on the terminal)")
+    e.add_argument("--allow-unmeasured", action="store_true",
+                   help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    e.add_argument("--token-type", choices=(luks.TOKEN_TYPE, systemd_tpm2.TOKEN_TYPE),
+                   default=luks.TOKEN_TYPE,
+                   help="tpmseal (default), or systemd-tpm2: a token systemd-cryptsetup and "
+                        "cryptsetup's systemd-tpm2 plugin also unlock (one PCR bank)")
+    add_pin_options(e, prompt=True)
+    e.set_defaults(handler=run_enroll)
+
+    u = lsub.add_parser("unlock", help="open the volume as /dev/mapper/NAME",
+                        description="Unseal the keyslot passphrase from the volume's TPM token "
+                                    "and open the volume with cryptsetup, the key on a pipe.")
+    _device(u)
+    u.add_argument("name", metavar="NAME", help="the mapping name (/dev/mapper/NAME)")
+    _unlock_options(u)
+    u.add_argument("--allow-discards", action="store_true", help="passed to cryptsetup open")
+    u.add_argument("--readonly", action="store_true", help="passed to cryptsetup open")
+    u.set_defaults(handler=run_unlock)
+
+    t = lsub.add_parser("test", help="check that a TPM token unlocks the volume (no mapping)",
+                        description="Unseal the keyslot passphrase and check it with "
+                                    "cryptsetup open --test-passphrase.")
+    _device(t)
+    _unlock_options(t)
+    t.set_defaults(handler=run_test)
+
+    pp = lsub.add_parser("passphrase", help="print the keyslot passphrase (for keyscripts)",
+                         description="Unseal a TPM token's keyslot passphrase, check it with "
+                                     "cryptsetup and write it to stdout (a pipe: refused on a "
+                                     "terminal) or --output; what a crypttab keyscript runs.")
+    _device(pp)
+    _unlock_options(pp)
+    pp.add_argument("--output", metavar="FILE|-", help="where to write it (default stdout)")
+    pp.set_defaults(handler=run_passphrase)
+
+    ls = lsub.add_parser("list", help="list the volume's tokens and keyslots")
+    _device(ls)
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=run_list)
+
+    r = lsub.add_parser("remove", help="remove a token and the keyslot only it uses",
+                        description="Remove a token and its keyslot; the last keyslot of a "
+                                    "volume is never removed.")
+    _device(r)
+    r.add_argument("--token-id", type=int, required=True, metavar="N",
+                   help="the token to remove (see `tpmseal luks list`)")
+    r.set_defaults(handler=run_remove)
+
+    rs = lsub.add_parser("reseal", help="move a tpmseal token's key to new PCRs",
+                         description="Unseal the key of a tpmseal token and seal it to NEW "
+                                     "PCRs for the same keyslot; the new token is stored "
+                                     "before the old one is removed.")
+    _device(rs)
+    add_profile(rs)
+    rs.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
+                    help="new PCRs to seal to (default: the PCRs it is sealed to now)")
+    rs.add_argument("--token-id", type=int, metavar="N",
+                    help="the tpmseal token (default: the only one)")
+    rs.add_argument("--allow-unmeasured", action="store_true",
+                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_pin_options(rs, prompt=False)
+    rs.set_defaults(handler=run_reseal)
+
+
+def _device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("device", metavar="DEVICE", help="the LUKS2 block device or image file")
+
+
+def _unlock_options(p: argparse.ArgumentParser) -> None:
+    add_profile(p)
+    p.add_argument("--token-id", type=int, metavar="N",
+                   help="use only this token (default: every supported TPM token in turn)")
+    p.add_argument("--token-type", choices=sorted(unlockers.KINDS),
+                   help="use only tokens of this type")
+    add_pin_options(p, prompt=False)
+
+
+def _existing_passphrase(args: argparse.Namespace) -> bytes | None:
+    if args.unlock_key_file:
+        return None
+    if not sys.stdin.isatty():
+        raise UsageError("an existing passphrase of the volume is needed to add a keyslot, "
+                         "and there is no terminal", "pass --unlock-key-file FILE")
+    return getpass.getpass(f"existing passphrase for {args.device}: ").encode()
+
+
+def run_enroll(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = trust.load(trust_of(args), profile.name)
+    cryptsetup.header(args.device)  # not LUKS2: say so before asking for anything
+    pin = read_pin(args, needed=False, confirm=True)
+    passphrase = _existing_passphrase(args)
+    if args.token_type == systemd_tpm2.TOKEN_TYPE:
+        with open_tpm(args) as tpm:
+            sd = systemd_enroll.enroll_systemd(
+                tpm, args.device, rec, args.pcrs or profile.default_pcrs, pin=pin,
+                key_file=args.unlock_key_file, passphrase=passphrase,
+                allow_unmeasured=args.allow_unmeasured)
+        print(f"enrolled keyslot {sd.keyslot} (systemd-tpm2 token {sd.token_id}) sealed to "
+              f"{format_pcrs(sd.pcrs)}{' with PIN' if sd.pin else ''}")
+        return 0
+    with open_tpm(args) as tpm:
+        done = luks.enroll(tpm, args.device, rec, profile=profile, pcrs=args.pcrs, pin=pin,
+                           key_file=args.unlock_key_file, passphrase=passphrase,
+                           allow_unmeasured=args.allow_unmeasured)
+    print(f"enrolled keyslot {done.keyslot} (token {done.token_id}) sealed to "
+          f"{format_pcrs(done.blob.pcrs)}{' with PIN' if done.blob.pin else ''}")
+    return 0
+
+
+def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
+    profile = profile_of(args)
+    rec = trust.load_all(trust_of(args)).get(profile.name)
+    kinds = (args.token_type,) if args.token_type else None
+    cands = unlockers.candidates(args.device, args.token_id, kinds)
+    pin = read_pin(args, needed=any(c.needs_pin() for c in cands), confirm=False)
+    with open_tpm(args) as tpm:
+        return unlockers.unlock_key(tpm, args.device, cands, rec, pin)
+
+
+def run_test(args: argparse.Namespace) -> int:
+    got = _unlocked(args)
+    print(f"token {got.token_id} ({got.kind}) unlocks keyslot {got.keyslot}")
+    return 0
+
+
+def run_passphrase(args: argparse.Namespace) -> int:
+    write_secret(args.output, _unlocked(args).passphrase)
+    return 0
+
+
+def run_unlock(args: argparse.Namespace) -> int:
+    got = _unlocked(args)
+    options = [o for o, on in (("--allow-discards", args.allow_discards),
+                               ("--readonly", args.readonly)) if on]
+    cryptsetup.open_volume(args.device, args.name, got.passphrase, got.keyslot, options)
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    tokens = unlockers.list_tokens(args.device)
+    hdr = cryptsetup.header(args.device)
+    if args.json:
+        print_json({"keyslots": sorted(hdr.keyslots), "tokens": [
+            {"id": t.token_id, "type": t.kind, "keyslots": t.keyslots, **t.detail}
+            for t in tokens]})
+        return 0
+    print(f"keyslots: {', '.join(map(str, sorted(hdr.keyslots))) or 'none'}")
+    for t in tokens:
+        extra = ", ".join(f"{k}={v}" for k, v in t.detail.items())
+        slots = ", ".join(map(str, t.keyslots)) or "none"
+        print(f"token {t.token_id}: {t.kind} keyslots={slots} {extra}".rstrip())
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    gone = luks.remove(args.device, args.token_id)
+    print(f"removed token {args.token_id}"
+          + (f" and keyslot {', '.join(map(str, gone))}" if gone else ""))
+    return 0
+
+
+def run_reseal(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = trust.load(trust_of(args), profile.name)
+    cands = unlockers.candidates(args.device, args.token_id, (luks.TOKEN_TYPE,))
+    if len(cands) > 1:
+        raise UsageError(f"{args.device} has {len(cands)} tpmseal tokens",
+                         "choose one with --token-id")
+    pin = read_pin(args, needed=cands[0].needs_pin(), confirm=False)
+    with open_tpm(args) as tpm:
+        done = luks.reseal(tpm, args.device, cands[0].token_id, rec, profile=profile,
+                           pcrs=args.pcrs, pin=pin, allow_unmeasured=args.allow_unmeasured)
+    print(f"resealed keyslot {done.keyslot} to {format_pcrs(done.blob.pcrs)} "
+          f"(token {done.token_id})")
+    return 0

@@ -1,0 +1,139 @@
+"""LUKS2 volumes unlocked by the TPM: tpmseal tokens, enrol, unlock, remove, reseal.
+
+A ``tpmseal`` LUKS2 token (LUKS2 on-disk format §3.4: a JSON object with
+``type`` and ``keyslots``) carries the sealed blob of a random 32-byte keyslot
+key under ``tpmseal-blob`` — the same document ``tpmseal seal --output``
+writes, so nothing in the header is secret. The key is sealed on the encrypted
+path (EK-salted session, AES-128-CFB) and reaches cryptsetup only on a pipe.
+
+Order of header changes, so that a crash never loses access:
+
+* enrol: add the keyslot (tested with the key before anything else), then
+  the token. A crash in between leaves an unused keyslot, never a token
+  without its key.
+* reseal: the new token is added for the same keyslot before the old one is
+  removed: at every moment one token unseals the key.
+* remove: the keyslot goes first (cryptsetup unassigns it from the token),
+  then the token; a crash in between leaves an empty token that ``remove``
+  finishes. The last keyslot of a volume is never removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import BadInputError, NotFoundError, UsageError
+from tpmseal.recipes import cryptsetup, sealing
+from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.trust import TrustRecord
+from tpmseal.wire.structures import PcrSelectionList
+
+log = logging.getLogger("tpmseal.luks")
+
+TOKEN_TYPE = "tpmseal"  # noqa: S105 (a LUKS2 token type, not a password)
+BLOB_FIELD = "tpmseal-blob"
+KEY_BYTES = 32
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    token_id: int
+    keyslot: int
+    blob: SealedBlob
+
+
+def blob_of(token: Mapping[str, Any], token_id: int) -> SealedBlob:
+    """The sealed blob a tpmseal token carries."""
+    doc = token.get(BLOB_FIELD)
+    if not isinstance(doc, dict):
+        raise BadInputError(f"LUKS2 token {token_id} has no {BLOB_FIELD} object",
+                            "remove it with `tpmseal luks remove --token-id "
+                            f"{token_id}` and enrol again")
+    return SealedBlob.from_json(json.dumps(doc), f"LUKS2 token {token_id}")
+
+
+def token_for(blob: SealedBlob, keyslot: int | None = None) -> dict[str, Any]:
+    return {"type": TOKEN_TYPE, "keyslots": [] if keyslot is None else [str(keyslot)],
+            BLOB_FIELD: json.loads(blob.to_json())}
+
+
+def enroll(tpm: Tpm, device: str, trust: TrustRecord, *, profile: Profile,
+           pcrs: PcrSelectionList | None, pin: bytes | None = None,
+           key_file: str | None = None, passphrase: bytes | None = None,
+           allow_unmeasured: bool = False) -> Enrolled:
+    """Seal a fresh key, add it as a keyslot (authorised by an existing passphrase or
+    key file) and store the sealed blob as a tpmseal token for that keyslot."""
+    hdr = cryptsetup.header(device)
+    slot, token_id = hdr.free_slot(), hdr.free_token()
+    key = os.urandom(KEY_BYTES)
+    blob = sealing.seal(tpm, key, pcrs, profile=profile, trust=trust, pin=pin,
+                        allow_unmeasured=allow_unmeasured)
+    cryptsetup.add_key(device, key, slot, key_file=key_file, passphrase=passphrase)
+    cryptsetup.test_key(device, key, slot)
+    cryptsetup.import_token(device, token_id, token_for(blob), slot)
+    log.info("enrolled keyslot %d with token %d", slot, token_id)
+    return Enrolled(token_id, slot, blob)
+
+
+def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
+                 trust: TrustRecord | None, pin: bytes | None) -> bytes:
+    """The keyslot key of a tpmseal token (unsealed on the encrypted path)."""
+    return sealing.unseal(tpm, blob_of(token, token_id), trust=trust, pin=pin)
+
+
+def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:
+    blob = blob_of(token, token_id)
+    return {"pcrs": format_pcrs(blob.pcrs), "pin": blob.pin, "sealed_with": blob.sealed_with,
+            "created": blob.created}
+
+
+def remove(device: str, token_id: int) -> list[int]:
+    """Remove a token and the keyslots only it uses; returns the keyslots removed."""
+    hdr = cryptsetup.header(device)
+    token = hdr.tokens.get(token_id)
+    if token is None:
+        raise NotFoundError(f"{device} has no token {token_id}", "see `tpmseal luks list`")
+    mine = set(cryptsetup.token_keyslots(token))
+    shared = {s for tid, t in hdr.tokens.items() if tid != token_id
+              for s in cryptsetup.token_keyslots(t)}
+    doomed = sorted((mine - shared) & hdr.keyslots)
+    if doomed and not hdr.keyslots - set(doomed):
+        raise UsageError(f"refusing to remove keyslot {', '.join(map(str, doomed))} of "
+                         f"{device}: it is the last one, and the volume's data would be lost",
+                         "add a recovery passphrase first (cryptsetup luksAddKey)")
+    for slot in doomed:
+        cryptsetup.kill_slot(device, slot)
+    cryptsetup.remove_token(device, token_id)
+    return doomed
+
+
+def reseal(tpm: Tpm, device: str, token_id: int, trust: TrustRecord, *, profile: Profile,
+           pcrs: PcrSelectionList | None, pin: bytes | None = None,
+           allow_unmeasured: bool = False) -> Enrolled:
+    """Move a tpmseal token's key to new PCRs: the new token is stored before the old goes."""
+    hdr = cryptsetup.header(device)
+    token = hdr.tokens.get(token_id)
+    if token is None or token.get("type") != TOKEN_TYPE:
+        raise NotFoundError(f"{device} has no tpmseal token {token_id}",
+                            "see `tpmseal luks list`")
+    slots = cryptsetup.token_keyslots(token)
+    if len(slots) != 1:
+        raise BadInputError(f"tpmseal token {token_id} is assigned to {len(slots)} keyslots, "
+                            "not one", "enrol again and remove this token")
+    old = blob_of(token, token_id)
+    key = sealing.unseal(tpm, old, trust=trust, pin=pin)
+    cryptsetup.test_key(device, key, slots[0])
+    blob = sealing.seal(tpm, key, pcrs or old.pcrs, profile=profile, trust=trust, pin=pin,
+                        allow_unmeasured=allow_unmeasured, check=old.check is not None or None)
+    new_id = hdr.free_token()
+    cryptsetup.import_token(device, new_id, token_for(blob), slots[0])
+    cryptsetup.remove_token(device, token_id)
+    return Enrolled(new_id, slots[0], blob)

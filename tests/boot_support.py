@@ -1,0 +1,43 @@
+"""Helpers for the boot tests: run a command inside an unpacked initramfs.
+
+The command runs in a private mount namespace (``unshare -m``), chrooted into the
+tree with only the environment given, after what an initramfs' init sets up first:
+a /dev (here a tmpfs with the few device nodes bound in: null, zero, random,
+urandom, full, tty — and, given a :class:`~tpmrm_relay.PtyRelay`, its pty as
+/dev/tpmrm0, so tpmseal's default ``device:/dev/tpmrm0`` reaches swtpm), proc and
+sysfs. Nothing outside the namespace changes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+BOOT = Path(__file__).resolve().parent.parent / "boot"
+
+needs_root_namespaces = pytest.mark.skipif(
+    not (shutil.which("unshare") and shutil.which("chroot") and os.geteuid() == 0),
+    reason="needs root with unshare and chroot")
+
+
+_NODES = ("null", "zero", "random", "urandom", "full", "tty")
+
+
+def run_in_root(root: Path, argv: list[str], env: dict[str, str], timeout: float = 60,
+                tpmrm: str | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run *argv* chrooted into *root*; *tpmrm*: a pty to bind as /dev/tpmrm0."""
+    for d in ("dev", "proc", "sys"):  # the initramfs' init creates them too
+        (root / d).mkdir(exist_ok=True)
+    binds = [(f"/dev/{n}", n) for n in _NODES] + ([(tpmrm, "tpmrm0")] if tpmrm else [])
+    dev = " && ".join(f'touch "{root}/dev/{name}" && mount --bind {src} "{root}/dev/{name}"'
+                      for src, name in binds)
+    script = (f'mount -t tmpfs none "{root}/dev" && {dev} && mount -t proc none "{root}/proc" '
+              f'&& mount -t sysfs none "{root}/sys" && exec chroot "{root}" "$@"')
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *argv],
+                          env={"PATH": "/sbin:/usr/sbin:/bin:/usr/bin", **env},
+                          stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                          check=False)
