@@ -15,7 +15,7 @@ from tpmseal.transport.simulator import Simulator
 
 #: commands whose stdout is not a report: a live dump (sniff --json FILE writes JSON lines),
 #: the demonstration, and group commands.
-NO_REPORT = {("sniff",), ("demo",), ("sim",), ("pcrs",), ()}
+NO_REPORT = {("sniff",), ("demo",), ("sim",), ("pcrs",), ("luks",), ("luks", "unlock"), ()}
 SEAL_KEYS = {"command", "store", "nv", "profile", "pcrs", "sealed_with", "pin", "check_value",
              "object_name"}
 
@@ -137,3 +137,32 @@ def test_sniff_says_it_started_a_sim_upstream(tmp_path: Path) -> None:
     assert f"tpmseal: started swtpm for sim:{state}; it keeps running: stop it with " \
            f"`tpmseal sim stop --state {state}`" in err.splitlines()
     assert err.splitlines()[-1] == "tpmseal: stopped: 0 exchange(s), no --secret to look for"
+
+
+def test_luks_json(tcg_sim: Simulator, tmp_path: Path) -> None:
+    from luks_support import needs_cryptsetup
+
+    if needs_cryptsetup.args[0]:
+        pytest.skip(needs_cryptsetup.kwargs["reason"])
+    from luks_support import make_image
+
+    img, pw = make_image(tmp_path)
+    r = cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--pcrs", "sha256:0,7",
+             "--json"])
+    assert r.rc == 0, r.err
+    assert json.loads(r.out) == {"command": "luks enroll", "device": str(img),
+                                 "token_type": "tpmseal", "token_id": 0, "keyslot": 1,
+                                 "pcrs": "sha256:0,7", "pin": False}
+    r = cli(["luks", "test", str(img), "--json"])
+    assert json.loads(r.out) == {"command": "luks test", "device": str(img), "token_id": 0,
+                                 "token_type": "tpmseal", "keyslot": 1}
+    assert_one_line_error(cli(["luks", "passphrase", str(img), "--json"]), 2, "--output FILE")
+    out = tmp_path / "pass"
+    r = cli(["luks", "passphrase", str(img), "--json", "--output", str(out)])
+    assert json.loads(r.out)["keyslot"] == 1 and out.read_bytes().hex() not in r.out.decode()
+    r = cli(["luks", "reseal", str(img), "--pcrs", "sha256:0", "--json"])
+    doc = json.loads(r.out)
+    assert (doc["command"], doc["pcrs"], doc["keyslot"]) == ("luks reseal", "sha256:0", 1)
+    r = cli(["luks", "remove", str(img), "--token-id", str(doc["token_id"]), "--json"])
+    assert json.loads(r.out) == {"command": "luks remove", "device": str(img),
+                                 "token_id": doc["token_id"], "keyslots_removed": [1]}
