@@ -16,12 +16,12 @@ import binascii
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
+from tpmseal.records import field, record
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
@@ -30,7 +30,7 @@ ENCRYPTED = "aes-128-cfb"
 LEGACY = "legacy"
 
 
-@dataclass(frozen=True)
+@record
 class SaltKey:
     """The key a session salt is encrypted to (normally the EK), as pinned."""
 
@@ -42,7 +42,7 @@ class SaltKey:
         return self.public.name()
 
 
-@dataclass(frozen=True)
+@record
 class SealedBlob:
     """A sealed object plus what is needed to unseal it and to explain failures."""
 

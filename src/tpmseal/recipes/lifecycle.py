@@ -17,7 +17,6 @@ import hmac
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from tpmseal.client.tpm import Tpm
@@ -41,6 +40,7 @@ from tpmseal.recipes.stores import (
     require_candidates,
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.records import field, record, replace
 from tpmseal.session.auth import AuthSession, PasswordSession, Session
 from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
@@ -50,7 +50,7 @@ log = logging.getLogger("tpmseal.lifecycle")
 VAULT_KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
+@record
 class UnsealOptions:
     legacy: bool = False
     allow_downgrade: bool = False
@@ -179,7 +179,7 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
     return blob
 
 
-@dataclass(frozen=True)
+@record
 class VaultResult:
     key: bytes
     action: str  # "generated" | "migrated" | "unsealed"

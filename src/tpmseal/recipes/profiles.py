@@ -11,14 +11,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 
-@dataclass(frozen=True)
+@record
 class NvLayout:
     """NV indices holding a sealed object with no metadata (EVE's format)."""
 
@@ -30,7 +29,7 @@ class NvLayout:
     staging_public: int
 
 
-@dataclass(frozen=True)
+@record
 class Profile:
     name: str
     ek_rsa: int

@@ -14,7 +14,6 @@ when a CA bundle is given.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
@@ -22,6 +21,7 @@ from tpmseal.errors import BadInputError, IntegrityError, UsageError
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
+from tpmseal.records import record, replace
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -30,7 +30,7 @@ from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 log = logging.getLogger("tpmseal.provision")
 
 
-@dataclass(frozen=True)
+@record
 class KeyState:
     handle: int
     name: bytes
@@ -38,7 +38,7 @@ class KeyState:
     created: bool
 
 
-@dataclass(frozen=True)
+@record
 class ProvisionResult:
     profile: str
     ek: KeyState

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -28,6 +27,7 @@ from tpmseal.files import write_atomic
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.records import record
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
@@ -58,7 +58,7 @@ class Store(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@record
 class FileStore:
     path: Path
 
@@ -118,7 +118,7 @@ def nv_define_write(tpm: Tpm, index: int, data: bytes) -> None:
     tpm.nv_write(index, data)
 
 
-@dataclass(frozen=True)
+@record
 class NvStore:
     """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
     was sealed to (*pcrs*) and whether it needs a PIN."""

@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, NotFoundError, TrustError, UsageError
 from tpmseal.files import write_atomic
+from tpmseal.records import record
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -48,7 +48,7 @@ def trust_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
 
 
-@dataclass(frozen=True)
+@record
 class TrustRecord:
     """The pinned facts about one profile's keys on one TPM."""
 

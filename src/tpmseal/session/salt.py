@@ -18,12 +18,12 @@ only does the arithmetic on a :class:`~tpmseal.wire.structures.Public`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 from tpmseal.session.kdf import LABEL_SECRET, kdfe
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_ECC, enum_name
 from tpmseal.wire.structures import EccParms, EccPoint, Public, RsaParms
@@ -75,7 +75,7 @@ def public_key(pub: Public) -> PublicKey:
                      "use an RSA or ECC decryption key such as the EK")
 
 
-@dataclass(frozen=True)
+@record
 class Salt:
     """The salt (secret) and its encryption for the TPM (public)."""
 
