@@ -6,7 +6,15 @@ import dataclasses
 
 import pytest
 
-from tpmseal.records import FrozenRecordError, field, fields, is_record, record, replace
+from tpmseal.records import (
+    FrozenRecordError,
+    field,
+    fields,
+    is_record,
+    mutable_record,
+    record,
+    replace,
+)
 
 
 @record
@@ -90,3 +98,16 @@ def test_match_args() -> None:
     match Point(3, 4):
         case Point(x, y):
             assert (x, y) == (3, 4)
+
+
+@mutable_record
+class Counter:
+    name: str
+    n: int = 0
+
+
+def test_mutable_record_assigns_and_compares_by_identity() -> None:
+    c = Counter("a")
+    c.n += 1
+    assert c.n == 1 and repr(c) == "Counter(name='a', n=1)"
+    assert c != Counter("a", 1) and len({c, Counter("a", 1)}) == 2

@@ -11,7 +11,6 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from tpmseal.errors import BadInputError, UsageError
@@ -25,6 +24,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         raise UsageError(f"cannot write {target}: directory {directory} does not exist")
     if target.is_dir():
         raise UsageError(f"cannot write {target}: it is a directory", "name a file")
+    import tempfile  # with shutil and random: not on a read-only run
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as e:

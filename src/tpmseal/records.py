@@ -88,6 +88,16 @@ def _own_fields(cls: type) -> list[Field]:
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
 def record(cls: type[T]) -> type[T]:
     """Make *cls* a frozen record: ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``."""
+    return _make(cls, frozen=True)
+
+
+@dataclass_transform(eq_default=False, field_specifiers=(field,))
+def mutable_record(cls: type[T]) -> type[T]:
+    """Make *cls* a mutable record: ``__init__`` and ``__repr__``; identity ``==``."""
+    return _make(cls, frozen=False)
+
+
+def _make(cls: type[T], frozen: bool) -> type[T]:
     inherited: dict[str, Field] = {}
     for base in reversed(cls.__mro__[1:]):
         inherited.update(getattr(base, "__record_fields__", {}))
@@ -96,14 +106,15 @@ def record(cls: type[T]) -> type[T]:
     own = cls.__dict__
     methods: dict[str, Any] = {
         "__record_fields__": inherited, "__record_names__": tuple(inherited),
-        "__match_args__": tuple(inherited),
-        "__init__": _init, "__setattr__": _setattr, "__delattr__": _delattr}
+        "__match_args__": tuple(inherited), "__init__": _init}
     if "__repr__" not in own:
         methods["__repr__"] = _repr
-    if "__eq__" not in own:
-        methods["__eq__"] = _eq
-    if own.get("__hash__") is None:
-        methods["__hash__"] = _hash
+    if frozen:
+        methods.update(__setattr__=_setattr, __delattr__=_delattr)
+        if "__eq__" not in own:
+            methods["__eq__"] = _eq
+        if own.get("__hash__") is None:
+            methods["__hash__"] = _hash
     for name, value in methods.items():
         setattr(cls, name, value)
     return cls

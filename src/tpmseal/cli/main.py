@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
+from tpmseal import log
 from tpmseal.errors import ExitCode, TpmsealError
 
 #: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
@@ -41,8 +41,37 @@ _GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without :mod:`shutil` (and its bz2, lzma, fnmatch).
+
+    argparse makes a formatter for every ``add_argument``, and the stock one
+    imports shutil for the terminal width; this reads it as shutil does.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _columns() - 2)
+
+
+def _columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    out = sys.__stdout__
+    try:
+        return (os.get_terminal_size(out.fileno()).columns if out else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and the usage exit code."""
+    """argparse with one-line errors, the usage exit code and a cheap formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
@@ -90,6 +119,11 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     return parser
 
 
+def _configure_logging(level: int) -> None:
+    import logging
+    logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -98,13 +132,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("tpmseal: interrupted\n")
         return 130
-    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
+    level = log.DEBUG if args.debug else log.INFO if args.verbose else log.WARNING
+    if level < log.WARNING:
+        _configure_logging(level)
+    else:  # most runs log nothing: import logging only for a warning
+        log.on_first_use(lambda: _configure_logging(level))
     handler: Handler = args.handler
     try:
         return handler(args)
     except TpmsealError as e:
         if args.debug:
+            import logging
             logging.exception("failed")
         sys.stderr.write(f"tpmseal: error: {e.one_line()}\n")
         return int(e.exit_code)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_se
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input
+from tpmseal.log import get_logger
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
@@ -23,7 +23,7 @@ from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
+from tpmseal.log import get_logger
 from tpmseal.recipes import trust
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from tpmseal.errors import (
     TransportError,
     UsageError,
 )
+from tpmseal.log import get_logger
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -70,7 +70,7 @@ from tpmseal.wire.structures import (
     SymDef,
 )
 
-log = logging.getLogger("tpmseal.client")
+log = get_logger("tpmseal.client")
 
 R = TypeVar("R", bound=Response)
 

@@ -16,7 +16,6 @@ import binascii
 import hashlib
 import hmac
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 from tpmseal.errors import BadInputError, DecodeError, UsageError
@@ -26,6 +25,14 @@ from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
 FORMAT = "tpmseal-sealed/1"
+
+
+def _now() -> str:
+    """The current UTC time, to the second (datetime is imported only to seal)."""
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 ENCRYPTED = "aes-128-cfb"
 LEGACY = "legacy"
 
@@ -56,8 +63,7 @@ class SealedBlob:
     sealed_with: str
     pin: bool = False
     check: bytes | None = None
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
-        timespec="seconds"))
+    created: str = field(default_factory=_now)
 
     @property
     def policy_digest(self) -> bytes:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import logging
 import os
 from collections.abc import Iterator
 from itertools import chain
@@ -27,6 +26,7 @@ from tpmseal.errors import (
     TpmsealError,
     UsageError,
 )
+from tpmseal.log import get_logger
 from tpmseal.recipes import recovery, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -45,7 +45,7 @@ from tpmseal.session.auth import AuthSession, PasswordSession, Session
 from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
-log = logging.getLogger("tpmseal.lifecycle")
+log = get_logger("tpmseal.lifecycle")
 
 VAULT_KEY_BYTES = 32
 

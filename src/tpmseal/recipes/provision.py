@@ -13,11 +13,11 @@ when a CA bundle is given.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, UsageError
+from tpmseal.log import get_logger
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
@@ -27,7 +27,7 @@ from tpmseal.wire.constants import TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 
-log = logging.getLogger("tpmseal.provision")
+log = get_logger("tpmseal.provision")
 
 
 @record

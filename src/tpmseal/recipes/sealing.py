@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import hmac
-import logging
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
@@ -37,6 +36,7 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
+from tpmseal.log import get_logger
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
 from tpmseal.recipes.profiles import TCG, Profile
@@ -49,7 +49,7 @@ from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, SensitiveCreate, SymDef
 
-log = logging.getLogger("tpmseal.seal")
+log = get_logger("tpmseal.seal")
 
 MSG_AES = "TPM supports AES-128-CFB, sealing with parameter encryption"
 MSG_NO_AES = "TPM does not support AES-128-CFB, sealing without parameter encryption"

@@ -15,7 +15,6 @@ leaves at least one complete copy that unseals (the old or the new).
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Sequence
 from itertools import chain
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Protocol
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import DecodeError, IntegrityError, NotFoundError, UsageError
 from tpmseal.files import write_atomic
+from tpmseal.log import get_logger
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, salted_session
@@ -34,7 +34,7 @@ from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import NvPublic, PcrSelectionList, Public
 
-log = logging.getLogger("tpmseal.store")
+log = get_logger("tpmseal.store")
 
 #: EVE's NV attributes: an ordinary index the owner may read and write (Part 2 §13.4).
 NV_ATTRS = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD

@@ -23,7 +23,6 @@ import base64
 import binascii
 import json
 import os
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ class TrustRecord:
         return self.ek_public.name()
 
     def to_json(self) -> dict[str, Any]:
+        from datetime import datetime, timezone  # only to save a record
         return {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hmac
 import os
-from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
@@ -46,6 +45,7 @@ except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
 from tpmseal.errors import ResponseIntegrityError, UsageError
+from tpmseal.records import field, mutable_record
 from tpmseal.session.kdf import LABEL_ATH, LABEL_CFB, kdfa
 from tpmseal.wire.constants import HASH_NAMES, HASH_SIZES, TPM_ALG, TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.frames import AuthCommand, AuthResponse
@@ -113,7 +113,7 @@ class PasswordSession(Session):
         return "PasswordSession()"
 
 
-@dataclass(eq=False)
+@mutable_record
 class AuthSession(Session):
     """An HMAC, policy or trial session started with TPM2_StartAuthSession.
 
@@ -186,7 +186,7 @@ class AuthSession(Session):
                              "TPM's endorsement key")
 
 
-@dataclass
+@mutable_record
 class Pending:
     """What a protected command must remember to check its response."""
 
