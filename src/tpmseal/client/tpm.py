@@ -16,12 +16,12 @@ Responsibilities (and nothing more):
 from __future__ import annotations
 
 import contextlib
-import hmac
 import os
 import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from tpmseal.digests import equal
 from tpmseal.errors import (
     DecodeError,
     IntegrityError,
@@ -217,7 +217,7 @@ class Tpm:
         """Bookkeeping of Names, transients and sessions after a successful command."""
         if isinstance(cmd, cmds.Load) and isinstance(response, cmds.LoadResponse):
             expected = cmd.in_public.name()
-            if not hmac.compare_digest(expected, response.name):
+            if not equal(expected, response.name):
                 self._transients.add(response.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
                                      "not match its public area: possible bus tampering")
@@ -288,7 +288,7 @@ class Tpm:
     def read_public(self, handle: int) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""
         r = self.run(cmds.ReadPublic(handle))
-        if not hmac.compare_digest(r.out_public.name(), r.name):
+        if not equal(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
                                  "public area: possible bus tampering")
         self.names[handle] = r.name
@@ -297,7 +297,7 @@ class Tpm:
     def nv_read_public(self, index: int, *sessions: Session) -> NvPublic:
         """TPM2_NV_ReadPublic, verifying that the Name matches the public area."""
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
-        if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
+        if not equal(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
                                  "its public area: possible bus tampering")
         self._track_nv(r.nv_public)

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
 from typing import Any
 
+from tpmseal.digests import hmac_digest
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
 from tpmseal.records import field, record
@@ -170,7 +169,7 @@ def check_value(secret: bytes, name: bytes) -> bytes:
     128 bits of entropy. For a short passphrase it would allow an offline guessing
     attack, so it is only stored for key-like secrets (see :func:`key_like`).
     """
-    return hmac.new(secret, b"tpmseal-check/1" + name, hashlib.sha256).digest()
+    return hmac_digest(secret, b"tpmseal-check/1" + name, "sha256")
 
 
 def key_like(secret: bytes) -> bool:

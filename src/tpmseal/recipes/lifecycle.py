@@ -12,13 +12,12 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import os
 from collections.abc import Iterator
 from itertools import chain
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import digest, equal
 from tpmseal.errors import (
     IntegrityError,
     NotFoundError,
@@ -123,7 +122,7 @@ def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, session)
     else:
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES)
-    return hashlib.sha256(tpm_bytes + os.urandom(VAULT_KEY_BYTES)).digest()
+    return digest("sha256", tpm_bytes + os.urandom(VAULT_KEY_BYTES))
 
 
 def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) -> bytes | None:
@@ -221,7 +220,7 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     store.save(tpm, blob)
     # the copy was just sealed on the path asked for: verify it on the same path
     check = unseal_stored(tpm, store, replace(opts, allow_downgrade=opts.legacy))
-    if not hmac.compare_digest(check, key):
+    if not equal(check, key):
         raise IntegrityError("the freshly sealed vault key did not unseal to the same value")
     if legacy is not None:
         _retire_legacy(tpm, legacy_index, legacy, key)
@@ -229,7 +228,7 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
 
 
 def _retire_legacy(tpm: Tpm, index: int, legacy: bytes, key: bytes) -> None:
-    if hmac.compare_digest(legacy, key):
+    if equal(legacy, key):
         log.info("sealed vault key verified; removing the legacy plaintext key in NV %#x", index)
         nv_undefine(tpm, index)
     else:

@@ -24,9 +24,9 @@ unsealed on the legacy path without ``allow_downgrade``.
 from __future__ import annotations
 
 import contextlib
-import hmac
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import equal
 from tpmseal.errors import (
     AuthFailedError,
     BadInputError,
@@ -281,7 +281,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                     "possible interposer") from None
             raise mismatch_error(changed) from None
         raise _explain(e, trust, blob.pin) from None
-    if blob.check is not None and not hmac.compare_digest(
+    if blob.check is not None and not equal(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "
                              "was altered or the blob does not match the object")

@@ -34,7 +34,6 @@ This module is sans-I/O: the client feeds it bytes and gets bytes back.
 
 from __future__ import annotations
 
-import hmac
 import os
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
@@ -44,6 +43,7 @@ try:  # cryptography >= 47 keeps CFB among the "decrepit" modes
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
+from tpmseal.digests import equal, hmac_digest
 from tpmseal.errors import ResponseIntegrityError, UsageError
 from tpmseal.records import field, mutable_record
 from tpmseal.session.kdf import LABEL_ATH, LABEL_CFB, kdfa
@@ -267,7 +267,7 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
         mac = b""
         if key or not s.is_policy:
             msg = cp_hashes[alg] + s.nonce_caller + s.nonce_tpm + extra + u8(s.attributes)
-            mac = hmac.new(key, msg, HASH_NAMES[alg]).digest()
+            mac = hmac_digest(key, msg, HASH_NAMES[alg])
         auths.append(AuthCommand(s.handle, s.nonce_caller, s.attributes, mac))
     enc_session = enc[0] if enc else None
     enc_name = names[sessions.index(enc_session)] if enc_session else None
@@ -304,8 +304,8 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             expected = b""
         else:
             msg = rp_hashes[alg] + a.nonce + s.nonce_caller + u8(a.attributes)
-            expected = hmac.new(key, msg, HASH_NAMES[alg]).digest()
-        if not hmac.compare_digest(expected, a.hmac):
+            expected = hmac_digest(key, msg, HASH_NAMES[alg])
+        if not equal(expected, a.hmac):
             raise ResponseIntegrityError()
     for s, a in zip(pending.sessions, auths, strict=True):
         if isinstance(s, AuthSession):

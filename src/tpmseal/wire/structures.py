@@ -9,8 +9,7 @@ structure is the one that carries the fields.
 
 from __future__ import annotations
 
-import hashlib
-
+from tpmseal import digests
 from tpmseal.errors import DecodeError
 from tpmseal.records import field, record, replace
 from tpmseal.wire.constants import (
@@ -30,7 +29,7 @@ def digest(alg: int, data: bytes) -> bytes:
     name = HASH_NAMES.get(alg)
     if name is None:
         raise ValueError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}")
-    return hashlib.new(name, data).digest()
+    return digests.digest(name, data)
 
 
 # --------------------------------------------------------------------------- PCRs
