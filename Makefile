@@ -35,6 +35,10 @@ bench: deps
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-tpm2-pytss; } \
 	  || echo "could not install python3-tpm2-pytss: benchmarking without it" >&2
+	@command -v /usr/bin/time >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } \
+	  || echo "could not install time: benchmarking without peak RSS" >&2
+	$(VENV)/bin/python bench/bench_cli.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
 
 clean:
