@@ -39,6 +39,7 @@ bench: deps
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } \
 	  || echo "could not install time: benchmarking without peak RSS" >&2
 	$(VENV)/bin/python bench/bench_cli.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/bench_chip.py $(BENCH_ARGS)
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
 
 clean:
