@@ -17,24 +17,23 @@ from typing import Any, NoReturn
 from tpmseal import log
 from tpmseal.errors import ExitCode, TpmsealError
 
-#: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
-#: Only the module of the command being run is imported: start-up time is part of every
-#: ``tpmseal unseal`` in a boot script.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "sim": ("tpmseal.cli.sim", "start, stop or inspect an swtpm simulator"),
-    "probe": ("tpmseal.cli.probe", "describe the TPM: vendor, PCR banks, AES-CFB, keys"),
-    "provision": ("tpmseal.cli.provision",
-                  "create the EK and SRK if missing and pin them in the trust file"),
-    "seal": ("tpmseal.cli.seal", "seal a secret under a PCR policy"),
-    "unseal": ("tpmseal.cli.seal", "unseal a secret to stdout or a file"),
-    "reseal": ("tpmseal.cli.seal", "move a sealed secret to a new PCR policy, crash-safely"),
-    "import": ("tpmseal.cli.seal", "wrap a tpm2-tools sealed object into a tpmseal blob"),
-    "pcrs": ("tpmseal.cli.pcrs", "show PCR values or recover a sealed object's PCR list"),
-    "vault-key": ("tpmseal.cli.vault",
-                  "get the vault key: generate+seal, migrate a legacy key, or unseal"),
-    "demo": ("tpmseal.cli.demo", "seal/unseal a key on a simulator with the bus sniffed"),
-    "sniff": ("tpmseal.cli.sniff", "TPM bus sniffer: proxy, decoder, leak scanner"),
-    "decode": ("tpmseal.cli.sniff", "decode a saved capture (JSON lines, pcap, raw)"),
+#: Each sub-command and the module whose ``register(subparsers)`` defines it (its help
+#: text lives there). Only the module of the command being run is imported, and only that
+#: command's parser is built: start-up time is part of every ``tpmseal unseal`` in a boot
+#: script.
+COMMANDS: dict[str, str] = {
+    "sim": "tpmseal.cli.sim",
+    "probe": "tpmseal.cli.probe",
+    "provision": "tpmseal.cli.provision",
+    "seal": "tpmseal.cli.seal",
+    "unseal": "tpmseal.cli.seal",
+    "reseal": "tpmseal.cli.seal",
+    "import": "tpmseal.cli.seal",
+    "pcrs": "tpmseal.cli.pcrs",
+    "vault-key": "tpmseal.cli.vault",
+    "demo": "tpmseal.cli.demo",
+    "sniff": "tpmseal.cli.sniff",
+    "decode": "tpmseal.cli.sniff",
 }
 _GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 
@@ -109,13 +108,18 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     wanted = _command_in(argv) if argv is not None else None
-    modules = ([COMMANDS[wanted][0]] if wanted in COMMANDS
-               else list(dict.fromkeys(m for m, _ in COMMANDS.values())))
-    for name in modules:
+    if wanted in COMMANDS:
+        # only the named command's parser: each argparse parser costs start-up time
+        # (gettext looks for translations on disk for every one of its messages)
+        module = importlib.import_module(COMMANDS[wanted])
+        one = getattr(module, "register_one", None)
+        if one is not None:
+            one(sub, wanted)
+        else:
+            module.register(sub)
+        return parser
+    for name in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).register(sub)
-    for name, (_, summary) in COMMANDS.items():
-        if name not in sub.choices:  # listed in --help, loaded when used
-            sub.add_parser(name, help=summary)
     return parser
 
 

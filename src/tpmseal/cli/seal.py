@@ -27,10 +27,13 @@ log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:
-    _register_seal(sub)
-    _register_unseal(sub)
-    _register_reseal(sub)
-    _register_import(sub)
+    for name in _REGISTER:
+        register_one(sub, name)
+
+
+def register_one(sub: Any, name: str) -> None:
+    """Only the sub-parser of *name* (argparse parsers cost start-up time)."""
+    _REGISTER[name](sub)
 
 
 def _pcrs_option(p: argparse.ArgumentParser, help_: str,
@@ -255,3 +258,7 @@ def run_import(args: argparse.Namespace) -> int:
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
         out.save(tpm, blob)
     return 0
+
+
+_REGISTER = {"seal": _register_seal, "unseal": _register_unseal, "reseal": _register_reseal,
+             "import": _register_import}
