@@ -19,7 +19,7 @@ def register(sub: Any) -> None:
     p.add_argument("--ek-type", choices=EK_TYPES, default="auto",
                    help="EK that salts sessions: auto (default: the pinned or persisted one, "
                         "else ecc when the TPM has NIST P-256, else rsa), rsa (template L-1) "
-                        "or ecc (L-2, P-256; a cheaper salt on SPI TPMs)")
+                        "or ecc (L-2, P-256; a cheaper salt on most SPI TPMs)")
     p.add_argument("--ek-ca", metavar="FILE|DIR",
                    help="verify the EK certificate in NV against these CA certificates")
     p.add_argument("--repin", action="store_true",

@@ -11,11 +11,11 @@ Finally the EK's public area and the SRK's Name are pinned in the trust file
 when a CA bundle is given.
 
 EK type ``auto`` (the CLI's default) salts sessions with the ECC EK (TCG EK
-template L-2, NIST P-256) when the TPM has that curve: the TPM's side of an
-ECDH salt (TPM2_StartAuthSession, Part 1 §19.6.13, an ECDH key exchange) costs
-a fraction of an RSA-2048 private-key decryption on SPI TPMs, and every seal and
-unseal starts one salted session. A pinned EK, or one already persisted, keeps
-its type (see :func:`choose_ek_type`).
+template L-2, NIST P-256) when the TPM has that curve: every seal and unseal
+starts one salted session, and the TPM's side of an ECDH salt (Part 1 §19.6.13)
+costs less than an RSA-2048 OAEP decryption on an SLB9672 or NPCT75x by
+wolfTPM's published figures, though not on an SLB9670 (bench/chip_model.py).
+A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type`).
 """
 
 from __future__ import annotations
