@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 
 from tpmseal.errors import UsageError
@@ -13,6 +12,7 @@ from tpmseal.files import read_input, write_output
 def read_secret(path: str) -> bytes:
     """The secret from a file, a pipe, or (on a terminal) a no-echo prompt."""
     if path == "-" and sys.stdin.isatty():
+        import getpass  # only for a terminal prompt
         first = getpass.getpass("secret to seal: ").encode()
         if getpass.getpass("again: ").encode() != first:
             raise UsageError("the two entries differ",
@@ -46,6 +46,7 @@ def read_pin(args: argparse.Namespace, *, needed: bool, confirm: bool) -> bytes 
             why = ("this secret is protected by a PIN" if needed
                    else "--pin asks for the PIN on a terminal")
             raise UsageError(f"{why}, and there is no terminal", "pass --pin-file FILE") from None
+        import getpass  # only for a terminal prompt
         pin = getpass.getpass("PIN: ").encode()
         if confirm and getpass.getpass("PIN again: ").encode() != pin:
             raise UsageError("the two PINs differ",

@@ -13,10 +13,10 @@ One URI syntax names a TPM everywhere (Python API, ``--tpm``, ``TPMSEAL_TPM``):
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Protocol
 
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 
 DEFAULT_URI = "device:/dev/tpmrm0"
 DEFAULT_TIMEOUT = 120.0
@@ -35,7 +35,7 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@record
 class TpmUri:
     """A parsed TPM URI."""
 
