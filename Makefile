@@ -72,11 +72,18 @@ test-floor: deps .venv-floor/.installed
 	.venv-floor/bin/python -c 'import cryptography; assert cryptography.__version__ == "$(CRYPTOGRAPHY_FLOOR)"'
 	.venv-floor/bin/python -m pytest -q -n 2 $(FLOOR_TESTS)
 
+# BENCH_ARGS (e.g. --runs 30) go to bench_cli.py and bench_unseal.py, CHIP_ARGS (e.g.
+# --runs 5 --chips SLB9672) to bench_chip.py, whose modelled chip times are deterministic.
 bench: deps
 	@/usr/bin/python3 -c 'import tpm2_pytss' 2>/dev/null \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-tpm2-pytss; } \
 	  || echo "could not install python3-tpm2-pytss: benchmarking without it" >&2
+	@command -v /usr/bin/time >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } \
+	  || echo "could not install time: benchmarking without peak RSS" >&2
+	$(VENV)/bin/python bench/bench_cli.py $(BENCH_ARGS)
+	$(VENV)/bin/python bench/bench_chip.py $(CHIP_ARGS)
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
 
 # TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
 from tpmseal.recipes.trust import EK_MISMATCH
+from tpmseal.records import replace
 from tpmseal.sniff.hooks import (
     CommandHook,
     HookContext,

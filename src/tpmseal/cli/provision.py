@@ -9,7 +9,7 @@ from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, tr
 from tpmseal.errors import UsageError
 from tpmseal.files import locked
 from tpmseal.recipes.profiles import Profile, conflicts
-from tpmseal.recipes.provision import provision
+from tpmseal.recipes.provision import EK_TYPES, provision
 
 
 def register(sub: Any) -> None:
@@ -21,8 +21,10 @@ def register(sub: Any) -> None:
                     "creates exactly EVE's keys (its EK template under the owner hierarchy); "
                     "with --ek-ca the certified EK at the TCG handle salts the sessions.")
     add_profile(p)
-    p.add_argument("--ek-type", choices=("rsa", "ecc"), default="rsa",
-                   help="EK algorithm: rsa (template L-1, default) or ecc (L-2, NIST P-256)")
+    p.add_argument("--ek-type", choices=EK_TYPES, default="auto",
+                   help="EK that salts sessions: auto (default: the pinned or persisted one, "
+                        "else ecc when the TPM has NIST P-256, else rsa), rsa (template L-1) "
+                        "or ecc (L-2, P-256; a cheaper salt on most SPI TPMs)")
     p.add_argument("--ek-ca", metavar="FILE|DIR",
                    help="verify the EK certificate in NV against these CA certificates")
     p.add_argument("--repin", action="store_true",

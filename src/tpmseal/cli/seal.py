@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_se
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
+from tpmseal.log import get_logger
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.lifecycle import (
@@ -39,14 +39,17 @@ from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:
-    _register_seal(sub)
-    _register_unseal(sub)
-    _register_reseal(sub)
-    _register_import(sub)
+    for name in _REGISTER:
+        register_one(sub, name)
+
+
+def register_one(sub: Any, name: str) -> None:
+    """Only the sub-parser of *name* (argparse parsers cost start-up time)."""
+    _REGISTER[name](sub)
 
 
 def _pcrs_option(p: argparse.ArgumentParser, help_: str,
@@ -345,3 +348,7 @@ def run_import(args: argparse.Namespace) -> int:
         print_json({"command": "import", **_report(blob, out, profile),
                     "policy_matches": bool(values)})
     return 0
+
+
+_REGISTER = {"seal": _register_seal, "unseal": _register_unseal, "reseal": _register_reseal,
+             "import": _register_import}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 
 from tpmseal.errors import UsageError
@@ -12,6 +11,8 @@ from tpmseal.files import read_input, write_output
 
 def _prompt(text: str, what: str, instead: str) -> bytes:
     """A no-echo terminal prompt; end of input (Ctrl-D) there is a usage error."""
+    import getpass  # only for a terminal prompt
+
     try:
         return getpass.getpass(text).encode()
     except EOFError:

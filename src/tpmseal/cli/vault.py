@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from tpmseal.cli.common import (
@@ -19,11 +18,12 @@ from tpmseal.cli.common import (
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.files import locked
+from tpmseal.log import get_logger
 from tpmseal.recipes import trust
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:

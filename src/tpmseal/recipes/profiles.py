@@ -18,14 +18,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 from tpmseal.wire.constants import TPM_ALG, TPM_RH
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 
-@dataclass(frozen=True)
+@record
 class NvLayout:
     """NV indices holding a sealed object with no metadata (EVE's format)."""
 
@@ -37,7 +36,7 @@ class NvLayout:
     staging_public: int
 
 
-@dataclass(frozen=True)
+@record
 class Profile:
     name: str
     ek_rsa: int

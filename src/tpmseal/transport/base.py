@@ -21,11 +21,10 @@ Where no URI is given, the first set of ``$TPMSEAL_TPM``, ``$TPM2TOOLS_TCTI`` an
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Protocol
 
 from tpmseal.errors import UsageError
-from tpmseal.transport import tcti
+from tpmseal.records import record
 
 DEFAULT_URI = "device:/dev/tpmrm0"
 DEFAULT_TIMEOUT = 120.0
@@ -46,7 +45,7 @@ class Transport(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
+@record
 class TpmUri:
     """A parsed TPM URI."""
 
@@ -63,36 +62,10 @@ class TpmUri:
         return f"{self.scheme}:{self.path}"
 
 
-def _parse_tcti(name: str, conf: str) -> TpmUri:
-    """A tpm2-tss TCTI string (:mod:`tpmseal.transport.tcti`) as a URI."""
-    if name == "device":
-        return TpmUri("device", path=conf or tcti.DEVICE_DEFAULT)
-    keys = ("host", "port", "path") if name == "swtpm" else ("host", "port")
-    kv = tcti.key_values(conf, keys, name)
-    port = tcti.port_of(kv["port"], name) if "port" in kv else tcti.DEFAULT_PORT
-    if "path" in kv:
-        if "host" in kv or "port" in kv:
-            raise UsageError(f"swtpm TCTI {name}:{conf} names both a path and a host/port",
-                             "give path=SOCKET or host=H,port=P")
-        return TpmUri("unix", path=kv["path"])
-    host = kv.get("host", tcti.DEFAULT_HOST)
-    return TpmUri("tcp" if name == "swtpm" else "mssim", host=host.strip("[]"), port=port)
-
-
 def parse_uri(uri: str) -> TpmUri:
     """Parse a TPM URI or TCTI string; raise :class:`UsageError` naming the accepted forms."""
     scheme, sep, rest = uri.partition(":")
-    forms = ("use device:/dev/tpmrm0, unix:/path/tpm.sock, tcp:HOST:PORT, sim:STATE_DIR, "
-             "or a TCTI such as swtpm:path=SOCKET, swtpm:host=H,port=P or mssim:host=H,port=P")
-    name = tcti.tcti_name(scheme)
-    if name in tcti.NAMES and not (sep and not rest and name == "device"):
-        return _parse_tcti(name, rest)
-    hint = tcti.unsupported_hint(scheme)
-    if hint:
-        raise UsageError(f"unsupported TCTI {scheme!r} in {uri!r}", hint)
-    if not sep or not rest:
-        raise UsageError(f"bad TPM URI {uri!r}", forms)
-    if scheme in ("device", "unix", "sim"):
+    if rest and scheme in ("device", "unix", "sim"):
         return TpmUri(scheme, path=rest)
     if scheme == "tcp":
         host, _, port = rest.rpartition(":")
@@ -101,6 +74,18 @@ def parse_uri(uri: str) -> TpmUri:
             raise UsageError(f"bad TCP TPM URI {uri!r}",
                              "use tcp:HOST:PORT, e.g. tcp:127.0.0.1:2321")
         return TpmUri("tcp", host=host.strip("[]"), port=int(port))
+    from tpmseal.transport import tcti  # tpm2-tools' forms: kept off the unseal path
+
+    forms = ("use device:/dev/tpmrm0, unix:/path/tpm.sock, tcp:HOST:PORT, sim:STATE_DIR, "
+             "or a TCTI such as swtpm:path=SOCKET, swtpm:host=H,port=P or mssim:host=H,port=P")
+    name = tcti.tcti_name(scheme)
+    if name in tcti.NAMES and not (sep and not rest and name == "device"):
+        return tcti.parse(name, rest)
+    hint = tcti.unsupported_hint(scheme)
+    if hint:
+        raise UsageError(f"unsupported TCTI {scheme!r} in {uri!r}", hint)
+    if not sep or not rest:
+        raise UsageError(f"bad TPM URI {uri!r}", forms)
     raise UsageError(f"unknown TPM URI scheme {scheme!r} in {uri!r}", forms)
 
 
