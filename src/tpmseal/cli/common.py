@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
+from tpmseal.log import INFO, get_logger
 from tpmseal.recipes.profiles import PROFILES, Profile, get_profile
 from tpmseal.recipes.trust import trust_path
 from tpmseal.transport.base import Transport, default_uri, parse_uri
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 class LoggedTransport:
@@ -73,9 +73,16 @@ def open_tpm(args: argparse.Namespace) -> Tpm:
         pid = Simulator(sim_dir or "").pid()
         sys.stderr.write(f"tpmseal: started swtpm (pid {pid}) for {uri}; it keeps running: "
                          f"stop it with `tpmseal sim stop --state {sim_dir}`\n")
-    if log.isEnabledFor(logging.INFO):
+    if _verbose():
         tpm.transport = LoggedTransport(tpm.transport)
     return tpm
+
+
+def _verbose() -> bool:
+    """Whether info records of ``tpmseal.cli`` are shown (-v, --debug, or a library user's
+    logging set-up); never imports :mod:`logging` itself (start-up time)."""
+    logging = sys.modules.get("logging")
+    return logging is not None and bool(logging.getLogger("tpmseal.cli").isEnabledFor(INFO))
 
 
 def _sim_dir(uri: str) -> str | None:

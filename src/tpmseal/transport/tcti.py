@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 
 from tpmseal.errors import UsageError
+from tpmseal.transport.base import TpmUri
 
 DEFAULT_HOST = "localhost"
 DEFAULT_PORT = 2321
@@ -65,6 +66,22 @@ def key_values(conf: str, allowed: tuple[str, ...], what: str) -> dict[str, str]
 
 
 def port_of(text: str, what: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise UsageError(f"bad {what} TCTI port {text!r}", "give a port between 1 and 65535")
     return int(text)
+
+
+def parse(name: str, conf: str) -> TpmUri:
+    """The TCTI *name* with configuration *conf* as a :class:`TpmUri`."""
+    if name == "device":
+        return TpmUri("device", path=conf or DEVICE_DEFAULT)
+    keys = ("host", "port", "path") if name == "swtpm" else ("host", "port")
+    kv = key_values(conf, keys, name)
+    port = port_of(kv["port"], name) if "port" in kv else DEFAULT_PORT
+    if "path" in kv:
+        if "host" in kv or "port" in kv:
+            raise UsageError(f"swtpm TCTI {name}:{conf} names both a path and a host/port",
+                             "give path=SOCKET or host=H,port=P")
+        return TpmUri("unix", path=kv["path"])
+    host = kv.get("host", DEFAULT_HOST)
+    return TpmUri("tcp" if name == "swtpm" else "mssim", host=host.strip("[]"), port=port)
