@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from tpmseal import interrupt, log
+from tpmseal import __version__, interrupt, log
 from tpmseal.errors import ExitCode, TpmsealError
 from tpmseal.files import guard_stdio
 from tpmseal.interrupt import Interrupted
@@ -103,14 +103,18 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
         description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
                     "with the secret never crossing the TPM bus in plaintext.")
     parser.add_argument("--tpm", metavar="URI",
-                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT "
-                             "or sim:STATE_DIR; also $TPMSEAL_TPM")
+                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT, "
+                             "sim:STATE_DIR, or a tpm2-tools TCTI (swtpm:path=P, "
+                             "swtpm:host=H,port=N, mssim:..., device:PATH); default "
+                             "$TPMSEAL_TPM, else $TPM2TOOLS_TCTI, else $TCTI")
     parser.add_argument("--trust-file", metavar="PATH",
                         help="pinned EK record written by provision (default "
                              "$TPMSEAL_TRUST_FILE or /var/lib/tpmseal/trust.json)")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging and tracebacks (never prints key material)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="informational logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log the flow: TPM commands, counts, timing (never secrets)")
+    parser.add_argument("--version", action="version", version=f"tpmseal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     wanted = _command_in(argv) if argv is not None else None
@@ -124,6 +128,8 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
         else:
             module.register(sub)
         return parser
+    if argv is not None and "--version" in argv:
+        return parser  # answered before any command is looked at
     for name in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).register(sub)
     return parser

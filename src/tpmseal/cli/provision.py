@@ -6,7 +6,9 @@ import argparse
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.errors import UsageError
 from tpmseal.files import locked
+from tpmseal.recipes.profiles import Profile, conflicts
 from tpmseal.recipes.provision import EK_TYPES, provision
 
 
@@ -34,10 +36,22 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _explain_conflict(e: UsageError, profile: Profile) -> UsageError:
+    """A key of the wrong kind at a handle another profile uses: say which profile put it."""
+    for handle, why in conflicts(profile).items():
+        if f"{handle:#x}" in e.message:
+            return UsageError(f"{e.message} ({why})", e.hint)
+    return e
+
+
 def run(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
     with locked(trust_of(args)), open_tpm(args) as tpm:  # it rewrites the trust file
-        r = provision(tpm, profile_of(args), ek_type=args.ek_type, trust_file=trust_of(args),
-                      ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
+        try:
+            r = provision(tpm, profile, ek_type=args.ek_type, trust_file=trust_of(args),
+                          ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
+        except UsageError as e:
+            raise _explain_conflict(e, profile) from None
     roles = [("ek", r.ek), ("srk", r.srk)]
     if r.salt is not None and r.salt.handle != r.ek.handle:
         roles.append(("salt", r.salt))  # the certified EK, apart from the profile's EK

@@ -175,6 +175,15 @@ def shared_session(tpm: Tpm, trust: TrustRecord | None,
                 tpm.flush(s.handle)
 
 
+def refuse_downgrade(legacy: bool, trust: TrustRecord | None, allow_downgrade: bool) -> None:
+    """The legacy path where the pinned TPM does AES-128-CFB needs *allow_downgrade*: the
+    secret would cross the bus in plaintext (the same rule as for unseal)."""
+    if legacy and trust is not None and trust.aes_128_cfb and not allow_downgrade:
+        raise UsageError("--legacy would put the secret on the bus in plaintext, and the TPM "
+                         "pinned in the trust file supports AES-128-CFB parameter encryption",
+                         "drop --legacy, or pass --allow-downgrade if you really mean it")
+
+
 def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
