@@ -27,8 +27,9 @@ Columns (medians):
 
 tpm2-pytss (Debian ``python3-tpm2-pytss``, built for the system python) runs in
 a ``/usr/bin/python3`` subprocess that times itself; in the counted pass its
-commands are matched to its runs by the time windows it reports. EVE's Go code
-is not run: its row repeats the count of /work/notes/eve-facts.md section 6.
+commands are matched to its runs by the time windows it reports. EVE's command
+sequences are replayed and timed by bench/bench_chip.py; nothing here is a
+figure this script did not measure.
 
 Usage: python bench/bench_unseal.py [--runs N] [--json] [--keep]
 """
@@ -75,9 +76,6 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 PYTSS_MISSING = "not installed: apt-get install python3-tpm2-pytss"
 TOOLS_MISSING = "not installed: apt-get install tpm2-tools"
 
-#: EVE's encrypted unseal (notes section 6): 12 commands on one connection + TestParms.
-EVE_UNSEAL_COMMANDS = 12 + 1
-
 #: GetCapability(HANDLES) ranges a tool without a resource manager may leave behind:
 #: transient objects, loaded sessions, saved sessions (sessions come back as 0x02/0x03).
 LEFTOVER_RANGES = (0x80000000, 0x02000000, 0x03000000)
@@ -108,11 +106,10 @@ def _median(values: list[float]) -> float | None:
 class Row:
     group: str
     tool: str
-    how: str  # "in-process" | "process" | "reported"
+    how: str  # "in-process" | "process"
     direct: list[Sample] = field(default_factory=list)
     counted: list[Sample] = field(default_factory=list)
     note: str = ""
-    reported_commands: int | None = None
     base: Row | None = None
 
     @property
@@ -132,8 +129,7 @@ class Row:
 
     @property
     def commands(self) -> float | None:
-        m = _median([float(len(s.commands)) for s in self.counted])
-        return self.reported_commands if m is None else m
+        return _median([float(len(s.commands)) for s in self.counted])
 
     @property
     def sequence(self) -> list[str]:
@@ -549,7 +545,7 @@ class Bench:
                     def api(tpm: Tpm = tpm) -> None:
                         _check(unseal_stored(tpm, store, opts), key, "tpmseal API (eve)")
 
-                    api_row = self.record(
+                    self.record(
                         self.row(group, "tpmseal API  unseal_stored(NvStore)", "in-process"),
                         target, target.run(self.n(target), api))
                 argv = self.cli_argv(m, target, "unseal", "--profile", "eve", "--nv",
@@ -561,10 +557,6 @@ class Bench:
 
                 self.record(self.row(group, "tpmseal CLI  `unseal --profile eve --nv`",
                                      "process"), target, target.run(self.n(target), cli))
-        eve = self.row(group, "EVE evetpm (Go, go-tpm)", "reported", api_row,
-                       "eve-facts.md section 6: 12 commands + TestParms on a second "
-                       "connection; not run here")
-        eve.reported_commands = EVE_UNSEAL_COMMANDS
 
 
 def tools_missing() -> str:

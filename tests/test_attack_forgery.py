@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +31,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
 from tpmseal.recipes.trust import EK_MISMATCH
+from tpmseal.records import replace
 from tpmseal.sniff.analysis.leaks import scan
 from tpmseal.sniff.capture.hooks import (
     CommandHook,
@@ -264,7 +264,8 @@ def test_control_forged_pcr_values_steer_a_legacy_seal(tcg_sim: Simulator,
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(os.urandom(32))
     with interposer(tcg_sim, on_response=_forge_pcr_values) as p:
-        r = tpm(p, "seal", "--legacy", "--input", str(key), "--output", str(blob))
+        r = tpm(p, "seal", "--legacy", "--allow-downgrade", "--input", str(key), "--output",
+                str(blob))
         assert r.rc == 0, r.err
     values = SealedBlob.from_json(blob.read_bytes()).pcr_values
     assert values[(0x000B, 0)] == digest(0x000B, b"attacker's choice 0")

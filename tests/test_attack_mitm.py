@@ -148,11 +148,10 @@ def test_ecc_pin_taken_under_a_mitm_gets_the_ek_mismatch_diagnosis(
         tcg_sim: Simulator, tmp_path: Path, command: list[str]) -> None:
     """An ECC salt never fails at StartAuthSession (any point "decrypts"), so a pin of
     the attacker's ECC key shows up at the first HMAC: same diagnosis as RSA's."""
-    import dataclasses
-
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tpmseal.recipes import trust as T
+    from tpmseal.records import replace
     from tpmseal.wire.structures import EccPoint
 
     real_trust = tmp_path / "real.json"
@@ -163,10 +162,10 @@ def test_ecc_pin_taken_under_a_mitm_gets_the_ek_mismatch_diagnosis(
                   str(tmp_path / "key"), "--output", str(tmp_path / "old.json")).rc == 0
     real = T.load(real_trust, "tcg")
     n = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
-    fake = dataclasses.replace(real.ek_public, unique=EccPoint(n.x.to_bytes(32, "big"),
+    fake = replace(real.ek_public, unique=EccPoint(n.x.to_bytes(32, "big"),
                                                                n.y.to_bytes(32, "big")))
     forged = tmp_path / "forged.json"
-    T.save(forged, dataclasses.replace(real, ek_public=fake, path=None))
+    T.save(forged, replace(real, ek_public=fake, path=None))
     if command[0] == "unseal":  # the blob names the pinned key, as it would after the TOFU pin
         doc = json.loads((tmp_path / "old.json").read_text())
         ek = json.loads(forged.read_text())["profiles"]["tcg"]["ek"]

@@ -68,7 +68,8 @@ def test_control_the_scanner_sees_a_legacy_seal(tcg_sim: Simulator, tmp_path: Pa
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(secret)
     with interposer(tcg_sim) as p:
-        assert tpm(p, "seal", "--legacy", "--input", str(key), "--output", str(blob)).rc == 0
+        assert tpm(p, "seal", "--legacy", "--allow-downgrade", "--input", str(key),
+                   "--output", str(blob)).rc == 0
         leaks = scan(p.exchanges, [secret])
     assert [(leak.command, leak.direction, leak.encoding) for leak in leaks] == \
         [("Create", "command", "raw")]

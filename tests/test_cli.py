@@ -282,8 +282,8 @@ def test_pin_flow(tcg_sim: Simulator, tmp_path: Path) -> None:
     r = cli(["unseal", "--legacy", "--allow-downgrade", "--pin-file", str(pin), "--input",
              str(blob)])
     assert_one_line_error(r, 2, "encrypted path")
-    r = cli(["seal", "--legacy", "--pin-file", str(pin), "--input", str(key), "--output",
-             str(tmp_path / "l.json")])
+    r = cli(["seal", "--legacy", "--allow-downgrade", "--pin-file", str(pin), "--input",
+             str(key), "--output", str(tmp_path / "l.json")])
     assert_one_line_error(r, 2, "PIN needs the encrypted path")
     r = cli(["seal", "--pin-file", str(write(tmp_path / "e", b"\n")), "--input", str(key),
              "--output", str(tmp_path / "e.json")])

@@ -12,6 +12,8 @@ import stat
 import threading
 from pathlib import Path
 
+import pytest
+
 from test_seal_support import assert_one_line_error, cli, load_blob, write
 from tpmseal.errors import ExitCode
 from tpmseal.transport.simulator import Simulator
@@ -147,3 +149,26 @@ def test_pin_flow_blob_records_the_pin(tcg_sim: Simulator, tmp_path: Path) -> No
     assert load_blob(blob).pin
     r = cli(["unseal", "--input", str(blob), "--output", "-", "--pin-file", str(pin)])
     assert r.rc == 0 and len(r.out) == 32
+
+
+def test_auto_ek_type_prefers_ecc_on_a_fresh_tpm(blank_sim: Simulator, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """swtpm has NIST P-256: `provision` (auto) pins the ECC EK, seal/unseal salt with it."""
+    monkeypatch.setenv("TPMSEAL_TPM", blank_sim.uri)
+    monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(tmp_path / "trust.json"))
+    assert cli(["provision"]).rc == 0
+    doc = json.loads((tmp_path / "trust.json").read_text())
+    assert doc["profiles"]["tcg"]["ek"]["handle"] == "0x81010002"
+    assert cli(["provision"]).rc == 0  # idempotent: the pinned ECC EK stays
+    key = write(tmp_path / "key", os.urandom(32))
+    blob = tmp_path / "b.json"
+    assert cli(["seal", "--input", str(key), "--output", str(blob),
+                "--allow-unmeasured"]).rc == 0
+    r = cli(["unseal", "--input", str(blob), "--output", "-"])
+    assert r.rc == 0 and r.out == key.read_bytes()
+
+
+def test_auto_ek_type_keeps_a_pinned_rsa_ek(tcg_sim: Simulator) -> None:
+    assert cli(["provision"]).rc == 0
+    trust = json.loads((tcg_sim.state / "trust.json").read_text())
+    assert trust["profiles"]["tcg"]["ek"]["handle"] == "0x81010001"

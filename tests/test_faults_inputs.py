@@ -13,7 +13,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from test_seal_support import assert_one_line_error, cli, cli_subprocess, write
 from tpmseal.errors import BadInputError, ExitCode
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE
+from tpmseal.records import replace
 from tpmseal.safejson import loads
 from tpmseal.sniff.capture.hooks import HookContext
 from tpmseal.sniff.capture.proxy import Proxy

@@ -13,8 +13,21 @@ ORDER = ["transport", "wire", "session", "client", "sniff", "recipes", "cli"]
 ROOT = Path(tpmseal.__file__).parent
 
 
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    """Every node, except those under ``if TYPE_CHECKING:`` (never imported at run time)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
+                and node.test.id == "TYPE_CHECKING":
+            for branch in node.orelse:
+                yield branch
+                yield from _runtime_nodes(branch)
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
 def _imports(path: Path) -> Iterator[str]:
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in _runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             yield from (alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:

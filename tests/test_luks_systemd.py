@@ -249,11 +249,10 @@ def test_interposer_substituting_the_primary_gains_nothing(tcg_sim: Simulator,
     attacker learns nothing: the unlock either works (the primary only parents the
     object) or, where the parent's Name joins an HMAC (Load in a confirming session),
     is refused as tampering. Never a wrong key, never the key on the bus."""
-    from dataclasses import replace
-
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tpmseal.errors import IntegrityError
+    from tpmseal.records import replace
     from tpmseal.sniff.capture.hooks import HookContext, Verdict, parse_response, success_response
     from tpmseal.wire import commands as cmds
     from tpmseal.wire.constants import TPM_CC

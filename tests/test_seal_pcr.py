@@ -28,7 +28,7 @@ from tpmseal.transport.simulator import Simulator
 def test_extend_names_the_changed_pcr(tcg_sim: Simulator, tmp_path: Path, legacy: bool) -> None:
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
-    flags = ["--legacy"] if legacy else []
+    flags = ["--legacy", "--allow-downgrade"] if legacy else []
     assert cli(["seal", *flags, "--input", str(key), "--output", str(blob)]).rc == 0
     extend(tcg_sim.uri, 5)  # not in the default selection: no effect
     assert cli(["unseal", *flags, "--input", str(blob)]).out == key.read_bytes()
@@ -83,7 +83,7 @@ def unmeasured_sim(tcg_template: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
 def test_refuse_unmeasured(unmeasured_sim: Simulator, tmp_path: Path, legacy: bool) -> None:
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
-    flags = ["--legacy"] if legacy else []
+    flags = ["--legacy", "--allow-downgrade"] if legacy else []
     r = cli(["seal", *flags, "--input", str(key), "--output", str(blob)])
     assert_one_line_error(r, 2, "PCR sha256:0, sha256:4 is all zero", "TPM Carte Blanche",
                           "--allow-unmeasured")

@@ -127,7 +127,7 @@ def test_cli_compatibility_matrix_blob(tcg_sim: Simulator, tmp_path: Path, case:
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
     r = cli(["seal", "--input", str(key), "--output", str(blob),
-             *(["--legacy"] if seal_legacy else [])])
+             *(["--legacy", "--allow-downgrade"] if seal_legacy else [])])
     assert (r.rc, r.out, r.err) == (0, b"", "")
     assert json.loads(blob.read_text())["sealed_with"] == (LEGACY if seal_legacy else ENCRYPTED)
     r = cli(["unseal", "--input", str(blob),
@@ -140,7 +140,7 @@ def test_cli_compatibility_matrix_nv(eve_sim: Simulator, tmp_path: Path, case: s
     seal_legacy, unseal_legacy = MATRIX.get(case, (False, False))
     key = write(tmp_path / "key", secret_bytes())
     r = cli(["seal", "--profile", "eve", "--nv", "--input", str(key),
-             *(["--legacy"] if seal_legacy else [])])
+             *(["--legacy", "--allow-downgrade"] if seal_legacy else [])])
     assert r.rc == 0, r.err
     r = cli(["unseal", "--profile", "eve", "--nv",
              *(["--legacy", "--allow-downgrade"] if unseal_legacy else [])])
@@ -221,7 +221,8 @@ def test_budget_legacy_unseal(tcg_sim: Simulator, tmp_path: Path,
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
     log = TpmLog().install(monkeypatch)
-    assert cli(["seal", "--legacy", "--input", str(key), "--output", str(blob)]).rc == 0
+    assert cli(["seal", "--legacy", "--allow-downgrade", "--input", str(key), "--output",
+                str(blob)]).rc == 0
     assert log.names() == ["PCR_Read", "Create"]
     log.clear()
     assert cli(["unseal", "--input", str(blob)]).out == key.read_bytes()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import (
@@ -19,6 +19,7 @@ from tpmseal.recipes.templates import (
     SRK_RSA_TEMPLATE,
     sealed_template,
 )
+from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.session.policy import PcrStep, compute_policy, pcr_digest
 from tpmseal.transport.base import Transport

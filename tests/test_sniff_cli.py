@@ -84,7 +84,8 @@ def test_sniff_quiet_sigterm_exits_zero(sim: Simulator, tmp_path: Path) -> None:
         out, err = proc.communicate(timeout=15)
     assert proc.returncode == 0, err
     assert out == ""
-    assert err.splitlines()[-1] == "tpmseal: stopped"
+    assert err.splitlines()[-1] == ("tpmseal: stopped: 1 exchange(s), 0 leak(s) of the secret "
+                                    "found")
 
 
 def test_sniff_errors_are_one_line(tmp_path: Path) -> None:
@@ -122,7 +123,7 @@ def test_sniff_warnings_are_printed_once(sim: Simulator, tmp_path: Path) -> None
     assert sum("client 2: the sniffer stopped while the client was still sending a command "
                "(5 bytes received)" in line for line in lines) == 1
     assert "stream ended inside" not in err
-    assert lines[-1] == "tpmseal: stopped"
+    assert lines[-1] == "tpmseal: stopped: 0 exchange(s), no --secret to look for"
 
 
 def test_sniff_usage_errors_name_sniff_options(tmp_path: Path) -> None:

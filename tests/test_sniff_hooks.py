@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pytest
 
+from tpmseal import records
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import DecodeError, ResponseIntegrityError, TransportError, TrustError
 from tpmseal.session.auth import AuthSession
@@ -184,7 +184,7 @@ def test_forged_pcr_values_without_a_session(sniffed: Proxy) -> None:
             return None
         real, auths = parse_response(ctx.response, ctx.command)
         assert isinstance(real, cmds.PCR_ReadResponse)
-        fake = dataclasses.replace(real, pcr_values=DigestList((bytes(32),)))
+        fake = records.replace(real, pcr_values=DigestList((bytes(32),)))
         return success_response(fake, auths)
 
     with Tpm.open(sniffed.uri) as t:
@@ -201,7 +201,7 @@ def test_mitm_of_the_ek_salt_breaks_the_session(sniffed: Proxy) -> None:
         cmd, auths = ctx.parse()
         assert isinstance(cmd, cmds.StartAuthSession)
         mine = make_salt(ek)  # a salt the attacker knows, instead of the client's
-        return build_command(dataclasses.replace(cmd, encrypted_salt=mine.encrypted), auths)
+        return build_command(records.replace(cmd, encrypted_salt=mine.encrypted), auths)
 
     with Tpm.open(sniffed.uri) as t:
         ek = t.read_public(EK)

@@ -75,7 +75,8 @@ def _plain_flow(sim: Simulator, tmp_path: Path) -> tuple[Pairs, bytes]:
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(secret)
     with interposer(sim) as p:
-        assert tpm(p, "seal", "--legacy", "--input", str(key), "--output", str(blob)).rc == 0
+        assert tpm(p, "seal", "--legacy", "--allow-downgrade", "--input", str(key), "--output",
+                   str(blob)).rc == 0
         pairs = [(e.command, e.response) for e in p.exchanges if e.response is not None]
     return pairs, secret
 

@@ -69,7 +69,8 @@ def test_lpc_capture_of_real_traffic(tcg_sim: Simulator, tmp_path: Path, flow: s
     key.write_bytes(secret)
     legacy = ["--legacy"] if flow == "legacy" else []
     with interposer(tcg_sim) as p:
-        assert tpm(p, "seal", *legacy, "--input", str(key), "--output", str(blob)).rc == 0
+        assert tpm(p, "seal", *legacy, "--input", str(key), "--output", str(blob),
+                   *(["--allow-downgrade"] if legacy else [])).rc == 0
         assert tpm(p, "unseal", "--input", str(blob)).rc == 0
         pairs = [(e.command, e.response) for e in p.exchanges if e.response is not None]
     path = tmp_path / "lpc.txt"

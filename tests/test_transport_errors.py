@@ -61,7 +61,7 @@ def test_parse_uri(uri: str, parsed: TpmUri) -> None:
     ("tcp:host:port", "bad TCP"),
     ("tcp:host:-1", "bad TCP"),
     ("http://tpm", "unknown TPM URI scheme"),
-    ("mssim:127.0.0.1:2321", "unknown TPM URI scheme"),
+    ("mssim:127.0.0.1:2321", "bad mssim TCTI option"),
 ])
 def test_parse_uri_rejects(uri: str, words: str) -> None:
     with pytest.raises(UsageError) as e:

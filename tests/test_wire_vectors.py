@@ -10,7 +10,6 @@ TPMS_PCR_SELECTION bitmap rule and from Names assembled by hand.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import struct
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from tpmseal.errors import DecodeError
+from tpmseal.records import fields, is_record
 from tpmseal.wire import codecs, frames, structures
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY, Command, Response
@@ -144,7 +144,7 @@ def _sample(codec: codecs.Codec[Any], index: int) -> Any:
 def _instance(cls: type[Any], index: int = 0) -> Any:
     """An instance of a command or response declaration with sample values."""
     values: dict[str, Any] = {}
-    for i, f in enumerate(dataclasses.fields(cls)):
+    for i, f in enumerate(fields(cls)):
         kind = f.metadata.get("kind")
         if kind == "handle":
             values[f.name] = 0x80000000 + 0x100 * i + index
@@ -257,7 +257,7 @@ def _module_structures() -> set[type[Any]]:
     found: set[type[Any]] = set()
     for mod in (structures, frames):
         for _, obj in inspect.getmembers(mod, inspect.isclass):
-            if (obj.__module__ == mod.__name__ and dataclasses.is_dataclass(obj)
+            if (obj.__module__ == mod.__name__ and is_record(obj)
                     and hasattr(obj, "marshal") and hasattr(obj, "unmarshal")):
                 found.add(obj)
     return found

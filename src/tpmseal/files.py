@@ -27,9 +27,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import logging
 import os
-import secrets
 import stat
 import sys
 from collections.abc import Iterator
@@ -37,8 +35,9 @@ from pathlib import Path
 
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.interrupt import deferred
+from tpmseal.log import get_logger
 
-log = logging.getLogger("tpmseal.files")
+log = get_logger("tpmseal.files")
 
 #: errno values meaning "this filesystem has no O_TMPFILE" (open(2))
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
@@ -76,7 +75,7 @@ def _check_directory(target: Path) -> Path:
 
 
 def _tmp_name(directory: Path, target: Path) -> Path:
-    return directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
+    return directory / f".{target.name}.{os.urandom(4).hex()}.tmp"
 
 
 def _unnamed(directory: Path, mode: int) -> int | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from tpmseal.records import replace
 from tpmseal.sniff.capture.hooks import HookContext, Verdict, parse_response, success_response
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attacks.crypto import cfb_crypt, session_key, unwrap_salt, wrap_salt
+from tpmseal.records import replace
 from tpmseal.sniff.capture.hooks import HookContext, Verdict, build_command, success_response
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY

@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from attacks.crypto import cfb_crypt
 from attacks.mitm import Recovered
+from tpmseal.records import replace
 from tpmseal.sniff.capture.hooks import HookContext, Verdict, build_command
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY

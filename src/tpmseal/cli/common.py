@@ -5,21 +5,116 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.errors import UsageError
+from tpmseal.log import INFO, get_logger
 from tpmseal.recipes.profiles import PROFILES, Profile, get_profile
 from tpmseal.recipes.trust import trust_path
+from tpmseal.transport.base import Transport, default_uri, parse_uri
+
+log = get_logger("tpmseal.cli")
+
+
+class LoggedTransport:
+    """Logs each exchange (command name, sizes, response code, time) and a summary on close.
+
+    Only the 10-byte headers are looked at: nothing of a parameter is ever logged.
+    """
+
+    def __init__(self, inner: Transport):
+        self.inner = inner
+        self.uri = inner.uri
+        self.count = 0
+        self.busy = 0.0
+        self._opened = time.monotonic()
+
+    def send(self, command: bytes) -> bytes:
+        from tpmseal.wire.constants import TPM_CC
+        from tpmseal.wire.rc import rc_name
+
+        code = int.from_bytes(command[6:10], "big")
+        try:
+            name = TPM_CC(code).name
+        except ValueError:
+            name = f"{code:#x}"
+        start = time.monotonic()
+        response = self.inner.send(command)
+        took = time.monotonic() - start
+        self.count += 1
+        self.busy += took
+        rc = int.from_bytes(response[6:10], "big")
+        log.info("TPM %s: %d bytes -> %d bytes, %s, %.2f ms", name, len(command),
+                 len(response), "success" if rc == 0 else rc_name(rc), took * 1000)
+        return response
+
+    def close(self) -> None:
+        log.info("%d TPM command(s), %.2f ms at the TPM, %.1f ms connected to %s",
+                 self.count, self.busy * 1000, (time.monotonic() - self._opened) * 1000,
+                 self.uri)
+        self.inner.close()
 
 
 def open_tpm(args: argparse.Namespace) -> Tpm:
-    """The TPM named by --tpm / $TPMSEAL_TPM / the default device."""
-    return Tpm.open(args.tpm)
+    """The TPM named by --tpm / $TPMSEAL_TPM / $TPM2TOOLS_TCTI / $TCTI / the default device.
+
+    A ``sim:DIR`` simulator started here keeps running; the user is told so, and how to stop
+    it. With ``-v`` every exchange is logged (see :class:`LoggedTransport`).
+    """
+    uri = args.tpm or default_uri()
+    sim_dir = _sim_dir(uri)
+    was_running = sim_dir is None or _sim_running(sim_dir)
+    tpm = Tpm.open(uri)
+    if not was_running:
+        from tpmseal.transport.simulator import Simulator
+
+        pid = Simulator(sim_dir or "").pid()
+        sys.stderr.write(f"tpmseal: started swtpm (pid {pid}) for {uri}; it keeps running: "
+                         f"stop it with `tpmseal sim stop --state {sim_dir}`\n")
+    if _verbose():
+        tpm.transport = LoggedTransport(tpm.transport)
+    return tpm
+
+
+def _verbose() -> bool:
+    """Whether info records of ``tpmseal.cli`` are shown (-v, --debug, or a library user's
+    logging set-up); never imports :mod:`logging` itself (start-up time)."""
+    logging = sys.modules.get("logging")
+    return logging is not None and bool(logging.getLogger("tpmseal.cli").isEnabledFor(INFO))
+
+
+def _sim_dir(uri: str) -> str | None:
+    try:
+        parsed = parse_uri(uri)
+    except UsageError:
+        return None  # reported when the TPM is opened
+    return parsed.path if parsed.scheme == "sim" else None
+
+
+def _sim_running(state: str) -> bool:
+    from tpmseal.transport.simulator import Simulator
+
+    return Simulator(state).pid() is not None
 
 
 def add_profile(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", choices=sorted(PROFILES), default="tcg",
                    help="handle layout: tcg (TCG conventions, default) or eve (LF Edge EVE)")
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object with the keys documented in README.md "
+                        "(never the secret)")
+
+
+def json_needs_file(args: argparse.Namespace) -> None:
+    """With --json, stdout carries the report: the secret must go to a file."""
+    if args.json and (args.output is None or args.output == "-"):
+        raise UsageError("--json prints a report on stdout, so the secret cannot go there",
+                         "pass --output FILE as well")
 
 
 def profile_of(args: argparse.Namespace) -> Profile:

@@ -10,7 +10,15 @@ import getpass
 import sys
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.common import (
+    add_json,
+    add_profile,
+    json_needs_file,
+    open_tpm,
+    print_json,
+    profile_of,
+    trust_of,
+)
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
@@ -43,6 +51,7 @@ def register(sub: Any) -> None:
                    help="tpmseal (default), or systemd-tpm2: a token systemd-cryptsetup and "
                         "cryptsetup's systemd-tpm2 plugin also unlock (one PCR bank)")
     add_pin_options(e, prompt=True)
+    add_json(e)
     e.set_defaults(handler=run_enroll)
 
     u = lsub.add_parser("unlock", help="open the volume as /dev/mapper/NAME",
@@ -60,6 +69,7 @@ def register(sub: Any) -> None:
                                     "cryptsetup open --test-passphrase.")
     _device(t)
     _unlock_options(t)
+    add_json(t)
     t.set_defaults(handler=run_test)
 
     pp = lsub.add_parser("passphrase", help="print the keyslot passphrase (for keyscripts)",
@@ -69,11 +79,12 @@ def register(sub: Any) -> None:
     _device(pp)
     _unlock_options(pp)
     pp.add_argument("--output", metavar="FILE|-", help="where to write it (default stdout)")
+    add_json(pp)
     pp.set_defaults(handler=run_passphrase)
 
     ls = lsub.add_parser("list", help="list the volume's tokens and keyslots")
     _device(ls)
-    ls.add_argument("--json", action="store_true")
+    add_json(ls)
     ls.set_defaults(handler=run_list)
 
     r = lsub.add_parser("remove", help="remove a token and the keyslot only it uses",
@@ -82,6 +93,7 @@ def register(sub: Any) -> None:
     _device(r)
     r.add_argument("--token-id", type=int, required=True, metavar="N",
                    help="the token to remove (see `tpmseal luks list`)")
+    add_json(r)
     r.set_defaults(handler=run_remove)
 
     rs = lsub.add_parser("reseal", help="move a tpmseal token's key to new PCRs",
@@ -97,6 +109,7 @@ def register(sub: Any) -> None:
     rs.add_argument("--allow-unmeasured", action="store_true",
                     help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_pin_options(rs, prompt=False)
+    add_json(rs)
     rs.set_defaults(handler=run_reseal)
 
 
@@ -122,6 +135,14 @@ def _existing_passphrase(args: argparse.Namespace) -> bytes | None:
     return getpass.getpass(f"existing passphrase for {args.device}: ").encode()
 
 
+def _say(args: argparse.Namespace, text: str, report: dict[str, Any]) -> None:
+    """The line a person reads, or with --json the report (README: JSON output)."""
+    if args.json:
+        print_json(report)
+    else:
+        print(text)
+
+
 def run_enroll(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = trust.load(trust_of(args), profile.name)
@@ -134,15 +155,21 @@ def run_enroll(args: argparse.Namespace) -> int:
                 tpm, args.device, rec, args.pcrs or profile.default_pcrs, pin=pin,
                 key_file=args.unlock_key_file, passphrase=passphrase,
                 allow_unmeasured=args.allow_unmeasured)
-        print(f"enrolled keyslot {sd.keyslot} (systemd-tpm2 token {sd.token_id}) sealed to "
-              f"{format_pcrs(sd.pcrs)}{' with PIN' if sd.pin else ''}")
+        _say(args, f"enrolled keyslot {sd.keyslot} (systemd-tpm2 token {sd.token_id}) sealed "
+                   f"to {format_pcrs(sd.pcrs)}{' with PIN' if sd.pin else ''}",
+             {"command": "luks enroll", "device": args.device, "token_type": args.token_type,
+              "token_id": sd.token_id, "keyslot": sd.keyslot, "pcrs": format_pcrs(sd.pcrs),
+              "pin": sd.pin})
         return 0
     with open_tpm(args) as tpm:
         done = luks.enroll(tpm, args.device, rec, profile=profile, pcrs=args.pcrs, pin=pin,
                            key_file=args.unlock_key_file, passphrase=passphrase,
                            allow_unmeasured=args.allow_unmeasured)
-    print(f"enrolled keyslot {done.keyslot} (token {done.token_id}) sealed to "
-          f"{format_pcrs(done.blob.pcrs)}{' with PIN' if done.blob.pin else ''}")
+    _say(args, f"enrolled keyslot {done.keyslot} (token {done.token_id}) sealed to "
+               f"{format_pcrs(done.blob.pcrs)}{' with PIN' if done.blob.pin else ''}",
+         {"command": "luks enroll", "device": args.device, "token_type": args.token_type,
+          "token_id": done.token_id, "keyslot": done.keyslot, "pcrs": format_pcrs(done.blob.pcrs),
+          "pin": done.blob.pin})
     return 0
 
 
@@ -158,12 +185,20 @@ def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
 
 def run_test(args: argparse.Namespace) -> int:
     got = _unlocked(args)
-    print(f"token {got.token_id} ({got.kind}) unlocks keyslot {got.keyslot}")
+    _say(args, f"token {got.token_id} ({got.kind}) unlocks keyslot {got.keyslot}",
+         {"command": "luks test", "device": args.device, "token_id": got.token_id,
+          "token_type": got.kind, "keyslot": got.keyslot})
     return 0
 
 
 def run_passphrase(args: argparse.Namespace) -> int:
-    write_secret(args.output, _unlocked(args).passphrase)
+    json_needs_file(args)
+    got = _unlocked(args)
+    write_secret(args.output, got.passphrase)
+    if args.json:
+        print_json({"command": "luks passphrase", "device": args.device,
+                    "token_id": got.token_id, "token_type": got.kind, "keyslot": got.keyslot,
+                    "output": args.output})
     return 0
 
 
@@ -193,8 +228,10 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_remove(args: argparse.Namespace) -> int:
     gone = luks.remove(args.device, args.token_id)
-    print(f"removed token {args.token_id}"
-          + (f" and keyslot {', '.join(map(str, gone))}" if gone else ""))
+    _say(args, f"removed token {args.token_id}"
+               + (f" and keyslot {', '.join(map(str, gone))}" if gone else ""),
+         {"command": "luks remove", "device": args.device, "token_id": args.token_id,
+          "keyslots_removed": sorted(gone)})
     return 0
 
 
@@ -209,6 +246,8 @@ def run_reseal(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         done = luks.reseal(tpm, args.device, cands[0].token_id, rec, profile=profile,
                            pcrs=args.pcrs, pin=pin, allow_unmeasured=args.allow_unmeasured)
-    print(f"resealed keyslot {done.keyslot} to {format_pcrs(done.blob.pcrs)} "
-          f"(token {done.token_id})")
+    _say(args, f"resealed keyslot {done.keyslot} to {format_pcrs(done.blob.pcrs)} "
+               f"(token {done.token_id})",
+         {"command": "luks reseal", "device": args.device, "token_id": done.token_id,
+          "keyslot": done.keyslot, "pcrs": format_pcrs(done.blob.pcrs), "pin": done.blob.pin})
     return 0

@@ -11,45 +11,72 @@ import argparse
 import contextlib
 import errno
 import importlib
-import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from tpmseal import interrupt
+from tpmseal import __version__, interrupt, log
 from tpmseal.errors import ExitCode, TpmsealError
 from tpmseal.files import guard_stdio
 from tpmseal.interrupt import Interrupted
 
-#: Each sub-command, the module whose ``register(subparsers)`` defines it, and a summary.
-#: Only the module of the command being run is imported: start-up time is part of every
-#: ``tpmseal unseal`` in a boot script.
-COMMANDS: dict[str, tuple[str, str]] = {
-    "sim": ("tpmseal.cli.sim", "start, stop or inspect an swtpm simulator"),
-    "probe": ("tpmseal.cli.probe", "describe the TPM: vendor, PCR banks, AES-CFB, keys"),
-    "provision": ("tpmseal.cli.provision",
-                  "create the EK and SRK if missing and pin them in the trust file"),
-    "seal": ("tpmseal.cli.seal", "seal a secret under a PCR policy"),
-    "unseal": ("tpmseal.cli.seal", "unseal a secret to stdout or a file"),
-    "reseal": ("tpmseal.cli.seal", "move a sealed secret to a new PCR policy, crash-safely"),
-    "import": ("tpmseal.cli.seal", "wrap a tpm2-tools sealed object into a tpmseal blob"),
-    "pcrs": ("tpmseal.cli.pcrs", "show PCR values or recover a sealed object's PCR list"),
-    "vault-key": ("tpmseal.cli.vault",
-                  "get the vault key: generate+seal, migrate a legacy key, or unseal"),
-    "demo": ("tpmseal.cli.demo", "seal/unseal a key on a simulator with the bus sniffed"),
-    "sniff": ("tpmseal.cli.sniff", "TPM bus sniffer: proxy, decoder, leak scanner"),
-    "decode": ("tpmseal.cli.sniff", "decode a saved capture (JSON lines, pcap, raw)"),
-    "luks": ("tpmseal.cli.luks", "enrol, unlock and manage LUKS2 volumes with TPM tokens"),
+#: Each sub-command and the module whose ``register(subparsers)`` defines it (its help
+#: text lives there). Only the module of the command being run is imported, and only that
+#: command's parser is built: start-up time is part of every ``tpmseal unseal`` in a boot
+#: script.
+COMMANDS: dict[str, str] = {
+    "sim": "tpmseal.cli.sim",
+    "probe": "tpmseal.cli.probe",
+    "provision": "tpmseal.cli.provision",
+    "seal": "tpmseal.cli.seal",
+    "unseal": "tpmseal.cli.seal",
+    "reseal": "tpmseal.cli.seal",
+    "import": "tpmseal.cli.seal",
+    "pcrs": "tpmseal.cli.pcrs",
+    "vault-key": "tpmseal.cli.vault",
+    "demo": "tpmseal.cli.demo",
+    "sniff": "tpmseal.cli.sniff",
+    "decode": "tpmseal.cli.sniff",
+    "luks": "tpmseal.cli.luks",
 }
 _GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 
 Handler = Callable[[argparse.Namespace], int]
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without :mod:`shutil` (and its bz2, lzma, fnmatch).
+
+    argparse makes a formatter for every ``add_argument``, and the stock one
+    imports shutil for the terminal width; this reads it as shutil does.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _columns() - 2)
+
+
+def _columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    out = sys.__stdout__
+    try:
+        return (os.get_terminal_size(out.fileno()).columns if out else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and the usage exit code."""
+    """argparse with one-line errors, the usage exit code and a cheap formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
@@ -76,24 +103,35 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
         description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
                     "with the secret never crossing the TPM bus in plaintext.")
     parser.add_argument("--tpm", metavar="URI",
-                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT "
-                             "or sim:STATE_DIR; also $TPMSEAL_TPM")
+                        help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT, "
+                             "sim:STATE_DIR, or a tpm2-tools TCTI (swtpm:path=P, "
+                             "swtpm:host=H,port=N, mssim:..., device:PATH); default "
+                             "$TPMSEAL_TPM, else $TPM2TOOLS_TCTI, else $TCTI")
     parser.add_argument("--trust-file", metavar="PATH",
                         help="pinned EK record written by provision (default "
                              "$TPMSEAL_TRUST_FILE or /var/lib/tpmseal/trust.json)")
     parser.add_argument("--debug", action="store_true",
                         help="debug logging and tracebacks (never prints key material)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="informational logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log the flow: TPM commands, counts, timing (never secrets)")
+    parser.add_argument("--version", action="version", version=f"tpmseal {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     wanted = _command_in(argv) if argv is not None else None
-    modules = ([COMMANDS[wanted][0]] if wanted in COMMANDS
-               else list(dict.fromkeys(m for m, _ in COMMANDS.values())))
-    for name in modules:
+    if wanted in COMMANDS:
+        # only the named command's parser: each argparse parser costs start-up time
+        # (gettext looks for translations on disk for every one of its messages)
+        module = importlib.import_module(COMMANDS[wanted])
+        one = getattr(module, "register_one", None)
+        if one is not None:
+            one(sub, wanted)
+        else:
+            module.register(sub)
+        return parser
+    if argv is not None and "--version" in argv:
+        return parser  # answered before any command is looked at
+    for name in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).register(sub)
-    for name, (_, summary) in COMMANDS.items():
-        if name not in sub.choices:  # listed in --help, loaded when used
-            sub.add_parser(name, help=summary)
     return parser
 
 
@@ -119,6 +157,11 @@ def _flush_stdout() -> int:
     return 0
 
 
+def _configure_logging(level: int) -> None:
+    import logging
+    logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     guard_stdio()
     try:
@@ -135,13 +178,17 @@ def _main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except KeyboardInterrupt as e:
         return _interrupted(e)
-    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
-    logging.basicConfig(level=level, format="tpmseal: %(message)s", stream=sys.stderr)
+    level = log.DEBUG if args.debug else log.INFO if args.verbose else log.WARNING
+    if level < log.WARNING:
+        _configure_logging(level)
+    else:  # most runs log nothing: import logging only for a warning
+        log.on_first_use(lambda: _configure_logging(level))
     handler: Handler = args.handler
     try:
         return handler(args)
     except TpmsealError as e:
         if args.debug:
+            import logging
             logging.exception("failed")
         sys.stderr.write(f"tpmseal: error: {e.one_line()}\n")
         return int(e.exit_code)

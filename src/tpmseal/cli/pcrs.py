@@ -38,7 +38,8 @@ def register(sub: Any) -> None:
     g = rec.add_mutually_exclusive_group(required=True)
     g.add_argument("--input", metavar="BLOB.json", dest="blob")
     g.add_argument("--nv", action="store_true", help="EVE's NV layout")
-    rec.add_argument("--json", action="store_true")
+    rec.add_argument("--json", action="store_true",
+                     help='print {"pcrs": SPEC, "pin": bool} as one JSON object')
     rec.set_defaults(handler=run_recover)
 
 

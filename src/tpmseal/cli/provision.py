@@ -6,8 +6,10 @@ import argparse
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.errors import UsageError
 from tpmseal.files import locked
-from tpmseal.recipes.provision import provision
+from tpmseal.recipes.profiles import Profile, conflicts
+from tpmseal.recipes.provision import EK_TYPES, provision
 
 
 def register(sub: Any) -> None:
@@ -19,8 +21,10 @@ def register(sub: Any) -> None:
                     "creates exactly EVE's keys (its EK template under the owner hierarchy); "
                     "with --ek-ca the certified EK at the TCG handle salts the sessions.")
     add_profile(p)
-    p.add_argument("--ek-type", choices=("rsa", "ecc"), default="rsa",
-                   help="EK algorithm: rsa (template L-1, default) or ecc (L-2, NIST P-256)")
+    p.add_argument("--ek-type", choices=EK_TYPES, default="auto",
+                   help="EK that salts sessions: auto (default: the pinned or persisted one, "
+                        "else ecc when the TPM has NIST P-256, else rsa), rsa (template L-1) "
+                        "or ecc (L-2, P-256; a cheaper salt on most SPI TPMs)")
     p.add_argument("--ek-ca", metavar="FILE|DIR",
                    help="verify the EK certificate in NV against these CA certificates")
     p.add_argument("--repin", action="store_true",
@@ -32,10 +36,22 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
+def _explain_conflict(e: UsageError, profile: Profile) -> UsageError:
+    """A key of the wrong kind at a handle another profile uses: say which profile put it."""
+    for handle, why in conflicts(profile).items():
+        if f"{handle:#x}" in e.message:
+            return UsageError(f"{e.message} ({why})", e.hint)
+    return e
+
+
 def run(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
     with locked(trust_of(args)), open_tpm(args) as tpm:  # it rewrites the trust file
-        r = provision(tpm, profile_of(args), ek_type=args.ek_type, trust_file=trust_of(args),
-                      ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
+        try:
+            r = provision(tpm, profile, ek_type=args.ek_type, trust_file=trust_of(args),
+                          ek_ca=args.ek_ca, repin=args.repin, allow_legacy=args.allow_legacy)
+        except UsageError as e:
+            raise _explain_conflict(e, profile) from None
     roles = [("ek", r.ek), ("srk", r.srk)]
     if r.salt is not None and r.salt.handle != r.ek.handle:
         roles.append(("salt", r.salt))  # the certified EK, apart from the profile's EK

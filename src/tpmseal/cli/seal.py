@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 from pathlib import Path
 from typing import Any
 
 from tpmseal.cli.common import (
     add_accept_sealed_object,
+    add_json,
     add_profile,
+    json_needs_file,
     open_tpm,
+    print_json,
     profile_of,
     trust_of,
 )
@@ -19,9 +21,16 @@ from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_se
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
+from tpmseal.log import get_logger
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
-from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
+from tpmseal.recipes.lifecycle import (
+    UnsealOptions,
+    refuse_downgrade,
+    reseal,
+    seal_into,
+    unseal_stored,
+)
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
@@ -30,14 +39,17 @@ from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:
-    _register_seal(sub)
-    _register_unseal(sub)
-    _register_reseal(sub)
-    _register_import(sub)
+    for name in _REGISTER:
+        register_one(sub, name)
+
+
+def register_one(sub: Any, name: str) -> None:
+    """Only the sub-parser of *name* (argparse parsers cost start-up time)."""
+    _REGISTER[name](sub)
 
 
 def _pcrs_option(p: argparse.ArgumentParser, help_: str,
@@ -74,6 +86,9 @@ def _register_seal(sub: Any) -> None:
     _storage(p, "out")
     p.add_argument("--legacy", action="store_true",
                    help="no parameter encryption (for TPMs without AES-128-CFB)")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="allow --legacy although the pinned TPM supports parameter encryption "
+                        "(the secret then crosses the bus in plaintext)")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     p.add_argument("--force", action="store_true", help="replace an existing sealed secret")
@@ -81,6 +96,7 @@ def _register_seal(sub: Any) -> None:
                    help="do not store a check value (automatic for passphrase-like secrets)")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_pin_options(p, prompt=True)
+    add_json(p)
     p.set_defaults(handler=run_seal)
 
 
@@ -101,6 +117,7 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run_unseal)
 
 
@@ -124,6 +141,7 @@ def _register_reseal(sub: Any) -> None:
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run_reseal)
 
 
@@ -141,6 +159,7 @@ def _register_import(sub: Any) -> None:
                    help="the PCRs the object was sealed to")
     p.add_argument("--output", required=True, metavar="BLOB.json", help="the blob to write")
     p.add_argument("--force", action="store_true", help="replace an existing blob file")
+    add_json(p)
     p.set_defaults(handler=run_import)
 
 
@@ -173,12 +192,21 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
         ekcert.verify_ek(tpm, public, args.ek_ca, handle)
 
 
+def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
+    """The --json keys every command writing a sealed secret shares (README: JSON output)."""
+    return {"store": store.describe(), "nv": isinstance(store, NvStore),
+            "profile": profile.name, "pcrs": format_pcrs(blob.pcrs),
+            "sealed_with": blob.sealed_with, "pin": blob.pin, "check_value": blob.check is not None,
+            "object_name": blob.name.hex()}
+
+
 # ---------------------------------------------------------------------------- handlers
 
 
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
+    refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
     with contextlib.ExitStack() as stack:
@@ -192,6 +220,8 @@ def run_seal(args: argparse.Namespace) -> int:
                          check=False if args.no_check_value else None)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
+    if args.json:
+        print_json({"command": "seal", **_report(blob, store, profile), "bytes": len(secret)})
     return 0
 
 
@@ -210,6 +240,7 @@ def run_unseal(args: argparse.Namespace) -> int:
     if args.pcrs is not None and not args.nv:
         raise UsageError("--pcrs applies to --nv only (a blob file records its PCRs)",
                          "drop --pcrs")
+    json_needs_file(args)
     profile = profile_of(args)
     rec = _trust(args, profile, required=False)
     with open_tpm(args) as tpm:
@@ -223,6 +254,11 @@ def run_unseal(args: argparse.Namespace) -> int:
                        salt.handle if salt else (rec.ek_handle if rec else None))
         secret = unseal_stored(tpm, store, _unseal_options(args, rec, pin))
     write_secret(args.output, secret)
+    log.info("unsealed %d bytes from %s", len(secret), store.describe())
+    if args.json:
+        print_json({"command": "unseal", "store": store.describe(),
+                    "nv": isinstance(store, NvStore), "profile": profile.name,
+                    "output": args.output, "bytes": len(secret)})
     return 0
 
 
@@ -234,6 +270,7 @@ def _lock_target(args: argparse.Namespace) -> Path:
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     rec = _trust(args, profile, required=not args.legacy)
+    refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
@@ -253,7 +290,25 @@ def run_reseal(args: argparse.Namespace) -> int:
                       allow_unmeasured=args.allow_unmeasured, target=target,
                       force=args.force or in_place)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
+    if args.json:
+        print_json({"command": "reseal", **_report(blob, target or store, profile)})
     return 0
+
+
+def _test_load(tpm: Tpm, srk: int, private: bytes, public: Public,
+               args: argparse.Namespace) -> None:
+    """TPM2_Load then TPM2_FlushContext: a blob is written only for an object that loads."""
+    from tpmseal.wire import commands as cmds
+    from tpmseal.wire.rc import TpmResponseError
+
+    try:
+        loaded = tpm.run(cmds.Load(srk, private, public))
+    except TpmResponseError as e:
+        raise BadInputError(f"the TPM refuses to load the object in {args.public} and "
+                            f"{args.private} under the SRK {srk:#x} ({e.one_line()})",
+                            "it was sealed under another parent or another TPM, or the files "
+                            "are damaged or do not belong together") from None
+    tpm.flush(loaded.object_handle)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -274,17 +329,26 @@ def run_import(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")
+        srk = rec.srk_handle if rec else profile.srk
+        _test_load(tpm, srk, private, public, args)
         values = tpm.pcr_read(args.pcrs)
         if compute_policy(sealing.policy_steps(args.pcrs, values, False)) != public.auth_policy:
             log.warning("the object's policy is not PolicyPCR over %s with the current values: "
                         "unseal will look for the PCR list it covers, and fails if the values "
                         "themselves differ", format_pcrs(args.pcrs))
             values = {}
-        srk = rec.srk_handle if rec else profile.srk
         blob = SealedBlob(
             public, private, args.pcrs, {k: values[k] for k in args.pcrs.pairs() if values}, srk,
             rec.srk_name if rec else tpm.name_of(srk),
             SaltKey(rec.ek_handle, rec.ek_public) if rec else None,
             ENCRYPTED if rec and rec.aes_128_cfb else LEGACY)
         out.save(tpm, blob, exclusive=not args.force)
+    log.info("imported %s as %s (%s)", args.public, args.output, blob.sealed_with)
+    if args.json:
+        print_json({"command": "import", **_report(blob, out, profile),
+                    "policy_matches": bool(values)})
     return 0
+
+
+_REGISTER = {"seal": _register_seal, "unseal": _register_unseal, "reseal": _register_reseal,
+             "import": _register_import}

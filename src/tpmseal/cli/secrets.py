@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input, write_output
 
 
+def _prompt(text: str, what: str, instead: str) -> bytes:
+    """A no-echo terminal prompt; end of input (Ctrl-D) there is a usage error."""
+    import getpass  # only for a terminal prompt
+
+    try:
+        return getpass.getpass(text).encode()
+    except EOFError:
+        raise UsageError(f"no {what} entered (end of input at the prompt)",
+                         f"type the {what}, or pass {instead}") from None
+
+
 def read_secret(path: str) -> bytes:
     """The secret from a file, a pipe, or (on a terminal) a no-echo prompt."""
     if path == "-" and sys.stdin.isatty():
-        first = getpass.getpass("secret to seal: ").encode()
-        if getpass.getpass("again: ").encode() != first:
+        first = _prompt("secret to seal: ", "secret", "--input FILE")
+        if _prompt("again: ", "secret", "--input FILE") != first:
             raise UsageError("the two entries differ",
                              hint="type the same secret twice")
         return first
@@ -46,8 +56,8 @@ def read_pin(args: argparse.Namespace, *, needed: bool, confirm: bool) -> bytes 
             why = ("this secret is protected by a PIN" if needed
                    else "--pin asks for the PIN on a terminal")
             raise UsageError(f"{why}, and there is no terminal", "pass --pin-file FILE") from None
-        pin = getpass.getpass("PIN: ").encode()
-        if confirm and getpass.getpass("PIN again: ").encode() != pin:
+        pin = _prompt("PIN: ", "PIN", "--pin-file FILE")
+        if confirm and _prompt("PIN again: ", "PIN", "--pin-file FILE") != pin:
             raise UsageError("the two PINs differ",
                              hint="type the same PIN twice")
     else:

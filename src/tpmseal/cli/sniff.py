@@ -6,6 +6,7 @@ The sniffer prints key material by design: it shows what a bus observer sees.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 import threading
@@ -34,9 +35,11 @@ def register(sub: Any) -> None:
                     "that is what a bus observer sees.")
     p.add_argument("--listen", required=True, metavar="URI",
                    help="where clients connect: unix:PATH (control at PATH.ctrl) or "
-                        "tcp:HOST:PORT (control at PORT+1)")
+                        "tcp:HOST:PORT (control at PORT+1), or as a TCTI: swtpm:path=PATH, "
+                        "swtpm:host=H,port=N")
     p.add_argument("--upstream", required=True, metavar="URI",
-                   help="the TPM: unix:PATH, tcp:HOST:PORT, sim:STATE_DIR or device:PATH")
+                   help="the TPM: unix:PATH, tcp:HOST:PORT, sim:STATE_DIR, device:PATH, "
+                        "or a TCTI (swtpm:..., mssim:...)")
     p.add_argument("--json", metavar="FILE", help="also write JSON lines, one per exchange")
     p.add_argument("--pcap", metavar="FILE",
                    help="also write a pcap that Wireshark decodes (TCP port 2321)")
@@ -53,7 +56,9 @@ def register(sub: Any) -> None:
                     "TPM's SPI, I2C or LPC bus (sigrok-cli decoder output, Saleae Logic 2 SPI "
                     "CSV, VCD or .sr decoded by sigrok-cli). The format is detected.")
     d.add_argument("file", help="the capture file, or - for stdin")
-    d.add_argument("--format", choices=FORMATS, help="the capture format (default: detect)")
+    d.add_argument("--format", choices=FORMATS, metavar="FORMAT",
+                   help=f"the capture format: {', '.join(FORMATS)} (default: detect; "
+                        "sigrok-bin is never detected)")
     d.add_argument("--json", action="store_true", help="print JSON lines instead of the dump")
     d.add_argument("--pcap", metavar="FILE",
                    help="also write the exchanges as a pcap that Wireshark decodes (TCP port "
@@ -102,7 +107,8 @@ def _say(text: str) -> None:
 
 def run_sniff(args: argparse.Namespace) -> int:
     secrets = [load_secret(s) for s in args.secret]
-    observers: list[Observer] = []
+    seen: list[int] = [0]
+    observers: list[Observer] = [lambda ex: seen.__setitem__(0, seen[0] + 1)]
     closers: list[Callable[[], None]] = []
     if not args.quiet:
         observers.append(TextWriter(sys.stdout, secrets=secrets, color=_color(args)))
@@ -121,16 +127,30 @@ def run_sniff(args: argparse.Namespace) -> int:
         # warnings are printed as they happen, once
         proxy = Proxy(args.listen, args.upstream, observers=observers, keep=0,
                       on_error=lambda message: _say(f"warning: {message}"))
-        _serve(proxy)
+        _serve(proxy, _sim_to_start(args.upstream))
     finally:
         for close in closers:
             close()
+    leaks = (f"{len(monitor.leaks)} leak(s) of the secret found" if secrets
+             else "no --secret to look for")
+    _say(f"stopped: {seen[0]} exchange(s), {leaks}")
     if monitor.leaks:
         raise _leak_error(monitor.leaks)
     return 0
 
 
-def _serve(proxy: Proxy) -> None:
+def _sim_to_start(upstream: str) -> str | None:
+    """The state directory of a ``sim:DIR`` upstream that is not running yet."""
+    from tpmseal.transport.base import parse_uri
+    from tpmseal.transport.simulator import Simulator
+
+    parsed = parse_uri(upstream)
+    if parsed.scheme == "sim" and Simulator(parsed.path).pid() is None:
+        return parsed.path
+    return None
+
+
+def _serve(proxy: Proxy, sim_started: str | None = None) -> None:
     """Run *proxy* until SIGINT or SIGTERM, then stop it cleanly."""
     stop = threading.Event()
 
@@ -140,6 +160,9 @@ def _serve(proxy: Proxy) -> None:
     saved = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         proxy.start()
+        if sim_started is not None:
+            _say(f"started swtpm for sim:{sim_started}; it keeps running: stop it with "
+                 f"`tpmseal sim stop --state {sim_started}`")
         ctrl = f" (control {proxy.ctrl_uri})" if proxy.ctrl_uri else ""
         _say(f"sniffing on {proxy.uri}{ctrl}, upstream {proxy.upstream}; "
              f"tpm2-tools: TPM2TOOLS_TCTI={proxy.tools_tcti}; stop with Ctrl-C")
@@ -149,13 +172,46 @@ def _serve(proxy: Proxy) -> None:
         proxy.stop()
         for s, handler in saved.items():
             signal.signal(s, handler)
-    _say("stopped")
+
+
+def _is_sealed_blob(data: bytes) -> bool:
+    """A tpmseal blob file (``seal --output``), which people hand to decode too."""
+    from tpmseal.recipes.blob import FORMAT
+
+    if data.lstrip()[:1] != b"{" or FORMAT.encode() not in data[:4096]:
+        return False
+    try:
+        doc = json.loads(data)  # a JSON lines capture fails at its second line
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == FORMAT
+
+
+def _describe_blob(args: argparse.Namespace, data: bytes) -> int:
+    from tpmseal.recipes.blob import SealedBlob
+    from tpmseal.recipes.pcrspec import format_pcrs
+
+    blob = SealedBlob.from_json(data, args.file)
+    info = {"kind": "sealed-blob", "file": args.file, "pcrs": format_pcrs(blob.pcrs),
+            "sealed_with": blob.sealed_with, "pin": blob.pin,
+            "parent": f"{blob.parent_handle:#010x}", "object_name": blob.name.hex(),
+            "created": blob.created}
+    if args.json:
+        sys.stdout.write(json.dumps(info) + "\n")
+        return 0
+    print(f"{args.file} is a tpmseal sealed blob, not a capture: sealed to {info['pcrs']} "
+          f"with {blob.sealed_with}{' and a PIN' if blob.pin else ''} under parent "
+          f"{info['parent']} on {blob.created}; `tpmseal unseal --input {args.file}` "
+          "unseals it")
+    return 0
 
 
 def run_decode(args: argparse.Namespace) -> int:
     secrets = [load_secret(s) for s in args.secret]
-    capture = load(read_input(args.file, "capture", _CAPTURE_LIMIT), args.format, args.port,
-                   args.bus, args.channels)
+    data = read_input(args.file, "capture", _CAPTURE_LIMIT)
+    if args.format is None and _is_sealed_blob(data):
+        return _describe_blob(args, data)
+    capture = load(data, args.format, args.port, args.bus, args.channels)
     for w in capture.warnings:
         _say(f"warning: {w}")
     color = _color(args)

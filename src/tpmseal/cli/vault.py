@@ -3,24 +3,27 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from typing import Any
 
 from tpmseal.cli.common import (
     add_accept_sealed_object,
+    add_json,
     add_profile,
+    json_needs_file,
     open_tpm,
+    print_json,
     profile_of,
     trust_of,
 )
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.files import locked
+from tpmseal.log import get_logger
 from tpmseal.recipes import trust
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
 
-log = logging.getLogger("tpmseal.cli")
+log = get_logger("tpmseal.cli")
 
 
 def register(sub: Any) -> None:
@@ -50,10 +53,12 @@ def register(sub: Any) -> None:
                         "unsealed to the same value (a rollback to a release from before "
                         "sealing then loses the vault)")
     add_pin_options(p, prompt=False)
+    add_json(p)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    json_needs_file(args)
     profile = profile_of(args)
     require_nv(profile)
     rec = (trust.load_all(trust_of(args)).get(profile.name) if args.legacy
@@ -68,4 +73,7 @@ def run(args: argparse.Namespace) -> int:
                            remove_legacy=args.remove_legacy_key)
     log.info("vault key %s", result.action)
     write_secret(args.output, result.key)
+    if args.json:
+        print_json({"command": "vault-key", "action": result.action, "store": store.describe(),
+                    "profile": profile.name, "output": args.output, "bytes": len(result.key)})
     return 0

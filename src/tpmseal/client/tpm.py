@@ -16,13 +16,12 @@ Responsibilities (and nothing more):
 from __future__ import annotations
 
 import contextlib
-import hmac
-import logging
 import os
 import time
 from collections.abc import Iterator
 from typing import Any, TypeVar
 
+from tpmseal.digests import equal
 from tpmseal.errors import (
     BUS_HINT,
     EK_MISMATCH,
@@ -35,6 +34,7 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.interrupt import deferred
+from tpmseal.log import get_logger
 from tpmseal.session.auth import (
     AuthSession,
     PasswordSession,
@@ -74,7 +74,7 @@ from tpmseal.wire.structures import (
     SymDef,
 )
 
-log = logging.getLogger("tpmseal.client")
+log = get_logger("tpmseal.client")
 
 R = TypeVar("R", bound=Response)
 
@@ -238,7 +238,7 @@ class Tpm:
         """Bookkeeping of Names, transients and sessions after a successful command."""
         if isinstance(cmd, cmds.Load) and isinstance(response, cmds.LoadResponse):
             expected = cmd.in_public.name()
-            if not hmac.compare_digest(expected, response.name):
+            if not equal(expected, response.name):
                 self._transients.add(response.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
                                      "not match its public area: possible bus tampering",
@@ -311,7 +311,7 @@ class Tpm:
     def read_public(self, handle: int, *sessions: Session) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""
         r = self.run(cmds.ReadPublic(handle), *sessions)
-        if not hmac.compare_digest(r.out_public.name(), r.name):
+        if not equal(r.out_public.name(), r.name):
             raise IntegrityError(f"TPM returned a Name for {handle:#x} that does not match its "
                                  "public area: possible bus tampering",
                                  hint=BUS_HINT)
@@ -321,7 +321,7 @@ class Tpm:
     def nv_read_public(self, index: int, *sessions: Session) -> NvPublic:
         """TPM2_NV_ReadPublic, verifying that the Name matches the public area."""
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
-        if not hmac.compare_digest(r.nv_public.name(), r.nv_name):
+        if not equal(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
                                  "its public area: possible bus tampering",
                                  hint=BUS_HINT)

@@ -13,26 +13,32 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 import json
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from tpmseal import safejson
+from tpmseal.digests import hmac_digest
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
+from tpmseal.records import field, record
 from tpmseal.session import salt
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
 FORMAT = "tpmseal-sealed/1"
+
+
+def _now() -> str:
+    """The current UTC time, to the second (datetime is imported only to seal)."""
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
 ENCRYPTED = "aes-128-cfb"
 LEGACY = "legacy"
 
 
-@dataclass(frozen=True)
+@record
 class SaltKey:
     """The key a session salt is encrypted to (normally the EK), as pinned."""
 
@@ -44,7 +50,7 @@ class SaltKey:
         return self.public.name()
 
 
-@dataclass(frozen=True)
+@record
 class SealedBlob:
     """A sealed object plus what is needed to unseal it and to explain failures."""
 
@@ -58,8 +64,7 @@ class SealedBlob:
     sealed_with: str
     pin: bool = False
     check: bytes | None = None
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(
-        timespec="seconds"))
+    created: str = field(default_factory=_now)
 
     @property
     def policy_digest(self) -> bytes:
@@ -187,7 +192,7 @@ def check_value(secret: bytes, name: bytes) -> bytes:
     128 bits of entropy. For a short passphrase it would allow an offline guessing
     attack, so it is only stored for key-like secrets (see :func:`key_like`).
     """
-    return hmac.new(secret, b"tpmseal-check/1" + name, hashlib.sha256).digest()
+    return hmac_digest(secret, b"tpmseal-check/1" + name, "sha256")
 
 
 def key_like(secret: bytes) -> bool:

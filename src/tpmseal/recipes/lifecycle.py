@@ -16,15 +16,12 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
 from itertools import chain
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import digest, equal
 from tpmseal.errors import (
     IntegrityError,
     NotFoundError,
@@ -32,6 +29,7 @@ from tpmseal.errors import (
     TpmsealError,
     UsageError,
 )
+from tpmseal.log import get_logger
 from tpmseal.recipes import recovery, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -44,16 +42,17 @@ from tpmseal.recipes.stores import (
     require_candidates,
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.records import field, record, replace
 from tpmseal.session.auth import AuthSession, PasswordSession, Session
 from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
-log = logging.getLogger("tpmseal.lifecycle")
+log = get_logger("tpmseal.lifecycle")
 
 VAULT_KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
+@record
 class UnsealOptions:
     legacy: bool = False
     allow_downgrade: bool = False
@@ -141,7 +140,7 @@ def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, session)
     else:
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES)
-    return hashlib.sha256(tpm_bytes + os.urandom(VAULT_KEY_BYTES)).digest()
+    return digest("sha256", tpm_bytes + os.urandom(VAULT_KEY_BYTES))
 
 
 def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) -> bytes | None:
@@ -176,6 +175,15 @@ def shared_session(tpm: Tpm, trust: TrustRecord | None,
                 tpm.flush(s.handle)
 
 
+def refuse_downgrade(legacy: bool, trust: TrustRecord | None, allow_downgrade: bool) -> None:
+    """The legacy path where the pinned TPM does AES-128-CFB needs *allow_downgrade*: the
+    secret would cross the bus in plaintext (the same rule as for unseal)."""
+    if legacy and trust is not None and trust.aes_128_cfb and not allow_downgrade:
+        raise UsageError("--legacy would put the secret on the bus in plaintext, and the TPM "
+                         "pinned in the trust file supports AES-128-CFB parameter encryption",
+                         "drop --legacy, or pass --allow-downgrade if you really mean it")
+
+
 def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
@@ -207,7 +215,7 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
     return blob
 
 
-@dataclass(frozen=True)
+@record
 class VaultResult:
     key: bytes
     action: str  # "generated" | "migrated" | "unsealed"
@@ -251,7 +259,7 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     # the copy was just sealed on the path asked for: verify it on the same path (the
     # blob in memory is what was written: reading NV back proves nothing more)
     check = _unseal_one(tpm, blob, replace(opts, allow_downgrade=opts.legacy))
-    if not hmac.compare_digest(check, key):
+    if not equal(check, key):
         raise IntegrityError("the freshly sealed vault key did not unseal to the same value",
                              hint=("nothing was removed; retry, and if it persists suspect the "
                                   "TPM bus"))
@@ -273,7 +281,7 @@ def _remove_legacy(tpm: Tpm, store: NvStore, index: int, key: bytes, opts: Unsea
             legacy = _read_legacy(tpm, listing.pubs.get(index), session)
     if legacy is None:
         log.info("no legacy key in NV %#x to remove", index)
-    elif hmac.compare_digest(legacy, key):
+    elif equal(legacy, key):
         log.warning("removing the legacy plaintext key in NV %#x: a rollback to a release "
                     "from before sealing can no longer open the vault", index)
         nv_undefine(tpm, index)

@@ -11,18 +11,20 @@
   TPM_RH_OWNER whatever hierarchy tpmmgr passes it. No EK certificate covers
   that key; with ``--ek-ca`` the certified EK (endorsement hierarchy, at the
   TCG handle) salts the sessions instead.
+
+  Both use 0x81000001, tcg for its SRK and eve for its EK (:func:`conflicts`): EVE's
+  EK cannot serve as tcg's SRK, so one TPM should serve one profile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 from tpmseal.wire.constants import TPM_ALG, TPM_RH
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 
-@dataclass(frozen=True)
+@record
 class NvLayout:
     """NV indices holding a sealed object with no metadata (EVE's format)."""
 
@@ -34,7 +36,7 @@ class NvLayout:
     staging_public: int
 
 
-@dataclass(frozen=True)
+@record
 class Profile:
     name: str
     ek_rsa: int
@@ -63,6 +65,27 @@ EVE = Profile(
     ek_hierarchy=TPM_RH.OWNER, ek_types=("rsa",))
 
 PROFILES = {p.name: p for p in (TCG, EVE)}
+
+
+def _roles(p: Profile) -> dict[int, str]:
+    return {p.ek_rsa: "EK", p.ek_ecc: "EK", p.srk: "SRK"} if p.ek_rsa == p.ek_ecc else {
+        p.ek_rsa: "RSA EK", p.ek_ecc: "ECC EK", p.srk: "SRK"}
+
+
+def conflicts(profile: Profile) -> dict[int, str]:
+    """Handle -> a sentence, for each handle *profile* shares with another profile's key of
+    another role: such profiles cannot be provisioned on one TPM."""
+    mine = _roles(profile)
+    found: dict[int, str] = {}
+    for other in PROFILES.values():
+        if other.name == profile.name:
+            continue
+        for handle, role in _roles(other).items():
+            if handle in mine and mine[handle] != role:
+                found[handle] = (f"the {other.name} profile keeps its {role} at {handle:#x}, "
+                                 f"where the {profile.name} profile keeps its {mine[handle]}: "
+                                 "one TPM serves only one of the two profiles")
+    return found
 
 
 def get_profile(name: str) -> Profile:

@@ -22,30 +22,45 @@ certificate; the sealed objects stay under the profile's SRK.
 
 Finally the salt key's public area and the SRK's Name are pinned in the trust
 file (:mod:`tpmseal.recipes.trust`).
+
+EK type ``auto`` (the CLI's default) salts sessions with the ECC EK (TCG EK
+template L-2, NIST P-256) when the TPM has that curve: every seal and unseal
+starts one salted session, and the TPM's side of an ECDH salt (Part 1 §19.6.13)
+costs less than an RSA-2048 OAEP decryption on an SLB9672 or NPCT75x by
+wolfTPM's published figures, though not on an SLB9670 (bench/chip_model.py).
+A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type`).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, UsageError
+from tpmseal.log import get_logger
 from tpmseal.recipes import ekcert, trust
 from tpmseal.recipes.profiles import TCG, Profile
+from tpmseal.recipes.stores import nv_public
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
+from tpmseal.records import record, replace
 from tpmseal.session.auth import Session
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPM_SE, TPMA_OBJECT
+from tpmseal.wire.constants import (
+    TPM_ALG,
+    TPM_CAP,
+    TPM_ECC,
+    TPM_RH,
+    TPM_SE,
+    TPMA_OBJECT,
+)
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import EccPoint, Public, SensitiveCreate
 
-log = logging.getLogger("tpmseal.provision")
+log = get_logger("tpmseal.provision")
 
 
-@dataclass(frozen=True)
+@record
 class KeyState:
     handle: int
     name: bytes
@@ -53,7 +68,7 @@ class KeyState:
     created: bool
 
 
-@dataclass(frozen=True)
+@record
 class ProvisionResult:
     profile: str
     ek: KeyState
@@ -168,6 +183,54 @@ def _pinned(path: Path, profile: str) -> trust.TrustRecord | None:
         return None  # save() reports the unreadable file
 
 
+EK_TYPES = ("auto", "rsa", "ecc")
+
+
+def has_p256(tpm: Tpm) -> bool:
+    """Whether the TPM lists NIST P-256 among its curves (GetCapability ECC_CURVES).
+
+    The answer is not authenticated; forging it can only make provisioning pick
+    the RSA EK (slower, as safe) or fail creating an ECC EK the TPM lacks.
+    """
+    try:
+        curves = tpm.capability(TPM_CAP.ECC_CURVES)
+    except TpmResponseError as e:
+        if e.rc.warning:
+            raise
+        return False
+    return (int(TPM_ECC.NIST_P256),) in curves
+
+
+#: NV index of the TCG EK certificate for template L-2 (ECC NIST P-256)
+ECC_EK_CERT_INDEX = 0x01C0000A
+
+
+def choose_ek_type(tpm: Tpm, profile: Profile, pinned: trust.TrustRecord | None,
+                   requested: str, ek_ca: str | None = None) -> str:
+    """``rsa`` or ``ecc`` for *requested* ``auto`` (else *requested* itself).
+
+    In order: the pinned EK's type; RSA for a profile with one EK handle (EVE's
+    code keeps an RSA EK there); the type of an EK already persisted at the
+    profile's handles, ECC first (nothing is created needlessly); then, on a TPM
+    with neither, ECC if it has P-256 (and, to verify against *ek_ca*, an ECC EK
+    certificate in NV), else RSA.
+    """
+    if requested != "auto":
+        return requested
+    if pinned is not None:
+        return "ecc" if pinned.ek_public.type == TPM_ALG.ECC else "rsa"
+    if profile.ek_ecc == profile.ek_rsa:
+        return "rsa"
+    for kind in ("ecc", "rsa"):
+        if read_optional(tpm, profile.ek_handle(kind)) is not None:
+            return kind
+    if not has_p256(tpm):
+        return "rsa"
+    if ek_ca is not None and nv_public(tpm, ECC_EK_CERT_INDEX) is None:
+        return "rsa"
+    return "ecc"
+
+
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
               trust_file: Path | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
@@ -179,8 +242,12 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     (errors carry no HMAC). The TCG PC Client TPM profile requires AES-128 in
     CFB mode, so on a PC-class TPM this answer is suspect in itself.
     """
-    if ek_type not in ("rsa", "ecc"):
-        raise UsageError(f"unknown EK type {ek_type!r}", "use --ek-type rsa or --ek-type ecc")
+    if ek_type not in EK_TYPES:
+        raise UsageError(f"unknown EK type {ek_type!r}",
+                         "use --ek-type auto, --ek-type rsa or --ek-type ecc")
+    path = trust.trust_path(str(trust_file) if trust_file else None)
+    ek_type = choose_ek_type(tpm, profile, None if repin else _pinned(path, profile.name),
+                             ek_type, ek_ca)
     template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
     # EVE: no certificate covers its owner-hierarchy EK, so a certified EK salts apart
     certified_apart = ek_ca is not None and profile.ek_hierarchy != TPM_RH.ENDORSEMENT
@@ -191,7 +258,6 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
             f"{ek_type.upper()} one",
             f"drop --ek-type, or pass --ek-ca to salt with the certified {ek_type.upper()} EK")
     salt_handle = TCG.ek_handle(ek_type) if certified_apart else profile.ek_handle(ek_type)
-    path = trust.trust_path(str(trust_file) if trust_file else None)
     if not repin:  # before creating anything: a changed salt key is a choice, not an attack
         pinned = _pinned(path, profile.name)
         if pinned is not None and pinned.ek_handle != salt_handle:

@@ -12,7 +12,6 @@ themselves changed.
 
 from __future__ import annotations
 
-import hashlib
 from itertools import combinations
 
 from tpmseal.client.tpm import Tpm
@@ -50,6 +49,7 @@ def find_selection(public: Public, values: dict[tuple[int, int], bytes],
     present = [i for i in CANDIDATES if (bank, i) in values]
     prefix = bytes(32) + u32(TPM_CC.PolicyPCR) + u32(1) + u16(bank) + u8(3)
     auth_value = u32(TPM_CC.PolicyAuthValue)
+    import hashlib  # many hashes: the fastest API (only when PCRs are recovered)
     sha256 = hashlib.sha256
     for n in range(1, len(present) + 1):
         for combo in combinations(present, n):

@@ -24,10 +24,9 @@ unsealed on the legacy path without ``allow_downgrade``.
 from __future__ import annotations
 
 import contextlib
-import hmac
-import logging
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import equal
 from tpmseal.errors import (
     BUS_HINT,
     AuthFailedError,
@@ -38,6 +37,7 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
+from tpmseal.log import get_logger
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
 from tpmseal.recipes.profiles import TCG, Profile
@@ -50,7 +50,7 @@ from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, SensitiveCreate, SymDef
 
-log = logging.getLogger("tpmseal.seal")
+log = get_logger("tpmseal.seal")
 
 MSG_AES = "TPM supports AES-128-CFB, sealing with parameter encryption"
 MSG_NO_AES = "TPM does not support AES-128-CFB, sealing without parameter encryption"
@@ -337,7 +337,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                     hint=BUS_HINT) from None
             raise mismatch_error(changed, authenticated=encrypted) from None
         raise _explain(e, trust, blob.pin) from None
-    if blob.check is not None and not hmac.compare_digest(
+    if blob.check is not None and not equal(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "
                              "was altered or the blob does not match the object",

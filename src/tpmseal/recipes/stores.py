@@ -27,9 +27,7 @@ leaves at least one complete copy that unseals (the old or the new).
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Collection, Iterator, Sequence
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -44,16 +42,18 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.files import read_capped, write_atomic
+from tpmseal.log import get_logger
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
+from tpmseal.records import mutable_record, record
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import NvPublic, PcrSelectionList, Public
 
-log = logging.getLogger("tpmseal.store")
+log = get_logger("tpmseal.store")
 
 #: EVE's NV attributes: an ordinary index the owner may read and write (Part 2 §13.4).
 NV_ATTRS = TPMA_NV.OWNERWRITE | TPMA_NV.OWNERREAD
@@ -88,7 +88,7 @@ class Store(Protocol):
         ...
 
 
-@dataclass(frozen=True)
+@record
 class FileStore:
     path: Path
 
@@ -148,7 +148,7 @@ def nv_define_write(tpm: Tpm, index: int, data: bytes) -> None:
     tpm.nv_write(index, data)
 
 
-@dataclass(frozen=True)
+@record
 class NvListing:
     """Which indices of a layout exist, with their public areas.
 
@@ -192,7 +192,7 @@ def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> None:
     nv_define_write(tpm, index, data)
 
 
-@dataclass
+@mutable_record
 class NvStore:
     """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
     was sealed to (*pcrs*) and whether it needs a PIN. *accept_any*: take whatever

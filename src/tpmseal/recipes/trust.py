@@ -31,9 +31,6 @@ import base64
 import binascii
 import json
 import os
-from dataclasses import dataclass, field
-from dataclasses import replace as _replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +46,8 @@ from tpmseal.errors import (
 )
 from tpmseal.files import read_capped, write_atomic
 from tpmseal.recipes.blob import check_salt_key, handle_field
+from tpmseal.records import field, record
+from tpmseal.records import replace as _replace
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -68,7 +67,7 @@ def trust_path(explicit: str | None = None) -> Path:
     return Path(explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
 
 
-@dataclass(frozen=True)
+@record
 class TrustRecord:
     """The pinned facts about one profile's keys on one TPM."""
 
@@ -83,13 +82,14 @@ class TrustRecord:
     #: Names of the sealed objects tpmseal stored in the profile's NV layout
     nv_sealed: tuple[bytes, ...] = ()
     #: the trust file this record was read from (not part of it)
-    path: Path | None = field(default=None, compare=False)
+    path: Path | None = field(default=None, repr=False)
 
     @property
     def ek_name(self) -> bytes:
         return self.ek_public.name()
 
     def to_json(self) -> dict[str, Any]:
+        from datetime import datetime, timezone  # only to save a record
         extra = {"nv_sealed": [n.hex() for n in self.nv_sealed]} if self.nv_sealed else {}
         return extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),

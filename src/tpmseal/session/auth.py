@@ -47,9 +47,7 @@ This module is sans-I/O: the client feeds it bytes and gets bytes back.
 
 from __future__ import annotations
 
-import hmac
 import os
-from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
@@ -58,7 +56,9 @@ try:  # cryptography >= 47 keeps CFB among the "decrepit" modes
 except ImportError:  # pragma: no cover - older cryptography
     from cryptography.hazmat.primitives.ciphers.modes import CFB
 
+from tpmseal.digests import equal, hmac_digest
 from tpmseal.errors import ResponseIntegrityError, UsageError
+from tpmseal.records import field, mutable_record
 from tpmseal.session.kdf import LABEL_ATH, LABEL_CFB, kdfa
 from tpmseal.wire.constants import HASH_NAMES, HASH_SIZES, TPM_ALG, TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.frames import AuthCommand, AuthResponse
@@ -127,7 +127,7 @@ class PasswordSession(Session):
         return "PasswordSession()"
 
 
-@dataclass(eq=False)
+@mutable_record
 class AuthSession(Session):
     """An HMAC, policy or trial session started with TPM2_StartAuthSession.
 
@@ -223,7 +223,7 @@ def unconfirmed_message(s: AuthSession) -> str | None:
             "the key at the salt handle is not the pinned one; nothing was encrypted under it")
 
 
-@dataclass
+@mutable_record
 class Pending:
     """What a protected command must remember to check its response."""
 
@@ -310,7 +310,7 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
         mac = b""
         if key or not s.is_policy:
             msg = cp_hashes[alg] + s.nonce_caller + s.nonce_tpm + extra + u8(s.attributes)
-            mac = hmac.new(key, msg, HASH_NAMES[alg]).digest()
+            mac = hmac_digest(key, msg, HASH_NAMES[alg])
         auths.append(AuthCommand(s.handle, s.nonce_caller, s.attributes, mac))
     enc_session = enc[0] if enc else None
     enc_name = names[sessions.index(enc_session)] if enc_session else None
@@ -348,8 +348,8 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             expected = b""
         else:
             msg = rp_hashes[alg] + a.nonce + s.nonce_caller + u8(a.attributes)
-            expected = hmac.new(key, msg, HASH_NAMES[alg]).digest()
-        if not hmac.compare_digest(expected, a.hmac):
+            expected = hmac_digest(key, msg, HASH_NAMES[alg])
+        if not equal(expected, a.hmac):
             raise ResponseIntegrityError(unconfirmed_message(s) if not s.confirmed else None)
         if expected and s.session_key:
             verified.append(s)

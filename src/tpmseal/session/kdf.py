@@ -16,10 +16,9 @@ high-order bits of the first byte are cleared, as the TPM reference code does.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
 
+from tpmseal.digests import digest, hmac_digest
 from tpmseal.wire.constants import HASH_NAMES
 
 LABEL_ATH = b"ATH\0"
@@ -46,7 +45,7 @@ def kdfa(hash_alg: int, key: bytes, label: bytes, context_u: bytes, context_v: b
     tail = label + context_u + context_v + struct.pack(">I", bits)
     while len(out) * 8 < bits:
         counter += 1
-        out += hmac.new(key, struct.pack(">I", counter) + tail, name).digest()
+        out += hmac_digest(key, struct.pack(">I", counter) + tail, name)
     return _trim(out, bits)
 
 
@@ -59,5 +58,5 @@ def kdfe(hash_alg: int, z: bytes, label: bytes, party_u: bytes, party_v: bytes,
     tail = z + label + party_u + party_v
     while len(out) * 8 < bits:
         counter += 1
-        out += hashlib.new(name, struct.pack(">I", counter) + tail).digest()
+        out += digest(name, struct.pack(">I", counter) + tail)
     return _trim(out, bits)

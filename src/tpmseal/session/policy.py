@@ -14,9 +14,9 @@ no round trips) and satisfies it on the TPM at unseal time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from tpmseal.records import record
 from tpmseal.wire.commands import Command, PolicyAuthValue, PolicyPassword, PolicyPCR
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_CC
 from tpmseal.wire.marshal import u32
@@ -38,7 +38,7 @@ class PolicyStep:
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@record
 class PcrStep(PolicyStep):
     """TPM2_PolicyPCR with an explicit *pcr_digest* (Part 3 §23.7)."""
 
@@ -53,7 +53,7 @@ class PcrStep(PolicyStep):
         return PolicyPCR(session_handle, self.pcr_digest, self.selection)
 
 
-@dataclass(frozen=True)
+@record
 class AuthValueStep(PolicyStep):
     """TPM2_PolicyAuthValue: the object's authValue keys the session HMAC (§23.17)."""
 
@@ -64,7 +64,7 @@ class AuthValueStep(PolicyStep):
         return PolicyAuthValue(session_handle)
 
 
-@dataclass(frozen=True)
+@record
 class PasswordStep(PolicyStep):
     """TPM2_PolicyPassword: the authValue travels as a plain password (§23.18).
 

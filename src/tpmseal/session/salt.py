@@ -18,12 +18,12 @@ only does the arithmetic on a :class:`~tpmseal.wire.structures.Public`.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from tpmseal.errors import UsageError
+from tpmseal.records import record
 from tpmseal.session.kdf import LABEL_SECRET, kdfe
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_ECC, enum_name
 from tpmseal.wire.structures import EccParms, EccPoint, Public, RsaParms
@@ -109,7 +109,7 @@ def key_problem(pub: Public) -> str | None:
     return f"a {enum_name(TPM_ALG, pub.type)} key cannot salt a session"
 
 
-@dataclass(frozen=True)
+@record
 class Salt:
     """The salt (secret) and its encryption for the TPM (public)."""
 

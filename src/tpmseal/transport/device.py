@@ -3,6 +3,8 @@
 The kernel driver takes one whole command per write() and returns one whole
 response per read() (drivers/char/tpm/tpm-dev-common.c),
 so the response is read with a single read after poll() signals it is ready.
+The suite runs this transport through a pty relay to swtpm (tests/ptyrelay.py),
+hence O_NOCTTY: a terminal standing in for the device never becomes ours.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class DeviceTransport:
         self.uri = f"device:{path}"
         self._timeout = timeout
         try:
-            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+            self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:
             raise TransportError(
                 f"no TPM device at {path}",

@@ -9,9 +9,9 @@ sized buffer is encrypted, and only its data bytes).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
+from tpmseal.records import record
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
 
 T = TypeVar("T")
@@ -40,7 +40,7 @@ class Codec(Generic[T]):
         raise NotImplementedError
 
 
-@dataclass(frozen=True)
+@record
 class UInt(Codec[int]):
     """An unsigned integer of 1, 2 or 4 bytes (UINT8/16/32 and the typedefs on them)."""
 
@@ -58,7 +58,7 @@ class UInt(Codec[int]):
         return r.u32(self.tpm_type)
 
 
-@dataclass(frozen=True)
+@record
 class Buffer(Codec[bytes]):
     """A TPM2B of opaque bytes (TPM2B_DIGEST, TPM2B_DATA, TPM2B_NONCE...)."""
 
@@ -72,7 +72,7 @@ class Buffer(Codec[bytes]):
         return r.tpm2b(self.tpm_type)
 
 
-@dataclass(frozen=True)
+@record
 class Sized(Codec[S]):
     """A TPM2B that wraps a structure (TPM2B_PUBLIC, TPM2B_SENSITIVE_CREATE...)."""
 
@@ -88,7 +88,7 @@ class Sized(Codec[S]):
         return parsed
 
 
-@dataclass(frozen=True)
+@record
 class Struct(Codec[S]):
     """A structure marshaled in place, without a size prefix."""
 

@@ -1,23 +1,26 @@
 """The declarative command registry (docs/ARCHITECTURE.md, principle 1).
 
-Each TPM command is one frozen dataclass whose fields are its handles and
-parameters, in wire order, with a codec per parameter; its response is another.
+Each TPM command is one frozen record (:mod:`tpmseal.records`, a dataclass to
+type checkers) whose fields are its handles and parameters, in wire order, with a
+codec per parameter; its response is another.
 Everything else reads these declarations: the client marshals commands and
 parses responses from them, computes cpHash from the handles' Names and the
 parameter bytes, decides whether the first parameter can be encrypted (it can
 when it is a TPM2B), and the sniffer decodes captured traffic with them.
 
 Adding a command is one entry here (plus a round-trip vector in the tests).
+Defining the ~50 records costs about a millisecond at import; each one's
+:class:`Layout` is built on its first use.
 Sections refer to TPM 2.0 Library Specification Part 3 ("Commands").
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar
 
+from tpmseal.records import MISSING, fields, record
+from tpmseal.records import field as _field
 from tpmseal.wire import codecs as c
 from tpmseal.wire.codecs import Codec
 from tpmseal.wire.constants import TPM_CC
@@ -42,23 +45,23 @@ def handle(*, auth: bool = False, default: int | None = None) -> Any:
     """Declare a handle-area field; *auth* marks handles that need a session."""
     meta = {"kind": "handle", "auth": auth}
     if default is None:
-        return dataclasses.field(metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+        return _field(metadata=meta)
+    return _field(default=default, metadata=meta)
 
 
-def param(codec: Codec[Any], default: Any = dataclasses.MISSING) -> Any:
+def param(codec: Codec[Any], default: Any = MISSING) -> Any:
     """Declare a parameter-area field marshaled with *codec*."""
-    return dataclasses.field(default=default, metadata={"kind": "param", "codec": codec})
+    return _field(default=default, metadata={"kind": "param", "codec": codec})
 
 
-@dataclass(frozen=True)
+@record
 class FieldSpec:
     name: str
     codec: Codec[Any] | None  # None for handles
     auth: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Layout:
     """The handle and parameter fields of a command or response, in wire order."""
 
@@ -74,7 +77,7 @@ class Layout:
 def _layout(cls: type) -> Layout:
     hs: list[FieldSpec] = []
     ps: list[FieldSpec] = []
-    for f in dataclasses.fields(cls):
+    for f in fields(cls):
         if f.metadata.get("kind") == "handle":
             hs.append(FieldSpec(f.name, None, bool(f.metadata["auth"])))
         elif f.metadata.get("kind") == "param":
@@ -83,7 +86,7 @@ def _layout(cls: type) -> Layout:
 
 
 class Declared:
-    """What commands and responses share: fields read from their dataclass declaration."""
+    """What commands and responses share: fields read from their record declaration."""
 
     @classmethod
     @cache
@@ -140,7 +143,7 @@ class Command(Declared, Generic[R]):
         REGISTRY[int(cls.CC)] = cls
 
 
-@dataclass(frozen=True)
+@record
 class Empty(Response):
     """A response with no handles and no parameters."""
 
@@ -148,7 +151,7 @@ class Empty(Response):
 # ----------------------------------------------------------------------- startup and testing
 
 
-@dataclass(frozen=True)
+@record
 class Startup(Command[Empty]):
     """TPM2_Startup (Part 3 §9.3)."""
 
@@ -158,7 +161,7 @@ class Startup(Command[Empty]):
     startup_type: int = param(c.UInt(2, "TPM_SU"))
 
 
-@dataclass(frozen=True)
+@record
 class Shutdown(Command[Empty]):
     """TPM2_Shutdown (Part 3 §9.4)."""
 
@@ -168,7 +171,7 @@ class Shutdown(Command[Empty]):
     shutdown_type: int = param(c.UInt(2, "TPM_SU"))
 
 
-@dataclass(frozen=True)
+@record
 class SelfTest(Command[Empty]):
     """TPM2_SelfTest (Part 3 §10.2)."""
 
@@ -181,13 +184,13 @@ class SelfTest(Command[Empty]):
 # ----------------------------------------------------------------------------- sessions
 
 
-@dataclass(frozen=True)
+@record
 class StartAuthSessionResponse(Response):
     session_handle: int = handle()
     nonce_tpm: bytes = param(c.NONCE)
 
 
-@dataclass(frozen=True)
+@record
 class StartAuthSession(Command[StartAuthSessionResponse]):
     """TPM2_StartAuthSession (Part 3 §11.1): *tpm_key* decrypts the salt, *bind* binds."""
 
@@ -206,7 +209,7 @@ class StartAuthSession(Command[StartAuthSessionResponse]):
 # ------------------------------------------------------------------------------ objects
 
 
-@dataclass(frozen=True)
+@record
 class CreateResponse(Response):
     out_private: bytes = param(c.PRIVATE)
     out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
@@ -215,7 +218,7 @@ class CreateResponse(Response):
     creation_ticket: Ticket = param(c.Struct(Ticket, "TPMT_TK_CREATION"))
 
 
-@dataclass(frozen=True)
+@record
 class Create(Command[CreateResponse]):
     """TPM2_Create (Part 3 §12.1): a new object under *parent_handle*."""
 
@@ -230,7 +233,7 @@ class Create(Command[CreateResponse]):
         c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"), PcrSelectionList())
 
 
-@dataclass(frozen=True)
+@record
 class CreatePrimaryResponse(Response):
     object_handle: int = handle()
     out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
@@ -240,7 +243,7 @@ class CreatePrimaryResponse(Response):
     name: bytes = param(c.NAME)
 
 
-@dataclass(frozen=True)
+@record
 class CreatePrimary(Command[CreatePrimaryResponse]):
     """TPM2_CreatePrimary (Part 3 §24.1): a primary object in a hierarchy."""
 
@@ -255,13 +258,13 @@ class CreatePrimary(Command[CreatePrimaryResponse]):
         c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"), PcrSelectionList())
 
 
-@dataclass(frozen=True)
+@record
 class LoadResponse(Response):
     object_handle: int = handle()
     name: bytes = param(c.NAME)
 
 
-@dataclass(frozen=True)
+@record
 class Load(Command[LoadResponse]):
     """TPM2_Load (Part 3 §12.2): load an object's private and public parts."""
 
@@ -273,7 +276,7 @@ class Load(Command[LoadResponse]):
     in_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
 
 
-@dataclass(frozen=True)
+@record
 class UnsealResponse(Response):
     out_data: bytes = param(c.SENSITIVE_DATA)
 
@@ -281,7 +284,7 @@ class UnsealResponse(Response):
         return f"UnsealResponse(out_data=<{len(self.out_data)} bytes>)"
 
 
-@dataclass(frozen=True)
+@record
 class Unseal(Command[UnsealResponse]):
     """TPM2_Unseal (Part 3 §12.7): return a sealed data object's data."""
 
@@ -291,14 +294,14 @@ class Unseal(Command[UnsealResponse]):
     item_handle: int = handle(auth=True)
 
 
-@dataclass(frozen=True)
+@record
 class ReadPublicResponse(Response):
     out_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
     name: bytes = param(c.NAME)
     qualified_name: bytes = param(c.NAME)
 
 
-@dataclass(frozen=True)
+@record
 class ReadPublic(Command[ReadPublicResponse]):
     """TPM2_ReadPublic (Part 3 §12.4)."""
 
@@ -311,7 +314,7 @@ class ReadPublic(Command[ReadPublicResponse]):
 # --------------------------------------------------------------------- context management
 
 
-@dataclass(frozen=True)
+@record
 class FlushContext(Command[Empty]):
     """TPM2_FlushContext (Part 3 §28.4); the handle travels in the parameter area."""
 
@@ -321,7 +324,7 @@ class FlushContext(Command[Empty]):
     flush_handle: int = param(c.UInt(4, "TPMI_DH_CONTEXT"))
 
 
-@dataclass(frozen=True)
+@record
 class EvictControl(Command[Empty]):
     """TPM2_EvictControl (Part 3 §28.5): make an object persistent, or evict it."""
 
@@ -333,12 +336,12 @@ class EvictControl(Command[Empty]):
     persistent_handle: int = param(c.UInt(4, "TPMI_DH_PERSISTENT"))
 
 
-@dataclass(frozen=True)
+@record
 class ContextSaveResponse(Response):
     context: Context = param(c.Struct(Context, "TPMS_CONTEXT"))
 
 
-@dataclass(frozen=True)
+@record
 class ContextSave(Command[ContextSaveResponse]):
     """TPM2_ContextSave (Part 3 §28.2)."""
 
@@ -348,12 +351,12 @@ class ContextSave(Command[ContextSaveResponse]):
     save_handle: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class ContextLoadResponse(Response):
     loaded_handle: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class ContextLoad(Command[ContextLoadResponse]):
     """TPM2_ContextLoad (Part 3 §28.3)."""
 
@@ -366,7 +369,7 @@ class ContextLoad(Command[ContextLoadResponse]):
 # ------------------------------------------------------------------------------- random
 
 
-@dataclass(frozen=True)
+@record
 class GetRandomResponse(Response):
     random_bytes: bytes = param(c.DIGEST)
 
@@ -374,7 +377,7 @@ class GetRandomResponse(Response):
         return f"GetRandomResponse(random_bytes=<{len(self.random_bytes)} bytes>)"
 
 
-@dataclass(frozen=True)
+@record
 class GetRandom(Command[GetRandomResponse]):
     """TPM2_GetRandom (Part 3 §16.1)."""
 
@@ -384,7 +387,7 @@ class GetRandom(Command[GetRandomResponse]):
     bytes_requested: int = param(c.U16)
 
 
-@dataclass(frozen=True)
+@record
 class StirRandom(Command[Empty]):
     """TPM2_StirRandom (Part 3 §16.2): add entropy to the TPM's RNG state."""
 
@@ -397,13 +400,13 @@ class StirRandom(Command[Empty]):
 # --------------------------------------------------------------------------- capability
 
 
-@dataclass(frozen=True)
+@record
 class GetCapabilityResponse(Response):
     more_data: int = param(c.YES_NO)
     capability_data: CapabilityData = param(c.Struct(CapabilityData, "TPMS_CAPABILITY_DATA"))
 
 
-@dataclass(frozen=True)
+@record
 class GetCapability(Command[GetCapabilityResponse]):
     """TPM2_GetCapability (Part 3 §30.2)."""
 
@@ -415,7 +418,7 @@ class GetCapability(Command[GetCapabilityResponse]):
     property_count: int = param(c.U32)
 
 
-@dataclass(frozen=True)
+@record
 class TestParms(Command[Empty]):
     """TPM2_TestParms (Part 3 §30.3): does the TPM support these parameters?"""
 
@@ -429,7 +432,7 @@ class TestParms(Command[Empty]):
 # ------------------------------------------------------------------------------- policy
 
 
-@dataclass(frozen=True)
+@record
 class PolicyPCR(Command[Empty]):
     """TPM2_PolicyPCR (Part 3 §23.7): gate on PCR values."""
 
@@ -441,12 +444,12 @@ class PolicyPCR(Command[Empty]):
     pcrs: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
 
 
-@dataclass(frozen=True)
+@record
 class PolicyGetDigestResponse(Response):
     policy_digest: bytes = param(c.DIGEST)
 
 
-@dataclass(frozen=True)
+@record
 class PolicyGetDigest(Command[PolicyGetDigestResponse]):
     """TPM2_PolicyGetDigest (Part 3 §23.19)."""
 
@@ -456,7 +459,7 @@ class PolicyGetDigest(Command[PolicyGetDigestResponse]):
     policy_session: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class PolicyAuthValue(Command[Empty]):
     """TPM2_PolicyAuthValue (Part 3 §23.17): require the object's authValue in the HMAC."""
 
@@ -466,7 +469,7 @@ class PolicyAuthValue(Command[Empty]):
     policy_session: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class PolicyPassword(Command[Empty]):
     """TPM2_PolicyPassword (Part 3 §23.18): require the authValue as a plain password."""
 
@@ -476,7 +479,7 @@ class PolicyPassword(Command[Empty]):
     policy_session: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class PolicyRestart(Command[Empty]):
     """TPM2_PolicyRestart (Part 3 §23.24): reset a policy session's digest."""
 
@@ -489,14 +492,14 @@ class PolicyRestart(Command[Empty]):
 # --------------------------------------------------------------------------------- PCRs
 
 
-@dataclass(frozen=True)
+@record
 class PCR_ReadResponse(Response):
     pcr_update_counter: int = param(c.U32)
     pcr_selection_out: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
     pcr_values: DigestList = param(c.Struct(DigestList, "TPML_DIGEST"))
 
 
-@dataclass(frozen=True)
+@record
 class PCR_Read(Command[PCR_ReadResponse]):
     """TPM2_PCR_Read (Part 3 §22.4): at most 8 digests per call."""
 
@@ -506,7 +509,7 @@ class PCR_Read(Command[PCR_ReadResponse]):
     pcr_selection_in: PcrSelectionList = param(c.Struct(PcrSelectionList, "TPML_PCR_SELECTION"))
 
 
-@dataclass(frozen=True)
+@record
 class PCR_Extend(Command[Empty]):
     """TPM2_PCR_Extend (Part 3 §22.2)."""
 
@@ -520,7 +523,7 @@ class PCR_Extend(Command[Empty]):
 # ----------------------------------------------------------------------------------- NV
 
 
-@dataclass(frozen=True)
+@record
 class NV_DefineSpace(Command[Empty]):
     """TPM2_NV_DefineSpace (Part 3 §31.3)."""
 
@@ -532,7 +535,7 @@ class NV_DefineSpace(Command[Empty]):
     public_info: NvPublic = param(c.Sized(NvPublic, "TPM2B_NV_PUBLIC"))
 
 
-@dataclass(frozen=True)
+@record
 class NV_UndefineSpace(Command[Empty]):
     """TPM2_NV_UndefineSpace (Part 3 §31.4)."""
 
@@ -543,13 +546,13 @@ class NV_UndefineSpace(Command[Empty]):
     nv_index: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class NV_ReadPublicResponse(Response):
     nv_public: NvPublic = param(c.Sized(NvPublic, "TPM2B_NV_PUBLIC"))
     nv_name: bytes = param(c.NAME)
 
 
-@dataclass(frozen=True)
+@record
 class NV_ReadPublic(Command[NV_ReadPublicResponse]):
     """TPM2_NV_ReadPublic (Part 3 §31.6)."""
 
@@ -559,7 +562,7 @@ class NV_ReadPublic(Command[NV_ReadPublicResponse]):
     nv_index: int = handle()
 
 
-@dataclass(frozen=True)
+@record
 class NV_ReadResponse(Response):
     data: bytes = param(c.MAX_NV_BUFFER)
 
@@ -567,7 +570,7 @@ class NV_ReadResponse(Response):
         return f"NV_ReadResponse(data=<{len(self.data)} bytes>)"
 
 
-@dataclass(frozen=True)
+@record
 class NV_Read(Command[NV_ReadResponse]):
     """TPM2_NV_Read (Part 3 §31.13)."""
 
@@ -580,7 +583,7 @@ class NV_Read(Command[NV_ReadResponse]):
     offset: int = param(c.U16, 0)
 
 
-@dataclass(frozen=True)
+@record
 class NV_Write(Command[Empty]):
     """TPM2_NV_Write (Part 3 §31.7)."""
 
@@ -599,7 +602,7 @@ class NV_Write(Command[Empty]):
 # -------------------------------------------------------------------------- hierarchies
 
 
-@dataclass(frozen=True)
+@record
 class Clear(Command[Empty]):
     """TPM2_Clear (Part 3 §24.6): reset the owner hierarchy (lockout or platform auth)."""
 

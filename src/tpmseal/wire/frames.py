@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from tpmseal.errors import DecodeError
+from tpmseal.records import record
 from tpmseal.wire.codecs import Codec
 from tpmseal.wire.commands import REGISTRY, Layout
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name
@@ -29,7 +29,7 @@ from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
 HEADER_SIZE = 10
 
 
-@dataclass(frozen=True)
+@record
 class AuthCommand:
     """TPMS_AUTH_COMMAND (Part 2 §10.13.2)."""
 
@@ -51,7 +51,7 @@ class AuthCommand:
                 f"attributes={session_attrs_text(self.attributes)})")
 
 
-@dataclass(frozen=True)
+@record
 class AuthResponse:
     """TPMS_AUTH_RESPONSE (Part 2 §10.13.3)."""
 
@@ -73,7 +73,7 @@ def session_attrs_text(attrs: int) -> str:
     return "|".join(names) if names else "0"
 
 
-@dataclass(frozen=True)
+@record
 class Header:
     tag: int
     size: int
@@ -115,7 +115,7 @@ def build_response(rc: int, handles: list[int], params: bytes,
     return u16(tag) + u32(HEADER_SIZE + len(body)) + u32(rc) + body
 
 
-@dataclass(frozen=True)
+@record
 class CommandFrame:
     """A command split into its areas; parameters start at *params_offset*."""
 
@@ -145,7 +145,7 @@ def split_command(data: bytes, n_handles: int) -> CommandFrame:
     return CommandFrame(h, handles, auths, r.offset)
 
 
-@dataclass(frozen=True)
+@record
 class ResponseFrame:
     """A successful response split into its areas."""
 
@@ -178,7 +178,7 @@ def split_response(data: bytes, n_handles: int, n_sessions: int) -> ResponseFram
 # ------------------------------------------------------------------ generic decoding
 
 
-@dataclass(frozen=True)
+@record
 class Deciphered:
     """What an observer knows of an encrypted first parameter: how, and its plaintext.
 
@@ -193,7 +193,7 @@ class Deciphered:
     plaintext: bytes | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DecodedField:
     """One decoded field: name, TPM type, and value (or raw bytes when encrypted).
 
@@ -211,7 +211,7 @@ class DecodedField:
     ciphertext: bytes | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DecodedCommand:
     tag: int
     size: int
@@ -225,7 +225,7 @@ class DecodedCommand:
     note: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class DecodedResponse:
     tag: int
     size: int

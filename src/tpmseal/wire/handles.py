@@ -18,10 +18,10 @@ single source for what it declares; a test checks that the two agree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from tpmseal.records import record
 
 
-@dataclass(frozen=True)
+@record
 class CommandShape:
     """What framing needs to know of a command (Part 3, each command's tables)."""
 

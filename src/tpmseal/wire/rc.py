@@ -9,9 +9,8 @@ a TSS layer in bits 16-23 (resource manager, TCTI...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from tpmseal.errors import ExitCode, TpmsealError
+from tpmseal.records import record
 
 RC_VER1 = 0x100
 RC_FMT1 = 0x080
@@ -109,7 +108,7 @@ LAYERS: dict[int, str] = {
 RETRYABLE = frozenset({"RETRY", "YIELDED", "TESTING"})
 
 
-@dataclass(frozen=True)
+@record
 class DecodedRC:
     """A response code taken apart per Part 2 §6.6."""
 

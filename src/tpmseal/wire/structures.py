@@ -1,4 +1,4 @@
-"""TPM 2.0 structures as frozen dataclasses (TPM 2.0 Part 2).
+"""TPM 2.0 structures as frozen records (TPM 2.0 Part 2; :mod:`tpmseal.records`).
 
 Each structure has ``marshal() -> bytes`` and ``unmarshal(r: Reader)``; the
 reader consumes exactly the structure's bytes. Size-prefixed wrappers
@@ -9,10 +9,9 @@ structure is the one that carries the fields.
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field, replace
-
+from tpmseal import digests
 from tpmseal.errors import DecodeError
+from tpmseal.records import field, record, replace
 from tpmseal.wire.constants import (
     HASH_NAMES,
     HASH_SIZES,
@@ -30,13 +29,13 @@ def digest(alg: int, data: bytes) -> bytes:
     name = HASH_NAMES.get(alg)
     if name is None:
         raise ValueError(f"unsupported hash algorithm {enum_name(TPM_ALG, alg)}")
-    return hashlib.new(name, data).digest()
+    return digests.digest(name, data)
 
 
 # --------------------------------------------------------------------------- PCRs
 
 
-@dataclass(frozen=True)
+@record
 class PcrSelection:
     """TPMS_PCR_SELECTION (Part 2 §10.6.2): one bank and a set of PCR indices."""
 
@@ -59,7 +58,7 @@ class PcrSelection:
         return cls(alg, pcrs, n)
 
 
-@dataclass(frozen=True)
+@record
 class PcrSelectionList:
     """TPML_PCR_SELECTION (Part 2 §10.9.7). Order of banks and indices matters."""
 
@@ -80,7 +79,7 @@ class PcrSelectionList:
         return [(s.hash_alg, i) for s in self.selections for i in sorted(s.pcrs)]
 
 
-@dataclass(frozen=True)
+@record
 class DigestList:
     """TPML_DIGEST (Part 2 §10.9.3)."""
 
@@ -97,7 +96,7 @@ class DigestList:
         return cls(tuple(r.tpm2b("TPM2B_DIGEST") for _ in range(n)))
 
 
-@dataclass(frozen=True)
+@record
 class DigestValues:
     """TPML_DIGEST_VALUES (Part 2 §10.9.5): (hashAlg, digest) pairs for PCR_Extend."""
 
@@ -125,7 +124,7 @@ class DigestValues:
 # --------------------------------------------------------------------------- algorithms
 
 
-@dataclass(frozen=True)
+@record
 class SymDef:
     """TPMT_SYM_DEF / TPMT_SYM_DEF_OBJECT (Part 2 §11.1.6, §11.1.7).
 
@@ -180,7 +179,7 @@ _SCHEME_DETAILS: dict[int, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Scheme:
     """A TPMT_*_SCHEME: an algorithm id and its UINT16 details (Part 2 §11.2)."""
 
@@ -202,7 +201,7 @@ class Scheme:
 NULL_SCHEME = Scheme()
 
 
-@dataclass(frozen=True)
+@record
 class RsaParms:
     """TPMS_RSA_PARMS (Part 2 §12.2.3.5)."""
 
@@ -220,7 +219,7 @@ class RsaParms:
         return cls(SymDef.unmarshal(r), Scheme.unmarshal(r), r.u16("keyBits"), r.u32("exponent"))
 
 
-@dataclass(frozen=True)
+@record
 class EccParms:
     """TPMS_ECC_PARMS (Part 2 §12.2.3.6)."""
 
@@ -239,7 +238,7 @@ class EccParms:
                    Scheme.unmarshal(r))
 
 
-@dataclass(frozen=True)
+@record
 class KeyedHashParms:
     """TPMS_KEYEDHASH_PARMS (Part 2 §12.2.3.3)."""
 
@@ -253,7 +252,7 @@ class KeyedHashParms:
         return cls(Scheme.unmarshal(r))
 
 
-@dataclass(frozen=True)
+@record
 class SymCipherParms:
     """TPMS_SYMCIPHER_PARMS (Part 2 §12.2.3.1)."""
 
@@ -291,7 +290,7 @@ def _parms_for(type_: int, r: Reader) -> Parms:
     return _parms_class(type_, r.position - 2).unmarshal(r)
 
 
-@dataclass(frozen=True)
+@record
 class PublicParms:
     """TPMT_PUBLIC_PARMS (Part 2 §12.2.3.8), the argument of TPM2_TestParms."""
 
@@ -307,7 +306,7 @@ class PublicParms:
         return cls(t, _parms_for(t, r))
 
 
-@dataclass(frozen=True)
+@record
 class EccPoint:
     """TPMS_ECC_POINT (Part 2 §11.2.5.2)."""
 
@@ -334,7 +333,7 @@ def _name_alg(r: Reader, what: str) -> int:
     return alg
 
 
-@dataclass(frozen=True)
+@record
 class Public:
     """TPMT_PUBLIC (Part 2 §12.2.4): the public area of an object.
 
@@ -389,7 +388,7 @@ class Public:
         return replace(self, unique=unique)
 
 
-@dataclass(frozen=True)
+@record
 class SensitiveCreate:
     """TPMS_SENSITIVE_CREATE (Part 2 §11.1.15): the new object's authValue and data."""
 
@@ -409,7 +408,7 @@ class SensitiveCreate:
                 f"data=<{len(self.data)} bytes>)")
 
 
-@dataclass(frozen=True)
+@record
 class CreationData:
     """TPMS_CREATION_DATA (Part 2 §15.1)."""
 
@@ -433,7 +432,7 @@ class CreationData:
                    r.tpm2b("parentQualifiedName"), r.tpm2b("outsideInfo"))
 
 
-@dataclass(frozen=True)
+@record
 class Ticket:
     """TPMT_TK_CREATION and friends (Part 2 §10.7): tag, hierarchy, digest."""
 
@@ -449,7 +448,7 @@ class Ticket:
         return cls(r.u16("TPMT_TK.tag"), r.u32("TPMT_TK.hierarchy"), r.tpm2b("TPMT_TK.digest"))
 
 
-@dataclass(frozen=True)
+@record
 class NvPublic:
     """TPMS_NV_PUBLIC (Part 2 §13.5)."""
 
@@ -477,7 +476,7 @@ class NvPublic:
         return replace(self, attributes=self.attributes | TPMA_NV.WRITTEN)
 
 
-@dataclass(frozen=True)
+@record
 class Context:
     """TPMS_CONTEXT (Part 2 §14.5): a saved object or session context."""
 
@@ -498,7 +497,7 @@ class Context:
 # --------------------------------------------------------------------------- capabilities
 
 
-@dataclass(frozen=True)
+@record
 class CapabilityData:
     """TPMS_CAPABILITY_DATA (Part 2 §10.10.2) for the capabilities tpmseal reads.
 

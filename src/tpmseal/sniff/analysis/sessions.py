@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import hmac
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from tpmseal.errors import TpmsealError
+from tpmseal.records import replace
 from tpmseal.session.auth import cfb
 from tpmseal.session.kdf import LABEL_ATH, kdfa
 from tpmseal.sniff.analysis.record import (

@@ -10,10 +10,10 @@ It is the sniffer: bytes are shown in full, key material included.
 
 from __future__ import annotations
 
-import dataclasses
 from enum import IntEnum, IntFlag
 from typing import Any
 
+from tpmseal.records import fields, is_record
 from tpmseal.wire.constants import (
     TPM_ALG,
     TPM_CAP,
@@ -134,9 +134,9 @@ def bytes_text(data: bytes, limit: int = 64) -> str:
 
 def value_lines(label: str, value: Any, hint: str = "", indent: str = "") -> list[str]:
     """Lines describing *value*, nested structures indented below their label."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if is_record(value) and not isinstance(value, type):
         lines = [f"{indent}{label}: {type(value).__name__}"]
-        for f in dataclasses.fields(value):
+        for f in fields(value):
             lines += value_lines(f.name, getattr(value, f.name), field_hint(value, f.name),
                                  indent + "    ")
         return lines
@@ -163,9 +163,9 @@ def to_json(value: Any) -> Any:
         return value
     if isinstance(value, int):
         return int(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if is_record(value) and not isinstance(value, type):
         out: dict[str, Any] = {"_struct": type(value).__name__}
-        for f in dataclasses.fields(value):
+        for f in fields(value):
             out[f.name] = to_json(getattr(value, f.name))
         return out
     if isinstance(value, tuple | list):

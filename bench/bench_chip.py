@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Seal and unseal on modelled SPI TPMs: tpmseal vs tpm2-tools vs EVE, as /dev/tpm0 or tpmrm0.
+
+Each operation runs against swtpm through tpmseal's recording proxy with the
+chip model of bench/chip_model.py as its response hook (per-command costs of an
+SLB9672, SLB9670 or NPCT75x from wolfTPM's published benchmarks; with or without
+the context swaps of Linux's /dev/tpmrm0 resource manager). Rows:
+
+* tpmseal: the ``tpmseal`` CLI as a process (``unseal``, ``seal``, ``unseal
+  --profile eve --nv``, ``vault-key --profile eve``), plus ``unseal`` on a TPM
+  provisioned with the ECC EK (``--ek-type auto`` on a fresh TPM);
+* tpm2-tools: tests/peers/tpm2_tools_flow.sh ``unseal`` / ``seal``;
+* EVE: its command sequences replayed with tpmseal's client (bench/eve_replay.py,
+  read from EVE's evetpm code), checked against what crossed the proxy.
+
+Per row: TPM commands, the modelled chip time (deterministic: the sum of the
+delays), the context swaps the resource manager added, the wall time (median;
+host time plus the modelled delays) and ratios to EVE's row of the same
+operation. Only what this run measured is printed.
+
+Usage: python bench/bench_chip.py [--runs N] [--chips SLB9672,SLB9670,NPCT75x]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import eve_replay
+from bench_unseal import TOOLS_FLOW, Machine, flush_leftovers, simulator, tools_version
+from bench_unseal import tpmseal_cli as _cli
+from chip_model import CHIPS, ChipModel, table_lines
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.recipes.profiles import EVE, TCG
+from tpmseal.recipes.provision import provision
+from tpmseal.sniff.capture.proxy import Proxy
+
+
+@dataclass
+class Result:
+    op: str
+    who: str
+    config: str
+    commands: list[str] = field(default_factory=list)
+    modelled: list[float] = field(default_factory=list)
+    swaps: list[int] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Op:
+    op: str
+    who: str
+    machine: str  # "tcg", "ecc" or "eve"
+    run: Callable[[str, str], object]  # (tpmseal URI, tools TCTI)
+    expected: Callable[[], list[str]] | None = None
+
+
+class Bench:
+    def __init__(self, base: Path, machines: dict[str, Machine]) -> None:
+        self.base, self.m = base, machines
+        self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        self.env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")
+        self.cli = _cli()
+        self.key = os.urandom(32)
+        (base / "key.bin").write_bytes(self.key)
+        self.tools_dir = base / "tools"
+        self.tools_dir.mkdir()
+        (self.tools_dir / "secret.bin").write_bytes(os.urandom(32))
+        self.tools = TOOLS_FLOW.exists() and tools_version() is not None
+        self.eve_seq: list[str] = []
+        self.vault_key = b""
+
+    def tpmseal(self, machine: str, *args: str, check: bytes | None = None
+                ) -> Callable[[str, str], object]:
+        m = self.m[machine]
+
+        def run(uri: str, _tcti: str) -> None:
+            argv = [*self.cli, "--tpm", uri, "--trust-file", str(m.trust_file), *args]
+            done = subprocess.run(argv, env=self.env, capture_output=True, check=False,
+                                  timeout=300)
+            if done.returncode:
+                raise SystemExit(f"tpmseal {' '.join(args)} failed: {done.stderr.decode()}")
+            if check is not None and done.stdout != check:
+                raise SystemExit(f"tpmseal {' '.join(args)}: wrong secret")
+        return run
+
+    def tools_flow(self, step: str) -> Callable[[str, str], object]:
+        m = self.m["tcg"]
+
+        def run(uri: str, tcti: str) -> None:
+            env = {**self.env, "TPM2TOOLS_TCTI": tcti, "WORKDIR": str(self.tools_dir),
+                   "EK_HANDLE": f"{m.trust.ek_handle:#x}",
+                   "SRK_HANDLE": f"{m.trust.srk_handle:#x}", "PCRS": m.pcrs}
+            subprocess.run(["bash", str(TOOLS_FLOW), step], env=env, check=True,
+                           capture_output=True, timeout=300)
+        return run
+
+    def ops(self) -> list[Op]:
+        blob, eve_trust = str(self.base / "blob.json"), self.m["eve"].trust
+        vault = self.vault_key
+
+        def eve_unseal(uri: str, _t: str) -> None:
+            key, self.eve_seq = eve_replay.unseal_disk_key(uri, eve_trust)
+            if key != vault:
+                raise SystemExit("EVE replay: wrong key")
+
+        def eve_fetch(uri: str, _t: str) -> None:
+            key, self.eve_seq = eve_replay.fetch_sealed_vault_key(uri, eve_trust)
+            if key != vault:
+                raise SystemExit("EVE replay: wrong key")
+
+        def eve_seal(uri: str, _t: str) -> None:
+            self.eve_seq = eve_replay.seal_disk_key(uri, eve_trust, vault)
+
+        seq = lambda: self.eve_seq  # noqa: E731
+        ops = [
+            Op("unseal a blob", "tpmseal CLI", "tcg",
+               self.tpmseal("tcg", "unseal", "--input", blob, "--output", "-", check=self.key)),
+            Op("unseal a blob", "tpmseal CLI, ECC EK", "ecc",
+               self.tpmseal("ecc", "unseal", "--input", str(self.base / "blob-ecc.json"),
+                            "--output", "-", check=self.key)),
+            Op("seal a blob", "tpmseal CLI", "tcg",
+               self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
+                            str(self.base / "blob2.json"), "--force")),
+            Op("NV unseal (EVE layout)", "tpmseal CLI", "eve",
+               self.tpmseal("eve", "unseal", "--profile", "eve", "--nv", "--output", "-",
+                            check=vault)),
+            Op("NV unseal (EVE layout)", "EVE UnsealDiskKey", "eve", eve_unseal, seq),
+            Op("vault key, every boot", "tpmseal CLI", "eve",
+               self.tpmseal("eve", "vault-key", "--profile", "eve", check=vault)),
+            Op("vault key, every boot", "EVE FetchSealedVaultKey", "eve", eve_fetch, seq),
+            Op("NV seal (EVE layout)", "EVE SealDiskKey", "eve", eve_seal, seq),
+        ]
+        if self.tools:
+            ops.insert(2, Op("unseal a blob", "tpm2-tools", "tcg", self.tools_flow("unseal")))
+            ops.insert(4, Op("seal a blob", "tpm2-tools", "tcg", self.tools_flow("seal")))
+        return ops
+
+    def prepare(self) -> None:
+        tcg, ecc, eve = self.m["tcg"], self.m["ecc"], self.m["eve"]
+        for m, out in ((tcg, "blob.json"), (ecc, "blob-ecc.json")):
+            self.tpmseal("tcg" if m is tcg else "ecc", "seal", "--input",
+                         str(self.base / "key.bin"), "--output", str(self.base / out))(
+                m.sim.uri, "")
+        argv = [*self.cli, "--tpm", eve.sim.uri, "--trust-file", str(eve.trust_file),
+                "vault-key", "--profile", "eve"]
+        self.vault_key = subprocess.run(argv, env=self.env, check=True,
+                                        capture_output=True).stdout
+        if self.tools:
+            self.tools_flow("seal")(tcg.sim.uri, tcg.sim.tools_tcti)
+            flush_leftovers(tcg.sim.uri)
+
+
+@contextlib.contextmanager
+def proxies(bench: Bench, model: ChipModel) -> Iterator[dict[str, Proxy]]:
+    with contextlib.ExitStack() as stack:
+        out = {}
+        for name, m in bench.m.items():
+            out[name] = stack.enter_context(Proxy(
+                f"unix:{bench.base / (name + '-chip.sock')}", m.sim.uri, on_response=model,
+                keep=200))
+        yield out
+
+
+def run(runs: int, chips: list[str], base: Path) -> list[Result]:
+    with simulator(base, TCG) as tcg, simulator(base, EVE) as eve, \
+            simulator(base / "ecc", TCG) as ecc0:
+        ecc_trust = ecc0.sim.state / "trust-ecc.json"
+        with Tpm.open(ecc0.sim.uri) as tpm:
+            provision(tpm, TCG, ek_type="ecc", trust_file=ecc_trust, repin=True)
+        from tpmseal.recipes.trust import load as load_trust
+        ecc = Machine(TCG, ecc0.sim, ecc_trust, load_trust(ecc_trust, "tcg"))
+        bench = Bench(base, {"tcg": tcg, "ecc": ecc, "eve": eve})
+        bench.prepare()
+        ops = bench.ops()
+        results: dict[tuple[str, str, str], Result] = {}
+        salt = {tcg.trust.ek_handle: "rsa", eve.trust.ek_handle: "rsa"}
+        salt[ecc.trust.ek_handle] = "ecc"
+        for chip in chips:
+            for rm in (False, True):
+                config = f"{chip} {'/dev/tpmrm0' if rm else '/dev/tpm0'}"
+                model = ChipModel(CHIPS[chip], rm, salt)
+                with proxies(bench, model) as px:
+                    for _ in range(runs):
+                        for op in ops:
+                            p = px[op.machine]
+                            res = results.setdefault((op.op, op.who, config),
+                                                     Result(op.op, op.who, config))
+                            p.clear()
+                            model.reset()
+                            t0 = time.perf_counter()
+                            op.run(p.uri, p.tools_tcti)
+                            res.wall.append((time.perf_counter() - t0) * 1000)
+                            res.commands = [e.name for e in p.exchanges]
+                            res.modelled.append(model.modelled_ms)
+                            res.swaps.append(model.swaps)
+                            if op.expected is not None and op.expected() != res.commands:
+                                raise SystemExit(f"{op.who}: the bus carried {res.commands}, "
+                                                 f"the replay meant {op.expected()}")
+                            if op.who == "tpm2-tools":
+                                flush_leftovers(p.uri)
+    return list(results.values())
+
+
+def table(results: list[Result], runs: int) -> str:
+    out = ["tpmseal vs tpm2-tools vs EVE on modelled SPI TPMs (bench/bench_chip.py)",
+           f"{runs} run(s) per row; chip ms = modelled TPM time (sum of delays, no host "
+           "time); swaps = ContextLoad/Save/Flush added by /dev/tpmrm0; wall = host + chip, "
+           "median; ratio = chip ms / EVE's chip ms for the same operation", ""]
+    configs = list(dict.fromkeys(r.config for r in results))
+    for config in configs:
+        out.append(config)
+        out.append(f"  {'operation':<24} {'who':<26} {'cmds':>4} {'swaps':>5} "
+                   f"{'chip ms':>8} {'wall ms':>8} {'/EVE':>6}")
+        rows = [r for r in results if r.config == config]
+        for r in rows:
+            eve = next((e for e in rows if e.op == r.op and e.who.startswith("EVE")), None)
+            if eve is None and r.op == "unseal a blob":  # no EVE blob format: its NV unseal
+                eve = next((e for e in rows if e.op.startswith("NV unseal")
+                            and e.who.startswith("EVE")), None)
+            if eve is None and r.op == "seal a blob":
+                eve = next((e for e in rows if e.op.startswith("NV seal")), None)
+            chip = statistics.median(r.modelled)
+            ratio = f"{chip / statistics.median(eve.modelled):5.2f}x" if eve else "-"
+            out.append(f"  {r.op:<24} {r.who:<26} {len(r.commands):4d} "
+                       f"{int(statistics.median(r.swaps)):5d} {chip:8.1f} "
+                       f"{statistics.median(r.wall):8.1f} {ratio:>6}")
+        out.append("")
+    out.append("commands per operation (the last run):")
+    seen: set[tuple[str, str]] = set()
+    for r in results:
+        if (r.op, r.who) not in seen:
+            seen.add((r.op, r.who))
+            out.append(f"  {r.op} / {r.who}: {' '.join(r.commands)}")
+    out.append("")
+    out += table_lines()
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    ap.add_argument("--runs", type=int, default=3, metavar="N", help="runs per row (default 3)")
+    ap.add_argument("--chips", default=",".join(CHIPS), help="comma-separated chip models")
+    args = ap.parse_args(argv)
+    chips = [c for c in args.chips.split(",") if c]
+    unknown = [c for c in chips if c not in CHIPS]
+    if unknown:
+        ap.error(f"unknown chip(s) {', '.join(unknown)}; known: {', '.join(CHIPS)}")
+    base = Path(tempfile.mkdtemp(prefix="tpmseal-ch-", dir="/tmp"))
+    try:
+        results = run(max(1, args.runs), chips, base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    print(table(results, max(1, args.runs)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""The library API: a thin, documented facade over :mod:`tpmseal.recipes` (docs/API.md).
+
+Everything here is also reachable as ``tpmseal.<name>``, loaded on first use::
+
+    import tpmseal
+
+    with tpmseal.open_tpm("swtpm:path=/run/tpm.sock") as tpm:
+        blob = tpmseal.seal(tpm, key, pcrs="sha256:0,7", output="disk.json")
+        assert tpmseal.unseal(tpm, "disk.json") == key
+
+Functions take an open TPM (:func:`open_tpm`, a context manager that flushes what it
+loaded when it closes) and keyword options named like the CLI's. Failures raise the
+typed errors of :mod:`tpmseal.errors`; each carries ``exit_code`` (the CLI's, README:
+exit codes), ``message`` and ``hint``, and ``one_line()`` gives the CLI's sentence.
+Messages never contain key material.
+
+The same rules as the CLI hold: sealing needs the EK pinned by :func:`provision`
+(unless ``legacy``); ``legacy`` on a TPM pinned as AES-128-CFB-capable needs
+``allow_downgrade``; a PCR 0 or 4 that is all zero is refused unless
+``allow_unmeasured``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from os import PathLike
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import UsageError
+from tpmseal.recipes import lifecycle, trust
+from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.lifecycle import UnsealOptions, VaultResult
+from tpmseal.recipes.pcrspec import parse_pcrs
+from tpmseal.recipes.profiles import Profile, get_profile
+from tpmseal.recipes.stores import FileStore, NvStore, Store
+
+if TYPE_CHECKING:
+    from tpmseal.recipes.provision import ProvisionResult
+    from tpmseal.recipes.trust import TrustRecord
+    from tpmseal.wire.structures import PcrSelectionList
+
+__all__ = ["SealedBlob", "Tpm", "VaultResult", "open_tpm", "provision", "reseal", "seal",
+           "unseal", "vault_key"]
+
+def open_tpm(uri: str | None = None, *, timeout: float | None = None) -> Tpm:
+    """Open the TPM named by *uri*: ``device:/dev/tpmrm0``, ``unix:PATH``, ``tcp:H:P``,
+    ``sim:DIR`` or a tpm2-tools TCTI string (``swtpm:path=P``, ``mssim:host=H,port=P``).
+
+    Without *uri*: ``$TPMSEAL_TPM``, else ``$TPM2TOOLS_TCTI``, else ``$TCTI``, else
+    ``device:/dev/tpmrm0``. *timeout* bounds each exchange (default ``$TPMSEAL_TIMEOUT`` or
+    120 s). Use the result as a context manager: closing it flushes the objects and
+    sessions it loaded. Raises :class:`~tpmseal.errors.TransportError` (exit code 3).
+    """
+    from tpmseal.transport.base import open_transport
+
+    return Tpm(open_transport(uri, timeout))
+
+
+def _profile(profile: str | Profile) -> Profile:
+    return profile if isinstance(profile, Profile) else get_profile(profile)
+
+
+def _pcrs(pcrs: str | PcrSelectionList | None) -> PcrSelectionList | None:
+    return parse_pcrs(pcrs) if isinstance(pcrs, str) else pcrs
+
+
+def _record(trust_file: str | PathLike[str] | None, profile: Profile, *,
+            required: bool) -> TrustRecord | None:
+    path = trust.trust_path(None if trust_file is None else str(trust_file))
+    return trust.load(path, profile.name) if required else trust.load_all(path).get(profile.name)
+
+
+def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
+              trust_file: str | PathLike[str] | None = None, ek_ca: str | None = None,
+              repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
+    """Create the profile's EK and SRK if missing, persist them and pin them in the trust file.
+
+    Idempotent. *trust_file* defaults to ``$TPMSEAL_TRUST_FILE`` or
+    /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or directory) verifies the EK
+    certificate first; *repin* accepts an EK other than the pinned one (a replaced TPM);
+    *allow_legacy* pins a TPM without AES-128-CFB. Raises
+    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the pinned one.
+    """
+    from tpmseal.recipes.provision import provision as run
+
+    path = trust.trust_path(None if trust_file is None else str(trust_file))
+    return run(tpm, _profile(profile), ek_type=ek_type, trust_file=path, ek_ca=ek_ca,
+               repin=repin, allow_legacy=allow_legacy)
+
+
+def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
+         output: str | PathLike[str] | None = None, nv: bool = False, force: bool = False,
+         profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,
+         pin: bytes | None = None, legacy: bool = False, allow_downgrade: bool = False,
+         allow_unmeasured: bool = False) -> SealedBlob:
+    """Seal *secret* to the current values of *pcrs* (default: the profile's list).
+
+    With *output*, the blob is written there (atomically, mode 0600; an existing sealed
+    secret is replaced only with *force*); with *nv*, into the profile's NV layout;
+    with neither, only returned (:meth:`SealedBlob.to_json` serialises it). *pin* adds
+    PolicyAuthValue: unseal then needs it. Raises
+    :class:`~tpmseal.errors.UsageError` (2) for a refused operation,
+    :class:`~tpmseal.errors.NotFoundError` (11) when nothing is pinned.
+    """
+    prof = _profile(profile)
+    rec = _record(trust_file, prof, required=not legacy)
+    lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
+    sel = _pcrs(pcrs)
+    if output is not None and nv:
+        raise UsageError("seal got both output and nv", "give one of them")
+    if output is None and not nv:
+        from tpmseal.recipes import sealing
+
+        with lifecycle.shared_session(tpm, rec, legacy) as session:
+            return sealing.seal(tpm, secret, sel, profile=prof, trust=rec, legacy=legacy,
+                                allow_unmeasured=allow_unmeasured, pin=pin, session=session)
+    store: Store = (NvStore.for_profile(prof, sel, rec, pin is not None) if nv
+                    else FileStore(Path(output or "")))
+    return lifecycle.seal_into(tpm, store, secret, sel, prof, rec, force=force, legacy=legacy,
+                               allow_unmeasured=allow_unmeasured, pin=pin)
+
+
+def _source(source: str | PathLike[str] | SealedBlob, profile: Profile,
+            rec: TrustRecord | None, pcrs: PcrSelectionList | None, pin: bool) -> Store:
+    if isinstance(source, SealedBlob):
+        return _Given(source)
+    if isinstance(source, str) and source == "nv":
+        return NvStore.for_profile(profile, pcrs, rec, pin)
+    return FileStore(Path(source))
+
+
+class _Given:
+    """A blob held in memory, offered as a store (nothing is written back)."""
+
+    def __init__(self, blob: SealedBlob):
+        self.blob = blob
+
+    def describe(self) -> str:
+        return "the given blob"
+
+    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        yield self.blob
+
+    def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None, *,
+             exclusive: bool = False) -> None:
+        raise UsageError("reseal needs a blob file or nv, not an in-memory blob",
+                         "pass the blob's path")
+
+    def unsealed(self, blob: SealedBlob) -> None:
+        """Like a blob file, an in-memory blob pins nothing."""
+
+
+def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
+           profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,
+           pcrs: str | PcrSelectionList | None = None, pin: bytes | None = None,
+           legacy: bool = False, allow_downgrade: bool = False, recover: bool = True) -> bytes:
+    """Unseal the secret in *source*: a blob file path, a :class:`SealedBlob`, or ``"nv"``
+    (the string: the profile's NV layout; a file named nv is ``Path("nv")`` or ``"./nv"``).
+
+    *pcrs* applies to ``"nv"`` only (a blob records its PCRs). With *recover*, a policy
+    failure of a blob without recorded values searches for the PCR list it covers.
+    Raises :class:`~tpmseal.errors.PolicyMismatchError` (5) naming the changed PCRs,
+    :class:`~tpmseal.errors.AuthFailedError` (9) for a wrong PIN,
+    :class:`~tpmseal.errors.IntegrityError` (6) when a response fails its checks.
+    """
+    prof = _profile(profile)
+    rec = _record(trust_file, prof, required=False)
+    store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
+    return lifecycle.unseal_stored(tpm, store, UnsealOptions(
+        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec, recover=recover))
+
+
+def reseal(tpm: Tpm, source: str | PathLike[str], *,
+           pcrs: str | PcrSelectionList | None = None,
+           output: str | PathLike[str] | None = None, profile: str | Profile = "tcg",
+           trust_file: str | PathLike[str] | None = None,
+           old_pcrs: str | PcrSelectionList | None = None, pin: bytes | None = None,
+           legacy: bool = False, allow_downgrade: bool = False,
+           allow_unmeasured: bool = False) -> SealedBlob:
+    """Move the secret in *source* (a blob path or ``"nv"``) to *pcrs* (default: the ones it
+    is sealed to now), crash-safely: at every moment one copy unseals.
+
+    *output* writes the new blob elsewhere instead of replacing *source*. *old_pcrs*: with
+    ``"nv"``, the PCRs it is sealed to now.
+    """
+    prof = _profile(profile)
+    rec = _record(trust_file, prof, required=not legacy)
+    lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
+    store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
+    target = FileStore(Path(output)) if output is not None else None
+    return lifecycle.reseal(tpm, store, _pcrs(pcrs), UnsealOptions(
+        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec), prof,
+        allow_unmeasured=allow_unmeasured, target=target)
+
+
+def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
+              profile: str | Profile = "eve", trust_file: str | PathLike[str] | None = None,
+              pin: bytes | None = None, legacy: bool = False, allow_downgrade: bool = False,
+              allow_unmeasured: bool = False) -> VaultResult:
+    """EVE's FetchSealedVaultKey: generate and seal a key into NV, migrate a legacy
+    plaintext key, or unseal the sealed one. ``result.key`` is the key, ``result.action``
+    says which (``"generated"``, ``"migrated"``, ``"unsealed"``)."""
+    prof = _profile(profile)
+    lifecycle.require_nv(prof)
+    rec = _record(trust_file, prof, required=not legacy)
+    store = NvStore.for_profile(prof, _pcrs(pcrs), rec, pin is not None)
+    return lifecycle.vault_key(tpm, prof, store, UnsealOptions(
+        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec),
+        allow_unmeasured=allow_unmeasured)

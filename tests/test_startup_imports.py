@@ -1,0 +1,66 @@
+"""What a ``tpmseal unseal`` process imports may not grow back.
+
+Start-up is most of an unseal (README: Performance), and each stdlib module or
+tpmseal module on its path costs time and memory. The child process records
+``sys.modules`` at exit; every tpmseal and standard-library module in it must be
+in tests/data/unseal_modules.txt (its standard-library part on the Python version
+named in its first line). cryptography's internal modules vary between its
+releases, so only a few heavy ones are forbidden by name, as are the standard
+library modules the start-up work removed. When an import is
+deliberately added, add it to the list (and measure with ``make bench``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from test_seal_support import cli, secret_bytes, write
+from tpmseal.transport.simulator import Simulator
+
+ALLOWED = Path(__file__).parent / "data" / "unseal_modules.txt"
+FORBIDDEN_CRYPTOGRAPHY = ("cryptography.x509", "cryptography.hazmat.primitives.serialization",
+                          "cryptography.hazmat.backends")
+#: what start-up work removed, on any Python version
+FORBIDDEN_STDLIB = {"logging", "hashlib", "hmac", "dataclasses", "inspect", "tempfile", "shutil",
+                    "datetime", "getpass", "json.tool", "email"}
+
+RECORD = """\
+import atexit, sys
+atexit.register(lambda: open(sys.argv.pop(1), "w").write("\\n".join(sorted(sys.modules))))
+from tpmseal.cli.main import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _ours(name: str) -> bool:
+    """A module the list governs (the recorder itself imports atexit, a builtin)."""
+    top = name.split(".", maxsplit=1)[0]
+    if name == "atexit":
+        return False
+    return top == "tpmseal" or (top in sys.stdlib_module_names and top != "encodings")
+
+
+def test_unseal_imports_only_the_allowed_modules(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = write(tmp_path / "key", secret_bytes())
+    blob = tmp_path / "b.json"
+    assert cli(["seal", "--input", str(key), "--output", str(blob)]).rc == 0
+    modules = tmp_path / "modules.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", RECORD, str(modules), "unseal", "--input", str(blob),
+         "--output", "-"], capture_output=True, env=dict(os.environ), timeout=60, check=False)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout == key.read_bytes()
+    imported = set(modules.read_text().split())
+    header, *names = ALLOWED.read_text().splitlines()
+    allowed = set(names)
+    # the standard library's own imports differ between Python versions: the list is
+    # checked in full on the version that recorded it, tpmseal's part on any other
+    same_python = header == f"# Python {sys.version_info[0]}.{sys.version_info[1]}"
+    ours = {m for m in imported if _ours(m) and (same_python or m.startswith("tpmseal"))}
+    assert ours - allowed == set(), \
+        f"new imports on the unseal path; keep them off it or add them to {ALLOWED.name}"
+    assert not [m for m in imported if m.startswith(FORBIDDEN_CRYPTOGRAPHY)]
+    assert imported & FORBIDDEN_STDLIB == set()
