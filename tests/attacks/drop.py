@@ -9,7 +9,8 @@ session's HMAC, and an unkeyed policy session or a password session has no HMAC
 at all) — and the TPM then returns the response parameter in plaintext.
 
 :class:`SessionDropper` deletes, from every command named in *commands*, each
-non-authorizing session that asks for ``encrypt``, and keeps what the TPM
+non-authorizing session that asks for ``encrypt`` (every command when
+*commands* is None), and keeps what the TPM
 answered in the clear in :attr:`recovered`. The client notices only at the
 response (one session missing), after the plaintext crossed the bus.
 """
@@ -27,14 +28,16 @@ from tpmseal.wire.frames import build_command, parse_header, split_command, spli
 
 @dataclass
 class SessionDropper:
-    commands: tuple[str, ...] = ("Unseal",)
+    #: command names to attack; None: every command
+    commands: tuple[str, ...] | None = None
     dropped: int = 0
     recovered: list[Recovered] = field(default_factory=list)
     _inflight: int = 0  # sessions the TPM saw in the command now in flight
 
     def on_command(self, ctx: HookContext) -> Verdict:
         self._inflight = -1
-        if ctx.name not in self.commands or parse_header(ctx.command).tag != TPM_ST.SESSIONS:
+        if ((self.commands is not None and ctx.name not in self.commands)
+                or ctx.code not in REGISTRY or parse_header(ctx.command).tag != TPM_ST.SESSIONS):
             return None
         lay = REGISTRY[ctx.code].layout()
         n_auth = sum(1 for h in lay.handles if h.auth)
@@ -54,12 +57,20 @@ class SessionDropper:
             return None
         lay = REGISTRY[ctx.code].RESPONSE.layout()
         frame = split_response(ctx.response, len(lay.handles), n)
+        if not REGISTRY[ctx.code].RESPONSE.layout().first_param_encryptable:
+            return None
         size = int.from_bytes(frame.params[:2], "big")
         self.recovered.append(Recovered(ctx.name, "response", frame.params[2:2 + size], True))
         return None
 
     def got(self, secret: bytes) -> bool:
         return any(secret in r.data for r in self.recovered)
+
+    def expect_recovered(self, secret: bytes) -> None:
+        """Raise (naming no bytes) unless the attack recovered *secret* (a control)."""
+        __tracebackhide__ = True
+        if not self.got(secret):
+            raise AssertionError(f"the control attack recovered nothing: {self!r}")
 
     def expect_nothing(self, secret: bytes) -> None:
         """Raise (naming no bytes) if *secret* is among what the TPM answered in plaintext."""
