@@ -13,8 +13,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from attacks.bus import direct, expect_error, interposer, tpm, unchanged
 from test_attack_forgery import _forge_pcr_values
 from tpmseal.errors import ExitCode
@@ -82,10 +80,6 @@ def _forge_no_aes(ctx: HookContext) -> Verdict:
     return Respond(error_response(RC_VALUE_P1)) if ctx.code == TPM_CC.TestParms else None
 
 
-@pytest.mark.xfail(strict=True, reason="probe --authenticated takes a forged TPM_RC_HANDLE for "
-                   "ReadPublic(EK) as 'EK not the pinned one: replaced TPM? re-pin with "
-                   "provision --repin', though its salted session has just proved the pinned "
-                   "EK is there; a re-pin under a MITM pins the MITM's key")
 def test_probe_authenticated_refuses_a_forged_absent_key(tcg_sim: Simulator) -> None:
     """An error response carries no HMAC; the audited handle list says the EK is there."""
     with interposer(tcg_sim, on_command=_forge_absent_ek) as p:
@@ -97,8 +91,6 @@ def test_probe_authenticated_refuses_a_forged_absent_key(tcg_sim: Simulator) -> 
     assert "--repin" not in r.err
 
 
-@pytest.mark.xfail(strict=True, reason="probe --authenticated reports a forged TestParms error "
-                   "as 'AES-128-CFB: NOT supported' next to 'authenticated: yes'")
 def test_probe_authenticated_refuses_a_forged_testparms_error(tcg_sim: Simulator) -> None:
     with interposer(tcg_sim, on_command=_forge_no_aes) as p:
         plain = tpm(p, "probe")
