@@ -20,6 +20,7 @@ import pytest
 
 from attacks.bus import (
     assert_no_leak,
+    direct,
     expect_error,
     expect_ok,
     interposer,
@@ -392,3 +393,28 @@ def test_forged_empty_nv_read_fails_fast(eve_sim: Simulator) -> None:
         r = tpm(p, "vault-key")
         expect_error(r, ExitCode.INTEGRITY, "NV_Read")
         assert len(names(p.exchanges)) < 40
+
+
+def _hide_sealed(ctx: HookContext) -> Verdict:
+    if ctx.code == TPM_CC.NV_ReadPublic and \
+            int.from_bytes(ctx.command[10:14], "big") in EVE_SEALED:
+        return Respond(error_response(RC_HANDLE_NV))
+    return None
+
+
+@pytest.mark.xfail(strict=True, reason="unseal/reseal --nv take forged 'no such index' answers "
+                   "as 'no sealed secret; seal one first' (exit 11), steering the admin to a "
+                   "seal --nv that then advises --force, which destroys the real key")
+@pytest.mark.parametrize("command", ["unseal", "reseal"])
+def test_forged_absence_at_unseal_nv_is_not_reported_as_nothing_sealed(
+        eve_sim: Simulator, tmp_path: Path, command: str) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+    with interposer(eve_sim, on_command=_hide_sealed) as p:
+        r = tpm(p, command, "--profile", "eve", "--nv")
+    expect_error(r, ExitCode.INTEGRITY, "could not be read", "possible interposer")
+    assert "seal one first" not in r.err
+    watch.check()
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), key.read_bytes())
