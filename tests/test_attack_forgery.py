@@ -402,12 +402,11 @@ def _hide_sealed(ctx: HookContext) -> Verdict:
     return None
 
 
-@pytest.mark.xfail(strict=True, reason="unseal/reseal --nv take forged 'no such index' answers "
-                   "as 'no sealed secret; seal one first' (exit 11), steering the admin to a "
-                   "seal --nv that then advises --force, which destroys the real key")
 @pytest.mark.parametrize("command", ["unseal", "reseal"])
 def test_forged_absence_at_unseal_nv_is_not_reported_as_nothing_sealed(
         eve_sim: Simulator, tmp_path: Path, command: str) -> None:
+    """'No sealed secret; seal one first' on the word of forged errors would steer the
+    admin to a seal --nv --force that destroys the real key: the listing is asked."""
     key = tmp_path / "key"
     key.write_bytes(os.urandom(32))
     assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0

@@ -291,10 +291,17 @@ def first_candidate(tpm: Tpm, store: Store) -> SealedBlob | None:
 
 
 def require_candidates(tpm: Tpm, store: Store) -> Iterator[SealedBlob]:
-    """The store's candidates; :class:`NotFoundError` if there is none."""
+    """The store's candidates; :class:`NotFoundError` if there is none.
+
+    An NV layout that looks empty is confirmed empty first (an authenticated
+    listing): "no such index" is a forgeable error, and "nothing sealed, seal one"
+    would steer the admin towards overwriting the real copy.
+    """
     it = store.candidates(tpm)
     first = next(it, None)
     if first is None:
+        if isinstance(store, NvStore):
+            store.confirm_nothing_stored(tpm)
         raise NotFoundError(f"no sealed secret in {store.describe()}",
                             "seal one first with `tpmseal seal`")
     return chain([first], it)
