@@ -417,3 +417,38 @@ def test_forged_absence_at_unseal_nv_is_not_reported_as_nothing_sealed(
     assert "seal one first" not in r.err
     watch.check()
     expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), key.read_bytes())
+
+
+RC_NV_SPACE = 0x14B  # TPM_RC_NV_SPACE: "no room" - any error will do
+
+
+@pytest.mark.xfail(strict=True, reason="reseal --nv re-reads the main pair before the swap "
+                   "without authentication; a forged 'no such index' makes it skip the staging "
+                   "copy, so after it undefines the main pair a forged error (or a crash) "
+                   "leaves no copy of the secret at all")
+def test_forged_reread_during_reseal_nv_cannot_lose_the_secret(eve_sim: Simulator,
+                                                                tmp_path: Path) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
+    seen = {"main_reads": 0}
+
+    def attack(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_ReadPublic and \
+                int.from_bytes(ctx.command[10:14], "big") == EVE_SEALED[0]:
+            seen["main_reads"] += 1
+            if seen["main_reads"] == 2:  # save's re-read, after the unseal
+                return Respond(error_response(RC_HANDLE_NV))
+        if ctx.code == TPM_CC.NV_DefineSpace:
+            cmd, _ = ctx.parse()
+            assert isinstance(cmd, cmds.NV_DefineSpace)
+            if cmd.public_info.nv_index == EVE_SEALED[0]:  # the new main pair: "crash"
+                return Respond(error_response(RC_NV_SPACE))
+        return None
+
+    with interposer(eve_sim, on_command=attack) as p:
+        r = tpm(p, "reseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7")
+    assert r.rc != 0
+    # whatever the interposer did, one complete copy is left, and it unseals
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7"),
+              key.read_bytes())
