@@ -422,12 +422,12 @@ def test_forged_absence_at_unseal_nv_is_not_reported_as_nothing_sealed(
 RC_NV_SPACE = 0x14B  # TPM_RC_NV_SPACE: "no room" - any error will do
 
 
-@pytest.mark.xfail(strict=True, reason="reseal --nv re-reads the main pair before the swap "
-                   "without authentication; a forged 'no such index' makes it skip the staging "
-                   "copy, so after it undefines the main pair a forged error (or a crash) "
-                   "leaves no copy of the secret at all")
 def test_forged_reread_during_reseal_nv_cannot_lose_the_secret(eve_sim: Simulator,
                                                                 tmp_path: Path) -> None:
+    """save() used to re-read the main pair (unauthenticated) to decide whether to stage
+    the new copy first: a forged 'no such index' made it skip staging, and a forged
+    error on the new main pair then left no copy. It now knows where the copy that
+    unsealed came from."""
     key = tmp_path / "key"
     key.write_bytes(os.urandom(32))
     assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Protocol
@@ -144,6 +144,8 @@ class NvStore:
     trust: TrustRecord | None
     pin: bool = False
     accept_any: bool = False
+    #: the private index each candidate was read from (by its private part)
+    _origin: dict[bytes, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
@@ -181,6 +183,7 @@ class NvStore:
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
                 self._check_pinned(blob, priv, pub)
+                self._origin[blob.private] = priv
                 yield blob
 
     def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
@@ -215,8 +218,15 @@ class NvStore:
         priv, pub = blob.private, blob.public.marshal()
         old = self.trust.nv_sealed if self.trust is not None else ()
         self._pin(tuple(dict.fromkeys((*old, blob.name))))  # both, while the pair swaps
-        main = self._pair(tpm, lay.private, lay.public)
-        if main is not None and (keep is None or main.private == keep.private):
+        origin = self._origin.get(keep.private) if keep is not None else None
+        if origin is not None:
+            # where the copy that unsealed was read from - not a re-read, which an
+            # interposer could answer with "no such index" to make us skip staging
+            stage = origin == lay.private
+        else:
+            main = self._pair(tpm, lay.private, lay.public)
+            stage = main is not None and (keep is None or main.private == keep.private)
+        if stage:
             # 1. a complete new copy in staging (the main pair is untouched)
             for index in (lay.staging_public, lay.staging_private):
                 nv_undefine(tpm, index)
