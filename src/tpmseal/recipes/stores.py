@@ -9,7 +9,9 @@ leaves at least one complete copy that unseals (the old or the new).
   in another, no size prefixes. Replacing it in place always has a moment with
   no complete pair, so the new pair is first written to *staging* indices, then
   the main pair is replaced, then staging is removed. Readers try the main pair
-  first and fall back to staging.
+  first and fall back to staging. Whether a reseal stages its new pair first
+  follows from where the copy that unsealed was read, never from a re-read an
+  interposer could answer with "no such index".
 
   The layout is open to anyone on the bus (owner authorization is empty), and so
   is the SRK: an interposer can store an object of its own, sealed to the current
