@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from attacks.bus import direct, expect_error, interposer, tpm, unchanged
 from test_attack_forgery import _forge_pcr_values
 from tpmseal.errors import ExitCode
@@ -98,3 +100,25 @@ def test_probe_authenticated_refuses_a_forged_testparms_error(tcg_sim: Simulator
         assert "authenticated:    no" in plain.out.decode()
         r = tpm(p, "probe", "--authenticated")
     expect_error(r, ExitCode.INTEGRITY, "TestParms", "forged error response")
+
+
+@pytest.mark.xfail(strict=True, reason="pcrs recover reads the PCRs without an HMAC, so forged "
+                   "values make it report 'the PCR values themselves changed since sealing' "
+                   "(exit 5)")
+@pytest.mark.parametrize("layout", ["blob", "nv"])
+def test_pcrs_recover_does_not_report_a_change_on_forged_values(
+        request: pytest.FixtureRequest, tmp_path: Path, layout: str) -> None:
+    sim: Simulator = request.getfixturevalue("tcg_sim" if layout == "blob" else "eve_sim")
+    key, blob = tmp_path / "key", tmp_path / "blob.json"
+    key.write_bytes(os.urandom(32))
+    if layout == "blob":
+        assert direct(sim, "seal", "--input", str(key), "--output", str(blob)).rc == 0
+        where = ["--input", str(blob)]
+    else:
+        assert direct(sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
+        where = ["--profile", "eve", "--nv"]
+    assert direct(sim, "pcrs", "recover", *where).rc == 0
+    with interposer(sim, on_response=_forge_pcr_values) as p:
+        r = tpm(p, "pcrs", "recover", *where)
+    expect_error(r, ExitCode.INTEGRITY, "HMAC")
+    assert "changed" not in r.err
