@@ -42,7 +42,7 @@ from tpmseal.recipes.stores import (
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import AuthSession, Session
-from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
 log = logging.getLogger("tpmseal.lifecycle")
@@ -69,13 +69,34 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     except PolicyMismatchError:
         if blob.pcr_values or not opts.recover:
             raise
-        found = recovery.recover(tpm, blob.public, blob.pcrs)
+        authenticated = not opts.legacy and opts.trust is not None and opts.trust.aes_128_cfb
+        if authenticated:
+            assert opts.trust is not None
+            audit = salted_session(tpm, opts.trust, TPMA_SESSION.continueSession
+                                   | TPMA_SESSION.audit)
+            with tpm.scoped(audit.handle):
+                found = recovery.recover(tpm, blob.public, blob.pcrs, TPM_ALG.SHA256, audit)
+        else:
+            found = recovery.recover(tpm, blob.public, blob.pcrs)
         if found is None:
             raise
         sel, pin = found
-        log.warning("unseal with PCRs %s failed; recovered PCRs %s", format_pcrs(blob.pcrs),
-                    format_pcrs(sel))
-        return attempt(replace(blob, pcrs=sel, pin=pin))
+        if (sel, pin) != (blob.pcrs, blob.pin):
+            log.warning("unseal with PCRs %s failed; recovered PCRs %s",
+                        format_pcrs(blob.pcrs), format_pcrs(sel))
+            try:
+                return attempt(replace(blob, pcrs=sel, pin=pin))
+            except PolicyMismatchError:
+                if not authenticated:
+                    raise
+        elif not authenticated:
+            raise
+        # the TPM's own (audited) current values satisfy the policy with *sel*: an
+        # honest TPM would have passed it
+        raise IntegrityError(
+            "the TPM refused the PCR policy although its authenticated current PCR values "
+            f"satisfy it (PCRs {format_pcrs(sel)}): a command or handle was altered in "
+            "transit, possible interposer") from None
 
 
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:

@@ -68,9 +68,10 @@ def recover(tpm: Tpm, public: Public, first: PcrSelectionList | None = None,
             *sessions: Session) -> tuple[PcrSelectionList, bool] | None:
     """Read PCRs 0-15 of *bank* (2 PCR_Read calls) and search for the selection.
 
-    A match cannot be forged (it needs a preimage of the object's authPolicy), but
-    "no match" can: pass an EK-salted audit session (*sessions*) when "the PCR
-    values changed" is to be reported on the strength of it.
+    A match always names the selection the object's authPolicy covers (forging
+    another needs a preimage), but whether the *current* values match, and "no
+    match", can be forged: pass an EK-salted audit session (*sessions*) when the
+    answer is reported as a PCR change, or as tampering.
     """
     values = tpm.pcr_read(PcrSelectionList((PcrSelection(bank, CANDIDATES),)), *sessions)
     if first is not None:
