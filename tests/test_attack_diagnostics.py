@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,9 +20,11 @@ import pytest
 from attacks.bus import direct, expect_error, interposer, tpm, unchanged
 from test_attack_forgery import _forge_pcr_values
 from tpmseal.errors import ExitCode
-from tpmseal.sniff.hooks import HookContext, Respond, Verdict, error_response
+from tpmseal.sniff.hooks import HookContext, Respond, Verdict, build_command, error_response
 from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC
+from tpmseal.wire.structures import SymDef
 
 RC_POLICY_FAIL_S1 = 0x99D  # TPM_RC_POLICY_FAIL, session 1
 
@@ -93,8 +97,22 @@ def test_probe_authenticated_refuses_a_forged_absent_key(tcg_sim: Simulator) -> 
     assert "--repin" not in r.err
 
 
-def test_probe_authenticated_refuses_a_forged_testparms_error(tcg_sim: Simulator) -> None:
-    with interposer(tcg_sim, on_command=_forge_no_aes) as p:
+def _null_symmetric(ctx: HookContext) -> Verdict:
+    """The session's symmetric joins no HMAC: make it TPM_ALG_NULL (an audit still works)."""
+    if ctx.code == TPM_CC.StartAuthSession:
+        cmd, auths = ctx.parse()
+        assert isinstance(cmd, cmds.StartAuthSession)
+        return build_command(replace(cmd, symmetric=SymDef()), auths)
+    return _forge_no_aes(ctx)
+
+
+@pytest.mark.parametrize("hook", [_forge_no_aes, _null_symmetric],
+                         ids=["testparms", "testparms-and-null-session-symmetric"])
+def test_probe_authenticated_refuses_a_forged_testparms_error(
+        tcg_sim: Simulator, hook: Callable[[HookContext], Verdict]) -> None:
+    """Also when the audit session was made to carry no cipher, so that deciphering a
+    parameter with it would fail: the TPM accepted an AES-128-CFB StartAuthSession."""
+    with interposer(tcg_sim, on_command=hook) as p:
         plain = tpm(p, "probe")
         assert plain.rc == 0 and "AES-128-CFB:      NOT supported" in plain.out.decode()
         assert "authenticated:    no" in plain.out.decode()

@@ -12,10 +12,10 @@ success response carries an HMAC keyed with the salt, so the report is what the
 TPM said (``"authenticated": true``), and the keys are compared with the pins. An
 absent key or a failed TestParms is an error response, which carries no HMAC
 (Part 1 §18.8), so an authenticated report checks each one: a key is absent only
-if the audited listing of persistent handles lacks it, and "no AES-128-CFB" only
-if the salted session itself cannot decrypt a parameter (the session is
-AES-128-CFB). A forged error is reported as tampering (exit 6), never as a
-replaced TPM: the salted session has just proved that the pinned EK is there.
+if the audited listing of persistent handles lacks it, and "no AES-128-CFB" is
+always forged (the TPM accepted the AES-128-CFB audit session). A forged error
+is reported as tampering (exit 6), never as a replaced TPM: the salted session
+has just proved that the pinned EK is there.
 """
 
 from __future__ import annotations
@@ -29,9 +29,8 @@ from tpmseal.recipes.pcrspec import bank_name
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.provision import read_optional
 from tpmseal.recipes.trust import TrustRecord, salted_session
-from tpmseal.session.auth import AuthSession, Session
+from tpmseal.session.auth import Session
 from tpmseal.wire.constants import TPM_PT, TPMA_SESSION
-from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import AES_128_CFB, EccParms, RsaParms
 
 #: The first persistent handle (Part 2 §7.5): the audited listing starts there.
@@ -63,7 +62,7 @@ def probe(tpm: Tpm, profile: Profile, trust: TrustRecord | None = None) -> dict[
         for k in info["keys"].values():
             _check_absent(k, listed)
         if not info["aes_128_cfb"]:
-            _check_no_aes(tpm, s)
+            raise _no_aes_is_forged()
         for role, handle, name in (("EK", trust.ek_handle, trust.ek_name),
                                    ("SRK", trust.srk_handle, trust.srk_name)):
             key = next((k for k in info["keys"].values() if k["handle"] == f"{handle:#010x}"),
@@ -85,16 +84,18 @@ def _check_absent(key: dict[str, Any], listed: set[int]) -> dict[str, Any]:
     return key
 
 
-def _check_no_aes(tpm: Tpm, s: AuthSession) -> None:
-    """A TestParms "no AES-128-CFB" is an unauthenticated error: try the salted session,
-    which was started with AES-128-CFB, on a ``decrypt`` parameter (TPM2_StirRandom)."""
-    try:
-        tpm.confirm(s)
-    except TpmResponseError:
-        return  # the TPM refused to decrypt: it really lacks it (or the session was altered)
-    raise IntegrityError("TPM2_TestParms reported no AES-128-CFB, but an AES-128-CFB "
-                         "session just decrypted a parameter: a forged error response, "
-                         "possible interposer", "check the TPM bus")
+def _no_aes_is_forged() -> IntegrityError:
+    """A TestParms "no AES-128-CFB" under the authenticated probe: always forged.
+
+    The audit session was started with AES-128-CFB, and a TPM rejects a
+    StartAuthSession with a symmetric definition it does not implement (Part 3
+    §11.1, TPM_RC_SYMMETRIC/MODE/KEY_SIZE on unmarshalling). Deciphering a
+    parameter would not prove more: the symmetric joins no HMAC, so an interposer
+    can also have rewritten it to TPM_ALG_NULL on the way.
+    """
+    return IntegrityError("TPM2_TestParms reported no AES-128-CFB, but the TPM accepted the "
+                          "AES-128-CFB session this report is read through: a forged error "
+                          "response, possible interposer", "check the TPM bus")
 
 
 def _probe(tpm: Tpm, profile: Profile, *sessions: Session) -> dict[str, Any]:
