@@ -12,9 +12,9 @@ success response carries an HMAC keyed with the salt, so the report is what the
 TPM said (``"authenticated": true``), and the keys are compared with the pins. An
 absent key or a failed TestParms is an error response, which carries no HMAC
 (Part 1 §18.8), so an authenticated report checks each one: a key is absent only
-if the audited listing of persistent handles lacks it, and "no AES-128-CFB" is
-always forged (the TPM accepted the AES-128-CFB audit session). A forged error
-is reported as tampering (exit 6), never as a replaced TPM: the salted session
+if the audited listing of persistent handles lacks it, and "no AES-128-CFB"
+always means an interposer (the TPM accepted the AES-128-CFB audit session, or
+its symmetric was rewritten on the way). A forged error is reported as tampering (exit 6), never as a replaced TPM: the salted session
 has just proved that the pinned EK is there.
 """
 
@@ -85,17 +85,18 @@ def _check_absent(key: dict[str, Any], listed: set[int]) -> dict[str, Any]:
 
 
 def _no_aes_is_forged() -> IntegrityError:
-    """A TestParms "no AES-128-CFB" under the authenticated probe: always forged.
+    """A TestParms "no AES-128-CFB" under the authenticated probe means an interposer.
 
     The audit session was started with AES-128-CFB, and a TPM rejects a
     StartAuthSession with a symmetric definition it does not implement (Part 3
-    §11.1, TPM_RC_SYMMETRIC/MODE/KEY_SIZE on unmarshalling). Deciphering a
-    parameter would not prove more: the symmetric joins no HMAC, so an interposer
-    can also have rewritten it to TPM_ALG_NULL on the way.
+    §11.1, TPM_RC_SYMMETRIC/MODE/KEY_SIZE on unmarshalling). So either the error
+    was forged, or the symmetric was rewritten on the way (it joins no HMAC, so the
+    session still audits): deciphering a parameter could not tell the two apart.
     """
     return IntegrityError("TPM2_TestParms reported no AES-128-CFB, but the TPM accepted the "
                           "AES-128-CFB session this report is read through: a forged error "
-                          "response, possible interposer", "check the TPM bus")
+                          "response or a session rewritten in transit, possible interposer",
+                          "check the TPM bus")
 
 
 def _probe(tpm: Tpm, profile: Profile, *sessions: Session) -> dict[str, Any]:
