@@ -14,8 +14,9 @@ absent key or a failed TestParms is an error response, which carries no HMAC
 (Part 1 §18.8), so an authenticated report checks each one: a key is absent only
 if the audited listing of persistent handles lacks it, and "no AES-128-CFB"
 always means an interposer (the TPM accepted the AES-128-CFB audit session, or
-its symmetric was rewritten on the way). A forged error is reported as tampering (exit 6), never as a replaced TPM: the salted session
-has just proved that the pinned EK is there.
+its symmetric was rewritten on the way). A forged error is reported as
+tampering (exit 6), never as a replaced TPM: the salted session has just proved
+that the pinned EK is there.
 """
 
 from __future__ import annotations
