@@ -27,6 +27,7 @@ import pytest
 
 from attacks.bus import assert_no_leak, direct, expect_ok, interposer, tpm
 from attacks.drop import SessionDropper
+from test_attack_strip import PATHS, Prepare
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ResponseIntegrityError, UsageError
 from tpmseal.recipes import sealing
@@ -159,3 +160,33 @@ def test_vault_key_migration_leaves_nothing_to_delete(eve_sim: Simulator) -> Non
     assert atk.dropped == 0, atk
     atk.expect_nothing(legacy)
 
+
+
+@pytest.mark.parametrize(("name", "profile", "prepare", "argv"), PATHS,
+                         ids=[p[0] for p in PATHS])
+def test_no_path_leaves_a_secret_to_delete(request: pytest.FixtureRequest, tmp_path: Path,
+                                           name: str, profile: str, prepare: Prepare,
+                                           argv: list[str]) -> None:
+    """Every flow of the salt-stripping suite, under the dropper: the only encrypting
+    session it can delete is vault-key's GetRandom, whose bytes are mixed with the OS's."""
+    sim: Simulator = request.getfixturevalue(f"{profile}_sim")
+    secret = os.urandom(32)
+    extra, _, _ = prepare(sim, tmp_path, secret)
+    if name.endswith("-pin") and not name.startswith("seal"):
+        argv = [*argv, *extra]
+    argv = [a.replace("{d}", str(tmp_path)) for a in argv]
+    vault = (tmp_path / "vault").read_bytes() if (tmp_path / "vault").exists() else None
+    atk = SessionDropper()
+    with interposer(sim, on_command=atk.on_command, on_response=atk.on_response) as p:
+        r = tpm(p, *argv)
+        printed = r.out
+    atk.expect_nothing(secret)
+    if vault is not None:
+        atk.expect_nothing(vault)
+    if name == "vault-first-boot":
+        assert r.rc != 0 and [x.command for x in atk.recovered] == ["GetRandom"], atk
+    else:
+        assert atk.dropped == 0, atk
+        expect_ok(r, what=name)
+    if printed:
+        atk.expect_nothing(printed)
