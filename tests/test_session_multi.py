@@ -212,6 +212,11 @@ def test_refuses_encryption_bound_to_empty_auth(tpm: Tpm) -> None:
     s = tpm.start_session(TPM_SE.HMAC, bind=parent)
     assert len(s.session_key) == 32  # the TPM derives one from the empty authValue
     obj = seal(tpm, parent, new_secret(), user_sealed_template(), s)  # bound authorization
+    # its response HMAC verified, but with a key anyone derives from the nonces on the
+    # bus (an interposer could have forged it): that confirms nothing
+    assert not s.confirmed
+    with pytest.raises(UsageError, match="public nonces"):
+        tpm.confirm(s)
     s.attributes = CONT | DEC
     with pytest.raises(UsageError):
         load(tpm, parent, obj, s)

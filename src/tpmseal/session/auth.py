@@ -374,7 +374,7 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             expected = hmac.new(key, msg, HASH_NAMES[alg]).digest()
         if not hmac.compare_digest(expected, a.hmac):
             raise ResponseIntegrityError(unconfirmed_message(s) if not s.confirmed else None)
-        if expected and s.session_key:
+        if expected and (s.salted or s.bind_secret):  # a key from public nonces proves nothing
             verified.append(s)
     for s in verified:
         s.confirmed = True
