@@ -167,7 +167,8 @@ class AuthSession(Session):
     policy_auth_value: bool = False
     policy_password: bool = False
     ended: bool = False
-    #: a response HMAC computed with this session's key has verified (module docstring)
+    #: a response HMAC computed with this session's key has verified, and that key is
+    #: secret (salted, or bound to an entity with an authValue): module docstring
     confirmed: bool = False
 
     @property
