@@ -43,8 +43,8 @@ from tpmseal.recipes.stores import (
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.records import field, record, replace
-from tpmseal.session.auth import AuthSession, PasswordSession, Session
-from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
+from tpmseal.session.auth import AuthSession, Session
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
 log = get_logger("tpmseal.lifecycle")
@@ -61,24 +61,45 @@ class UnsealOptions:
     recover: bool = True
 
 
-def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
-                carrier: AuthSession | None = None) -> bytes:
+def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust, carrier=carrier)
+                              pin=opts.pin, trust=opts.trust)
 
     try:
         return attempt(blob)
     except PolicyMismatchError:
         if blob.pcr_values or not opts.recover:
             raise
-        found = recovery.recover(tpm, blob.public, blob.pcrs)
+        authenticated = not opts.legacy and opts.trust is not None and opts.trust.aes_128_cfb
+        if authenticated:
+            assert opts.trust is not None
+            audit = salted_session(tpm, opts.trust, TPMA_SESSION.continueSession
+                                   | TPMA_SESSION.audit)
+            with tpm.scoped(audit.handle):
+                found = recovery.recover(tpm, blob.public, blob.pcrs, TPM_ALG.SHA256, audit)
+        else:
+            found = recovery.recover(tpm, blob.public, blob.pcrs)
         if found is None:
             raise
         sel, pin = found
-        log.warning("unseal with PCRs %s failed; recovered PCRs %s", format_pcrs(blob.pcrs),
-                    format_pcrs(sel))
-        return attempt(replace(blob, pcrs=sel, pin=pin))
+        if (sel, pin) != (blob.pcrs, blob.pin):
+            log.warning("unseal with PCRs %s failed; recovered PCRs %s",
+                        format_pcrs(blob.pcrs), format_pcrs(sel))
+            try:
+                return attempt(replace(blob, pcrs=sel, pin=pin))
+            except PolicyMismatchError:
+                if not authenticated:
+                    raise
+        elif not authenticated:
+            raise
+        # the TPM's own (audited) current values satisfy the policy with *sel*: an
+        # honest TPM would have passed it
+        raise IntegrityError(
+            "the TPM refused the PCR policy although its authenticated current PCR values "
+            f"satisfy it (PCRs {format_pcrs(sel)}): a command or handle was altered in "
+            "transit, possible interposer",
+            "retry; if it persists, suspect an interposer on the TPM bus") from None
 
 
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
@@ -87,17 +108,15 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
 
 
 def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
-                  blobs: Iterator[SealedBlob] | None = None,
-                  carrier: AuthSession | None = None) -> tuple[bytes, SealedBlob]:
+                  blobs: Iterator[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
     """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
 
-    *blobs*: the store's candidates if the caller has just read them. *carrier*:
-    the flow's EK-salted session, to carry the encryption (sealing.unseal).
+    *blobs*: the store's candidates if the caller has just read them.
     """
     first_error: TpmsealError | None = None
     for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
-            secret = _unseal_one(tpm, blob, opts, carrier)
+            secret = _unseal_one(tpm, blob, opts)
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
@@ -114,18 +133,17 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
            target: Store | None = None, force: bool = False) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
 
-    One EK-salted session serves both halves (a salted StartAuthSession is the
-    expensive command on a chip): it carries the Unseal response's encryption next
-    to an unsalted policy session, then reads the PCRs (audited) and authorizes
-    Create. With a PIN the unseal needs a salted policy session of its own. A
+    Two EK-salted sessions: the unseal's policy session, which must carry the
+    Unseal response's encryption itself (a salted HMAC session next to an unsalted
+    policy session authorizes nothing, so an interposer could delete it and read
+    the plaintext: session/auth.py, required-session rule), and the seal's. A
     *target* is created exclusively unless *force* (then it is replaced).
     """
-    with shared_session(tpm, opts.trust, opts.legacy) as session:
-        secret, old = unseal_source(tpm, store, opts, carrier=session)
-        blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
-                            trust=opts.trust, legacy=opts.legacy,
-                            allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                            check=old.check is not None or None, session=session)
+    secret, old = unseal_source(tpm, store, opts)
+    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
+                        trust=opts.trust, legacy=opts.legacy,
+                        allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                        check=old.check is not None or None)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -134,7 +152,13 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
 
 
 def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
-    """32 bytes: the TPM's RNG (through *session*, encrypted, if given) mixed with the OS's."""
+    """32 bytes: the TPM's RNG (through *session*, encrypted, if given) mixed with the OS's.
+
+    The encryption only hides the TPM's bytes from a passive observer: GetRandom
+    authorizes nothing, so an active interposer can delete the session and read
+    them (session/auth.py, required-session rule). The OS's bytes, which never
+    cross the bus, keep the key secret.
+    """
     if session is not None:
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, session)
@@ -145,7 +169,12 @@ def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
 
 def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) -> bytes | None:
     """The legacy plaintext key in the index *pub* describes, read through *session*
-    (encrypted) when given; None if there is no written index."""
+    (encrypted) when given; None if there is no written index.
+
+    The session itself authorizes the owner (empty authValue), so the TPM needs it
+    and its HMAC covers ``encrypt``: next to a password session it would authorize
+    nothing and an interposer could delete it (session/auth.py).
+    """
     if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
         return None
     sessions: tuple[Session, ...] = ()
@@ -154,7 +183,7 @@ def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) ->
             session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
             pub = tpm.nv_read_public(pub.nv_index, session)
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-        sessions = (PasswordSession(), session)
+        sessions = (session,)
     return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)
 
 

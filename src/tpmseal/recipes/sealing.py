@@ -212,12 +212,11 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     return e
 
 
-def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
-                 carrier: AuthSession | None = None) -> dict[str, list[int]]:
+def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None) -> dict[str, list[int]]:
     """Which of the blob's PCRs differ now from their seal-time values.
 
     The current values come from an audited PCR_Read (its response HMAC covers
-    them) in *carrier* or in a session salted to *salt*, so a report never names a
+    them) in a session salted to *salt*, so a report never names a
     PCR on the word of an interposer. Without a salt key (legacy path) nothing can
     be authenticated and the report says so.
     """
@@ -225,9 +224,6 @@ def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
         return {}
     if salt is None:
         now = tpm.pcr_read(blob.pcrs)
-    elif carrier is not None and not carrier.ended:
-        carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
-        now = tpm.pcr_read(blob.pcrs, carrier)
     else:
         audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
                              TPMA_SESSION.continueSession | TPMA_SESSION.audit)
@@ -258,18 +254,12 @@ def mismatch_error(changed: dict[str, list[int]], *,
 
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
-           pin: bytes | None = None, trust: TrustRecord | None = None,
-           carrier: AuthSession | None = None) -> bytes:
+           pin: bytes | None = None, trust: TrustRecord | None = None) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
     A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
     empty pcrDigest: the TPM then uses the current values, and a mismatch shows
     up as TPM_RC_POLICY_FAIL at Unseal.
-
-    *carrier*: a confirmed EK-salted HMAC session of the caller's (reseal) that
-    carries the response encryption next to an unsalted policy session, so the
-    flow needs no second salted StartAuthSession; not with a PIN (see
-    :func:`_unseal`).
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
@@ -315,10 +305,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                 "the file was edited or corrupted; restore it")
     else:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
-    if carrier is not None and (blob.pin or not encrypted):
-        carrier = None
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin, carrier)
+        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin)
     except TrustError as e:
         if trust is not None:
             raise
@@ -326,7 +314,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise BadInputError(OTHER_TPM + f" ({e.hint})", OTHER_TPM_HINT) from None
     except TpmResponseError as e:
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
-            changed = changed_pcrs(tpm, blob, salt if encrypted else None, carrier)
+            changed = changed_pcrs(tpm, blob, salt if encrypted else None)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
                 # the policy: a handle or command was altered on the bus
@@ -346,7 +334,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
 
 
 def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[PolicyStep],
-            pin: bytes | None, carrier: AuthSession | None = None) -> bytes:
+            pin: bytes | None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
     Encrypted path: the policy session is salted to the pinned EK and used first
@@ -357,18 +345,16 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
     object swapped in by an interposer. 5 commands: StartAuthSession, Load,
     PolicyPCR, Unseal (ends the session), FlushContext (+ PolicyAuthValue with a PIN).
 
-    With a *carrier* (an EK-salted HMAC session the caller goes on using) the
-    policy session is unsalted and cheap, and the carrier, confirmed on Load the
-    same way unless it already is, carries the encryption; the TPM checks its
-    command HMAC too, which binds the object's Name the same way. Never with a
-    PIN: an unsalted policy session's HMAC is keyed by the PIN alone and would
-    expose it to offline guessing.
+    The encryption rides on the policy session itself, never on a salted HMAC
+    session next to an unsalted policy session: such a session authorizes
+    nothing, an interposer can delete it and the TPM then returns outData in
+    plaintext (session/auth.py, required-session rule).
     """
-    if salt is None or carrier is not None:
+    if salt is None:
         session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
     else:
         session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY)
-    encrypting = carrier if carrier is not None else session if salt is not None else None
+    encrypting = session if salt is not None else None
     with tpm.scoped(session.handle):
         confirm: tuple[AuthSession, ...] = ()
         if encrypting is not None and not encrypting.confirmed:
@@ -384,11 +370,7 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
             tpm.run_policy(session, steps)
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
-            if carrier is not None:
-                carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-                out = tpm.run(cmds.Unseal(handle), session, carrier).out_data
-            else:
-                if encrypting is not None:
-                    session.attributes = TPMA_SESSION.encrypt
-                out = tpm.run(cmds.Unseal(handle), session).out_data
+            if encrypting is not None:
+                session.attributes = TPMA_SESSION.encrypt
+            out = tpm.run(cmds.Unseal(handle), session).out_data
     return out
