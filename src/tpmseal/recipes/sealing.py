@@ -24,8 +24,10 @@ unsealed on the legacy path without ``allow_downgrade``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac
 import logging
+from collections.abc import Callable, Sequence
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
@@ -37,13 +39,31 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
-from tpmseal.recipes import pcrspec
-from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
+from tpmseal.recipes import pcrspec, signed
+from tpmseal.recipes.blob import (
+    ENCRYPTED,
+    LEGACY,
+    PcrValues,
+    SaltKey,
+    SealedBlob,
+    check_value,
+    key_like,
+)
 from tpmseal.recipes.profiles import TCG, Profile
+from tpmseal.recipes.signed import SignedPolicy
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
-from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
+from tpmseal.session.policy import (
+    MAX_BRANCHES,
+    Authorizer,
+    AuthValueStep,
+    PcrStep,
+    Policy,
+    PolicyStep,
+    compute_policy,
+    pcr_digest,
+)
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -64,12 +84,16 @@ OTHER_TPM_HINT = ("unseal it on the TPM it was sealed on (with that TPM's --trus
                   "restore the right blob")
 
 
+def pcr_step(pcrs: PcrSelectionList, values: PcrValues) -> PcrStep:
+    """PolicyPCR over *values* in selection order."""
+    # pcrDigest uses the policy session's hash (SHA-256), whatever the PCR bank
+    return PcrStep(pcrs, pcr_digest(TPM_ALG.SHA256, [values[k] for k in pcrs.pairs()]))
+
+
 def policy_steps(pcrs: PcrSelectionList, values: dict[tuple[int, int], bytes],
                  pin: bool) -> list[PolicyStep]:
     """PolicyPCR over *values* in selection order, then PolicyAuthValue if a PIN is set."""
-    ordered = [values[k] for k in pcrs.pairs()]
-    # pcrDigest uses the policy session's hash (SHA-256), whatever the PCR bank
-    steps: list[PolicyStep] = [PcrStep(pcrs, pcr_digest(TPM_ALG.SHA256, ordered))]
+    steps: list[PolicyStep] = [pcr_step(pcrs, values)]
     if pin:
         steps.append(AuthValueStep())
     return steps
@@ -94,13 +118,24 @@ def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList
 def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
-         check: bool | None = None, session: AuthSession | None = None) -> SealedBlob:
+         check: bool | None = None, session: AuthSession | None = None,
+         states: Sequence[PcrValues] = (), authorizer: Authorizer | None = None) -> SealedBlob:
     """Seal *secret* to the current values of *pcrs* under the profile's SRK.
 
     *session*: an EK-salted HMAC session the caller already started (see
     :func:`~tpmseal.recipes.trust.salted_session`) to use instead of a new one;
     it ends with the Create command.
+
+    The policy (a :class:`~tpmseal.session.policy.Policy` value, recorded in the
+    blob) is PolicyPCR over the current values by default; with *states* (2 to 8
+    maps of PCR values, e.g. from ``pcrs show --json``) PolicyOR over one
+    PolicyPCR per state, no PCR read needed; with *authorizer*
+    PolicyAuthorize(key Name, policyRef): any state the signer signs, and
+    *pcrs* is only recorded as the selection its signed policies use.
     """
+    if states and authorizer is not None:
+        raise UsageError("--pcr-values and --authorized-by exclude each other",
+                         "a signed policy names its PCR values itself")
     if not secret:
         raise UsageError("refusing to seal an empty secret")
     if len(secret) > MAX_SECRET:
@@ -132,18 +167,27 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
     if not encrypted:
         session = None
+    given = _given_states(pcrs, states)
     try:
         if encrypted:
             assert trust is not None
             session = session or salted_session(tpm, trust)
+        if given or authorizer is not None:
+            values = given[0] if given else {}
+        elif session is not None:
             session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
             values = tpm.pcr_read(read_sel, session)
         else:
             values = tpm.pcr_read(read_sel)
-        if not allow_unmeasured:
-            _check_measured(values, pcrs)
-        steps = policy_steps(pcrs, values, pin is not None)
-        template = sealed_template(compute_policy(steps))
+        if not allow_unmeasured and authorizer is None:
+            for v in given or (values,):
+                _check_measured(v, pcrs)
+        if authorizer is not None:
+            policy = Policy((), authorizer, pin is not None)
+        else:
+            policy = Policy(tuple(pcr_step(pcrs, v) for v in given or (values,)),
+                            pin=pin is not None)
+        template = sealed_template(policy.digest())
         sensitive = SensitiveCreate(pin or b"", secret)
         if session is not None:
             assert trust is not None
@@ -164,13 +208,32 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     if public.with_unique(b"") != template:
         raise IntegrityError("TPM returned a different public area than the one sent: "
                              "possible bus tampering")
-    sealed_values = {k: values[k] for k in pcrs.pairs()}
+    sealed_values = {k: values[k] for k in pcrs.pairs()} if values else {}
     use_check = key_like(secret) if check is None else check
     salt = SaltKey(trust.ek_handle, trust.ek_public) if trust else None
     parent_name = trust.srk_name if trust else tpm.name_of(srk)
     return SealedBlob(public, r.out_private, pcrs, sealed_values, srk, parent_name, salt,
                       ENCRYPTED if encrypted else LEGACY, pin is not None,
-                      check_value(secret, public.name()) if use_check else None)
+                      check_value(secret, public.name()) if use_check else None,
+                      states=tuple(given) if len(given) > 1 else (), authorizer=authorizer)
+
+
+def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[PcrValues]:
+    """The PolicyOR states restricted to *pcrs*; each must give every selected PCR."""
+    if len(states) > MAX_BRANCHES:
+        raise UsageError(f"{len(states)} PCR states given; PolicyOR allows at most "
+                         f"{MAX_BRANCHES}")
+    out = []
+    for n, v in enumerate(states, 1):
+        missing = [f"{pcrspec.bank_name(b)}:{i}" for b, i in pcrs.pairs() if (b, i) not in v]
+        if missing:
+            raise UsageError(f"PCR state {n} has no value for {', '.join(missing)}",
+                             "give `pcrs show --json` output that covers --pcrs")
+        out.append({k: v[k] for k in pcrs.pairs()})
+    unique: dict[tuple[tuple[tuple[int, int], bytes], ...], PcrValues] = {}
+    for v in out:
+        unique.setdefault(tuple(sorted(v.items())), v)
+    return list(unique.values())
 
 
 def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
@@ -187,6 +250,10 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     if e.name in ("AUTH_FAIL", "BAD_AUTH") and e.command == "Unseal" and pin:
         return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
                                             "(dictionary-attack protection)")
+    if e.command in ("VerifySignature", "PolicyAuthorize"):
+        return IntegrityError(f"the TPM refused TPM2_{e.command} ({e.rc.describe()}) of a "
+                              "signed policy that verifies in software: a command was "
+                              "altered in transit, possible interposer")
     if e.name == "LOCKOUT":
         return AuthFailedError(e.message)  # the TPM's sentence already says what to do
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
@@ -247,7 +314,8 @@ def mismatch_error(changed: dict[str, list[int]], *,
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
            pin: bytes | None = None, trust: TrustRecord | None = None,
-           carrier: AuthSession | None = None) -> bytes:
+           carrier: AuthSession | None = None,
+           policies: Sequence[SignedPolicy] = ()) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
     A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
@@ -258,6 +326,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     carries the response encryption next to an unsalted policy session, so the
     flow needs no second salted StartAuthSession; not with a PIN (see
     :func:`_unseal`).
+
+    *policies*: the signed policies offered for a blob sealed to a signer
+    (recipes/signed.py); forged, unsigned and other keys' policies are refused
+    before any TPM command, and the TPM picks the one that covers the PCRs.
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
@@ -291,7 +363,21 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise UsageError("this secret has no PIN", "drop --pin-file")
     if blob.pin and not encrypted:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path")
-    if blob.pcr_values:
+    run: Callable[[AuthSession], None]
+    if (blob.authorizer is not None or blob.states) and (
+            blob.policy().digest() != blob.policy_digest):
+        raise BadInputError("the blob's policy does not give its policy_digest",
+                            "the file was edited or corrupted; restore it")
+    if blob.authorizer is not None:
+        if not policies:
+            raise UsageError("this secret is sealed to a policy signer",
+                             "pass the signed policy for this release with --policy FILE|DIR")
+        key = signed.crypto_key(blob.authorizer.key)
+        run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
+                                                      blob.authorizer.policy_ref))
+    elif blob.states:
+        run = _branch_runner(tpm, blob)
+    elif blob.pcr_values:
         if set(blob.pcr_values) != set(blob.pcrs.pairs()):
             raise BadInputError("the blob's pcr_values do not list exactly its pcrs",
                                 "the file was edited or corrupted; restore it")
@@ -301,10 +387,12 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                 "the file was edited or corrupted; restore it")
     else:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
+    if not (blob.authorizer is not None or blob.states):
+        run = functools.partial(tpm.run_policy, steps=steps)
     if carrier is not None and (blob.pin or not encrypted):
         carrier = None
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin, carrier)
+        secret = _unseal(tpm, blob, salt if encrypted else None, run, pin, carrier)
     except TrustError as e:
         if trust is not None:
             raise
@@ -329,8 +417,46 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     return secret
 
 
-def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[PolicyStep],
-            pin: bytes | None, carrier: AuthSession | None = None) -> bytes:
+def _signed_runner(tpm: Tpm, blob: SealedBlob,
+                   candidates: list[SignedPolicy]) -> Callable[[AuthSession], None]:
+    """Satisfy PolicyAuthorize with the first candidate that covers the PCRs (signed.py),
+    then the PIN's PolicyAuthValue."""
+    authorizer, policy = blob.authorizer, blob.policy()
+    assert authorizer is not None
+
+    def run(s: AuthSession) -> None:
+        signed.satisfy(tpm, s, authorizer, candidates)
+        tpm.run_policy(s, policy.finish([]))
+
+    return run
+
+
+def _branch_runner(tpm: Tpm, blob: SealedBlob) -> Callable[[AuthSession], None]:
+    """Satisfy a PolicyOR: the branch the TPM accepts (PolicyPCR with another state's
+    pcrDigest fails with TPM_RC_VALUE and leaves the digest alone), then PolicyOR."""
+    policy = blob.policy()
+
+    def run(s: AuthSession) -> None:
+        for n in range(len(policy.branches)):
+            try:
+                tpm.run_policy(s, [policy.branches[n]])
+            except TpmResponseError as e:
+                if e.name != "VALUE":
+                    raise
+                continue
+            tpm.run_policy(s, policy.steps(n)[1:])
+            return
+        raise PolicyMismatchError(
+            f"PCR policy check failed: the PCR values match none of the {len(blob.states)} "
+            "states the secret was sealed to", None,
+            "boot one of the sealed configurations, or reseal from a trusted state")
+
+    return run
+
+
+def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+            run: Callable[[AuthSession], None], pin: bytes | None,
+            carrier: AuthSession | None = None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
     Encrypted path: the policy session is salted to the pinned EK and used first
@@ -365,7 +491,7 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
                          PasswordSession(), *confirm)
         with tpm.scoped(loaded.object_handle) as handle:
             session.attributes = 0  # ends with Unseal; a policy session's digest is fresh
-            tpm.run_policy(session, steps)
+            run(session)
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
             if carrier is not None:
