@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reseal": ("tpmseal.cli.seal", "move a sealed secret to a new PCR policy, crash-safely"),
     "import": ("tpmseal.cli.seal", "wrap a tpm2-tools sealed object into a tpmseal blob"),
     "pcrs": ("tpmseal.cli.pcrs", "show PCR values or recover a sealed object's PCR list"),
+    "policy": ("tpmseal.cli.policy", "signing keys and signed PCR policies (PolicyAuthorize)"),
     "vault-key": ("tpmseal.cli.vault",
                   "get the vault key: generate+seal, migrate a legacy key, or unseal"),
     "demo": ("tpmseal.cli.demo", "seal/unseal a key on a simulator with the bus sniffed"),

@@ -19,10 +19,11 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import sealing, trust
-from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
+from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, read_values_file
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
 from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.signed import SignedPolicy
 from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.session.policy import compute_policy
@@ -79,6 +80,13 @@ def _register_seal(sub: Any) -> None:
     p.add_argument("--no-check-value", action="store_true",
                    help="do not store a check value (automatic for passphrase-like secrets)")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--authorized-by", metavar="SIGNER.pub",
+                   help="unseal in any PCR state this key signs (`tpmseal policy sign`), "
+                        "so updates need no reseal; --pcrs names the PCRs its policies use")
+    g.add_argument("--pcr-values", metavar="FILE", action="append", default=[],
+                   help="seal to these PCR values (`pcrs show --json` output) instead of the "
+                        "current ones; repeat for up to 8 allowed states (PolicyOR)")
     add_pin_options(p, prompt=True)
     p.set_defaults(handler=run_seal)
 
@@ -99,6 +107,9 @@ def _register_unseal(sub: Any) -> None:
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_accept_sealed_object(p)
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="signed policy (`tpmseal policy sign` or systemd-measure's JSON), or "
+                        "a directory of them, for a secret sealed --authorized-by; repeatable")
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_unseal)
 
@@ -175,6 +186,11 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> Non
 
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
+    authorizer = None
+    if args.authorized_by:
+        from tpmseal.recipes import signed
+
+        authorizer = signed.authorizer_for(signed.load_public(args.authorized_by))
     rec = _trust(args, profile, required=not args.legacy)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
@@ -183,7 +199,9 @@ def run_seal(args: argparse.Namespace) -> int:
         _verify_ek(tpm, args, rec.ek_public if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
-                         check=False if args.no_check_value else None)
+                         check=False if args.no_check_value else None,
+                         states=[read_values_file(f) for f in args.pcr_values],
+                         authorizer=authorizer)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
     return 0
@@ -191,8 +209,14 @@ def run_seal(args: argparse.Namespace) -> int:
 
 def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
                     pin: bytes | None) -> UnsealOptions:
+    policies: tuple[SignedPolicy, ...] = ()
+    if getattr(args, "policy", None):
+        from tpmseal.recipes import signed
+
+        policies = tuple(signed.load_policies(args.policy))
     return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
-                         trust=rec, recover=not getattr(args, "no_recover", False))
+                         trust=rec, recover=not getattr(args, "no_recover", False),
+                         policies=policies)
 
 
 def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
 from tpmseal.session.policy import Authorizer, PcrStep, Policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG
@@ -163,6 +164,20 @@ def values_from_dict(doc: dict[str, Any]) -> PcrValues:
         for i, v in entries.items():
             values[(pcrspec.bank_alg(bank), int(i))] = bytes.fromhex(v)
     return values
+
+
+def read_values_file(path: str) -> PcrValues:
+    """PCR values from a `pcrs show --json` file (its "authenticated" key is ignored)."""
+    try:
+        doc = json.loads(read_input(path, "PCR values", limit=1 << 16))
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        return values_from_dict(doc)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError,
+            AttributeError, UsageError) as e:
+        msg = e.one_line() if isinstance(e, UsageError) else str(e)
+        raise BadInputError(f"{path} is not a PCR values file ({msg})",
+                            "pass the output of `tpmseal pcrs show --json`") from None
 
 
 def _b64(doc: dict[str, Any], key: str) -> bytes:

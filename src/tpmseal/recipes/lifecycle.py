@@ -16,7 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 
@@ -29,9 +29,10 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.recipes import recovery, sealing
-from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.blob import PcrValues, SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.profiles import Profile
+from tpmseal.recipes.signed import SignedPolicy
 from tpmseal.recipes.stores import (
     NvStore,
     Store,
@@ -42,6 +43,7 @@ from tpmseal.recipes.stores import (
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import AuthSession, PasswordSession, Session
+from tpmseal.session.policy import Authorizer
 from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
 
@@ -57,13 +59,15 @@ class UnsealOptions:
     pin: bytes | None = field(default=None, repr=False)
     trust: TrustRecord | None = None
     recover: bool = True
+    policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
 
 
 def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
                 carrier: AuthSession | None = None) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust, carrier=carrier)
+                              pin=opts.pin, trust=opts.trust, carrier=carrier,
+                              policies=opts.policies)
 
     try:
         return attempt(blob)
@@ -119,10 +123,13 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
     """
     with shared_session(tpm, opts.trust, opts.legacy) as session:
         secret, old = unseal_source(tpm, store, opts, carrier=session)
+        same_pcrs = new_pcrs is None or new_pcrs == old.pcrs
         blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
                             trust=opts.trust, legacy=opts.legacy,
                             allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                            check=old.check is not None or None, session=session)
+                            check=old.check is not None or None, session=session,
+                            states=old.states if same_pcrs else (),
+                            authorizer=old.authorizer)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -175,7 +182,8 @@ def shared_session(tpm: Tpm, trust: TrustRecord | None,
 def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
-              check: bool | None = None) -> SealedBlob:
+              check: bool | None = None, states: Sequence[PcrValues] = (),
+              authorizer: Authorizer | None = None) -> SealedBlob:
     """Seal *secret* into an empty *store* (or replace its content with *force*).
 
     An NV store that looks empty is confirmed empty through the same salted
@@ -191,7 +199,7 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
             store.confirm_nothing_stored(tpm, session)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
-                            session=session)
+                            session=session, states=states, authorizer=authorizer)
     store.save(tpm, blob)
     return blob
 

@@ -1,0 +1,101 @@
+"""``tpmseal policy keygen | sign``: a vendor's signing key and signed PCR policies."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
+from tpmseal.cli.seal import _pcr_spec
+from tpmseal.errors import BadInputError, UsageError
+from tpmseal.files import write_atomic
+from tpmseal.recipes import pcrspec, signed, trust
+from tpmseal.recipes.blob import PcrValues, read_values_file
+from tpmseal.session.policy import pcr_digest
+from tpmseal.wire.constants import TPM_ALG, TPMA_SESSION
+from tpmseal.wire.structures import PcrSelectionList
+
+log = logging.getLogger("tpmseal.cli")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("policy", help="signing keys and signed PCR policies (PolicyAuthorize)")
+    psub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
+    kg = psub.add_parser("keygen", help="make a policy signing key",
+                         description="Write a private key (PEM, mode 0600) and its public key "
+                                     "next to it (NAME.pub), for `seal --authorized-by`.")
+    kg.add_argument("--output", required=True, metavar="KEY.pem", help="private key file")
+    kg.add_argument("--type", choices=("ecc", "rsa"), default="ecc",
+                    help="ecc: ECDSA P-256 (default); rsa: RSA-2048 (needed by systemd)")
+    kg.add_argument("--force", action="store_true", help="replace existing key files")
+    kg.set_defaults(handler=run_keygen)
+    sg = psub.add_parser("sign", help="sign the PCR values of a release",
+                         description="Sign approvedPolicy = PolicyPCR over the given PCR "
+                                     "values; a secret sealed with --authorized-by the key "
+                                     "then unseals in that state with no reseal.")
+    add_profile(sg)
+    sg.add_argument("--key", required=True, metavar="KEY.pem", help="private signing key")
+    sg.add_argument("--pcrs", required=True, metavar="SPEC", type=_pcr_spec,
+                    help="the PCRs the policy covers, e.g. sha256:0,4,7")
+    src = sg.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pcr-values", metavar="FILE",
+                     help="expected values as `pcrs show --json` prints them")
+    src.add_argument("--current", action="store_true",
+                     help="this TPM's current values (read authenticated when provisioned)")
+    sg.add_argument("--version", type=int, default=None, metavar="N",
+                    help="release version recorded in the policy (newest tried first)")
+    sg.add_argument("--output", required=True, metavar="POLICY.json")
+    sg.set_defaults(handler=run_sign)
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    pub = signed.public_path(out)
+    if out.suffix == ".pub":
+        raise UsageError("--output names the private key; the public key goes to NAME.pub",
+                         "pass e.g. --output signer.pem")
+    for f in (out, pub):
+        if f.exists() and not args.force:
+            raise UsageError(f"{f} already exists", "pass --force to replace it")
+    key = signed.generate_key(args.type)
+    signed.write_keypair(key, out)
+    log.info("wrote %s (private, 0600) and %s (public, fingerprint %s)", out, pub,
+             signed.fingerprint(key.public_key()).hex())
+    return 0
+
+
+def values_digest(sel: PcrSelectionList, values: PcrValues, where: str) -> bytes:
+    missing = [f"{pcrspec.bank_name(b)}:{i}" for b, i in sel.pairs() if (b, i) not in values]
+    if missing:
+        raise BadInputError(f"{where} has no value for {', '.join(missing)}",
+                            "read the values with the same --pcrs")
+    return pcr_digest(TPM_ALG.SHA256, [values[k] for k in sel.pairs()])
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    key = signed.load_private(args.key)
+    if args.version is not None and args.version < 0:
+        raise UsageError("--version must be 0 or more")
+    if args.current:
+        profile = profile_of(args)
+        rec = trust.load_all(trust_of(args)).get(profile.name)
+        with open_tpm(args) as tpm:
+            if rec is None:
+                log.warning("no pinned EK: reading the PCR values without authentication")
+                values = tpm.pcr_read(args.pcrs)
+            else:
+                s = trust.salted_session(tpm, rec, TPMA_SESSION.continueSession
+                                         | TPMA_SESSION.audit)
+                with tpm.scoped(s.handle):
+                    values = tpm.pcr_read(args.pcrs, s)
+        where = "the TPM"
+    else:
+        values, where = read_values_file(args.pcr_values), args.pcr_values
+    pol = signed.sign(key, args.pcrs, values_digest(args.pcrs, values, where),
+                      version=args.version)
+    write_atomic(args.output, pol.to_json().encode(), 0o644)
+    log.info("signed %s (approvedPolicy %s)", pcrspec.format_pcrs(args.pcrs),
+             pol.approved_policy.hex())
+    return 0

@@ -1,0 +1,193 @@
+"""Signed policies and several allowed states, end to end through the CLI on swtpm.
+
+The update flow: a vendor key signs the PCR values of a release; a secret sealed
+``--authorized-by`` the key unseals after a PCR change once the new release's
+policy is given, with no reseal. Attacks: forged, unsigned and other-key
+policies are refused before any TPM command; a policy for other PCR values is
+refused by the TPM; an interposer that rewrites the policy commands cannot make
+a signed policy cover a state it does not; the secret never crosses the bus in
+plaintext. PolicyOR: ``seal --pcr-values`` repeated seals to several states.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from attacks.bus import assert_no_leak, direct, expect_error, expect_ok, interposer, names, tpm
+from tpmseal.client.tpm import Tpm
+from tpmseal.errors import ExitCode
+from tpmseal.sniff.hooks import HookContext, Verdict
+from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_ALG, TPM_CC
+from tpmseal.wire.structures import DigestValues
+
+PCRS = "sha256:0,4,7"
+
+
+def _extend(sim: Simulator, pcr: int = 7, what: bytes = b"update") -> None:
+    with Tpm.open(sim.uri) as t:
+        t.run(cmds.PCR_Extend(pcr, DigestValues(((TPM_ALG.SHA256,
+                                                   bytes(32 - len(what)) + what),))))
+
+
+def _keygen(sim: Simulator, d: Path, name: str = "signer", kind: str = "ecc") -> Path:
+    r = direct(sim, "policy", "keygen", "--output", str(d / f"{name}.pem"), "--type", kind)
+    assert r.rc == 0, r.err
+    return d / f"{name}.pem"
+
+
+def _sign(sim: Simulator, key: Path, out: Path, *extra: str) -> Path:
+    r = direct(sim, "policy", "sign", "--key", str(key), "--pcrs", PCRS, *extra,
+               "--output", str(out))
+    assert r.rc == 0, r.err
+    return out
+
+
+def _sealed(sim: Simulator, d: Path, key: Path, *extra: str) -> tuple[bytes, Path]:
+    secret = os.urandom(32)
+    (d / "key").write_bytes(secret)
+    blob = d / "blob.json"
+    r = direct(sim, "seal", "--input", str(d / "key"), "--output", str(blob),
+               "--authorized-by", str(key.with_suffix(".pub")), "--pcrs", PCRS, *extra)
+    assert r.rc == 0, r.err
+    return secret, blob
+
+
+@pytest.mark.parametrize("kind", ["ecc", "rsa"])
+def test_update_needs_no_reseal(tcg_sim: Simulator, tmp_path: Path, kind: str) -> None:
+    key = _keygen(tcg_sim, tmp_path, kind=kind)
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    secret, blob = _sealed(tcg_sim, tmp_path, key)
+    old = _sign(tcg_sim, key, tmp_path / "v1.json", "--current", "--version", "1")
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(old)), secret)
+    _extend(tcg_sim)  # the update boots: PCR 7 changes
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(old)),
+                 ExitCode.PCR_MISMATCH, "no signed policy covers")
+    # the vendor signs the new state (here: predicted as `pcrs show --json` output)
+    shown = direct(tcg_sim, "pcrs", "show", "--pcrs", PCRS, "--json", "--authenticated")
+    assert shown.rc == 0, shown.err
+    (tmp_path / "values.json").write_bytes(shown.out)
+    (tmp_path / "pol").mkdir()
+    new = _sign(tcg_sim, key, tmp_path / "pol" / "v2.json", "--pcr-values",
+                str(tmp_path / "values.json"), "--version", "2")
+    old.rename(tmp_path / "pol" / "v1.json")
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(new.parent)),
+              secret)
+    doc = json.loads(blob.read_text())
+    assert doc["format"] == "tpmseal-sealed/2" and doc["policy"]["authorizer"]
+
+
+def test_signed_unseal_commands_and_no_leak(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    secret, blob = _sealed(tcg_sim, tmp_path, key)
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--current")
+    with interposer(tcg_sim) as p:
+        expect_ok(tpm(p, "unseal", "--input", str(blob), "--policy", str(pol)), secret)
+        assert names(p.exchanges) == ["StartAuthSession", "Load", "PolicyPCR", "LoadExternal",
+                         "VerifySignature", "FlushContext", "PolicyAuthorize", "Unseal",
+                         "FlushContext"]
+        assert_no_leak(p.exchanges, secret)
+
+
+def test_forged_unsigned_and_other_key_policies_are_refused(tcg_sim: Simulator,
+                                                            tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    other = _keygen(tcg_sim, tmp_path, "other")
+    _, blob = _sealed(tcg_sim, tmp_path, key)
+    theirs = _sign(tcg_sim, other, tmp_path / "theirs.json", "--current")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(theirs)),
+                 ExitCode.BAD_INPUT, "no signed policy is by the key")
+    good = json.loads(_sign(tcg_sim, key, tmp_path / "p.json", "--current").read_text())
+    # forged: the other key's signature under our fingerprint; unsigned: no signature
+    forged = dict(good, signature=json.loads(theirs.read_text())["signature"])
+    unsigned = dict(good, signature="")
+    # altered: a signature over another approvedPolicy
+    altered = dict(good, pcr_digest="00" * 32)
+    for name, doc in (("forged", forged), ("unsigned", unsigned)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(doc))
+        expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy",
+                            str(tmp_path / f"{name}.json")), ExitCode.INTEGRITY,
+                     "no signed policy carries a valid signature", what=name)
+    (tmp_path / "altered.json").write_text(json.dumps(altered))
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy",
+                        str(tmp_path / "altered.json")), ExitCode.BAD_INPUT, "approved_policy")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob)), ExitCode.USAGE, "--policy")
+
+
+def test_policy_for_other_values_is_refused_by_the_tpm(tcg_sim: Simulator,
+                                                       tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    _, blob = _sealed(tcg_sim, tmp_path, key)
+    values = {"sha256": {str(i): "11" * 32 for i in (0, 4, 7)}}
+    (tmp_path / "v.json").write_text(json.dumps(values))
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--pcr-values", str(tmp_path / "v.json"))
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol)),
+                 ExitCode.PCR_MISMATCH, "no signed policy covers")
+
+
+def test_interposer_cannot_stretch_a_signed_policy(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The signed state is not the current one; the interposer rewrites PolicyPCR's
+    pcrDigest to the current values' and fakes a success: PolicyAuthorize refuses."""
+    key = _keygen(tcg_sim, tmp_path)
+    secret, blob = _sealed(tcg_sim, tmp_path, key)
+    signed_now = _sign(tcg_sim, key, tmp_path / "now.json", "--current")
+    _extend(tcg_sim)
+    current = _sign(tcg_sim, key, tmp_path / "cur.json", "--current")
+    cur_digest = bytes.fromhex(json.loads(current.read_text())["pcr_digest"])
+    old_digest = bytes.fromhex(json.loads(signed_now.read_text())["pcr_digest"])
+    current.unlink()
+
+    def on_command(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.PolicyPCR:
+            return ctx.command.replace(old_digest, cur_digest)
+        return None
+
+    with interposer(tcg_sim, on_command=on_command) as p:
+        r = tpm(p, "unseal", "--input", str(blob), "--policy", str(signed_now))
+        expect_error(r, ExitCode.INTEGRITY, "PolicyAuthorize")
+        assert secret not in r.out
+        assert_no_leak(p.exchanges, secret)
+
+
+def test_pcr_values_or_states(tcg_sim: Simulator, tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    (tmp_path / "key").write_bytes(secret)
+    now = direct(tcg_sim, "pcrs", "show", "--pcrs", PCRS, "--json")
+    (tmp_path / "now.json").write_bytes(now.out)
+    nxt = json.loads(now.out)
+    nxt["sha256"]["7"] = "22" * 32
+    (tmp_path / "next.json").write_text(json.dumps(nxt))
+    blob = tmp_path / "blob.json"
+    r = direct(tcg_sim, "seal", "--input", str(tmp_path / "key"), "--output", str(blob),
+               "--pcrs", PCRS, "--pcr-values", str(tmp_path / "next.json"),
+               "--pcr-values", str(tmp_path / "now.json"))
+    assert r.rc == 0, r.err
+    assert len(json.loads(blob.read_text())["policy"]["states"]) == 2
+    with interposer(tcg_sim) as p:
+        expect_ok(tpm(p, "unseal", "--input", str(blob)), secret)
+        sent = names(p.exchanges)
+        assert sent.count("PolicyPCR") == 2 and "PolicyOR" in sent  # first branch: VALUE
+        assert_no_leak(p.exchanges, secret)
+    _extend(tcg_sim)
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob)), ExitCode.PCR_MISMATCH,
+                 "none of the 2 states")
+
+
+def test_systemd_style_signature_file(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """systemd-measure's JSON shape: {"sha256": [{"pcrs", "pkfp", "pol", "sig"}]}."""
+    key = _keygen(tcg_sim, tmp_path, kind="rsa")
+    secret, blob = _sealed(tcg_sim, tmp_path, key)
+    own = json.loads(_sign(tcg_sim, key, tmp_path / "p.json", "--current").read_text())
+    doc = {"sha256": [{"pcrs": [0, 4, 7], "pkfp": own["key_fingerprint"],
+                       "pol": own["approved_policy"], "sig": own["signature"]}]}
+    (tmp_path / "sd.json").write_text(json.dumps(doc))
+    assert base64.b64decode(own["signature"])
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy",
+                     str(tmp_path / "sd.json")), secret)
