@@ -6,12 +6,12 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv systemd
 
 .PHONY: demo test lint deps bench clean
 
 $(VENV)/.installed: pyproject.toml
-	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
+	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null && test -x /lib/systemd/systemd-measure \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	$(PYTHON) -m venv $(VENV)
