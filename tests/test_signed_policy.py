@@ -191,3 +191,36 @@ def test_systemd_style_signature_file(tcg_sim: Simulator, tmp_path: Path) -> Non
     assert base64.b64decode(own["signature"])
     expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy",
                      str(tmp_path / "sd.json")), secret)
+
+
+COUNTER = "0x01500020"
+
+
+def _counter(sim: Simulator) -> int:
+    with Tpm.open(sim.uri) as t:
+        return int.from_bytes(t.nv_read(int(COUNTER, 16), 8, int(COUNTER, 16)), "big")
+
+
+def test_revoke_below(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    secret, blob = _sealed(tcg_sim, tmp_path, key, "--min-version-nv", COUNTER)
+    start = _counter(tcg_sim)  # the highest count this TPM's counters ever held
+    assert start >= 1
+    v1 = _sign(tcg_sim, key, tmp_path / "v1.json", "--current", "--version", str(start),
+               "--nv-index", COUNTER)
+    v2 = _sign(tcg_sim, key, tmp_path / "v2.json", "--current", "--version", str(start + 1),
+               "--nv-index", COUNTER)
+    plain = _sign(tcg_sim, key, tmp_path / "plain.json", "--current")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(plain)),
+                 ExitCode.BAD_INPUT, "revocable")
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(v1)), secret)
+    r = direct(tcg_sim, "policy", "revoke-below", str(start + 1), "--nv-index", COUNTER)
+    assert r.rc == 0, r.err
+    assert _counter(tcg_sim) == start + 1
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(v1)),
+                 ExitCode.PCR_MISMATCH, "revoked")
+    with interposer(tcg_sim) as p:
+        expect_ok(tpm(p, "unseal", "--input", str(blob), "--policy", str(v1), "--policy",
+                      str(v2)), secret)
+        assert names(p.exchanges).count("PolicyNV") == 1  # v2, the newest, is tried first
+        assert_no_leak(p.exchanges, secret)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
-from tpmseal.cli.seal import _pcr_spec
+from tpmseal.cli.seal import _nv_index, _pcr_spec
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import write_atomic
 from tpmseal.recipes import pcrspec, signed, trust
@@ -45,9 +45,20 @@ def register(sub: Any) -> None:
     src.add_argument("--current", action="store_true",
                      help="this TPM's current values (read authenticated when provisioned)")
     sg.add_argument("--version", type=int, default=None, metavar="N",
-                    help="release version recorded in the policy (newest tried first)")
+                    help="release version (newest tried first); with --nv-index the policy "
+                         "holds only while the device's counter is at most N")
+    sg.add_argument("--nv-index", type=_nv_index, metavar="INDEX",
+                    help="revocation counter the devices seal with (--min-version-nv)")
     sg.add_argument("--output", required=True, metavar="POLICY.json")
     sg.set_defaults(handler=run_sign)
+    rv = psub.add_parser("revoke-below", help="revoke every signed policy older than N",
+                         description="Increment the revocation counter to N: policies signed "
+                                     "with a version below N then fail PolicyNV on this TPM.")
+    add_profile(rv)
+    rv.add_argument("version", type=int, metavar="N")
+    rv.add_argument("--nv-index", type=_nv_index, required=True, metavar="INDEX",
+                    help="the counter given to seal --min-version-nv")
+    rv.set_defaults(handler=run_revoke)
 
 
 def run_keygen(args: argparse.Namespace) -> int:
@@ -93,9 +104,27 @@ def run_sign(args: argparse.Namespace) -> int:
         where = "the TPM"
     else:
         values, where = read_values_file(args.pcr_values), args.pcr_values
+    if args.nv_index is not None and args.version is None:
+        raise UsageError("--nv-index needs --version", "give the release's --version N")
     pol = signed.sign(key, args.pcrs, values_digest(args.pcrs, values, where),
-                      version=args.version)
+                      version=args.version, nv_index=args.nv_index)
     write_atomic(args.output, pol.to_json().encode(), 0o644)
     log.info("signed %s (approvedPolicy %s)", pcrspec.format_pcrs(args.pcrs),
              pol.approved_policy.hex())
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    profile = profile_of(args)
+    rec = trust.load_all(trust_of(args)).get(profile.name)
+    with open_tpm(args) as tpm:
+        if rec is None:
+            log.warning("no pinned EK: the counter's value cannot be verified")
+            final = signed.revoke_below(tpm, args.nv_index, args.version, None)
+        else:
+            s = trust.salted_session(tpm, rec)
+            with tpm.scoped(s.handle):
+                final = signed.revoke_below(tpm, args.nv_index, args.version, s)
+    log.info("NV %#x is at %d: policies with a version below %d are revoked", args.nv_index,
+             final, final)
     return 0

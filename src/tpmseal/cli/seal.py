@@ -54,6 +54,16 @@ def _pcr_spec(text: str) -> PcrSelectionList:
         raise argparse.ArgumentTypeError(e.one_line()) from None
 
 
+def _nv_index(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an NV index") from None
+    if value >> 24 != 0x01:
+        raise argparse.ArgumentTypeError(f"{text} is not an NV index (0x01xxxxxx)")
+    return value
+
+
 def _storage(p: argparse.ArgumentParser, direction: str) -> None:
     g = p.add_mutually_exclusive_group(required=True)
     flag = "--output" if direction == "out" else "--input"
@@ -87,6 +97,10 @@ def _register_seal(sub: Any) -> None:
     g.add_argument("--pcr-values", metavar="FILE", action="append", default=[],
                    help="seal to these PCR values (`pcrs show --json` output) instead of the "
                         "current ones; repeat for up to 8 allowed states (PolicyOR)")
+    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
+                   help="with --authorized-by: accept only signed policies gated by this NV "
+                        "counter (defined if missing), so `policy revoke-below` can revoke "
+                        "old ones")
     add_pin_options(p, prompt=True)
     p.set_defaults(handler=run_seal)
 
@@ -201,7 +215,7 @@ def run_seal(args: argparse.Namespace) -> int:
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
                          check=False if args.no_check_value else None,
                          states=[read_values_file(f) for f in args.pcr_values],
-                         authorizer=authorizer)
+                         authorizer=authorizer, revocation_nv=args.min_version_nv)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
     return 0

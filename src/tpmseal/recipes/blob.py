@@ -70,6 +70,7 @@ class SealedBlob:
         timespec="seconds"))
     states: tuple[PcrValues, ...] = ()  # PolicyOR branches (2 to 8); pcr_values is the first
     authorizer: Authorizer | None = None
+    revocation_nv: int | None = None  # signed policies must be gated by this NV counter
 
     def policy(self) -> Policy:
         """The authPolicy as a value (session/policy.py); needs seal-time values or a signer."""
@@ -113,7 +114,9 @@ class SealedBlob:
                 "authorizer": None if self.authorizer is None else {
                     "public": base64.b64encode(self.authorizer.key.sized()).decode(),
                     "name": self.authorizer.name.hex(),
-                    "policy_ref": self.authorizer.policy_ref.hex()}}
+                    "policy_ref": self.authorizer.policy_ref.hex()},
+                "revocation_nv": None if self.revocation_nv is None
+                else f"{self.revocation_nv:#010x}"}
         return json.dumps(doc, indent=2) + "\n"
 
     @classmethod
@@ -218,11 +221,14 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
                                 bytes.fromhex(a.get("policy_ref", "")))
         if bytes.fromhex(a["name"]) != authorizer.name:
             raise BadInputError("authorizer name does not match its public area")
+    nv = pol.get("revocation_nv")
+    if nv is not None and authorizer is None:
+        raise BadInputError("revocation_nv without an authorizer")
     return SealedBlob(
         public, private, pcrs, values, int(doc["parent"]["handle"], 16),
         bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),
         None if check is None else bytes.fromhex(check), str(doc.get("created", "")),
-        states, authorizer)
+        states, authorizer, None if nv is None else int(nv, 16))
 
 
 def check_value(secret: bytes, name: bytes) -> bytes:

@@ -129,7 +129,7 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
                             allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             check=old.check is not None or None, session=session,
                             states=old.states if same_pcrs else (),
-                            authorizer=old.authorizer)
+                            authorizer=old.authorizer, revocation_nv=old.revocation_nv)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -183,7 +183,8 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
               check: bool | None = None, states: Sequence[PcrValues] = (),
-              authorizer: Authorizer | None = None) -> SealedBlob:
+              authorizer: Authorizer | None = None,
+              revocation_nv: int | None = None) -> SealedBlob:
     """Seal *secret* into an empty *store* (or replace its content with *force*).
 
     An NV store that looks empty is confirmed empty through the same salted
@@ -199,7 +200,8 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
             store.confirm_nothing_stored(tpm, session)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
-                            session=session, states=states, authorizer=authorizer)
+                            session=session, states=states, authorizer=authorizer,
+                            revocation_nv=revocation_nv)
     store.save(tpm, blob)
     return blob
 

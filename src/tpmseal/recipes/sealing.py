@@ -119,7 +119,8 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
          check: bool | None = None, session: AuthSession | None = None,
-         states: Sequence[PcrValues] = (), authorizer: Authorizer | None = None) -> SealedBlob:
+         states: Sequence[PcrValues] = (), authorizer: Authorizer | None = None,
+         revocation_nv: int | None = None) -> SealedBlob:
     """Seal *secret* to the current values of *pcrs* under the profile's SRK.
 
     *session*: an EK-salted HMAC session the caller already started (see
@@ -132,7 +133,11 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     PolicyPCR per state, no PCR read needed; with *authorizer*
     PolicyAuthorize(key Name, policyRef): any state the signer signs, and
     *pcrs* is only recorded as the selection its signed policies use.
+    *revocation_nv* (with *authorizer*): the NV counter signed policies must be
+    gated by (recipes/signed.py, revocation); defined here if missing.
     """
+    if revocation_nv is not None and authorizer is None:
+        raise UsageError("--min-version-nv needs --authorized-by")
     if states and authorizer is not None:
         raise UsageError("--pcr-values and --authorized-by exclude each other",
                          "a signed policy names its PCR values itself")
@@ -168,6 +173,10 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     if not encrypted:
         session = None
     given = _given_states(pcrs, states)
+    if revocation_nv is not None:
+        start = signed.define_counter(tpm, revocation_nv)
+        log.info("revocation counter %#x is at %d: signed policies need a version of at "
+                 "least %d", revocation_nv, start, start)
     try:
         if encrypted:
             assert trust is not None
@@ -215,7 +224,8 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     return SealedBlob(public, r.out_private, pcrs, sealed_values, srk, parent_name, salt,
                       ENCRYPTED if encrypted else LEGACY, pin is not None,
                       check_value(secret, public.name()) if use_check else None,
-                      states=tuple(given) if len(given) > 1 else (), authorizer=authorizer)
+                      states=tuple(given) if len(given) > 1 else (), authorizer=authorizer,
+                      revocation_nv=revocation_nv)
 
 
 def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[PcrValues]:
@@ -374,7 +384,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                              "pass the signed policy for this release with --policy FILE|DIR")
         key = signed.crypto_key(blob.authorizer.key)
         run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
-                                                      blob.authorizer.policy_ref))
+                                                      blob.authorizer.policy_ref,
+                                                      blob.revocation_nv))
     elif blob.states:
         run = _branch_runner(tpm, blob)
     elif blob.pcr_values:

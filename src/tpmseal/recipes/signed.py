@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,21 +35,32 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, PolicyMismatchError, UsageError
 from tpmseal.files import read_input, write_atomic
 from tpmseal.recipes import pcrspec
-from tpmseal.session.auth import AuthSession
+from tpmseal.session.auth import AuthSession, PasswordSession
 from tpmseal.session.policy import (
     Authorizer,
     AuthorizeStep,
+    NvStep,
     PcrStep,
     PolicyStep,
     compute_policy,
     signed_digest,
 )
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPM_ST
+from tpmseal.wire.constants import (
+    NT_COUNTER,
+    TPM_ALG,
+    TPM_ECC,
+    TPM_EO,
+    TPM_RH,
+    TPM_ST,
+    TPMA_NV,
+    TPMA_SESSION,
+)
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     EccParms,
     EccPoint,
+    NvPublic,
     PcrSelectionList,
     Public,
     RsaParms,
@@ -207,11 +218,12 @@ class SignedPolicy:
     signature: bytes  # PKCS#1 v1.5 for RSA, DER for ECDSA: what the signer produced
     version: int | None = None
     source: str = ""
+    nv_index: int | None = None  # revocation counter: valid while counter <= version
 
     @property
     def steps(self) -> list[PolicyStep]:
         """The approved steps, run before PolicyAuthorize."""
-        return [PcrStep(self.pcrs, self.pcr_digest or b"")]
+        return approved_steps(self.pcrs, self.pcr_digest or b"", self.version, self.nv_index)
 
     def to_json(self) -> str:
         doc = {
@@ -221,16 +233,43 @@ class SignedPolicy:
             "approved_policy": self.approved_policy.hex(),
             "policy_ref": self.policy_ref.hex(),
             "version": self.version,
+            "nv_index": None if self.nv_index is None else f"{self.nv_index:#010x}",
             "key_fingerprint": self.key_fingerprint.hex(),
             "signature": base64.b64encode(self.signature).decode(),
         }
         return json.dumps(doc, indent=2) + "\n"
 
 
+def approved_steps(pcrs: PcrSelectionList, pcr_digest: bytes, version: int | None,
+                   nv_index: int | None) -> list[PolicyStep]:
+    """PolicyPCR, then (for a revocable policy) PolicyNV: counter <= version."""
+    steps: list[PolicyStep] = [PcrStep(pcrs, pcr_digest)]
+    if nv_index is not None:
+        if version is None:
+            raise UsageError("a revocable policy needs a --version")
+        steps.append(NvStep(nv_index, counter_public(nv_index).name(),
+                            version.to_bytes(8, "big"), TPM_EO.UNSIGNED_LE))
+    return steps
+
+
+def counter_public(index: int) -> NvPublic:
+    """The revocation counter's public area (as read once incremented).
+
+    Fixed so that a signer computes its Name without the device: an NV counter,
+    incremented with owner authorization, read with its own empty authValue (so
+    PolicyNV needs no owner secret), no dictionary-attack lockout.
+    """
+    return NvPublic(index, TPM_ALG.SHA256, NT_COUNTER | TPMA_NV.OWNERWRITE | TPMA_NV.AUTHREAD
+                    | TPMA_NV.NO_DA | TPMA_NV.WRITTEN, b"", 8)
+
+
 def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: bytes = b"",
-         version: int | None = None) -> SignedPolicy:
-    """Sign the PolicyPCR digest of *pcrs* holding values whose digest is *pcr_digest*."""
-    approved = compute_policy([PcrStep(pcrs, pcr_digest)])
+         version: int | None = None, nv_index: int | None = None) -> SignedPolicy:
+    """Sign the PolicyPCR digest of *pcrs* holding values whose digest is *pcr_digest*
+    (followed by the revocation condition when *nv_index* is given)."""
+    if version is not None and not 0 <= version < 1 << 64:
+        raise UsageError("--version must be between 0 and 2**64-1")
+    approved = compute_policy(approved_steps(pcrs, pcr_digest, version, nv_index))
     ahash = signed_digest(approved, policy_ref)
     hashes, _, ec, padding, rsa, utils = _crypto()
     pre = utils.Prehashed(hashes.SHA256())
@@ -239,7 +278,7 @@ def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: byt
     else:
         sig = key.sign(ahash, ec.ECDSA(pre))
     return SignedPolicy(pcrs, pcr_digest, approved, policy_ref, fingerprint(key.public_key()),
-                        sig, version)
+                        sig, version, nv_index=nv_index)
 
 
 def verify(policy: SignedPolicy, public_key: Any) -> bool:
@@ -309,17 +348,21 @@ def parse_policies(text: bytes, where: str) -> list[SignedPolicy]:
 
 def _parse_own(doc: dict[str, Any], where: str) -> SignedPolicy:
     pcrs = pcrspec.from_dict(doc["pcrs"])
-    pd = None if doc.get("pcr_digest") is None else bytes.fromhex(doc["pcr_digest"])
+    pd = bytes.fromhex(doc["pcr_digest"])
     approved = bytes.fromhex(doc["approved_policy"])
-    if pd is not None and compute_policy([PcrStep(pcrs, pd)]) != approved:
-        raise BadInputError(f"{where}: approved_policy is not PolicyPCR over its pcrs and "
-                            "pcr_digest", "the file was edited; get it again from the signer")
     version = doc.get("version")
-    if version is not None and (not isinstance(version, int) or version < 0):
-        raise BadInputError(f"{where}: version must be a non-negative integer")
+    if version is not None and (not isinstance(version, int) or not 0 <= version < 1 << 64):
+        raise BadInputError(f"{where}: version must be an integer from 0 to 2**64-1")
+    nv = None if doc.get("nv_index") is None else int(doc["nv_index"], 16)
+    if nv is not None and version is None:
+        raise BadInputError(f"{where}: a revocable policy (nv_index) needs a version")
+    if compute_policy(approved_steps(pcrs, pd, version, nv)) != approved:
+        raise BadInputError(f"{where}: approved_policy is not PolicyPCR over its pcrs and "
+                            "pcr_digest (and its version condition)",
+                            "the file was edited; get it again from the signer")
     return SignedPolicy(pcrs, pd, approved, bytes.fromhex(doc.get("policy_ref", "")),
                         bytes.fromhex(doc["key_fingerprint"]),
-                        base64.b64decode(doc["signature"], validate=True), version, where)
+                        base64.b64decode(doc["signature"], validate=True), version, where, nv)
 
 
 def _parse_systemd(doc: dict[str, Any], where: str) -> list[SignedPolicy]:
@@ -338,11 +381,13 @@ def _parse_systemd(doc: dict[str, Any], where: str) -> list[SignedPolicy]:
     return out
 
 
-def usable(policies: list[SignedPolicy], public_key: Any, policy_ref: bytes) -> list[SignedPolicy]:
+def usable(policies: list[SignedPolicy], public_key: Any, policy_ref: bytes,
+           revocation_nv: int | None = None) -> list[SignedPolicy]:
     """The policies *public_key* really signed with *policy_ref*, newest version first.
 
     Refuses (BadInputError) when none is left, saying why: another key's, a
-    forged or an unsigned policy never reaches the TPM.
+    forged or an unsigned policy never reaches the TPM. With *revocation_nv*
+    (seal --min-version-nv) only policies gated by that counter are offered.
     """
     fp = fingerprint(public_key)
     mine = [p for p in policies if p.key_fingerprint == fp]
@@ -350,6 +395,12 @@ def usable(policies: list[SignedPolicy], public_key: Any, policy_ref: bytes) -> 
         raise BadInputError("no signed policy is by the key this secret is sealed to (key "
                             f"fingerprint {fp.hex()[:16]}…)",
                             "pass a policy signed with that key (--policy)")
+    if revocation_nv is not None:
+        mine = [p for p in mine if p.nv_index == revocation_nv]
+        if not mine:
+            raise BadInputError(f"no signed policy is revocable through NV {revocation_nv:#x}, "
+                                "as this secret requires",
+                                "sign policies with --nv-index and --version")
     good = [p for p in mine if p.policy_ref == policy_ref and verify(p, public_key)]
     if not good:
         raise IntegrityError("no signed policy carries a valid signature by the sealing key: "
@@ -382,14 +433,29 @@ def _choose(tpm: Tpm, session: AuthSession, candidates: list[SignedPolicy]) -> S
     digest unchanged. Candidates without a pcrDigest (systemd-measure's) are
     matched by PolicyPCR over the current values and the resulting digest.
     """
+    revoked: list[SignedPolicy] = []
     for cand in (c for c in candidates if c.pcr_digest is not None):
+        first, *rest = cand.steps
         try:
-            tpm.run_policy(session, cand.steps)
+            tpm.run_policy(session, [first])
         except TpmResponseError as e:
             if e.name != "VALUE":
                 raise
             continue
+        try:
+            tpm.run_policy(session, rest)
+        except TpmResponseError as e:
+            if e.command != "PolicyNV" or e.name != "POLICY":
+                raise
+            revoked.append(cand)  # the counter passed its version
+            tpm.run(cmds.PolicyRestart(session.handle))
+            continue
         return cand
+    if revoked:
+        raise PolicyMismatchError(
+            f"the signed policy for this state (version {revoked[0].version}) is revoked: "
+            f"NV counter {revoked[0].nv_index:#x} is above its version", None,
+            "pass a newer signed policy for this state (--policy)")
     measured = [c for c in candidates if c.pcr_digest is None]
     for sel in dict.fromkeys(c.pcrs for c in measured):
         tpm.run_policy(session, [PcrStep(sel, b"")])
@@ -402,3 +468,58 @@ def _choose(tpm: Tpm, session: AuthSession, candidates: list[SignedPolicy]) -> S
         f"no signed policy covers the current PCR values ({len(candidates)} tried)",
         None, "pass the policy signed for this release (--policy), or boot a release "
               "that one of them covers")
+
+
+# ------------------------------------------------------------------------- revocation
+
+
+def define_counter(tpm: Tpm, index: int) -> int:
+    """Define the revocation counter with :func:`counter_public`'s template if it is
+    missing, and increment it once (a counter reads only once written); return its
+    value (unauthenticated, for information: a fresh counter starts at the highest
+    count any counter on this TPM ever held)."""
+    want = counter_public(index)
+    try:
+        have = tpm.nv_read_public(index)
+    except TpmResponseError as e:
+        if e.name != "HANDLE":
+            raise
+        tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", replace(
+            want, attributes=want.attributes & ~TPMA_NV.WRITTEN)))
+        tpm.run(cmds.NV_Increment(TPM_RH.OWNER, index))
+    else:
+        if have != want:
+                raise UsageError(f"NV {index:#x} exists but is not a tpmseal revocation counter",
+                             "choose another --min-version-nv index")
+    return read_counter(tpm, index, None)
+
+
+def read_counter(tpm: Tpm, index: int, audit: AuthSession | None) -> int:
+    """The counter's value; through *audit* (a salted session) the response HMAC proves
+    it, and the index's Name (pinned to the template) joins the command HMAC."""
+    tpm.names[index] = counter_public(index).name()
+    if audit is None:
+        return int.from_bytes(tpm.nv_read(index, 8, index), "big")
+    audit.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+    return int.from_bytes(tpm.nv_read(index, 8, index, PasswordSession(), audit), "big")
+
+
+#: revoke-below increments one by one (each an NV write): refuse absurd distances.
+MAX_INCREMENTS = 100_000
+
+
+def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession | None) -> int:
+    """Increment the counter until it is at least *version*: every policy signed with
+    a lower version then fails PolicyNV. Returns the final (verified) value."""
+    now = read_counter(tpm, index, audit)
+    if version - now > MAX_INCREMENTS:
+        raise UsageError(f"NV {index:#x} is at {now}; reaching {version} takes "
+                         f"{version - now} increments (at most {MAX_INCREMENTS})",
+                         "revoke in smaller steps, or choose versions near the counter")
+    for _ in range(max(0, version - now)):
+        tpm.run(cmds.NV_Increment(TPM_RH.OWNER, index))
+    final = read_counter(tpm, index, audit)
+    if final < version:
+        raise IntegrityError(f"NV {index:#x} reads {final} after incrementing to {version}: "
+                             "the increments were dropped in transit, possible interposer")
+    return final
