@@ -224,3 +224,29 @@ def test_revoke_below(tcg_sim: Simulator, tmp_path: Path) -> None:
                       str(v2)), secret)
         assert names(p.exchanges).count("PolicyNV") == 1  # v2, the newest, is tried first
         assert_no_leak(p.exchanges, secret)
+
+
+def test_signed_policy_with_pin(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    (tmp_path / "pin").write_bytes(b"1234\n")
+    secret, blob = _sealed(tcg_sim, tmp_path, key, "--pin-file", str(tmp_path / "pin"))
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--current")
+    with interposer(tcg_sim) as p:
+        expect_ok(tpm(p, "unseal", "--input", str(blob), "--policy", str(pol), "--pin-file",
+                      str(tmp_path / "pin")), secret)
+        sent = names(p.exchanges)  # (swtpm may answer Unseal with TPM_RC_RETRY once)
+        assert sent.index("PolicyAuthorize") + 1 == sent.index("PolicyAuthValue")
+        assert_no_leak(p.exchanges, secret)
+    (tmp_path / "bad").write_bytes(b"4321\n")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol),
+                        "--pin-file", str(tmp_path / "bad")), ExitCode.AUTH_FAILED, "wrong PIN")
+
+
+def test_policy_for_a_plain_blob_is_a_usage_error(tcg_sim: Simulator, tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(os.urandom(32))
+    blob = tmp_path / "blob.json"
+    assert direct(tcg_sim, "seal", "--input", str(tmp_path / "key"), "--output",
+                  str(blob)).rc == 0
+    pol = _sign(tcg_sim, _keygen(tcg_sim, tmp_path), tmp_path / "p.json", "--current")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol)),
+                 ExitCode.USAGE, "not sealed to a policy signer")

@@ -378,6 +378,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
             blob.policy().digest() != blob.policy_digest):
         raise BadInputError("the blob's policy does not give its policy_digest",
                             "the file was edited or corrupted; restore it")
+    if policies and blob.authorizer is None:
+        raise UsageError("this secret is not sealed to a policy signer", "drop --policy")
     if blob.authorizer is not None:
         if not policies:
             raise UsageError("this secret is sealed to a policy signer",
