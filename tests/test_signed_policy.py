@@ -22,6 +22,7 @@ import pytest
 from attacks.bus import assert_no_leak, direct, expect_error, expect_ok, interposer, names, tpm
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
+from tpmseal.recipes import signed
 from tpmseal.sniff.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
@@ -250,3 +251,17 @@ def test_policy_for_a_plain_blob_is_a_usage_error(tcg_sim: Simulator, tmp_path: 
     pol = _sign(tcg_sim, _keygen(tcg_sim, tmp_path), tmp_path / "p.json", "--current")
     expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol)),
                  ExitCode.USAGE, "not sealed to a policy signer")
+
+
+def test_unversioned_signature_is_refused_by_the_tpm(tcg_sim: Simulator, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret sealed --min-version-nv is PolicyAuthorize(key, policyRef naming the
+    counter): with tpmseal's own check bypassed, the key's unversioned signature still
+    does not unseal it, so no signature outside the counter's reach works."""
+    key = _keygen(tcg_sim, tmp_path)
+    secret, blob = _sealed(tcg_sim, tmp_path, key, "--min-version-nv", COUNTER)
+    plain = _sign(tcg_sim, key, tmp_path / "plain.json", "--current")
+    monkeypatch.setattr(signed, "usable", lambda policies, *a: list(policies))
+    r = direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(plain))
+    expect_error(r, ExitCode.INTEGRITY, "refused the signed policy at TPM2_Unseal")
+    assert secret not in r.out

@@ -28,6 +28,7 @@ from typing import Any
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
+from tpmseal.recipes.signed import revocation_ref
 from tpmseal.session.policy import Authorizer, PcrStep, Policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
@@ -222,8 +223,9 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
         if bytes.fromhex(a["name"]) != authorizer.name:
             raise BadInputError("authorizer name does not match its public area")
     nv = pol.get("revocation_nv")
-    if nv is not None and authorizer is None:
-        raise BadInputError("revocation_nv without an authorizer")
+    if nv is not None and (authorizer is None
+                           or authorizer.policy_ref != revocation_ref(int(nv, 16))):
+        raise BadInputError("revocation_nv does not match the authorizer's policy_ref")
     return SealedBlob(
         public, private, pcrs, values, int(doc["parent"]["handle"], 16),
         bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),

@@ -28,6 +28,7 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
@@ -136,8 +137,10 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     *revocation_nv* (with *authorizer*): the NV counter signed policies must be
     gated by (recipes/signed.py, revocation); defined here if missing.
     """
-    if revocation_nv is not None and authorizer is None:
-        raise UsageError("--min-version-nv needs --authorized-by")
+    if revocation_nv is not None:
+        if authorizer is None:
+            raise UsageError("--min-version-nv needs --authorized-by")
+        authorizer = replace(authorizer, policy_ref=signed.revocation_ref(revocation_nv))
     if states and authorizer is not None:
         raise UsageError("--pcr-values and --authorized-by exclude each other",
                          "a signed policy names its PCR values itself")
@@ -412,6 +415,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         # nothing pinned to compare with: the TPM cannot use the blob's own salt key
         raise BadInputError(OTHER_TPM + f" ({e.hint})", OTHER_TPM_HINT) from None
     except TpmResponseError as e:
+        if blob.authorizer is not None and e.name == "POLICY_FAIL" and e.command == "Unseal":
+            raise IntegrityError("the TPM refused the signed policy at TPM2_Unseal: its key "
+                                 "or policyRef is not the one this secret is sealed to, or a "
+                                 "command was altered in transit") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
             changed = changed_pcrs(tpm, blob, salt if encrypted else None, carrier)
             if blob.pcr_values and not changed:

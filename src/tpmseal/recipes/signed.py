@@ -252,6 +252,16 @@ def approved_steps(pcrs: PcrSelectionList, pcr_digest: bytes, version: int | Non
     return steps
 
 
+def revocation_ref(index: int) -> bytes:
+    """The policyRef of policies revocable through counter *index*.
+
+    A secret sealed with ``--min-version-nv`` is PolicyAuthorize(key, this ref),
+    so the TPM itself refuses the key's other signatures (empty ref: unversioned
+    policies, systemd-measure's), which no counter could revoke.
+    """
+    return b"tpmseal/nv-counter/" + index.to_bytes(4, "big")
+
+
 def counter_public(index: int) -> NvPublic:
     """The revocation counter's public area (as read once incremented).
 
@@ -270,6 +280,8 @@ def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: byt
     if version is not None and not 0 <= version < 1 << 64:
         raise UsageError("--version must be between 0 and 2**64-1")
     approved = compute_policy(approved_steps(pcrs, pcr_digest, version, nv_index))
+    if nv_index is not None:
+        policy_ref = revocation_ref(nv_index)
     ahash = signed_digest(approved, policy_ref)
     hashes, _, ec, padding, rsa, utils = _crypto()
     pre = utils.Prehashed(hashes.SHA256())
@@ -356,6 +368,8 @@ def _parse_own(doc: dict[str, Any], where: str) -> SignedPolicy:
     nv = None if doc.get("nv_index") is None else int(doc["nv_index"], 16)
     if nv is not None and version is None:
         raise BadInputError(f"{where}: a revocable policy (nv_index) needs a version")
+    if nv is not None and bytes.fromhex(doc.get("policy_ref", "")) != revocation_ref(nv):
+        raise BadInputError(f"{where}: a revocable policy's policy_ref must name its counter")
     if compute_policy(approved_steps(pcrs, pd, version, nv)) != approved:
         raise BadInputError(f"{where}: approved_policy is not PolicyPCR over its pcrs and "
                             "pcr_digest (and its version condition)",
@@ -395,12 +409,13 @@ def usable(policies: list[SignedPolicy], public_key: Any, policy_ref: bytes,
         raise BadInputError("no signed policy is by the key this secret is sealed to (key "
                             f"fingerprint {fp.hex()[:16]}…)",
                             "pass a policy signed with that key (--policy)")
-    if revocation_nv is not None:
+    if revocation_nv is not None:  # policy_ref names the counter: the TPM checks this too
         mine = [p for p in mine if p.nv_index == revocation_nv]
         if not mine:
             raise BadInputError(f"no signed policy is revocable through NV {revocation_nv:#x}, "
                                 "as this secret requires",
-                                "sign policies with --nv-index and --version")
+                                f"sign policies with --nv-index {revocation_nv:#x} and "
+                                "--version")
     good = [p for p in mine if p.policy_ref == policy_ref and verify(p, public_key)]
     if not good:
         raise IntegrityError("no signed policy carries a valid signature by the sealing key: "
