@@ -15,14 +15,17 @@ import base64
 import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from attacks.bus import assert_no_leak, direct, expect_error, expect_ok, interposer, names, tpm
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import ExitCode
+from tpmseal.errors import BadInputError, ExitCode
 from tpmseal.recipes import signed
+from tpmseal.recipes.blob import SealedBlob
 from tpmseal.sniff.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
@@ -265,3 +268,55 @@ def test_unversioned_signature_is_refused_by_the_tpm(tcg_sim: Simulator, tmp_pat
     r = direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(plain))
     expect_error(r, ExitCode.INTEGRITY, "refused the signed policy at TPM2_Unseal")
     assert secret not in r.out
+
+
+def test_format_2_blobs_round_trip_and_refuse_edits(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    _, blob = _sealed(tcg_sim, tmp_path, key, "--min-version-nv", COUNTER)
+    text = blob.read_text()
+    parsed = SealedBlob.from_json(text)
+    assert parsed.to_json().replace(parsed.created, "") == text.replace(parsed.created, "")
+    assert parsed.authorizer is not None and parsed.revocation_nv == int(COUNTER, 16)
+    doc = json.loads(text)
+    edits: dict[str, Callable[[dict[str, Any]], None]] = {
+        "authorizer name": lambda d: d["policy"]["authorizer"].update(name="00" * 34),
+        "counter": lambda d: d["policy"].update(revocation_nv="0x01500021"),
+        "one state": lambda d: d["policy"].update(states=[d["pcr_values"]]),
+    }
+    for edit in edits.values():
+        d = json.loads(json.dumps(doc))
+        edit(d)
+        with pytest.raises(BadInputError):
+            SealedBlob.from_json(json.dumps(d))
+    # an edited policy_ref gives another authPolicy: refused before the TPM is asked
+    d = json.loads(json.dumps(doc))
+    d["policy"]["authorizer"]["policy_ref"] = ""
+    d["policy"]["revocation_nv"] = None
+    (tmp_path / "edited.json").write_text(json.dumps(d))
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--current")
+    expect_error(direct(tcg_sim, "unseal", "--input", str(tmp_path / "edited.json"),
+                        "--policy", str(pol)), ExitCode.BAD_INPUT, "policy_digest")
+
+
+def test_reseal_adds_and_drops_states(tcg_sim: Simulator, tmp_path: Path) -> None:
+    secret = os.urandom(32)
+    (tmp_path / "key").write_bytes(secret)
+    blob = tmp_path / "blob.json"
+    assert direct(tcg_sim, "seal", "--input", str(tmp_path / "key"), "--output", str(blob),
+                  "--pcrs", PCRS).rc == 0
+    now = json.loads(direct(tcg_sim, "pcrs", "show", "--pcrs", PCRS, "--json").out)
+    (tmp_path / "now.json").write_text(json.dumps(now))
+    nxt = json.loads(json.dumps(now))
+    nxt["sha256"]["7"] = "33" * 32
+    (tmp_path / "next.json").write_text(json.dumps(nxt))
+    r = direct(tcg_sim, "reseal", "--input", str(blob), "--add-state", str(tmp_path / "next.json"))
+    assert r.rc == 0, r.err
+    assert len(json.loads(blob.read_text())["policy"]["states"]) == 2
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob)), secret)
+    r = direct(tcg_sim, "reseal", "--input", str(blob), "--drop-state", str(tmp_path / "now.json"))
+    assert r.rc == 0, r.err
+    doc = json.loads(blob.read_text())
+    assert doc["format"] == "tpmseal-sealed/1" and doc["pcr_values"]["sha256"]["7"] == "33" * 32
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob)), ExitCode.PCR_MISMATCH)
+    expect_error(direct(tcg_sim, "reseal", "--input", str(blob), "--drop-state",
+                        str(tmp_path / "now.json")), ExitCode.PCR_MISMATCH)

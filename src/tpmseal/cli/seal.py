@@ -146,6 +146,10 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    p.add_argument("--add-state", metavar="FILE", action="append", default=[],
+                   help="also allow these PCR values (`pcrs show --json` output); repeatable")
+    p.add_argument("--drop-state", metavar="FILE", action="append", default=[],
+                   help="no longer allow these PCR values; repeatable")
     add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_reseal)
@@ -273,7 +277,9 @@ def run_reseal(args: argparse.Namespace) -> int:
                              "choose another --output, or pass --force to replace it (its "
                              "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
-                      allow_unmeasured=args.allow_unmeasured, target=target)
+                      allow_unmeasured=args.allow_unmeasured, target=target,
+                      add_states=[read_values_file(f) for f in args.add_state],
+                      drop_states=[read_values_file(f) for f in args.drop_state])
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     return 0
 

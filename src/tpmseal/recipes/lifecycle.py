@@ -113,22 +113,30 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None) -> SealedBlob:
+           target: Store | None = None, add_states: Sequence[PcrValues] = (),
+           drop_states: Sequence[PcrValues] = ()) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
 
     One EK-salted session serves both halves (a salted StartAuthSession is the
     expensive command on a chip): it carries the Unseal response's encryption next
     to an unsalted policy session, then reads the PCRs (audited) and authorizes
     Create. With a PIN the unseal needs a salted policy session of its own.
+
+    *add_states* / *drop_states* change the set of allowed PCR states (PolicyOR,
+    sealing.seal): the old states (or the old values), minus those dropped, plus
+    those added.
     """
     with shared_session(tpm, opts.trust, opts.legacy) as session:
         secret, old = unseal_source(tpm, store, opts, carrier=session)
         same_pcrs = new_pcrs is None or new_pcrs == old.pcrs
+        states = old.states if same_pcrs else ()
+        if add_states or drop_states:
+            states = sealing.change_states(old, new_pcrs or old.pcrs, add_states, drop_states)
         blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
                             trust=opts.trust, legacy=opts.legacy,
                             allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             check=old.check is not None or None, session=session,
-                            states=old.states if same_pcrs else (),
+                            states=states,
                             authorizer=old.authorizer, revocation_nv=old.revocation_nv)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored

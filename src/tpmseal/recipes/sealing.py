@@ -231,6 +231,31 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
                       revocation_nv=revocation_nv)
 
 
+def change_states(old: SealedBlob, pcrs: PcrSelectionList, add: Sequence[PcrValues],
+                  drop: Sequence[PcrValues]) -> tuple[PcrValues, ...]:
+    """The allowed states of *old* (its states, or its one set of values) restricted to
+    *pcrs*, minus *drop*, plus *add* — for ``reseal --add-state/--drop-state``."""
+    if old.authorizer is not None:
+        raise UsageError("this secret is sealed to a policy signer: its states are whatever "
+                         "the signer signs", "drop --add-state/--drop-state")
+    base = list(old.states or ((old.pcr_values,) if old.pcr_values else ()))
+    if any(set(pcrs.pairs()) - set(v) for v in base):
+        raise UsageError("the old states do not cover the new --pcrs",
+                         "give every state with --add-state, or keep the PCR list")
+
+    def cut(v: PcrValues) -> PcrValues:
+        return {k: v[k] for k in pcrs.pairs() if k in v}
+
+    gone = [cut(v) for v in drop]
+    missing = [n for n, v in enumerate(gone, 1) if v not in [cut(b) for b in base]]
+    if missing:
+        raise UsageError(f"--drop-state {missing[0]} is not one of the sealed states")
+    kept = [cut(v) for v in base if cut(v) not in gone] + [dict(v) for v in add]
+    if not kept:
+        raise UsageError("dropping every allowed state would leave nothing to unseal in")
+    return tuple(kept)
+
+
 def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[PcrValues]:
     """The PolicyOR states restricted to *pcrs*; each must give every selected PCR."""
     if len(states) > MAX_BRANCHES:
