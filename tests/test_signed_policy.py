@@ -320,3 +320,24 @@ def test_reseal_adds_and_drops_states(tcg_sim: Simulator, tmp_path: Path) -> Non
     expect_error(direct(tcg_sim, "unseal", "--input", str(blob)), ExitCode.PCR_MISMATCH)
     expect_error(direct(tcg_sim, "reseal", "--input", str(blob), "--drop-state",
                         str(tmp_path / "now.json")), ExitCode.PCR_MISMATCH)
+
+
+def test_signed_policy_in_eves_nv_layout(eve_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(eve_sim, tmp_path)
+    secret = os.urandom(32)
+    (tmp_path / "key").write_bytes(secret)
+    pub = str(key.with_suffix(".pub"))
+    r = direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(tmp_path / "key"),
+               "--authorized-by", pub, "--pcrs", PCRS, "--min-version-nv", COUNTER)
+    assert r.rc == 0, r.err
+    pol = _sign(eve_sim, key, tmp_path / "p.json", "--current", "--version", "5",
+                "--nv-index", COUNTER)
+    nv = ("unseal", "--profile", "eve", "--nv", "--policy", str(pol))
+    expect_ok(direct(eve_sim, *nv, "--authorized-by", pub, "--min-version-nv", COUNTER), secret)
+    _extend(eve_sim)
+    pol2 = _sign(eve_sim, key, tmp_path / "p2.json", "--current", "--version", "6",
+                 "--nv-index", COUNTER)
+    expect_ok(direct(eve_sim, *nv, "--policy", str(pol2), "--authorized-by", pub,
+                     "--min-version-nv", COUNTER), secret)
+    expect_error(direct(eve_sim, *nv, "--authorized-by", pub), ExitCode.BAD_INPUT,
+                 "--min-version-nv")

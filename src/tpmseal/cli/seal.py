@@ -124,6 +124,11 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
                    help="signed policy (`tpmseal policy sign` or systemd-measure's JSON), or "
                         "a directory of them, for a secret sealed --authorized-by; repeatable")
+    p.add_argument("--authorized-by", metavar="SIGNER.pub",
+                   help="with --nv: the signer the secret was sealed to (a blob file "
+                        "records it)")
+    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
+                   help="with --nv --authorized-by: the revocation counter it was sealed with")
     add_pin_options(p, prompt=False)
     p.set_defaults(handler=run_unseal)
 
@@ -228,13 +233,23 @@ def run_seal(args: argparse.Namespace) -> int:
 def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
                     pin: bytes | None) -> UnsealOptions:
     policies: tuple[SignedPolicy, ...] = ()
+    authorizer = None
+    nv = getattr(args, "min_version_nv", None)
     if getattr(args, "policy", None):
         from tpmseal.recipes import signed
 
         policies = tuple(signed.load_policies(args.policy))
+    if getattr(args, "authorized_by", None):
+        from tpmseal.recipes import signed
+
+        if not args.nv:
+            raise UsageError("--authorized-by applies to --nv at unseal (a blob file records "
+                             "its signer)", "drop --authorized-by")
+        authorizer = signed.authorizer_for(signed.load_public(args.authorized_by),
+                                           b"" if nv is None else signed.revocation_ref(nv))
     return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec, recover=not getattr(args, "no_recover", False),
-                         policies=policies)
+                         policies=policies, authorizer=authorizer, revocation_nv=nv)
 
 
 def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:

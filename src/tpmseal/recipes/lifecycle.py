@@ -60,6 +60,9 @@ class UnsealOptions:
     trust: TrustRecord | None = None
     recover: bool = True
     policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
+    #: the signer of an NV-stored object (the NV layout records only public and private)
+    authorizer: Authorizer | None = None
+    revocation_nv: int | None = None
 
 
 def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
@@ -69,10 +72,12 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
                               pin=opts.pin, trust=opts.trust, carrier=carrier,
                               policies=opts.policies)
 
+    if opts.authorizer is not None and blob.authorizer is None and not blob.pcr_values:
+        blob = replace(blob, authorizer=opts.authorizer, revocation_nv=opts.revocation_nv)
     try:
         return attempt(blob)
     except PolicyMismatchError:
-        if blob.pcr_values or not opts.recover:
+        if blob.pcr_values or blob.authorizer is not None or not opts.recover:
             raise
         found = recovery.recover(tpm, blob.public, blob.pcrs)
         if found is None:

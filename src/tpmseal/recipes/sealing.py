@@ -404,8 +404,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     run: Callable[[AuthSession], None]
     if (blob.authorizer is not None or blob.states) and (
             blob.policy().digest() != blob.policy_digest):
-        raise BadInputError("the blob's policy does not give its policy_digest",
-                            "the file was edited or corrupted; restore it")
+        raise BadInputError("the sealed object's authPolicy (policy_digest) is not what its "
+                            "policy record gives",
+                            "with --nv: check --authorized-by and --min-version-nv; a blob "
+                            "file was edited or corrupted: restore it")
     if policies and blob.authorizer is None:
         raise UsageError("this secret is not sealed to a policy signer", "drop --policy")
     if blob.authorizer is not None:
