@@ -184,17 +184,24 @@ def test_pcr_values_or_states(tcg_sim: Simulator, tmp_path: Path) -> None:
                  "none of the 2 states")
 
 
-def test_systemd_style_signature_file(tcg_sim: Simulator, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["rsa", "ecc"])
+def test_systemd_style_signature_file(tcg_sim: Simulator, tmp_path: Path, kind: str) -> None:
     """systemd-measure's JSON shape: {"sha256": [{"pcrs", "pkfp", "pol", "sig"}]}."""
-    key = _keygen(tcg_sim, tmp_path, kind="rsa")
+    key = _keygen(tcg_sim, tmp_path, kind=kind)
     secret, blob = _sealed(tcg_sim, tmp_path, key)
     own = json.loads(_sign(tcg_sim, key, tmp_path / "p.json", "--current").read_text())
-    doc = {"sha256": [{"pcrs": [0, 4, 7], "pkfp": own["key_fingerprint"],
-                       "pol": own["approved_policy"], "sig": own["signature"]}]}
-    (tmp_path / "sd.json").write_text(json.dumps(doc))
-    assert base64.b64decode(own["signature"])
+    sd = json.loads(_sign(tcg_sim, key, tmp_path / "sd.json", "--current", "--format",
+                          "systemd").read_text())
+    assert sd == {"sha256": [{"pcrs": [0, 4, 7], "pkfp": own["key_fingerprint"],
+                              "pol": own["approved_policy"], "sig": sd["sha256"][0]["sig"]}]}
+    assert base64.b64decode(sd["sha256"][0]["sig"])
+    # a directory may hold other files: they are skipped with a warning
+    (tmp_path / "notes.json").write_text("{}")
+    (tmp_path / "pols").mkdir()
+    (tmp_path / "sd.json").rename(tmp_path / "pols" / "sd.json")
+    (tmp_path / "notes.json").rename(tmp_path / "pols" / "notes.json")
     expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy",
-                     str(tmp_path / "sd.json")), secret)
+                     str(tmp_path / "pols")), secret)
 
 
 COUNTER = "0x01500020"

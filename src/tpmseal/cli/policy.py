@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
     sg.add_argument("--nv-index", type=_nv_index, metavar="INDEX",
                     help="revocation counter the devices seal with (--min-version-nv)")
     sg.add_argument("--output", required=True, metavar="POLICY.json")
+    sg.add_argument("--format", choices=("tpmseal", "systemd"), default="tpmseal",
+                    help="systemd: systemd-measure's tpm2-pcr-signature.json shape (sha256 "
+                         "PCRs, no --nv-index), which tpmseal reads too")
     sg.set_defaults(handler=run_sign)
     rv = psub.add_parser("revoke-below", help="revoke every signed policy older than N",
                          description="Increment the revocation counter to N: policies signed "
@@ -108,7 +111,8 @@ def run_sign(args: argparse.Namespace) -> int:
         raise UsageError("--nv-index needs --version", "give the release's --version N")
     pol = signed.sign(key, args.pcrs, values_digest(args.pcrs, values, where),
                       version=args.version, nv_index=args.nv_index)
-    write_atomic(args.output, pol.to_json().encode(), 0o644)
+    text = pol.to_systemd_json() if args.format == "systemd" else pol.to_json()
+    write_atomic(args.output, text.encode(), 0o644)
     log.info("signed %s (approvedPolicy %s)", pcrspec.format_pcrs(args.pcrs),
              pol.approved_policy.hex())
     return 0

@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,8 @@ from tpmseal.wire.structures import (
     Signature,
     SymDef,
 )
+
+log = logging.getLogger("tpmseal.signed")
 
 FORMAT = "tpmseal-signed-policy/1"
 
@@ -225,6 +228,20 @@ class SignedPolicy:
         """The approved steps, run before PolicyAuthorize."""
         return approved_steps(self.pcrs, self.pcr_digest or b"", self.version, self.nv_index)
 
+    def to_systemd_json(self) -> str:
+        """systemd-measure's signature JSON for this policy (unversioned policies only)."""
+        if self.nv_index is not None or self.policy_ref:
+            raise UsageError("a revocable policy has no systemd-measure form",
+                             "drop --nv-index for --format systemd")
+        banks = {s.hash_alg for s in self.pcrs.selections if s.pcrs}
+        if banks != {TPM_ALG.SHA256}:
+            raise UsageError("systemd-measure's format covers sha256 PCRs only")
+        doc = {"sha256": [{"pcrs": [i for _, i in self.pcrs.pairs()],
+                           "pkfp": self.key_fingerprint.hex(),
+                           "pol": self.approved_policy.hex(),
+                           "sig": base64.b64encode(self.signature).decode()}]}
+        return json.dumps(doc) + "\n"
+
     def to_json(self) -> str:
         doc = {
             "format": FORMAT,
@@ -334,7 +351,14 @@ def load_policies(paths: list[str]) -> list[SignedPolicy]:
             raise BadInputError(f"{p} holds no *.json signed policy",
                                 "point --policy at policy files or a directory of them")
         for f in files:
-            out.extend(parse_policies(read_input(str(f), "signed policy"), str(f)))
+            try:
+                out.extend(parse_policies(read_input(str(f), "signed policy"), str(f)))
+            except BadInputError as e:
+                if not path.is_dir():
+                    raise
+                log.warning("skipping %s", e.one_line())  # other files may share the directory
+    if not out:
+        raise BadInputError("no signed policy found in " + ", ".join(paths))
     return out
 
 
