@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv systemd
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv systemd cryptsetup-bin
 
 .PHONY: demo test lint deps bench clean
 

@@ -1,5 +1,6 @@
-"""Interop with systemd-measure (systemd 252): its PCR 11 signature JSON unseals what
-tpmseal sealed ``--authorized-by`` the same RSA key.
+"""Interop with systemd 252: systemd-measure's PCR 11 signature JSON unseals what tpmseal
+sealed ``--authorized-by`` the same RSA key, and systemd-cryptsetup unlocks a token
+systemd-cryptenroll bound to a tpmseal key with ``tpmseal policy sign --format systemd``.
 
 systemd-measure signs SHA-256(pol) with an empty policyRef, where pol is the
 PolicyPCR digest of PCR 11 after each boot phase; tpmseal's signer template
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -99,3 +101,59 @@ def test_systemd_signature_by_another_key_is_refused(tcg_sim: Simulator,
     _boot_to(tcg_sim, ["enter-initrd"])
     expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(sig)),
                  ExitCode.BAD_INPUT, "no signed policy is by the key")
+
+
+CRYPTSETUP = shutil.which("cryptsetup")
+CRYPTENROLL = shutil.which("systemd-cryptenroll")
+SD_CRYPTSETUP = next((p for p in ("/lib/systemd/systemd-cryptsetup",
+                                  "/usr/lib/systemd/systemd-cryptsetup") if os.access(p, os.X_OK)),
+                     None)
+
+
+@pytest.mark.skipif(not (CRYPTSETUP and CRYPTENROLL and SD_CRYPTSETUP),
+                    reason="cryptsetup (cryptsetup-bin) or systemd-cryptenroll/-cryptsetup "
+                           "(systemd) is not installed")
+def test_systemd_cryptsetup_accepts_a_tpmseal_signed_policy(tcg_sim: Simulator,
+                                                            tmp_path: Path) -> None:
+    """The reverse direction: a LUKS2 token systemd-cryptenroll bound to a tpmseal key
+    unlocks with `tpmseal policy sign --format systemd` (up to device-mapper, which a
+    container may lack); a policy for another PCR 11 value does not."""
+    assert CRYPTSETUP and CRYPTENROLL and SD_CRYPTSETUP
+    key = tmp_path / "signer.pem"
+    assert direct(tcg_sim, "policy", "keygen", "--type", "rsa", "--output", str(key)).rc == 0
+    img, kf = tmp_path / "luks.img", tmp_path / "kf"
+    img.write_bytes(bytes(20 << 20))
+    kf.write_bytes(os.urandom(32))
+    kf.chmod(0o600)
+    subprocess.run([CRYPTSETUP, "luksFormat", "--type", "luks2", "--batch-mode", "--pbkdf",
+                    "pbkdf2", "--pbkdf-force-iterations", "1000", str(img), str(kf)],
+                   check=True, capture_output=True, timeout=60)
+    sock = tcg_sim.uri.removeprefix("unix:")
+    subprocess.run([CRYPTENROLL, str(img), f"--unlock-key-file={kf}",
+                    f"--tpm2-device=swtpm:path={sock}",
+                    f"--tpm2-public-key={key.with_suffix('.pub')}",
+                    "--tpm2-public-key-pcrs=11", "--tpm2-pcrs="],
+                   check=True, capture_output=True, timeout=60)
+    _boot_to(tcg_sim, ["enter-initrd"])
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    (tmp_path / "other.json").write_text('{"sha256": {"11": "' + "11" * 32 + '"}}')
+    for out, src in ((good, ["--current"]), (bad, ["--pcr-values", str(tmp_path / "other.json")])):
+        r = direct(tcg_sim, "policy", "sign", "--key", str(key), "--pcrs", "sha256:11", *src,
+                   "--format", "systemd", "--output", str(out))
+        assert r.rc == 0, r.err
+    name = f"tpmseal-{os.getpid()}"
+
+    def attach(sig: Path) -> str:
+        assert SD_CRYPTSETUP is not None
+        r = subprocess.run([SD_CRYPTSETUP, "attach", name, str(img), "-",
+                            f"tpm2-device=swtpm:path={sock},tpm2-signature={sig},headless=1"],
+                           capture_output=True, text=True, timeout=60, check=False)
+        if r.returncode == 0:  # device-mapper was available: the volume is open
+            subprocess.run([SD_CRYPTSETUP, "detach", name], check=False, timeout=60)
+            return "opened"
+        return r.stderr
+
+    out = attach(good)
+    assert out == "opened" or "TPM2 acquired key" in out or "unlocks volume" in out, out
+    out = attach(bad)
+    assert out != "opened" and "Couldn't find signature" in out, out
