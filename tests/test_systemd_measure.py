@@ -153,7 +153,7 @@ def test_systemd_cryptsetup_accepts_a_tpmseal_signed_policy(tcg_sim: Simulator,
             return "opened"
         return r.stderr
 
-    out = attach(good)
-    assert out == "opened" or "TPM2 acquired key" in out or "unlocks volume" in out, out
-    out = attach(bad)
-    assert out != "opened" and "Couldn't find signature" in out, out
+    said = attach(good)
+    assert said == "opened" or "TPM2 acquired key" in said or "unlocks volume" in said, said
+    said = attach(bad)
+    assert said != "opened" and "Couldn't find signature" in said, said
