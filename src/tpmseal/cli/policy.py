@@ -91,7 +91,7 @@ def values_digest(sel: PcrSelectionList, values: PcrValues, where: str) -> bytes
 def run_sign(args: argparse.Namespace) -> int:
     key = signed.load_private(args.key)
     if args.version is not None and args.version < 0:
-        raise UsageError("--version must be 0 or more")
+        raise UsageError("--version must be 0 or more", "give the release number, e.g. --version 7")
     if args.current:
         profile = profile_of(args)
         rec = trust.load_all(trust_of(args)).get(profile.name)

@@ -214,18 +214,21 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
     states = tuple(values_from_dict(v) for v in pol.get("states") or ())
     if states and (len(states) < 2 or states[0] != values
                    or any(set(v) != set(pcrs.pairs()) for v in states)):
-        raise BadInputError("policy states do not match pcrs and pcr_values")
+        raise BadInputError("policy states do not match pcrs and pcr_values",
+                            "the file was edited or corrupted; restore it")
     authorizer = None
     if pol.get("authorizer") is not None:
         a = pol["authorizer"]
         authorizer = Authorizer(Public.from_sized(_b64(a, "public")),
                                 bytes.fromhex(a.get("policy_ref", "")))
         if bytes.fromhex(a["name"]) != authorizer.name:
-            raise BadInputError("authorizer name does not match its public area")
+            raise BadInputError("authorizer name does not match its public area",
+                                "the file was edited or corrupted; restore it")
     nv = pol.get("revocation_nv")
     if nv is not None and (authorizer is None
                            or authorizer.policy_ref != revocation_ref(int(nv, 16))):
-        raise BadInputError("revocation_nv does not match the authorizer's policy_ref")
+        raise BadInputError("revocation_nv does not match the authorizer's policy_ref",
+                            "the file was edited or corrupted; restore it")
     return SealedBlob(
         public, private, pcrs, values, int(doc["parent"]["handle"], 16),
         bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),

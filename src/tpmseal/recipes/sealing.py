@@ -139,7 +139,8 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     """
     if revocation_nv is not None:
         if authorizer is None:
-            raise UsageError("--min-version-nv needs --authorized-by")
+            raise UsageError("--min-version-nv needs --authorized-by",
+                             "add --authorized-by SIGNER.pub, or drop --min-version-nv")
         authorizer = replace(authorizer, policy_ref=signed.revocation_ref(revocation_nv))
     if states and authorizer is not None:
         raise UsageError("--pcr-values and --authorized-by exclude each other",
@@ -249,10 +250,12 @@ def change_states(old: SealedBlob, pcrs: PcrSelectionList, add: Sequence[PcrValu
     gone = [cut(v) for v in drop]
     missing = [n for n, v in enumerate(gone, 1) if v not in [cut(b) for b in base]]
     if missing:
-        raise UsageError(f"--drop-state {missing[0]} is not one of the sealed states")
+        raise UsageError(f"--drop-state {missing[0]} is not one of the sealed states",
+                         "give a file with the values of a sealed state (see the blob's states)")
     kept = [cut(v) for v in base if cut(v) not in gone] + [dict(v) for v in add]
     if not kept:
-        raise UsageError("dropping every allowed state would leave nothing to unseal in")
+        raise UsageError("dropping every allowed state would leave nothing to unseal in",
+                         "keep at least one state, or --add-state another")
     return tuple(kept)
 
 
@@ -260,7 +263,7 @@ def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[P
     """The PolicyOR states restricted to *pcrs*; each must give every selected PCR."""
     if len(states) > MAX_BRANCHES:
         raise UsageError(f"{len(states)} PCR states given; PolicyOR allows at most "
-                         f"{MAX_BRANCHES}")
+                         f"{MAX_BRANCHES}", "seal to fewer states, or use a signer")
     out = []
     for n, v in enumerate(states, 1):
         missing = [f"{pcrspec.bank_name(b)}:{i}" for b, i in pcrs.pairs() if (b, i) not in v]
@@ -291,7 +294,8 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     if e.command in ("VerifySignature", "PolicyAuthorize"):
         return IntegrityError(f"the TPM refused TPM2_{e.command} ({e.rc.describe()}) of a "
                               "signed policy that verifies in software: a command was "
-                              "altered in transit, possible interposer")
+                              "altered in transit, possible interposer",
+                              "check the bus between CPU and TPM, then retry")
     if e.name == "LOCKOUT":
         return AuthFailedError(e.message)  # the TPM's sentence already says what to do
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
@@ -445,7 +449,9 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         if blob.authorizer is not None and e.name == "POLICY_FAIL" and e.command == "Unseal":
             raise IntegrityError("the TPM refused the signed policy at TPM2_Unseal: its key "
                                  "or policyRef is not the one this secret is sealed to, or a "
-                                 "command was altered in transit") from None
+                                 "command was altered in transit",
+                                 "pass policies signed for this secret; if they are, check "
+                                 "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
             changed = changed_pcrs(tpm, blob, salt if encrypted else None, carrier)
             if blob.pcr_values and not changed:

@@ -148,12 +148,15 @@ def _check_kind(key: Any, rsa_cls: Any, ec_cls: Any, path: str) -> None:
     _, _, ec, *_ = _crypto()
     if isinstance(key, rsa_cls):
         if key.key_size != 2048:
-            raise BadInputError(f"{path}: RSA-{key.key_size} key; signers are RSA-2048")
+            raise BadInputError(f"{path}: RSA-{key.key_size} key; signers are RSA-2048",
+                                "make one with `tpmseal policy keygen --type rsa`")
     elif isinstance(key, ec_cls):
         if not isinstance(key.curve, ec.SECP256R1):
-            raise BadInputError(f"{path}: EC key on {key.curve.name}; signers use P-256")
+            raise BadInputError(f"{path}: EC key on {key.curve.name}; signers use P-256",
+                                "make one with `tpmseal policy keygen`")
     else:
-        raise BadInputError(f"{path}: not an RSA or EC key")
+        raise BadInputError(f"{path}: not an RSA or EC key",
+                            "make one with `tpmseal policy keygen`")
 
 
 def fingerprint(public_key: Any) -> bytes:
@@ -235,7 +238,8 @@ class SignedPolicy:
                              "drop --nv-index for --format systemd")
         banks = {s.hash_alg for s in self.pcrs.selections if s.pcrs}
         if banks != {TPM_ALG.SHA256}:
-            raise UsageError("systemd-measure's format covers sha256 PCRs only")
+            raise UsageError("systemd-measure's format covers sha256 PCRs only",
+                             "sign sha256 PCRs, or drop --format systemd")
         doc = {"sha256": [{"pcrs": [i for _, i in self.pcrs.pairs()],
                            "pkfp": self.key_fingerprint.hex(),
                            "pol": self.approved_policy.hex(),
@@ -263,7 +267,7 @@ def approved_steps(pcrs: PcrSelectionList, pcr_digest: bytes, version: int | Non
     steps: list[PolicyStep] = [PcrStep(pcrs, pcr_digest)]
     if nv_index is not None:
         if version is None:
-            raise UsageError("a revocable policy needs a --version")
+            raise UsageError("a revocable policy needs a --version", "add --version N")
         steps.append(NvStep(nv_index, counter_public(nv_index).name(),
                             version.to_bytes(8, "big"), TPM_EO.UNSIGNED_LE))
     return steps
@@ -295,7 +299,7 @@ def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: byt
     """Sign the PolicyPCR digest of *pcrs* holding values whose digest is *pcr_digest*
     (followed by the revocation condition when *nv_index* is given)."""
     if version is not None and not 0 <= version < 1 << 64:
-        raise UsageError("--version must be between 0 and 2**64-1")
+        raise UsageError("--version must be between 0 and 2**64-1", "give a smaller --version")
     approved = compute_policy(approved_steps(pcrs, pcr_digest, version, nv_index))
     if nv_index is not None:
         policy_ref = revocation_ref(nv_index)
@@ -336,7 +340,8 @@ def tpm_signature(policy: SignedPolicy, public: Public) -> Signature:
     try:
         r, s = decode_dss_signature(policy.signature)
     except ValueError:
-        raise BadInputError(f"{policy.source}: the ECDSA signature is not DER") from None
+        raise BadInputError(f"{policy.source}: the ECDSA signature is not DER",
+                            "get the policy file again from the signer") from None
     return Signature(TPM_ALG.ECDSA, TPM_ALG.SHA256, r=r.to_bytes(32, "big"),
                      s=s.to_bytes(32, "big"))
 
@@ -358,7 +363,8 @@ def load_policies(paths: list[str]) -> list[SignedPolicy]:
                     raise
                 log.warning("skipping %s", e.one_line())  # other files may share the directory
     if not out:
-        raise BadInputError("no signed policy found in " + ", ".join(paths))
+        raise BadInputError("no signed policy found in " + ", ".join(paths),
+                            "pass files written by `tpmseal policy sign` or systemd-measure")
     return out
 
 
@@ -371,7 +377,8 @@ def parse_policies(text: bytes, where: str) -> list[SignedPolicy]:
         if doc.get("format") == FORMAT:
             return [_parse_own(doc, where)]
         if "format" in doc:
-            raise BadInputError(f"{where} has format {doc['format']!r}, expected {FORMAT!r}")
+            raise BadInputError(f"{where} has format {doc['format']!r}, expected {FORMAT!r}",
+                                "pass a signed policy, not a blob or another file")
         return _parse_systemd(doc, where)
     except BadInputError:
         raise
@@ -388,12 +395,15 @@ def _parse_own(doc: dict[str, Any], where: str) -> SignedPolicy:
     approved = bytes.fromhex(doc["approved_policy"])
     version = doc.get("version")
     if version is not None and (not isinstance(version, int) or not 0 <= version < 1 << 64):
-        raise BadInputError(f"{where}: version must be an integer from 0 to 2**64-1")
+        raise BadInputError(f"{where}: version must be an integer from 0 to 2**64-1",
+                            "the file was edited; get it again from the signer")
     nv = None if doc.get("nv_index") is None else int(doc["nv_index"], 16)
     if nv is not None and version is None:
-        raise BadInputError(f"{where}: a revocable policy (nv_index) needs a version")
+        raise BadInputError(f"{where}: a revocable policy (nv_index) needs a version",
+                            "the file was edited; get it again from the signer")
     if nv is not None and bytes.fromhex(doc.get("policy_ref", "")) != revocation_ref(nv):
-        raise BadInputError(f"{where}: a revocable policy's policy_ref must name its counter")
+        raise BadInputError(f"{where}: a revocable policy's policy_ref must name its counter",
+                            "the file was edited; get it again from the signer")
     if compute_policy(approved_steps(pcrs, pd, version, nv)) != approved:
         raise BadInputError(f"{where}: approved_policy is not PolicyPCR over its pcrs and "
                             "pcr_digest (and its version condition)",
@@ -415,7 +425,8 @@ def _parse_systemd(doc: dict[str, Any], where: str) -> list[SignedPolicy]:
                                     bytes.fromhex(e["pkfp"]),
                                     base64.b64decode(e["sig"], validate=True), None, where))
     if not out:
-        raise BadInputError(f"{where} holds no sha256 signed policy")
+        raise BadInputError(f"{where} holds no sha256 signed policy",
+                            "sign with --bank=sha256 (systemd-measure) or `tpmseal policy sign`")
     return out
 
 
@@ -459,7 +470,8 @@ def satisfy(tpm: Tpm, session: AuthSession, authorizer: Authorizer,
             ext.object_handle, signed_digest(chosen.approved_policy, chosen.policy_ref),
             tpm_signature(chosen, authorizer.key))).validation
     if ticket.tag != TPM_ST.VERIFIED:
-        raise IntegrityError("VerifySignature returned no verification ticket")
+        raise IntegrityError("VerifySignature returned no verification ticket",
+                             "check the bus between CPU and TPM, then retry")
     tpm.run_policy(session, [AuthorizeStep(authorizer.name, chosen.policy_ref,
                                            chosen.approved_policy, ticket)])
     return chosen
@@ -560,5 +572,6 @@ def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession | None) 
     final = read_counter(tpm, index, audit)
     if final < version:
         raise IntegrityError(f"NV {index:#x} reads {final} after incrementing to {version}: "
-                             "the increments were dropped in transit, possible interposer")
+                             "the increments were dropped in transit, possible interposer",
+                             "check the bus between CPU and TPM, then run revoke-below again")
     return final
