@@ -348,3 +348,15 @@ def test_signed_policy_in_eves_nv_layout(eve_sim: Simulator, tmp_path: Path) -> 
                      "--min-version-nv", COUNTER), secret)
     expect_error(direct(eve_sim, *nv, "--authorized-by", pub), ExitCode.BAD_INPUT,
                  "--min-version-nv")
+
+
+def test_nv_layout_refuses_several_states(eve_sim: Simulator, tmp_path: Path) -> None:
+    (tmp_path / "key").write_bytes(os.urandom(32))
+    now = direct(eve_sim, "pcrs", "show", "--pcrs", PCRS, "--json").out
+    (tmp_path / "a.json").write_bytes(now)
+    (tmp_path / "b.json").write_text(json.dumps({"sha256": {str(i): "44" * 32
+                                                             for i in (0, 4, 7)}}))
+    r = direct(eve_sim, "seal", "--profile", "eve", "--nv", "--pcrs", PCRS, "--input",
+               str(tmp_path / "key"), "--pcr-values", str(tmp_path / "a.json"),
+               "--pcr-values", str(tmp_path / "b.json"))
+    expect_error(r, ExitCode.USAGE, "records no PolicyOR states")

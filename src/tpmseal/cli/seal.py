@@ -207,8 +207,16 @@ def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None) -> Non
 # ---------------------------------------------------------------------------- handlers
 
 
+def _no_states_in_nv(args: argparse.Namespace, n: int) -> None:
+    if args.nv and n > 1:
+        raise UsageError("EVE's NV layout records no PolicyOR states",
+                         "seal several PCR states into a blob file (--output), or use a "
+                         "signer (--authorized-by)")
+
+
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
+    _no_states_in_nv(args, len(args.pcr_values))
     authorizer = None
     if args.authorized_by:
         from tpmseal.recipes import signed
@@ -278,6 +286,7 @@ def run_unseal(args: argparse.Namespace) -> int:
 
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
+    _no_states_in_nv(args, 2 if args.add_state else 0)
     rec = _trust(args, profile, required=not args.legacy)
     with open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
