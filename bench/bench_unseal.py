@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.recipes import sealing, signed
+from tpmseal.recipes import sealing, signed, signer
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -519,12 +519,12 @@ class Bench:
     def tcg_signed(self, m: Machine, target: Target, files: Path) -> None:
         """Unseal a secret sealed to a signer with the policy signed for this state."""
         group = "unseal with a signed policy (PolicyAuthorize)"
-        key, secret = signed.generate_key("ecc"), os.urandom(KEY_BYTES)
+        key, secret = signer.generate_key("ecc"), os.urandom(KEY_BYTES)
         sel = m.profile.default_pcrs
         store = FileStore(files / f"signed-{target.proxy is not None}.json")
         with Tpm.open(target.uri) as tpm:
             blob = sealing.seal(tpm, secret, sel, profile=m.profile, trust=m.trust,
-                                authorizer=signed.authorizer_for(key.public_key()))
+                                authorizer=signer.authorizer_for(key.public_key()))
             store.save(tpm, blob)
             values = tpm.pcr_read(sel)
             pol = signed.sign(key, sel, pcr_digest(TPM_ALG.SHA256,

@@ -16,7 +16,7 @@ import pytest
 
 from test_session_support import PCRS, load, new_secret, pcr_step, same, seal, srk
 from tpmseal.client.tpm import Tpm
-from tpmseal.recipes import signed
+from tpmseal.recipes import signed, signer
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.session.policy import (
     AuthorizeStep,
@@ -82,7 +82,7 @@ def test_policy_value_or_matches_tpm(tpm: Tpm) -> None:
 
 @pytest.mark.parametrize("kind", ["rsa", "ecc"])
 def test_authorize_equals_tpm_trial(tpm: Tpm, kind: str) -> None:
-    auth = signed.authorizer_for(signed.generate_key(kind).public_key(), b"ref")
+    auth = signer.authorizer_for(signer.generate_key(kind).public_key(), b"ref")
     steps: list[PolicyStep] = [pcr_step(tpm), AuthorizeStep(
         auth.name, auth.policy_ref, compute_policy([pcr_step(tpm)]), NULL_TICKET)]
     # a trial session does not check the ticket
@@ -112,7 +112,7 @@ def test_nv_equals_tpm(tpm: Tpm, kind: int) -> None:
 
 
 def _ticket(tpm: Tpm, key: object, approved: bytes, ref: bytes, hierarchy: int) -> Ticket:
-    auth = signed.authorizer_for(key.public_key(), ref)  # type: ignore[attr-defined]
+    auth = signer.authorizer_for(key.public_key(), ref)  # type: ignore[attr-defined]
     pol = signed.SignedPolicy(PCRS, None, approved, ref, b"", _raw_sign(key, approved, ref))
     ext = tpm.run(c.LoadExternal(b"", auth.key, hierarchy))
     assert ext.name == auth.name
@@ -134,8 +134,8 @@ def _raw_sign(key: object, approved: bytes, ref: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", ["rsa", "ecc"])
 def test_signed_policy_unseals(tpm: Tpm, kind: str) -> None:
-    key = signed.generate_key(kind)
-    auth = signed.authorizer_for(key.public_key())
+    key = signer.generate_key(kind)
+    auth = signer.authorizer_for(key.public_key())
     parent = srk(tpm)
     obj = seal(tpm, parent, new_secret(), sealed_template(Policy((), auth).digest()))
     load(tpm, parent, obj)
@@ -149,8 +149,8 @@ def test_signed_policy_unseals(tpm: Tpm, kind: str) -> None:
 
 
 def test_null_hierarchy_ticket_is_refused(tpm: Tpm) -> None:
-    key = signed.generate_key("ecc")
-    auth = signed.authorizer_for(key.public_key())
+    key = signer.generate_key("ecc")
+    auth = signer.authorizer_for(key.public_key())
     step = pcr_step(tpm)
     approved = compute_policy([step])
     ticket = _ticket(tpm, key, approved, b"", TPM_RH.NULL)
@@ -164,8 +164,8 @@ def test_null_hierarchy_ticket_is_refused(tpm: Tpm) -> None:
 
 def test_authorize_refuses_another_state(tpm: Tpm) -> None:
     """A valid signature over one state does not authorize a session in another."""
-    key = signed.generate_key("ecc")
-    auth = signed.authorizer_for(key.public_key())
+    key = signer.generate_key("ecc")
+    auth = signer.authorizer_for(key.public_key())
     other = compute_policy([PcrStep(PCRS, b"\x09" * 32)])
     ticket = _ticket(tpm, key, other, b"", TPM_RH.OWNER)
     s = tpm.start_session(TPM_SE.POLICY, attributes=0)

@@ -11,7 +11,7 @@ from tpmseal.cli.common import add_profile, open_tpm, profile_of, trust_of
 from tpmseal.cli.seal import _nv_index, _pcr_spec
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import write_atomic
-from tpmseal.recipes import pcrspec, signed, trust
+from tpmseal.recipes import pcrspec, revocation, signed, signer, trust
 from tpmseal.recipes.blob import PcrValues, read_values_file
 from tpmseal.session.policy import pcr_digest
 from tpmseal.wire.constants import TPM_ALG, TPMA_SESSION
@@ -66,17 +66,17 @@ def register(sub: Any) -> None:
 
 def run_keygen(args: argparse.Namespace) -> int:
     out = Path(args.output)
-    pub = signed.public_path(out)
+    pub = signer.public_path(out)
     if out.suffix == ".pub":
         raise UsageError("--output names the private key; the public key goes to NAME.pub",
                          "pass e.g. --output signer.pem")
     for f in (out, pub):
         if f.exists() and not args.force:
             raise UsageError(f"{f} already exists", "pass --force to replace it")
-    key = signed.generate_key(args.type)
-    signed.write_keypair(key, out)
+    key = signer.generate_key(args.type)
+    signer.write_keypair(key, out)
     log.info("wrote %s (private, 0600) and %s (public, fingerprint %s)", out, pub,
-             signed.fingerprint(key.public_key()).hex())
+             signer.fingerprint(key.public_key()).hex())
     return 0
 
 
@@ -89,7 +89,7 @@ def values_digest(sel: PcrSelectionList, values: PcrValues, where: str) -> bytes
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    key = signed.load_private(args.key)
+    key = signer.load_private(args.key)
     if args.version is not None and args.version < 0:
         raise UsageError("--version must be 0 or more", "give the release number, e.g. --version 7")
     if args.current:
@@ -124,11 +124,11 @@ def run_revoke(args: argparse.Namespace) -> int:
     with open_tpm(args) as tpm:
         if rec is None:
             log.warning("no pinned EK: the counter's value cannot be verified")
-            final = signed.revoke_below(tpm, args.nv_index, args.version, None)
+            final = revocation.revoke_below(tpm, args.nv_index, args.version, None)
         else:
             s = trust.salted_session(tpm, rec)
             with tpm.scoped(s.handle):
-                final = signed.revoke_below(tpm, args.nv_index, args.version, s)
+                final = revocation.revoke_below(tpm, args.nv_index, args.version, s)
     log.info("NV %#x is at %d: policies with a version below %d are revoked", args.nv_index,
              final, final)
     return 0

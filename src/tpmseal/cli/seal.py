@@ -18,7 +18,7 @@ from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_se
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input
-from tpmseal.recipes import sealing, trust
+from tpmseal.recipes import revocation, sealing, signed, signer, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, read_values_file
 from tpmseal.recipes.lifecycle import UnsealOptions, reseal, seal_into, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
@@ -219,9 +219,7 @@ def run_seal(args: argparse.Namespace) -> int:
     _no_states_in_nv(args, len(args.pcr_values))
     authorizer = None
     if args.authorized_by:
-        from tpmseal.recipes import signed
-
-        authorizer = signed.authorizer_for(signed.load_public(args.authorized_by))
+        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by))
     rec = _trust(args, profile, required=not args.legacy)
     secret = read_secret(args.input)
     pin = read_pin(args, needed=False, confirm=True)
@@ -244,17 +242,13 @@ def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
     authorizer = None
     nv = getattr(args, "min_version_nv", None)
     if getattr(args, "policy", None):
-        from tpmseal.recipes import signed
-
         policies = tuple(signed.load_policies(args.policy))
     if getattr(args, "authorized_by", None):
-        from tpmseal.recipes import signed
-
         if not args.nv:
             raise UsageError("--authorized-by applies to --nv at unseal (a blob file records "
                              "its signer)", "drop --authorized-by")
-        authorizer = signed.authorizer_for(signed.load_public(args.authorized_by),
-                                           b"" if nv is None else signed.revocation_ref(nv))
+        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by),
+                                           b"" if nv is None else revocation.revocation_ref(nv))
     return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec, recover=not getattr(args, "no_recover", False),
                          policies=policies, authorizer=authorizer, revocation_nv=nv)

@@ -28,7 +28,7 @@ from typing import Any
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
-from tpmseal.recipes.signed import revocation_ref
+from tpmseal.recipes.revocation import revocation_ref
 from tpmseal.session.policy import Authorizer, PcrStep, Policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b

@@ -40,7 +40,7 @@ from tpmseal.errors import (
     TrustError,
     UsageError,
 )
-from tpmseal.recipes import pcrspec, signed
+from tpmseal.recipes import pcrspec, revocation, signed, signer
 from tpmseal.recipes.blob import (
     ENCRYPTED,
     LEGACY,
@@ -141,7 +141,7 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
         if authorizer is None:
             raise UsageError("--min-version-nv needs --authorized-by",
                              "add --authorized-by SIGNER.pub, or drop --min-version-nv")
-        authorizer = replace(authorizer, policy_ref=signed.revocation_ref(revocation_nv))
+        authorizer = replace(authorizer, policy_ref=revocation.revocation_ref(revocation_nv))
     if states and authorizer is not None:
         raise UsageError("--pcr-values and --authorized-by exclude each other",
                          "a signed policy names its PCR values itself")
@@ -178,7 +178,7 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
         session = None
     given = _given_states(pcrs, states)
     if revocation_nv is not None:
-        start = signed.define_counter(tpm, revocation_nv)
+        start = revocation.define_counter(tpm, revocation_nv)
         log.info("revocation counter %#x is at %d: signed policies need a version of at "
                  "least %d", revocation_nv, start, start)
     try:
@@ -418,7 +418,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         if not policies:
             raise UsageError("this secret is sealed to a policy signer",
                              "pass the signed policy for this release with --policy FILE|DIR")
-        key = signed.crypto_key(blob.authorizer.key)
+        key = signer.crypto_key(blob.authorizer.key)
         run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
                                                       blob.authorizer.policy_ref,
                                                       blob.revocation_nv))

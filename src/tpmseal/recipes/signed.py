@@ -1,10 +1,11 @@
-"""Signed PCR policies: signer keys, signed policy files, and satisfying PolicyAuthorize.
+"""Signed PCR policies: policy files, signing, and satisfying PolicyAuthorize.
 
-A vendor key signs ``aHash = SHA-256(approvedPolicy ‖ policyRef)`` where
-approvedPolicy is the PolicyPCR digest of one release's PCR values (Part 3
-§23.16). A secret sealed with ``authPolicy = PolicyAuthorize(key Name,
-policyRef)`` then unseals in any state some signed policy covers, so a new
-release needs a new signature, not a reseal.
+A signer key (recipes/signer.py) signs ``aHash = SHA-256(approvedPolicy ‖
+policyRef)`` where approvedPolicy is the PolicyPCR digest of one release's PCR
+values (Part 3 §23.16), plus PolicyNV for a revocable one
+(recipes/revocation.py). A secret sealed with ``authPolicy =
+PolicyAuthorize(key Name, policyRef)`` then unseals in any state some signed
+policy covers, so a new release needs a new signature, not a reseal.
 
 On the TPM: PolicyPCR with the signed pcrDigest (the TPM compares it with the
 PCRs), LoadExternal of the public key in the *owner* hierarchy (in the NULL
@@ -15,28 +16,25 @@ pcrDigest does not match the PCRs fails with TPM_RC_VALUE and leaves the
 session's digest as it was, so the next candidate is tried in the same
 session. An interposer can only turn a pass into a failure: a forged success
 leaves a digest that PolicyAuthorize's ticket check (or Unseal) refuses.
-
-Key files are PEM (PKCS#8 private key, SubjectPublicKeyInfo public key). The
-key *fingerprint* is SHA-256 of the raw public key — PKCS#1 RSAPublicKey DER, or
-the uncompressed EC point — as systemd-measure's ``pkfp``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, PolicyMismatchError, UsageError
-from tpmseal.files import read_input, write_atomic
+from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
-from tpmseal.session.auth import AuthSession, PasswordSession
+from tpmseal.recipes.revocation import counter_public, revocation_ref
+from tpmseal.recipes.signer import crypto_modules, fingerprint
+from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import (
     Authorizer,
     AuthorizeStep,
@@ -47,163 +45,13 @@ from tpmseal.session.policy import (
     signed_digest,
 )
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import (
-    NT_COUNTER,
-    TPM_ALG,
-    TPM_ECC,
-    TPM_EO,
-    TPM_RH,
-    TPM_ST,
-    TPMA_NV,
-    TPMA_SESSION,
-)
+from tpmseal.wire.constants import TPM_ALG, TPM_EO, TPM_RH, TPM_ST
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import (
-    EccParms,
-    EccPoint,
-    NvPublic,
-    PcrSelectionList,
-    Public,
-    RsaParms,
-    Signature,
-    SymDef,
-)
+from tpmseal.wire.structures import PcrSelectionList, Public, Signature
 
 log = logging.getLogger("tpmseal.signed")
 
 FORMAT = "tpmseal-signed-policy/1"
-
-#: sign | decrypt | userWithAuth: the LoadExternal template systemd uses for its RSA key,
-#: so a key's Name (and the sealed authPolicy) is the same in tpmseal and systemd.
-SIGNER_ATTRS = 0x00060040
-RSA_EXPONENT = 65537  # written out, not 0: it is part of the Name systemd computes
-
-
-def _crypto() -> Any:
-    """cryptography's asymmetric modules, imported on first use (start-up time)."""
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-
-    return hashes, serialization, ec, padding, rsa, utils
-
-
-# ------------------------------------------------------------------------------ keys
-
-
-def generate_key(kind: str = "ecc") -> Any:
-    """A new signer key: ECDSA P-256 (default) or RSA-2048."""
-    _, _, ec, _, rsa, _ = _crypto()
-    if kind == "rsa":
-        return rsa.generate_private_key(public_exponent=RSA_EXPONENT, key_size=2048)
-    if kind == "ecc":
-        return ec.generate_private_key(ec.SECP256R1())
-    raise UsageError(f"unknown key type {kind!r}", "use --type ecc or --type rsa")
-
-
-def public_path(private_path: Path) -> Path:
-    """Where keygen puts the public key: signer.pem -> signer.pub."""
-    return private_path.with_suffix(".pub")
-
-
-def write_keypair(key: Any, path: Path) -> Path:
-    """Write the private key (0600) to *path* and the public key next to it; return the latter."""
-    _, ser, *_ = _crypto()
-    priv = key.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, ser.NoEncryption())
-    pub = key.public_key().public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
-    out = public_path(path)
-    write_atomic(path, priv, 0o600)
-    write_atomic(out, pub, 0o644)
-    return out
-
-
-def load_private(path: str) -> Any:
-    _, ser, ec, _, rsa, _ = _crypto()
-    data = read_input(path, "signing key", limit=64 << 10)
-    try:
-        key = ser.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise BadInputError(f"{path} is not an unencrypted PEM private key ({e})",
-                            "pass the file written by `tpmseal policy keygen`") from None
-    _check_kind(key, rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey, path)
-    return key
-
-
-def load_public(path: str) -> Any:
-    """A PEM public key (or the public half of a PEM private key)."""
-    _, ser, ec, _, rsa, _ = _crypto()
-    data = read_input(path, "public key", limit=64 << 10)
-    try:
-        key = ser.load_pem_public_key(data)
-    except ValueError:
-        try:
-            key = ser.load_pem_private_key(data, password=None).public_key()
-        except (ValueError, TypeError) as e:
-            raise BadInputError(f"{path} is not a PEM public key ({e})",
-                                "pass the .pub file written by `tpmseal policy keygen`") from None
-    _check_kind(key, rsa.RSAPublicKey, ec.EllipticCurvePublicKey, path)
-    return key
-
-
-def _check_kind(key: Any, rsa_cls: Any, ec_cls: Any, path: str) -> None:
-    _, _, ec, *_ = _crypto()
-    if isinstance(key, rsa_cls):
-        if key.key_size != 2048:
-            raise BadInputError(f"{path}: RSA-{key.key_size} key; signers are RSA-2048",
-                                "make one with `tpmseal policy keygen --type rsa`")
-    elif isinstance(key, ec_cls):
-        if not isinstance(key.curve, ec.SECP256R1):
-            raise BadInputError(f"{path}: EC key on {key.curve.name}; signers use P-256",
-                                "make one with `tpmseal policy keygen`")
-    else:
-        raise BadInputError(f"{path}: not an RSA or EC key",
-                            "make one with `tpmseal policy keygen`")
-
-
-def fingerprint(public_key: Any) -> bytes:
-    """SHA-256 of the raw public key (systemd-measure's ``pkfp``)."""
-    _, ser, _, _, rsa, _ = _crypto()
-    if isinstance(public_key, rsa.RSAPublicKey):
-        raw = public_key.public_bytes(ser.Encoding.DER, ser.PublicFormat.PKCS1)
-    else:
-        raw = public_key.public_bytes(ser.Encoding.X962, ser.PublicFormat.UncompressedPoint)
-    return hashlib.sha256(raw).digest()
-
-
-def tpm_public(public_key: Any) -> Public:
-    """The key as TPM2_LoadExternal loads it; its Name goes into PolicyAuthorize."""
-    _, _, _, _, rsa, _ = _crypto()
-    if isinstance(public_key, rsa.RSAPublicKey):
-        n = public_key.public_numbers()
-        return Public(TPM_ALG.RSA, TPM_ALG.SHA256, SIGNER_ATTRS, b"",
-                      RsaParms(SymDef(), key_bits=2048, exponent=n.e),
-                      n.n.to_bytes(256, "big"))
-    nums = public_key.public_numbers()
-    return Public(TPM_ALG.ECC, TPM_ALG.SHA256, SIGNER_ATTRS, b"",
-                  EccParms(SymDef(), curve_id=TPM_ECC.NIST_P256),
-                  EccPoint(nums.x.to_bytes(32, "big"), nums.y.to_bytes(32, "big")))
-
-
-def crypto_key(public: Public) -> Any:
-    """The cryptography public key of a signer's TPM public area (inverse of tpm_public)."""
-    _, _, ec, _, rsa, _ = _crypto()
-    try:
-        if public.type == TPM_ALG.RSA and isinstance(public.parameters, RsaParms):
-            assert isinstance(public.unique, bytes)
-            return rsa.RSAPublicNumbers(public.parameters.exponent or RSA_EXPONENT,
-                                        int.from_bytes(public.unique, "big")).public_key()
-        if public.type == TPM_ALG.ECC and isinstance(public.unique, EccPoint):
-            return ec.EllipticCurvePublicNumbers(
-                int.from_bytes(public.unique.x, "big"), int.from_bytes(public.unique.y, "big"),
-                ec.SECP256R1()).public_key()
-    except (ValueError, AssertionError):
-        pass
-    raise BadInputError("the blob's policy signer is not a valid RSA or P-256 key",
-                        "the file was edited or corrupted; restore it")
-
-
-def authorizer_for(public_key: Any, policy_ref: bytes = b"") -> Authorizer:
-    return Authorizer(tpm_public(public_key), policy_ref)
-
 
 # ------------------------------------------------------------------ signed policies
 
@@ -273,27 +121,6 @@ def approved_steps(pcrs: PcrSelectionList, pcr_digest: bytes, version: int | Non
     return steps
 
 
-def revocation_ref(index: int) -> bytes:
-    """The policyRef of policies revocable through counter *index*.
-
-    A secret sealed with ``--min-version-nv`` is PolicyAuthorize(key, this ref),
-    so the TPM itself refuses the key's other signatures (empty ref: unversioned
-    policies, systemd-measure's), which no counter could revoke.
-    """
-    return b"tpmseal/nv-counter/" + index.to_bytes(4, "big")
-
-
-def counter_public(index: int) -> NvPublic:
-    """The revocation counter's public area (as read once incremented).
-
-    Fixed so that a signer computes its Name without the device: an NV counter,
-    incremented with owner authorization, read with its own empty authValue (so
-    PolicyNV needs no owner secret), no dictionary-attack lockout.
-    """
-    return NvPublic(index, TPM_ALG.SHA256, NT_COUNTER | TPMA_NV.OWNERWRITE | TPMA_NV.AUTHREAD
-                    | TPMA_NV.NO_DA | TPMA_NV.WRITTEN, b"", 8)
-
-
 def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: bytes = b"",
          version: int | None = None, nv_index: int | None = None) -> SignedPolicy:
     """Sign the PolicyPCR digest of *pcrs* holding values whose digest is *pcr_digest*
@@ -304,7 +131,7 @@ def sign(key: Any, pcrs: PcrSelectionList, pcr_digest: bytes, *, policy_ref: byt
     if nv_index is not None:
         policy_ref = revocation_ref(nv_index)
     ahash = signed_digest(approved, policy_ref)
-    hashes, _, ec, padding, rsa, utils = _crypto()
+    hashes, _, ec, padding, rsa, utils = crypto_modules()
     pre = utils.Prehashed(hashes.SHA256())
     if isinstance(key, rsa.RSAPrivateKey):
         sig = key.sign(ahash, padding.PKCS1v15(), pre)
@@ -318,7 +145,7 @@ def verify(policy: SignedPolicy, public_key: Any) -> bool:
     """Does *public_key* sign *policy* (checked in software, before any TPM command)?"""
     from cryptography.exceptions import InvalidSignature
 
-    hashes, _, ec, padding, rsa, utils = _crypto()
+    hashes, _, ec, padding, rsa, utils = crypto_modules()
     ahash = signed_digest(policy.approved_policy, policy.policy_ref)
     pre = utils.Prehashed(hashes.SHA256())
     try:
@@ -519,59 +346,3 @@ def _choose(tpm: Tpm, session: AuthSession, candidates: list[SignedPolicy]) -> S
         f"no signed policy covers the current PCR values ({len(candidates)} tried)",
         None, "pass the policy signed for this release (--policy), or boot a release "
               "that one of them covers")
-
-
-# ------------------------------------------------------------------------- revocation
-
-
-def define_counter(tpm: Tpm, index: int) -> int:
-    """Define the revocation counter with :func:`counter_public`'s template if it is
-    missing, and increment it once (a counter reads only once written); return its
-    value (unauthenticated, for information: a fresh counter starts at the highest
-    count any counter on this TPM ever held)."""
-    want = counter_public(index)
-    try:
-        have = tpm.nv_read_public(index)
-    except TpmResponseError as e:
-        if e.name != "HANDLE":
-            raise
-        tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", replace(
-            want, attributes=want.attributes & ~TPMA_NV.WRITTEN)))
-        tpm.run(cmds.NV_Increment(TPM_RH.OWNER, index))
-    else:
-        if have != want:
-                raise UsageError(f"NV {index:#x} exists but is not a tpmseal revocation counter",
-                             "choose another --min-version-nv index")
-    return read_counter(tpm, index, None)
-
-
-def read_counter(tpm: Tpm, index: int, audit: AuthSession | None) -> int:
-    """The counter's value; through *audit* (a salted session) the response HMAC proves
-    it, and the index's Name (pinned to the template) joins the command HMAC."""
-    tpm.names[index] = counter_public(index).name()
-    if audit is None:
-        return int.from_bytes(tpm.nv_read(index, 8, index), "big")
-    audit.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
-    return int.from_bytes(tpm.nv_read(index, 8, index, PasswordSession(), audit), "big")
-
-
-#: revoke-below increments one by one (each an NV write): refuse absurd distances.
-MAX_INCREMENTS = 100_000
-
-
-def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession | None) -> int:
-    """Increment the counter until it is at least *version*: every policy signed with
-    a lower version then fails PolicyNV. Returns the final (verified) value."""
-    now = read_counter(tpm, index, audit)
-    if version - now > MAX_INCREMENTS:
-        raise UsageError(f"NV {index:#x} is at {now}; reaching {version} takes "
-                         f"{version - now} increments (at most {MAX_INCREMENTS})",
-                         "revoke in smaller steps, or choose versions near the counter")
-    for _ in range(max(0, version - now)):
-        tpm.run(cmds.NV_Increment(TPM_RH.OWNER, index))
-    final = read_counter(tpm, index, audit)
-    if final < version:
-        raise IntegrityError(f"NV {index:#x} reads {final} after incrementing to {version}: "
-                             "the increments were dropped in transit, possible interposer",
-                             "check the bus between CPU and TPM, then run revoke-below again")
-    return final
