@@ -360,3 +360,17 @@ def test_nv_layout_refuses_several_states(eve_sim: Simulator, tmp_path: Path) ->
                str(tmp_path / "key"), "--pcr-values", str(tmp_path / "a.json"),
                "--pcr-values", str(tmp_path / "b.json"))
     expect_error(r, ExitCode.USAGE, "records no PolicyOR states")
+
+
+def test_reseal_keeps_the_signer(tcg_sim: Simulator, tmp_path: Path) -> None:
+    key = _keygen(tcg_sim, tmp_path)
+    secret, blob = _sealed(tcg_sim, tmp_path, key, "--min-version-nv", COUNTER)
+    start = _counter(tcg_sim)
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--current", "--version", str(start),
+                "--nv-index", COUNTER)
+    before = json.loads(blob.read_text())
+    r = direct(tcg_sim, "reseal", "--input", str(blob), "--policy", str(pol))
+    assert r.rc == 0, r.err
+    after = json.loads(blob.read_text())
+    assert after["policy"] == before["policy"] and after["private"] != before["private"]
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol)), secret)

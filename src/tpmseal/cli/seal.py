@@ -151,6 +151,9 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="signed policies, for a secret sealed --authorized-by (it stays "
+                        "sealed to that signer)")
     p.add_argument("--add-state", metavar="FILE", action="append", default=[],
                    help="also allow these PCR values (`pcrs show --json` output); repeatable")
     p.add_argument("--drop-state", metavar="FILE", action="append", default=[],
