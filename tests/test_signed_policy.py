@@ -289,6 +289,7 @@ def test_format_2_blobs_round_trip_and_refuse_edits(tcg_sim: Simulator, tmp_path
         "authorizer name": lambda d: d["policy"]["authorizer"].update(name="00" * 34),
         "counter": lambda d: d["policy"].update(revocation_nv="0x01500021"),
         "one state": lambda d: d["policy"].update(states=[d["pcr_values"]]),
+        "nine states": lambda d: d["policy"].update(states=[d["pcr_values"]] * 9),
     }
     for edit in edits.values():
         d = json.loads(json.dumps(doc))

@@ -29,7 +29,7 @@ from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.revocation import revocation_ref
-from tpmseal.session.policy import Authorizer, PcrStep, Policy, pcr_digest
+from tpmseal.session.policy import MAX_BRANCHES, Authorizer, PcrStep, Policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
@@ -212,7 +212,7 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
     check = doc.get("check")
     pol = doc.get("policy") or {}
     states = tuple(values_from_dict(v) for v in pol.get("states") or ())
-    if states and (len(states) < 2 or states[0] != values
+    if states and (not 2 <= len(states) <= MAX_BRANCHES or states[0] != values
                    or any(set(v) != set(pcrs.pairs()) for v in states)):
         raise BadInputError("policy states do not match pcrs and pcr_values",
                             "the file was edited or corrupted; restore it")
