@@ -23,7 +23,7 @@ import pytest
 
 from attacks.bus import assert_no_leak, direct, expect_error, expect_ok, interposer, names, tpm
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, ExitCode
+from tpmseal.errors import BadInputError, ExitCode, UsageError
 from tpmseal.recipes import signed
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.sniff.hooks import HookContext, Verdict
@@ -375,3 +375,15 @@ def test_reseal_keeps_the_signer(tcg_sim: Simulator, tmp_path: Path) -> None:
     after = json.loads(blob.read_text())
     assert after["policy"] == before["policy"] and after["private"] != before["private"]
     expect_ok(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(pol)), secret)
+
+
+@pytest.mark.parametrize("text", [
+    b"", b"[]", b"\xff\xfe", b'{"format": "tpmseal-signed-policy/1"}', b'{"sha256": 5}',
+    b'{"sha256": [{"pcrs": "x"}]}', b'{"sha256": [{"pcrs": [99], "pkfp": "", "pol": "", '
+    b'"sig": ""}]}', b'{"sha256": [{"pcrs": [7], "pkfp": "zz", "pol": "", "sig": "!"}]}',
+    b'{"sha1": []}', b'{"format": "tpmseal-signed-policy/1", "pcrs": {"sha256": [7]}, '
+    b'"pcr_digest": "00", "approved_policy": "00", "key_fingerprint": "", "signature": "",'
+    b' "nv_index": "0x1", "version": -1}'])
+def test_malformed_policy_files_are_typed_errors(text: bytes) -> None:
+    with pytest.raises((BadInputError, UsageError)):
+        signed.parse_policies(text, "p.json")
