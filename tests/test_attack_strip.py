@@ -27,7 +27,6 @@ from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SaltKey, SealedBlob
 from tpmseal.recipes.trust import start_salted
 from tpmseal.session.auth import AuthSession
-from tpmseal.session.policy import PolicyStep
 from tpmseal.sniff.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
@@ -85,7 +84,7 @@ def test_stripping_robs_tpm2_tools_salted_unseal(tcg_sim: Simulator, tmp_path: P
 
 
 def _weakened_unseal(tpm_: Tpm, blob: SealedBlob, salt: SaltKey | None,
-                     steps: list[PolicyStep], pin: bytes | None) -> bytes:
+                     run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
     """tpmseal's unseal before the confirmation rule: the first response HMAC it
     checks is the encrypted Unseal response's."""
     assert salt is not None
@@ -93,7 +92,7 @@ def _weakened_unseal(tpm_: Tpm, blob: SealedBlob, salt: SaltKey | None,
     with tpm_.scoped(loaded.object_handle) as handle:
         s = start_salted(tpm_, salt.public, salt.handle, TPM_SE.POLICY, TPMA_SESSION.encrypt)
         with tpm_.scoped(s.handle):
-            tpm_.run_policy(s, steps)
+            run(s)
             s.auth_value = (pin or b"") if blob.pin else b""
             return tpm_.run(cmds.Unseal(handle), s).out_data
 

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.digests import digest, equal
@@ -31,7 +32,7 @@ from tpmseal.errors import (
 )
 from tpmseal.log import get_logger
 from tpmseal.recipes import recovery, sealing
-from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.blob import PcrValues, SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import (
@@ -44,8 +45,12 @@ from tpmseal.recipes.stores import (
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.records import field, record, replace
 from tpmseal.session.auth import AuthSession, Session
+from tpmseal.session.policy import Authorizer
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.lifecycle")
 
@@ -59,17 +64,23 @@ class UnsealOptions:
     pin: bytes | None = field(default=None, repr=False)
     trust: TrustRecord | None = None
     recover: bool = True
+    policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
+    #: the signer of an NV-stored object (the NV layout records only public and private)
+    authorizer: Authorizer | None = None
+    revocation_nv: int | None = None
 
 
 def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust)
+                              pin=opts.pin, trust=opts.trust, policies=opts.policies)
 
+    if opts.authorizer is not None and blob.authorizer is None and not blob.pcr_values:
+        blob = replace(blob, authorizer=opts.authorizer, revocation_nv=opts.revocation_nv)
     try:
         return attempt(blob)
     except PolicyMismatchError:
-        if blob.pcr_values or not opts.recover:
+        if blob.pcr_values or blob.authorizer is not None or not opts.recover:
             raise
         authenticated = not opts.legacy and opts.trust is not None and opts.trust.aes_128_cfb
         if authenticated:
@@ -130,7 +141,9 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None, force: bool = False) -> SealedBlob:
+           target: Store | None = None, force: bool = False,
+           add_states: Sequence[PcrValues] = (),
+           drop_states: Sequence[PcrValues] = ()) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
 
     Two EK-salted sessions: the unseal's policy session, which must carry the
@@ -138,12 +151,21 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
     policy session authorizes nothing, so an interposer could delete it and read
     the plaintext: session/auth.py, required-session rule), and the seal's. A
     *target* is created exclusively unless *force* (then it is replaced).
+
+    *add_states* / *drop_states* change the set of allowed PCR states (PolicyOR,
+    sealing.seal): the old states (or the old values), minus those dropped, plus
+    those added.
     """
     secret, old = unseal_source(tpm, store, opts)
+    same_pcrs = new_pcrs is None or new_pcrs == old.pcrs
+    states = old.states if same_pcrs else ()
+    if add_states or drop_states:
+        states = sealing.change_states(old, new_pcrs or old.pcrs, add_states, drop_states)
     blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
                         trust=opts.trust, legacy=opts.legacy,
                         allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                        check=old.check is not None or None)
+                        check=old.check is not None or None, states=states,
+                        authorizer=old.authorizer, revocation_nv=old.revocation_nv)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -216,7 +238,9 @@ def refuse_downgrade(legacy: bool, trust: TrustRecord | None, allow_downgrade: b
 def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
-              check: bool | None = None) -> SealedBlob:
+              check: bool | None = None, states: Sequence[PcrValues] = (),
+              authorizer: Authorizer | None = None,
+              revocation_nv: int | None = None) -> SealedBlob:
     """Seal *secret* into an empty *store* (or replace its content with *force*).
 
     An NV store that looks empty is confirmed empty through the same salted
@@ -236,7 +260,8 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
                 nv.refuse_occupied(listing, looked_empty=False)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
-                            session=session)
+                            session=session, states=states, authorizer=authorizer,
+                            revocation_nv=revocation_nv)
     if nv is not None:
         nv.save(tpm, blob, listing=listing, exclusive=not force)
     else:
