@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	  && command -v cryptsetup >/dev/null && command -v clevis >/dev/null \
 	  && command -v mkinitramfs >/dev/null && command -v dracut >/dev/null \
 	  && command -v groff >/dev/null && command -v zsh >/dev/null \
+	  && test -x /lib/systemd/systemd-measure \
 	  || { $(SUDO) apt-get update -qq && \
 	       $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
 	$(PYTHON) -m venv $(VENV)

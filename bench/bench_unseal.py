@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.recipes import sealing
+from tpmseal.recipes import sealing, signed, signer
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs
@@ -65,10 +65,11 @@ from tpmseal.recipes.provision import provision
 from tpmseal.recipes.stores import FileStore, NvStore
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.recipes.trust import load as load_trust
+from tpmseal.session.policy import pcr_digest
 from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_CAP
+from tpmseal.wire.constants import TPM_ALG, TPM_CAP
 from tpmseal.wire.structures import DigestValues, digest
 
 TOOLS_FLOW = Path(__file__).resolve().parents[1] / "tests" / "peers" / "tpm2_tools_flow.sh"
@@ -469,6 +470,7 @@ class Bench:
             for target in passes:
                 self.tcg_seal(m, target, keys, files)
                 self.tcg_unseal(m, target, keys, files)
+                self.tcg_signed(m, target, files)
 
     def tcg_seal(self, m: Machine, target: Target, keys: dict[str, bytes], files: Path) -> None:
         group = f"seal (encrypted, {m.pcrs})"
@@ -509,6 +511,27 @@ class Bench:
         cli_row = self.record(self.row(group, "tpmseal CLI  `tpmseal unseal`", "process"),
                               target, target.run(self.n(target), cli))
         self.tools_row(m, target, group, "unseal", cli_row, files / "tools")
+
+    def tcg_signed(self, m: Machine, target: Target, files: Path) -> None:
+        """Unseal a secret sealed to a signer with the policy signed for this state."""
+        group = "unseal with a signed policy (PolicyAuthorize)"
+        key, secret = signer.generate_key("ecc"), os.urandom(KEY_BYTES)
+        sel = m.profile.default_pcrs
+        store = FileStore(files / f"signed-{target.proxy is not None}.json")
+        with Tpm.open(target.uri) as tpm:
+            blob = sealing.seal(tpm, secret, sel, profile=m.profile, trust=m.trust,
+                                authorizer=signer.authorizer_for(key.public_key()))
+            store.save(tpm, blob)
+            values = tpm.pcr_read(sel)
+            pol = signed.sign(key, sel, pcr_digest(TPM_ALG.SHA256,
+                                                   [values[k] for k in sel.pairs()]))
+            opts = UnsealOptions(trust=m.trust, policies=(pol,))
+
+            def api() -> None:
+                _check(unseal_stored(tpm, store, opts), secret, "tpmseal API (signed)")
+
+            self.record(self.row(group, "tpmseal API  unseal_stored()", "in-process"),
+                        target, target.run(self.n(target), api))
 
     def pytss_row(self, m: Machine, target: Target, group: str, mode: str, base: Row) -> None:
         version = self.pytss.version

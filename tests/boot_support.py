@@ -3,7 +3,7 @@
 The command runs in a private mount namespace (``unshare -m``), chrooted into the
 tree with only the environment given, after what an initramfs' init sets up first:
 a /dev (here a tmpfs with the few device nodes bound in: null, zero, random,
-urandom, full, tty — and, given a :class:`~tpmrm_relay.PtyRelay`, its pty as
+urandom, full, tty — and, given a :class:`~ptyrelay.PtyRelay`, its pty as
 /dev/tpmrm0, so tpmseal's default ``device:/dev/tpmrm0`` reaches swtpm), proc and
 sysfs. Nothing outside the namespace changes.
 """

@@ -69,6 +69,17 @@ class PtyRelay:
     def uri(self) -> str:
         return f"device:{self.path}"
 
+    @property
+    def pts(self) -> str:
+        """The pty's path, to bind-mount on /dev/tpmrm0 (tests/tpmrm_relay.py)."""
+        return self.path
+
+    def __enter__(self) -> PtyRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _run(self) -> None:
         buf = b""
         while not self._stop.is_set():

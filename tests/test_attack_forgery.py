@@ -19,6 +19,7 @@ import pytest
 
 from attacks.bus import (
     assert_no_leak,
+    direct,
     expect_error,
     expect_ok,
     interposer,
@@ -425,3 +426,62 @@ def test_forged_empty_nv_read_fails_fast(eve_sim: Simulator) -> None:
         r = tpm(p, "vault-key")
         expect_error(r, ExitCode.INTEGRITY, "NV_Read")
         assert len(names(p.exchanges)) < 40
+
+
+def _hide_sealed(ctx: HookContext) -> Verdict:
+    if ctx.code == TPM_CC.NV_ReadPublic and \
+            int.from_bytes(ctx.command[10:14], "big") in EVE_SEALED:
+        return Respond(error_response(RC_HANDLE_NV))
+    return None
+
+
+@pytest.mark.parametrize("command", ["unseal", "reseal"])
+def test_forged_absence_at_unseal_nv_is_not_reported_as_nothing_sealed(
+        eve_sim: Simulator, tmp_path: Path, command: str) -> None:
+    """'No sealed secret; seal one first' on the word of forged errors would steer the
+    admin to a seal --nv --force that destroys the real key: the listing is asked."""
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+    with interposer(eve_sim, on_command=_hide_sealed) as p:
+        r = tpm(p, command, "--profile", "eve", "--nv")
+    expect_error(r, ExitCode.INTEGRITY, "could not be read", "possible interposer")
+    assert "seal one first" not in r.err
+    watch.check()
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), key.read_bytes())
+
+
+RC_NV_SPACE = 0x14B  # TPM_RC_NV_SPACE: "no room" - any error will do
+
+
+def test_forged_reread_during_reseal_nv_cannot_lose_the_secret(eve_sim: Simulator,
+                                                                tmp_path: Path) -> None:
+    """save() used to re-read the main pair (unauthenticated) to decide whether to stage
+    the new copy first: a forged 'no such index' made it skip staging, and a forged
+    error on the new main pair then left no copy. It now knows where the copy that
+    unsealed came from."""
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
+    seen = {"main_reads": 0}
+
+    def attack(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_ReadPublic and \
+                int.from_bytes(ctx.command[10:14], "big") == EVE_SEALED[0]:
+            seen["main_reads"] += 1
+            if seen["main_reads"] == 2:  # save's re-read, after the unseal
+                return Respond(error_response(RC_HANDLE_NV))
+        if ctx.code == TPM_CC.NV_DefineSpace:
+            cmd, _ = ctx.parse()
+            assert isinstance(cmd, cmds.NV_DefineSpace)
+            if cmd.public_info.nv_index == EVE_SEALED[0]:  # the new main pair: "crash"
+                return Respond(error_response(RC_NV_SPACE))
+        return None
+
+    with interposer(eve_sim, on_command=attack) as p:
+        r = tpm(p, "reseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7")
+    assert r.rc != 0
+    # whatever the interposer did, one complete copy is left, and it unseals
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7"),
+              key.read_bytes())

@@ -27,10 +27,10 @@ from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SaltKey, SealedBlob
 from tpmseal.recipes.trust import start_salted
 from tpmseal.session.auth import AuthSession
-from tpmseal.session.policy import PolicyStep
+from tpmseal.sniff.capture.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
+from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 
 EK, SRK = 0x81010001, 0x81000001
@@ -84,8 +84,7 @@ def test_stripping_robs_tpm2_tools_salted_unseal(tcg_sim: Simulator, tmp_path: P
 
 
 def _weakened_unseal(tpm_: Tpm, blob: SealedBlob, salt: SaltKey | None,
-                     steps: list[PolicyStep], pin: bytes | None,
-                     carrier: AuthSession | None = None) -> bytes:
+                     run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
     """tpmseal's unseal before the confirmation rule: the first response HMAC it
     checks is the encrypted Unseal response's."""
     assert salt is not None
@@ -93,7 +92,7 @@ def _weakened_unseal(tpm_: Tpm, blob: SealedBlob, salt: SaltKey | None,
     with tpm_.scoped(loaded.object_handle) as handle:
         s = start_salted(tpm_, salt.public, salt.handle, TPM_SE.POLICY, TPMA_SESSION.encrypt)
         with tpm_.scoped(s.handle):
-            tpm_.run_policy(s, steps)
+            run(s)
             s.auth_value = (pin or b"") if blob.pin else b""
             return tpm_.run(cmds.Unseal(handle), s).out_data
 
@@ -230,3 +229,43 @@ def test_stripping_gets_nothing_from_tpmseal(request: pytest.FixtureRequest, tmp
     # and without the interposer everything still works
     if name in ("unseal", "unseal-nv"):
         assert direct(sim, *argv).out == secret
+
+
+@pytest.mark.parametrize("mode", ["strip", "own"])
+@pytest.mark.parametrize("layout", ["blob", "nv"])
+def test_stripping_only_the_seal_half_of_a_reseal(request: pytest.FixtureRequest,
+                                                  tmp_path: Path, mode: str,
+                                                  layout: str) -> None:
+    """reseal's two salted sessions: the unseal half goes through untouched (the client
+    then holds the secret), the seal half's session is stripped. The audited
+    PCR_Read must stop it before Create sends the secret."""
+    profile = "tcg" if layout == "blob" else "eve"
+    sim: Simulator = request.getfixturevalue(f"{profile}_sim")
+    secret = os.urandom(32)
+    if layout == "blob":
+        _, files, known = _blob(False)(sim, tmp_path, secret)
+        argv = ["reseal", "--input", str(tmp_path / "b.json"), "--pcrs", "sha256:0,4,7"]
+    else:
+        _, files, known = _nv(sim, tmp_path, secret)
+        argv = ["reseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7"]
+    watch = unchanged(sim, Path(os.environ["TPMSEAL_TRUST_FILE"]), *files)
+    atk = SaltStripper(mode, srk_names(sim), known)
+    salted = {"seen": 0}
+
+    def on_command(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.StartAuthSession:
+            cmd, _ = ctx.parse()
+            assert isinstance(cmd, cmds.StartAuthSession)
+            if cmd.tpm_key != TPM_RH.NULL:
+                salted["seen"] += 1
+                if salted["seen"] == 1:  # the unseal half's policy session: let it be
+                    return None
+        return atk.on_command(ctx)
+
+    with interposer(sim, on_command=on_command, on_response=atk.on_response) as p:
+        r = tpm(p, *argv)
+        sent = [e.name for e in p.exchanges]
+    expect_error(r, ExitCode.INTEGRITY, "failed its HMAC check")
+    assert atk.stripped == 1 and "Unseal" in sent and "Create" not in sent, (atk, sent)
+    assert not atk.got(secret), atk
+    watch.check()

@@ -54,7 +54,7 @@ def _delete(key: str) -> Callable[[Doc], None]:
 
 
 EDITS: dict[str, tuple[Callable[[Doc], None], str]] = {
-    "wrong-format-version": (_set(["format"], "tpmseal-sealed/2"), "has format"),
+    "wrong-format-version": (_set(["format"], "tpmseal-sealed/9"), "has format"),
     "no-format": (_delete("format"), "has no format field"),
     "missing-private": (_delete("private"), "missing field 'private'"),
     "missing-pcrs": (_delete("pcrs"), "missing field 'pcrs'"),

@@ -21,9 +21,10 @@ import pytest
 from attacks.bus import assert_no_leak
 from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
+from ptyrelay import PtyRelay
 from test_seal_support import cli
-from tpmrm_relay import PtyRelay
 from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.transport.base import parse_uri
 from tpmseal.transport.simulator import Simulator
 
 DRACUT_BASE = Path("/usr/lib/dracut")
@@ -83,7 +84,7 @@ def test_dracut_initramfs_unlocks(tcg_sim: Simulator, tmp_path: Path) -> None:
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     shutil.copy(img, root / "luks.img")
     with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
-            PtyRelay(proxy.uri) as relay:  # the tree's /dev/tpmrm0
+            PtyRelay(parse_uri(proxy.uri)) as relay:  # the tree's /dev/tpmrm0
         done = run_in_root(root, ["/usr/lib/tpmseal/tpmseal", "luks", "passphrase",
                                   "/luks.img"], {}, tpmrm=relay.pts)
         exchanges = proxy.exchanges

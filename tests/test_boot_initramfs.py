@@ -20,9 +20,10 @@ import pytest
 from attacks.bus import assert_no_leak
 from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
+from ptyrelay import PtyRelay
 from test_seal_support import cli
-from tpmrm_relay import PtyRelay
 from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.transport.base import parse_uri
 from tpmseal.transport.simulator import Simulator
 
 VERSION = "0.0.0-tpmseal-test"
@@ -66,7 +67,7 @@ def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> N
     # /dev/tpmrm0 in the tree is a pty relayed to swtpm through the sniffer: the keyscript
     # uses tpmseal's default device with nothing configured
     with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
-            PtyRelay(proxy.uri) as relay:
+            PtyRelay(parse_uri(proxy.uri)) as relay:
         env = {"CRYPTTAB_SOURCE": "/luks.img", "CRYPTTAB_NAME": "data", "CRYPTTAB_TRIED": "0"}
         done = run_in_root(root, ["/bin/sh", "/usr/lib/tpmseal/keyscript"], env,
                            tpmrm=relay.pts)

@@ -15,7 +15,8 @@ from tpmseal.transport.simulator import Simulator
 
 #: commands whose stdout is not a report: a live dump (sniff --json FILE writes JSON lines),
 #: the demonstration, and group commands.
-NO_REPORT = {("sniff",), ("demo",), ("sim",), ("pcrs",), ("luks",), ("luks", "unlock"), ()}
+NO_REPORT = {("sniff",), ("demo",), ("sim",), ("pcrs",), ("luks",), ("luks", "unlock"),
+             ("policy",), ()}
 SEAL_KEYS = {"command", "store", "nv", "profile", "pcrs", "sealed_with", "pin", "check_value",
              "object_name"}
 

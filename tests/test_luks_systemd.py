@@ -224,20 +224,22 @@ def test_cryptsetup_plugin_unlocks_what_tpmseal_enrolled(tcg_sim: Simulator, tmp
                                                          pin: bytes | None) -> None:
     """systemd's own code checks the whole token, the key against the keyslot included;
     after a PCR change it refuses (so it really asked the TPM)."""
-    from tpmrm_relay import PtyRelay, run_with_tpmrm
+    from ptyrelay import PtyRelay
+    from tpmrm_relay import run_with_tpmrm
+    from tpmseal.transport.base import parse_uri
 
     img, pw = make_image(tmp_path)
     _enroll_systemd(img, pw, *(["--pin-file", str(write(tmp_path / "pin", pin))] if pin
                                else []))
     argv = ["cryptsetup", "open", "--verbose", "--test-passphrase", "--token-only",
             "--token-type", "systemd-tpm2", str(img)]
-    with PtyRelay(tcg_sim.uri) as relay:
+    with PtyRelay(parse_uri(tcg_sim.uri)) as relay:
         done = run_with_tpmrm(relay, argv, tmp_path, stdin=pin + b"\n" if pin else b"")
         assert relay.commands > 0
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert b"Key slot 1 unlocked." in done.stdout + done.stderr
     extend(tcg_sim.uri, 7)
-    with PtyRelay(tcg_sim.uri) as relay:
+    with PtyRelay(parse_uri(tcg_sim.uri)) as relay:
         done = run_with_tpmrm(relay, argv, tmp_path, stdin=pin + b"\n" if pin else b"")
     assert done.returncode != 0
 

@@ -276,17 +276,19 @@ def test_failed_unseal_leaves_nothing_loaded(tcg_sim: Simulator, tmp_path: Path)
     assert flush_leftovers(tcg_sim.uri) == []
 
 
-def test_budget_reseal_uses_one_salted_session(tcg_sim: Simulator, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """One EK-salted StartAuthSession for both halves; the policy session is unsalted."""
+def test_budget_reseal_uses_two_salted_sessions(tcg_sim: Simulator, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 commands: the unseal's salted policy session carries its own encryption (a
+    salted session next to an unsalted policy session could be deleted:
+    test_attack_drop.py), then the seal's salted HMAC session."""
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
     assert cli(["seal", "--input", str(key), "--output", str(blob)]).rc == 0
     log = TpmLog().install(monkeypatch)
     assert cli(["reseal", "--input", str(blob), "--pcrs", "sha256:0,4,7"]).rc == 0
-    assert log.names() == ["StartAuthSession", "StartAuthSession", "Load", "PolicyPCR",
-                           "Unseal", "FlushContext", "PCR_Read", "Create"]
+    assert log.names() == ["StartAuthSession", "Load", "PolicyPCR", "Unseal", "FlushContext",
+                           "StartAuthSession", "PCR_Read", "Create"]
     starts = [c for c, _ in log.exchanges() if c[6:10] == bytes.fromhex("00000176")]
     salted = [c for c in starts if c[10:14] != bytes.fromhex("40000007")]  # tpmKey != NULL
-    assert len(salted) == 1
+    assert len(salted) == 2
     assert cli(["unseal", "--input", str(blob)]).out == key.read_bytes()

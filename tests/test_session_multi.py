@@ -88,7 +88,8 @@ def test_create_split_roles(tpm: Tpm, bus: CapturingTransport, order: str) -> No
 
 def test_three_sessions_auth_decrypt_encrypt(tpm: Tpm, bus: CapturingTransport) -> None:
     parent = srk(tpm)
-    auth = tpm.start_session(TPM_SE.HMAC)
+    # the authorizing session is salted and confirmed: its HMAC binds the encrypt session
+    auth = salted(tpm, TPM_SE.HMAC, "p384")
     dec = salted(tpm, TPM_SE.HMAC, "rsa2048", attributes=CONT | DEC)
     enc = salted(tpm, TPM_SE.HMAC, "p256", attributes=CONT | ENC)
     secret = new_secret()
@@ -104,7 +105,12 @@ def test_three_sessions_auth_decrypt_encrypt(tpm: Tpm, bus: CapturingTransport) 
 @pytest.mark.parametrize("policy_salted", [False, True])
 def test_unseal_with_separate_encrypt_session(tpm: Tpm, bus: CapturingTransport,
                                               policy_salted: bool) -> None:
-    """A policy session authorizes, another session encrypts outData (nonceEncrypt)."""
+    """A policy session authorizes, another session encrypts outData (nonceEncrypt).
+
+    Only when the policy session is salted (and confirmed): its HMAC then covers the
+    encrypt session's nonce. Next to an unsalted policy session, which has no HMAC,
+    the encrypt session could be deleted on the bus (test_attack_drop.py): refused.
+    """
     parent = srk(tpm)
     step = pcr_step(tpm)
     secret = new_secret()
@@ -114,6 +120,10 @@ def test_unseal_with_separate_encrypt_session(tpm: Tpm, bus: CapturingTransport,
            else tpm.start_session(TPM_SE.POLICY, attributes=0))
     tpm.run_policy(pol, [step])
     enc = salted(tpm, TPM_SE.HMAC, "p256", attributes=CONT | ENC)
+    if not policy_salted:
+        with pytest.raises(UsageError, match="authorizes nothing"):
+            tpm.run(c.Unseal(obj.handle), pol, enc)
+        return
     same(tpm.run(c.Unseal(obj.handle), pol, enc).out_data, secret)
     _, rsp = _last(bus, TPM_CC.Unseal)
     absent(secret, rsp)
@@ -202,6 +212,11 @@ def test_refuses_encryption_bound_to_empty_auth(tpm: Tpm) -> None:
     s = tpm.start_session(TPM_SE.HMAC, bind=parent)
     assert len(s.session_key) == 32  # the TPM derives one from the empty authValue
     obj = seal(tpm, parent, new_secret(), user_sealed_template(), s)  # bound authorization
+    # its response HMAC verified, but with a key anyone derives from the nonces on the
+    # bus (an interposer could have forged it): that confirms nothing
+    assert not s.confirmed
+    with pytest.raises(UsageError, match="public nonces"):
+        tpm.confirm(s)
     s.attributes = CONT | DEC
     with pytest.raises(UsageError):
         load(tpm, parent, obj, s)

@@ -46,6 +46,7 @@ from tpmseal.wire.structures import (
     RsaParms,
     Scheme,
     SensitiveCreate,
+    Signature,
     SymCipherParms,
     SymDef,
     Ticket,
@@ -68,6 +69,7 @@ SAMPLES: dict[type, Any] = {
     NvPublic: NvPublic(0x01500000, TPM_ALG.SHA256, 0x2000A, b"", 32),
     Context: Context(7, 0x80000001, TPM_RH.OWNER, b"\x08" * 64),
     CapabilityData: CapabilityData(TPM_CAP.TPM_PROPERTIES, ((0x100, 0x322E3000), (0x101, 0))),
+    Signature: Signature(TPM_ALG.ECDSA, TPM_ALG.SHA256, r=b"\x09" * 32, s=b"\x0a" * 32),
 }
 
 
@@ -129,6 +131,17 @@ def test_every_registry_entry_decodes(cls: type[Command[Any]]) -> None:
     assert [p["name"] for p in obj["command"]["params"]] == [p.name for p in dec.params]
     [back] = read_jsonl(line)
     assert back == ex
+
+
+def test_signed_policy_commands_are_decoded() -> None:
+    """The commands of signed and combined policies (issue 13) come from the registry."""
+    names = {REGISTRY[cc].CC.name for cc in REGISTRY}
+    assert {"LoadExternal", "VerifySignature", "PolicyAuthorize", "PolicyOR", "PolicyNV",
+            "NV_Increment"} <= names
+    command, _, _, _ = frames_for(REGISTRY[0x16A])  # TPM_CC_PolicyAuthorize
+    dec = decode_command(command)
+    assert [p.name for p in dec.params] == ["approved_policy", "policy_ref", "key_sign",
+                                            "check_ticket"]
 
 
 def test_encrypted_first_parameters_are_marked() -> None:

@@ -75,15 +75,15 @@ def test_unregistered_command_decodes_handles_sessions_and_first_tpm2b() -> None
     assert "handle 1 (authorized): 0x40000001 (OWNER)" in text
     assert "decode error" not in text and "not in tpmseal's command registry" in text
 
-    # LoadExternal: no command handles, one response handle; parameters left undecoded
-    le = build_command(TPM_CC.LoadExternal, [], [], b"\x00\x00" + b"\x00\x04abcd" + bytes(4))
+    # HashSequenceStart: no command handles, one response handle; parameters left undecoded
+    le = build_command(TPM_CC.HashSequenceStart, [], [], b"\x00\x04abcd" + b"\x00\x0b")
     ldec = decode_command(le)
     assert ldec.error is None and ldec.handles == []
-    assert ldec.note is not None and ldec.note.endswith(": 10 bytes")
-    lresp = build_response(0, [0x80000001], b"\x00\x02nm", [])
+    assert [p.value for p in ldec.params] == [b"abcd"]
+    assert ldec.note is not None and ldec.note.endswith(": 2 bytes")
+    lresp = build_response(0, [0x80000001], b"", [])
     lrdec = decode_response(lresp, ldec)
     assert lrdec.error is None and lrdec.handles == [("handle 1", 0x80000001)]
-    assert [p.value for p in lrdec.params] == [b"nm"]
 
     # PolicySecret: two handles, the first authorized; a garbled one is a real decode error
     ps = build_command(TPM_CC.PolicySecret, [TPM_RH.ENDORSEMENT, 0x03000000],

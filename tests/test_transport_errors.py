@@ -357,3 +357,53 @@ def test_send_after_peer_went_away(sim: Simulator) -> None:
             t.send(GET_RANDOM)
     assert sim.uri in e.value.message
     t.close()
+
+
+def _full_backlog(path: str) -> tuple[socket.socket, list[socket.socket]]:
+    """A listening unix socket at *path* whose backlog is full: the next connect gets
+    EAGAIN at once, as from an swtpm still busy with its previous client."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)
+    held = []
+    for _ in range(4):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.setblocking(False)
+        try:
+            c.connect(path)
+        except BlockingIOError:
+            c.close()
+            break
+        held.append(c)
+    return server, held
+
+
+def test_a_full_listen_backlog_is_waited_for_not_an_error(tmp_path: Path) -> None:
+    """The transport waits for a full backlog within the time-out."""
+    server, held = _full_backlog(str(tmp_path / "busy.sock"))
+
+    def drain() -> None:
+        time.sleep(0.2)
+        for c in held:
+            c.close()
+        for _ in held:
+            server.accept()[0].close()
+
+    t = threading.Thread(target=drain)
+    t.start()
+    try:
+        StreamTransport(TpmUri("unix", path=str(tmp_path / "busy.sock")), timeout=5).close()
+    finally:
+        t.join()
+        server.close()
+
+
+def test_a_backlog_that_stays_full_times_out(tmp_path: Path) -> None:
+    server, held = _full_backlog(str(tmp_path / "stuck.sock"))
+    try:
+        with pytest.raises(TransportError, match="timed out"):
+            StreamTransport(TpmUri("unix", path=str(tmp_path / "stuck.sock")), timeout=0.3)
+    finally:
+        for c in held:
+            c.close()
+        server.close()

@@ -54,6 +54,7 @@ from tpmseal.wire.structures import (
     RsaParms,
     Scheme,
     SensitiveCreate,
+    Signature,
     SymCipherParms,
     SymDef,
     Ticket,
@@ -107,6 +108,8 @@ STRUCT_SAMPLES: dict[type[Any], list[Any]] = {
     CreationData: [CREATION],
     Ticket: [TICKET, Ticket(TPM_ST.HASHCHECK, TPM_RH.NULL, b"")],
     NvPublic: [NV_PUB, NV_PUB.written()],
+    Signature: [Signature(TPM_ALG.RSASSA, TPM_ALG.SHA256, b"\x05" * 256),
+                Signature(TPM_ALG.ECDSA, TPM_ALG.SHA256, r=b"\x06" * 32, s=b"\x07" * 32)],
     Context: [Context(0x1122334455667788, 0x80000000, TPM_RH.OWNER, b"\x77" * 100)],
     CapabilityData: [
         CapabilityData(TPM_CAP.ALGS, ((TPM_ALG.RSA, 9), (TPM_ALG.AES, 0x24))),

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "reseal": "tpmseal.cli.seal",
     "import": "tpmseal.cli.seal",
     "pcrs": "tpmseal.cli.pcrs",
+    "policy": "tpmseal.cli.policy",
     "vault-key": "tpmseal.cli.vault",
     "demo": "tpmseal.cli.demo",
     "sniff": "tpmseal.cli.sniff",

@@ -14,7 +14,7 @@ from tpmseal.errors import PolicyMismatchError
 from tpmseal.recipes import recovery, trust
 from tpmseal.recipes.pcrspec import bank_name, format_pcrs
 from tpmseal.recipes.stores import FileStore, NvStore, Store, require_candidates
-from tpmseal.wire.constants import TPMA_SESSION
+from tpmseal.wire.constants import TPM_ALG, TPMA_SESSION
 
 
 def register(sub: Any) -> None:
@@ -75,11 +75,19 @@ def run_recover(args: argparse.Namespace) -> int:
         store: Store = (NvStore.for_profile(profile, None, rec) if args.nv
                         else FileStore(Path(args.blob)))
         blob = next(require_candidates(tpm, store))
-        found = recovery.recover(tpm, blob.public, blob.pcrs)
+        if rec is None or not rec.aes_128_cfb:
+            found = recovery.recover(tpm, blob.public, blob.pcrs)
+        else:  # "no match" reports a change: only on values that carried an HMAC
+            s = trust.salted_session(tpm, rec, TPMA_SESSION.continueSession
+                                     | TPMA_SESSION.audit)
+            with tpm.scoped(s.handle):
+                found = recovery.recover(tpm, blob.public, blob.pcrs, TPM_ALG.SHA256, s)
     if found is None:
         raise PolicyMismatchError(
             "no selection of PCRs 0-15 with their current values matches the sealed object's "
-            "policy: the PCR values themselves changed since sealing",
+            "policy: the PCR values themselves changed since sealing"
+            + ("" if rec is not None and rec.aes_128_cfb
+               else " (values read without bus protection: no trust record)"),
             hint=("if the change is expected, reseal with `tpmseal reseal --pcrs SPEC` from a "
                  "trusted boot"))
     sel, pin = found

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import (
     add_accept_sealed_object,
@@ -22,8 +22,8 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
 from tpmseal.log import get_logger
-from tpmseal.recipes import sealing, trust
-from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
+from tpmseal.recipes import revocation, sealing, trust
+from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, read_values_file
 from tpmseal.recipes.lifecycle import (
     UnsealOptions,
     refuse_downgrade,
@@ -38,6 +38,9 @@ from tpmseal.recipes.trust import TrustRecord
 from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.cli")
 
@@ -64,6 +67,16 @@ def _pcr_spec(text: str) -> PcrSelectionList:
         return parse_pcrs(text)
     except UsageError as e:
         raise argparse.ArgumentTypeError(e.one_line()) from None
+
+
+def _nv_index(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an NV index") from None
+    if value >> 24 != 0x01:
+        raise argparse.ArgumentTypeError(f"{text} is not an NV index (0x01xxxxxx)")
+    return value
 
 
 def _storage(p: argparse.ArgumentParser, direction: str) -> None:
@@ -95,6 +108,17 @@ def _register_seal(sub: Any) -> None:
     p.add_argument("--no-check-value", action="store_true",
                    help="do not store a check value (automatic for passphrase-like secrets)")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--authorized-by", metavar="SIGNER.pub",
+                   help="unseal in any PCR state this key signs (`tpmseal policy sign`), "
+                        "so updates need no reseal; --pcrs names the PCRs its policies use")
+    g.add_argument("--pcr-values", metavar="FILE", action="append", default=[],
+                   help="seal to these PCR values (`pcrs show --json` output) instead of the "
+                        "current ones; repeat for up to 8 allowed states (PolicyOR)")
+    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
+                   help="with --authorized-by: accept only signed policies gated by this NV "
+                        "counter (defined if missing), so `policy revoke-below` can revoke "
+                        "old ones")
     add_pin_options(p, prompt=True)
     add_json(p)
     p.set_defaults(handler=run_seal)
@@ -116,6 +140,14 @@ def _register_unseal(sub: Any) -> None:
                    help="with --nv: do not search for the PCR selection on a policy failure")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
     add_accept_sealed_object(p)
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="signed policy (`tpmseal policy sign` or systemd-measure's JSON), or "
+                        "a directory of them, for a secret sealed --authorized-by; repeatable")
+    p.add_argument("--authorized-by", metavar="SIGNER.pub",
+                   help="with --nv: the signer the secret was sealed to (a blob file "
+                        "records it)")
+    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
+                   help="with --nv --authorized-by: the revocation counter it was sealed with")
     add_pin_options(p, prompt=False)
     add_json(p)
     p.set_defaults(handler=run_unseal)
@@ -139,6 +171,13 @@ def _register_reseal(sub: Any) -> None:
                    help="allow --legacy on a secret sealed with parameter encryption")
     p.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="signed policies, for a secret sealed --authorized-by (it stays "
+                        "sealed to that signer)")
+    p.add_argument("--add-state", metavar="FILE", action="append", default=[],
+                   help="also allow these PCR values (`pcrs show --json` output); repeatable")
+    p.add_argument("--drop-state", metavar="FILE", action="append", default=[],
+                   help="no longer allow these PCR values; repeatable")
     add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     add_json(p)
@@ -203,8 +242,21 @@ def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- handlers
 
 
+def _no_states_in_nv(args: argparse.Namespace, n: int) -> None:
+    if args.nv and n > 1:
+        raise UsageError("EVE's NV layout records no PolicyOR states",
+                         "seal several PCR states into a blob file (--output), or use a "
+                         "signer (--authorized-by)")
+
+
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
+    _no_states_in_nv(args, len(args.pcr_values))
+    authorizer = None
+    if args.authorized_by:
+        from tpmseal.recipes import signer
+
+        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by))
     rec = _trust(args, profile, required=not args.legacy)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     secret = read_secret(args.input)
@@ -217,7 +269,9 @@ def run_seal(args: argparse.Namespace) -> int:
         _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
         blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
-                         check=False if args.no_check_value else None)
+                         check=False if args.no_check_value else None,
+                         states=[read_values_file(f) for f in args.pcr_values],
+                         authorizer=authorizer, revocation_nv=args.min_version_nv)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
     if args.json:
@@ -227,8 +281,24 @@ def run_seal(args: argparse.Namespace) -> int:
 
 def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
                     pin: bytes | None) -> UnsealOptions:
+    policies: tuple[SignedPolicy, ...] = ()
+    authorizer = None
+    nv = getattr(args, "min_version_nv", None)
+    if getattr(args, "policy", None):
+        from tpmseal.recipes import signed
+
+        policies = tuple(signed.load_policies(args.policy))
+    if getattr(args, "authorized_by", None):
+        if not args.nv:
+            raise UsageError("--authorized-by applies to --nv at unseal (a blob file records "
+                             "its signer)", "drop --authorized-by")
+        from tpmseal.recipes import signer
+
+        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by),
+                                           b"" if nv is None else revocation.revocation_ref(nv))
     return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
-                         trust=rec, recover=not getattr(args, "no_recover", False))
+                         trust=rec, recover=not getattr(args, "no_recover", False),
+                         policies=policies, authorizer=authorizer, revocation_nv=nv)
 
 
 def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:
@@ -269,6 +339,7 @@ def _lock_target(args: argparse.Namespace) -> Path:
 
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
+    _no_states_in_nv(args, 2 if args.add_state else 0)
     rec = _trust(args, profile, required=not args.legacy)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with locked(_lock_target(args)), open_tpm(args) as tpm:
@@ -288,7 +359,9 @@ def run_reseal(args: argparse.Namespace) -> int:
                              "secret is then lost)")
         blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
                       allow_unmeasured=args.allow_unmeasured, target=target,
-                      force=args.force or in_place)
+                      force=args.force or in_place,
+                      add_states=[read_values_file(f) for f in args.add_state],
+                      drop_states=[read_values_file(f) for f in args.drop_state])
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     if args.json:
         print_json({"command": "reseal", **_report(blob, target or store, profile)})

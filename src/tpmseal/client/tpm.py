@@ -236,7 +236,8 @@ class Tpm:
 
     def _after(self, cmd: Command[Any], response: Response) -> None:
         """Bookkeeping of Names, transients and sessions after a successful command."""
-        if isinstance(cmd, cmds.Load) and isinstance(response, cmds.LoadResponse):
+        if (isinstance(cmd, cmds.Load | cmds.LoadExternal)
+                and isinstance(response, cmds.LoadResponse | cmds.LoadExternalResponse)):
             expected = cmd.in_public.name()
             if not equal(expected, response.name):
                 self._transients.add(response.object_handle)
@@ -267,7 +268,7 @@ class Tpm:
                 self.names.pop(cmd.object_handle, None)
             elif cmd.object_handle in self.names:
                 self.names[cmd.persistent_handle] = self.names[cmd.object_handle]
-        elif isinstance(cmd, cmds.NV_Write) and cmd.nv_index in self._nv:
+        elif isinstance(cmd, cmds.NV_Write | cmds.NV_Increment) and cmd.nv_index in self._nv:
             self._track_nv(self._nv[cmd.nv_index].written())
         elif isinstance(cmd, cmds.NV_DefineSpace):
             self._track_nv(cmd.public_info)

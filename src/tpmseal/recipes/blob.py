@@ -7,6 +7,11 @@ secret: the private part is encrypted under the SRK, which never leaves the TPM.
 The rest lets ``unseal`` run with no extra TPM round trips (salt key public area
 and handle, the PCR selection and the values they had at seal time) and explain
 a failure (which PCRs changed).
+
+Format 2 adds a ``policy`` field for policies beyond one PolicyPCR: the
+``states`` of a PolicyOR (each a ``pcr_values``-like map; ``pcr_values`` is the
+first) or the ``authorizer`` of a signed policy (its LoadExternal public area
+and policyRef). Blobs without one are written as format 1, as before.
 """
 
 from __future__ import annotations
@@ -19,9 +24,13 @@ from typing import Any
 from tpmseal import safejson
 from tpmseal.digests import hmac_digest
 from tpmseal.errors import BadInputError, DecodeError, UsageError
+from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
+from tpmseal.recipes.revocation import revocation_ref
 from tpmseal.records import field, record
 from tpmseal.session import salt
+from tpmseal.session.policy import MAX_BRANCHES, Authorizer, PcrStep, Policy, pcr_digest
+from tpmseal.wire.constants import TPM_ALG
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
@@ -32,6 +41,10 @@ def _now() -> str:
     """The current UTC time, to the second (datetime is imported only to seal)."""
     from datetime import datetime, timezone
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+FORMAT_2 = "tpmseal-sealed/2"
+PcrValues = dict[tuple[int, int], bytes]
 
 
 ENCRYPTED = "aes-128-cfb"
@@ -65,6 +78,17 @@ class SealedBlob:
     pin: bool = False
     check: bytes | None = None
     created: str = field(default_factory=_now)
+    states: tuple[PcrValues, ...] = ()  # PolicyOR branches (2 to 8); pcr_values is the first
+    authorizer: Authorizer | None = None
+    revocation_nv: int | None = None  # signed policies must be gated by this NV counter
+
+    def policy(self) -> Policy:
+        """The authPolicy as a value (session/policy.py); needs seal-time values or a signer."""
+        if self.authorizer is not None:
+            return Policy((), self.authorizer, self.pin)
+        return Policy(tuple(PcrStep(self.pcrs, pcr_digest(
+            TPM_ALG.SHA256, [v[k] for k in self.pcrs.pairs()]))
+            for v in (self.states or (self.pcr_values,))), pin=self.pin)
 
     @property
     def policy_digest(self) -> bytes:
@@ -76,11 +100,9 @@ class SealedBlob:
         return self.public.name()
 
     def to_json(self) -> str:
-        values: dict[str, dict[str, str]] = {}
-        for (bank, i), v in sorted(self.pcr_values.items()):
-            values.setdefault(pcrspec.bank_name(bank), {})[str(i)] = v.hex()
+        values = values_to_dict(self.pcr_values)
         doc: dict[str, Any] = {
-            "format": FORMAT,
+            "format": FORMAT if not (self.states or self.authorizer) else FORMAT_2,
             "public": base64.b64encode(self.public.sized()).decode(),
             "private": base64.b64encode(tpm2b(self.private)).decode(),
             "pcrs": pcrspec.to_dict(self.pcrs),
@@ -96,6 +118,15 @@ class SealedBlob:
             "check": None if self.check is None else self.check.hex(),
             "created": self.created,
         }
+        if self.states or self.authorizer:
+            doc["policy"] = {
+                "states": [values_to_dict(v) for v in self.states],
+                "authorizer": None if self.authorizer is None else {
+                    "public": base64.b64encode(self.authorizer.key.sized()).decode(),
+                    "name": self.authorizer.name.hex(),
+                    "policy_ref": self.authorizer.policy_ref.hex()},
+                "revocation_nv": None if self.revocation_nv is None
+                else f"{self.revocation_nv:#010x}"}
         return json.dumps(doc, indent=2) + "\n"
 
     @classmethod
@@ -110,7 +141,7 @@ class SealedBlob:
         if fmt is None:
             raise BadInputError(f"{where} is not a tpmseal blob (it has no format field)",
                                 "pass the JSON file written by `tpmseal seal --output`")
-        if fmt != FORMAT:
+        if fmt not in (FORMAT, FORMAT_2):
             raise BadInputError(f"{where} has format {fmt!r}, this tpmseal reads {FORMAT!r}",
                                 "upgrade tpmseal or re-seal the secret")
         try:
@@ -125,6 +156,40 @@ class SealedBlob:
             what = f"missing field {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
             raise BadInputError(f"{where} is malformed ({what})",
                                 "the file is truncated or corrupted; restore it") from None
+
+
+def values_to_dict(values: PcrValues) -> dict[str, dict[str, str]]:
+    """PCR values as ``{"sha256": {"7": hex}}`` (also what `pcrs show --json` prints)."""
+    out: dict[str, dict[str, str]] = {}
+    for (bank, i), v in sorted(values.items()):
+        out.setdefault(pcrspec.bank_name(bank), {})[str(i)] = v.hex()
+    return out
+
+
+def values_from_dict(doc: dict[str, Any]) -> PcrValues:
+    """The inverse of :func:`values_to_dict`; other top-level keys (e.g. "authenticated")
+    are ignored."""
+    values: PcrValues = {}
+    for bank, entries in doc.items():
+        if not isinstance(entries, dict):
+            continue
+        for i, v in entries.items():
+            values[(pcrspec.bank_alg(bank), int(i))] = bytes.fromhex(v)
+    return values
+
+
+def read_values_file(path: str) -> PcrValues:
+    """PCR values from a `pcrs show --json` file (its "authenticated" key is ignored)."""
+    try:
+        doc = json.loads(read_input(path, "PCR values", limit=1 << 16))
+        if not isinstance(doc, dict):
+            raise TypeError("not a JSON object")
+        return values_from_dict(doc)
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError,
+            AttributeError, UsageError) as e:
+        msg = e.one_line() if isinstance(e, UsageError) else str(e)
+        raise BadInputError(f"{path} is not a PCR values file ({msg})",
+                            "pass the output of `tpmseal pcrs show --json`") from None
 
 
 def _b64(doc: dict[str, Any], key: str) -> bytes:
@@ -157,10 +222,7 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
     private = parse_exact(_b64(doc, "private"), lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"),
                           "TPM2B_PRIVATE")
     pcrs = pcrspec.from_dict(doc["pcrs"])
-    values: dict[tuple[int, int], bytes] = {}
-    for bank, entries in (doc.get("pcr_values") or {}).items():
-        for i, v in entries.items():
-            values[(pcrspec.bank_alg(bank), int(i))] = bytes.fromhex(v)
+    values = values_from_dict(doc.get("pcr_values") or {})
     if bytes.fromhex(doc["policy_digest"]) != public.auth_policy:
         raise BadInputError("policy_digest does not match the sealed object's authPolicy",
                             "the file was edited or corrupted; restore it")
@@ -178,10 +240,30 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
         raise BadInputError(f"unknown sealed_with {str(sealed_with)[:40]!r}",
                             f"expected {ENCRYPTED!r} or {LEGACY!r}; restore the file")
     check = doc.get("check")
+    pol = doc.get("policy") or {}
+    states = tuple(values_from_dict(v) for v in pol.get("states") or ())
+    if states and (not 2 <= len(states) <= MAX_BRANCHES or states[0] != values
+                   or any(set(v) != set(pcrs.pairs()) for v in states)):
+        raise BadInputError("policy states do not match pcrs and pcr_values",
+                            "the file was edited or corrupted; restore it")
+    authorizer = None
+    if pol.get("authorizer") is not None:
+        a = pol["authorizer"]
+        authorizer = Authorizer(Public.from_sized(_b64(a, "public")),
+                                bytes.fromhex(a.get("policy_ref", "")))
+        if bytes.fromhex(a["name"]) != authorizer.name:
+            raise BadInputError("authorizer name does not match its public area",
+                                "the file was edited or corrupted; restore it")
+    nv = pol.get("revocation_nv")
+    if nv is not None and (authorizer is None
+                           or authorizer.policy_ref != revocation_ref(int(nv, 16))):
+        raise BadInputError("revocation_nv does not match the authorizer's policy_ref",
+                            "the file was edited or corrupted; restore it")
     return SealedBlob(
         public, private, pcrs, values, handle_field(doc["parent"]["handle"], "parent"),
         bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),
-        None if check is None else bytes.fromhex(check), str(doc.get("created", "")))
+        None if check is None else bytes.fromhex(check), str(doc.get("created", "")),
+        states, authorizer, None if nv is None else int(nv, 16))
 
 
 def check_value(secret: bytes, name: bytes) -> bytes:

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from itertools import chain
+from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.digests import digest, equal
@@ -31,7 +32,7 @@ from tpmseal.errors import (
 )
 from tpmseal.log import get_logger
 from tpmseal.recipes import recovery, sealing
-from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.blob import PcrValues, SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import (
@@ -43,9 +44,13 @@ from tpmseal.recipes.stores import (
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.records import field, record, replace
-from tpmseal.session.auth import AuthSession, PasswordSession, Session
-from tpmseal.wire.constants import TPM_RH, TPMA_NV, TPMA_SESSION
+from tpmseal.session.auth import AuthSession, Session
+from tpmseal.session.policy import Authorizer
+from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, PcrSelectionList
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.lifecycle")
 
@@ -59,26 +64,53 @@ class UnsealOptions:
     pin: bytes | None = field(default=None, repr=False)
     trust: TrustRecord | None = None
     recover: bool = True
+    policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
+    #: the signer of an NV-stored object (the NV layout records only public and private)
+    authorizer: Authorizer | None = None
+    revocation_nv: int | None = None
 
 
-def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions,
-                carrier: AuthSession | None = None) -> bytes:
+def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust, carrier=carrier)
+                              pin=opts.pin, trust=opts.trust, policies=opts.policies)
 
+    if opts.authorizer is not None and blob.authorizer is None and not blob.pcr_values:
+        blob = replace(blob, authorizer=opts.authorizer, revocation_nv=opts.revocation_nv)
     try:
         return attempt(blob)
     except PolicyMismatchError:
-        if blob.pcr_values or not opts.recover:
+        if blob.pcr_values or blob.authorizer is not None or not opts.recover:
             raise
-        found = recovery.recover(tpm, blob.public, blob.pcrs)
+        authenticated = not opts.legacy and opts.trust is not None and opts.trust.aes_128_cfb
+        if authenticated:
+            assert opts.trust is not None
+            audit = salted_session(tpm, opts.trust, TPMA_SESSION.continueSession
+                                   | TPMA_SESSION.audit)
+            with tpm.scoped(audit.handle):
+                found = recovery.recover(tpm, blob.public, blob.pcrs, TPM_ALG.SHA256, audit)
+        else:
+            found = recovery.recover(tpm, blob.public, blob.pcrs)
         if found is None:
             raise
         sel, pin = found
-        log.warning("unseal with PCRs %s failed; recovered PCRs %s", format_pcrs(blob.pcrs),
-                    format_pcrs(sel))
-        return attempt(replace(blob, pcrs=sel, pin=pin))
+        if (sel, pin) != (blob.pcrs, blob.pin):
+            log.warning("unseal with PCRs %s failed; recovered PCRs %s",
+                        format_pcrs(blob.pcrs), format_pcrs(sel))
+            try:
+                return attempt(replace(blob, pcrs=sel, pin=pin))
+            except PolicyMismatchError:
+                if not authenticated:
+                    raise
+        elif not authenticated:
+            raise
+        # the TPM's own (audited) current values satisfy the policy with *sel*: an
+        # honest TPM would have passed it
+        raise IntegrityError(
+            "the TPM refused the PCR policy although its authenticated current PCR values "
+            f"satisfy it (PCRs {format_pcrs(sel)}): a command or handle was altered in "
+            "transit, possible interposer",
+            "retry; if it persists, suspect an interposer on the TPM bus") from None
 
 
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
@@ -87,17 +119,15 @@ def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
 
 
 def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
-                  blobs: Iterator[SealedBlob] | None = None,
-                  carrier: AuthSession | None = None) -> tuple[bytes, SealedBlob]:
+                  blobs: Iterator[SealedBlob] | None = None) -> tuple[bytes, SealedBlob]:
     """Like :func:`unseal_stored`, also returning the stored copy that unsealed.
 
-    *blobs*: the store's candidates if the caller has just read them. *carrier*:
-    the flow's EK-salted session, to carry the encryption (sealing.unseal).
+    *blobs*: the store's candidates if the caller has just read them.
     """
     first_error: TpmsealError | None = None
     for blob in blobs if blobs is not None else require_candidates(tpm, store):
         try:
-            secret = _unseal_one(tpm, blob, opts, carrier)
+            secret = _unseal_one(tpm, blob, opts)
         except TpmsealError as e:
             if first_error is None:
                 first_error = e
@@ -111,21 +141,31 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
 
 def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None, force: bool = False) -> SealedBlob:
+           target: Store | None = None, force: bool = False,
+           add_states: Sequence[PcrValues] = (),
+           drop_states: Sequence[PcrValues] = ()) -> SealedBlob:
     """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
 
-    One EK-salted session serves both halves (a salted StartAuthSession is the
-    expensive command on a chip): it carries the Unseal response's encryption next
-    to an unsalted policy session, then reads the PCRs (audited) and authorizes
-    Create. With a PIN the unseal needs a salted policy session of its own. A
+    Two EK-salted sessions: the unseal's policy session, which must carry the
+    Unseal response's encryption itself (a salted HMAC session next to an unsalted
+    policy session authorizes nothing, so an interposer could delete it and read
+    the plaintext: session/auth.py, required-session rule), and the seal's. A
     *target* is created exclusively unless *force* (then it is replaced).
+
+    *add_states* / *drop_states* change the set of allowed PCR states (PolicyOR,
+    sealing.seal): the old states (or the old values), minus those dropped, plus
+    those added.
     """
-    with shared_session(tpm, opts.trust, opts.legacy) as session:
-        secret, old = unseal_source(tpm, store, opts, carrier=session)
-        blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
-                            trust=opts.trust, legacy=opts.legacy,
-                            allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                            check=old.check is not None or None, session=session)
+    secret, old = unseal_source(tpm, store, opts)
+    same_pcrs = new_pcrs is None or new_pcrs == old.pcrs
+    states = old.states if same_pcrs else ()
+    if add_states or drop_states:
+        states = sealing.change_states(old, new_pcrs or old.pcrs, add_states, drop_states)
+    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
+                        trust=opts.trust, legacy=opts.legacy,
+                        allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                        check=old.check is not None or None, states=states,
+                        authorizer=old.authorizer, revocation_nv=old.revocation_nv)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -134,7 +174,13 @@ def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: Unse
 
 
 def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
-    """32 bytes: the TPM's RNG (through *session*, encrypted, if given) mixed with the OS's."""
+    """32 bytes: the TPM's RNG (through *session*, encrypted, if given) mixed with the OS's.
+
+    The encryption only hides the TPM's bytes from a passive observer: GetRandom
+    authorizes nothing, so an active interposer can delete the session and read
+    them (session/auth.py, required-session rule). The OS's bytes, which never
+    cross the bus, keep the key secret.
+    """
     if session is not None:
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
         tpm_bytes = tpm.get_random(VAULT_KEY_BYTES, session)
@@ -145,7 +191,12 @@ def fresh_key(tpm: Tpm, session: AuthSession | None) -> bytes:
 
 def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) -> bytes | None:
     """The legacy plaintext key in the index *pub* describes, read through *session*
-    (encrypted) when given; None if there is no written index."""
+    (encrypted) when given; None if there is no written index.
+
+    The session itself authorizes the owner (empty authValue), so the TPM needs it
+    and its HMAC covers ``encrypt``: next to a password session it would authorize
+    nothing and an interposer could delete it (session/auth.py).
+    """
     if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
         return None
     sessions: tuple[Session, ...] = ()
@@ -154,7 +205,7 @@ def _read_legacy(tpm: Tpm, pub: NvPublic | None, session: AuthSession | None) ->
             session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
             pub = tpm.nv_read_public(pub.nv_index, session)
         session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-        sessions = (PasswordSession(), session)
+        sessions = (session,)
     return tpm.nv_read(pub.nv_index, pub.data_size, TPM_RH.OWNER, *sessions)
 
 
@@ -187,7 +238,9 @@ def refuse_downgrade(legacy: bool, trust: TrustRecord | None, allow_downgrade: b
 def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
-              check: bool | None = None) -> SealedBlob:
+              check: bool | None = None, states: Sequence[PcrValues] = (),
+              authorizer: Authorizer | None = None,
+              revocation_nv: int | None = None) -> SealedBlob:
     """Seal *secret* into an empty *store* (or replace its content with *force*).
 
     An NV store that looks empty is confirmed empty through the same salted
@@ -207,7 +260,8 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
                 nv.refuse_occupied(listing, looked_empty=False)
         blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
-                            session=session)
+                            session=session, states=states, authorizer=authorizer,
+                            revocation_nv=revocation_nv)
     if nv is not None:
         nv.save(tpm, blob, listing=listing, exclusive=not force)
     else:

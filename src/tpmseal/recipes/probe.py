@@ -11,7 +11,12 @@ with an EK-salted *audit* session (Part 1 §19.6.x, TPMA_SESSION.audit): each
 success response carries an HMAC keyed with the salt, so the report is what the
 TPM said (``"authenticated": true``), and the keys are compared with the pins. An
 absent key or a failed TestParms is an error response, which carries no HMAC
-(Part 1 §18.8): the report says so.
+(Part 1 §18.8), so an authenticated report checks each one: a key is absent only
+if the audited listing of persistent handles lacks it, and "no AES-128-CFB"
+always means an interposer (the TPM accepted the AES-128-CFB audit session, or
+its symmetric was rewritten on the way). A forged error is reported as
+tampering (exit 6), never as a replaced TPM: the salted session has just proved
+that the pinned EK is there.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import Session
 from tpmseal.wire.constants import TPM_PT, TPMA_SESSION
 from tpmseal.wire.structures import AES_128_CFB, EccParms, RsaParms
+
+#: The first persistent handle (Part 2 §7.5): the audited listing starts there.
+PERSISTENT_FIRST = 0x81000000
 
 
 def _chars(v: int) -> str:
@@ -51,16 +59,45 @@ def probe(tpm: Tpm, profile: Profile, trust: TrustRecord | None = None) -> dict[
     s = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
     with tpm.scoped(s.handle):
         info = _probe(tpm, profile, s)
+        listed = set(tpm.handles(PERSISTENT_FIRST, s))
+        for k in info["keys"].values():
+            _check_absent(k, listed)
+        if not info["aes_128_cfb"]:
+            raise _no_aes_is_forged()
         for role, handle, name in (("EK", trust.ek_handle, trust.ek_name),
                                    ("SRK", trust.srk_handle, trust.srk_name)):
             key = next((k for k in info["keys"].values() if k["handle"] == f"{handle:#010x}"),
-                       None) or _key_info(tpm, handle, s)  # a pin the profile does not name
+                       None) or _check_absent(_key_info(tpm, handle, s), listed)
             if key.get("name") != name.hex():
                 raise IntegrityError(f"the TPM's {role} at {handle:#010x} is not the one pinned "
                                      f"in {trust.path}: possible interposer or replaced TPM",
                                      "if the TPM was replaced or cleared, re-pin with "
                                      "`tpmseal provision --repin`")
     return info
+
+
+def _check_absent(key: dict[str, Any], listed: set[int]) -> dict[str, Any]:
+    """*key*, unless it was reported absent by an error the audited handle list belies."""
+    if not key["present"] and int(key["handle"], 16) in listed:
+        raise IntegrityError(f"the TPM answered that no key is at {key['handle']}, but its "
+                             "authenticated handle list holds one: a forged error response, "
+                             "possible interposer", "check the TPM bus; do not re-pin")
+    return key
+
+
+def _no_aes_is_forged() -> IntegrityError:
+    """A TestParms "no AES-128-CFB" under the authenticated probe means an interposer.
+
+    The audit session was started with AES-128-CFB, and a TPM rejects a
+    StartAuthSession with a symmetric definition it does not implement (Part 3
+    §11.1, TPM_RC_SYMMETRIC/MODE/KEY_SIZE on unmarshalling). So either the error
+    was forged, or the symmetric was rewritten on the way (it joins no HMAC, so the
+    session still audits): deciphering a parameter could not tell the two apart.
+    """
+    return IntegrityError("TPM2_TestParms reported no AES-128-CFB, but the TPM accepted the "
+                          "AES-128-CFB session this report is read through: a forged error "
+                          "response or a session rewritten in transit, possible interposer",
+                          "check the TPM bus")
 
 
 def _probe(tpm: Tpm, profile: Profile, *sessions: Session) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from itertools import combinations
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.session.auth import Session
 from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG, TPM_CC
 from tpmseal.wire.marshal import u8, u16, u32
@@ -63,13 +64,20 @@ def find_selection(public: Public, values: dict[tuple[int, int], bytes],
 
 
 def recover(tpm: Tpm, public: Public, first: PcrSelectionList | None = None,
-            bank: int = TPM_ALG.SHA256) -> tuple[PcrSelectionList, bool] | None:
-    """Read PCRs 0-15 of *bank* (2 PCR_Read calls) and search for the selection."""
-    values = tpm.pcr_read(PcrSelectionList((PcrSelection(bank, CANDIDATES),)))
+            bank: int = TPM_ALG.SHA256,
+            *sessions: Session) -> tuple[PcrSelectionList, bool] | None:
+    """Read PCRs 0-15 of *bank* (2 PCR_Read calls) and search for the selection.
+
+    A match always names the selection the object's authPolicy covers (forging
+    another needs a preimage), but whether the *current* values match, and "no
+    match", can be forged: pass an EK-salted audit session (*sessions*) when the
+    answer is reported as a PCR change, or as tampering.
+    """
+    values = tpm.pcr_read(PcrSelectionList((PcrSelection(bank, CANDIDATES),)), *sessions)
     if first is not None:
         missing = PcrSelectionList(tuple(
             PcrSelection(s.hash_alg, tuple(i for i in s.pcrs if (s.hash_alg, i) not in values))
             for s in first.selections if any((s.hash_alg, i) not in values for i in s.pcrs)))
         if missing.selections:
-            values.update(tpm.pcr_read(missing))
+            values.update(tpm.pcr_read(missing, *sessions))
     return find_selection(public, values, first, bank)

@@ -24,6 +24,9 @@ unsealed on the legacy path without ``allow_downgrade``.
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.digests import equal
@@ -38,17 +41,38 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.log import get_logger
-from tpmseal.recipes import pcrspec
-from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, check_value, key_like
+from tpmseal.recipes import pcrspec, revocation
+from tpmseal.recipes.blob import (
+    ENCRYPTED,
+    LEGACY,
+    PcrValues,
+    SaltKey,
+    SealedBlob,
+    check_value,
+    key_like,
+)
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
+from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
-from tpmseal.session.policy import AuthValueStep, PcrStep, PolicyStep, compute_policy, pcr_digest
+from tpmseal.session.policy import (
+    MAX_BRANCHES,
+    Authorizer,
+    AuthValueStep,
+    PcrStep,
+    Policy,
+    PolicyStep,
+    compute_policy,
+    pcr_digest,
+)
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, SensitiveCreate, SymDef
+
+if TYPE_CHECKING:  # signed policies load X.509-free but heavier modules: only on use
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.seal")
 
@@ -65,12 +89,16 @@ OTHER_TPM_HINT = ("unseal it on the TPM it was sealed on (with that TPM's --trus
                   "restore the right blob")
 
 
+def pcr_step(pcrs: PcrSelectionList, values: PcrValues) -> PcrStep:
+    """PolicyPCR over *values* in selection order."""
+    # pcrDigest uses the policy session's hash (SHA-256), whatever the PCR bank
+    return PcrStep(pcrs, pcr_digest(TPM_ALG.SHA256, [values[k] for k in pcrs.pairs()]))
+
+
 def policy_steps(pcrs: PcrSelectionList, values: dict[tuple[int, int], bytes],
                  pin: bool) -> list[PolicyStep]:
     """PolicyPCR over *values* in selection order, then PolicyAuthValue if a PIN is set."""
-    ordered = [values[k] for k in pcrs.pairs()]
-    # pcrDigest uses the policy session's hash (SHA-256), whatever the PCR bank
-    steps: list[PolicyStep] = [PcrStep(pcrs, pcr_digest(TPM_ALG.SHA256, ordered))]
+    steps: list[PolicyStep] = [pcr_step(pcrs, values)]
     if pin:
         steps.append(AuthValueStep())
     return steps
@@ -95,13 +123,32 @@ def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList
 def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
-         check: bool | None = None, session: AuthSession | None = None) -> SealedBlob:
+         check: bool | None = None, session: AuthSession | None = None,
+         states: Sequence[PcrValues] = (), authorizer: Authorizer | None = None,
+         revocation_nv: int | None = None) -> SealedBlob:
     """Seal *secret* to the current values of *pcrs* under the profile's SRK.
 
     *session*: an EK-salted HMAC session the caller already started (see
     :func:`~tpmseal.recipes.trust.salted_session`) to use instead of a new one;
     it ends with the Create command.
+
+    The policy (a :class:`~tpmseal.session.policy.Policy` value, recorded in the
+    blob) is PolicyPCR over the current values by default; with *states* (2 to 8
+    maps of PCR values, e.g. from ``pcrs show --json``) PolicyOR over one
+    PolicyPCR per state, no PCR read needed; with *authorizer*
+    PolicyAuthorize(key Name, policyRef): any state the signer signs, and
+    *pcrs* is only recorded as the selection its signed policies use.
+    *revocation_nv* (with *authorizer*): the NV counter signed policies must be
+    gated by (recipes/signed.py, revocation); defined here if missing.
     """
+    if revocation_nv is not None:
+        if authorizer is None:
+            raise UsageError("--min-version-nv needs --authorized-by",
+                             "add --authorized-by SIGNER.pub, or drop --min-version-nv")
+        authorizer = replace(authorizer, policy_ref=revocation.revocation_ref(revocation_nv))
+    if states and authorizer is not None:
+        raise UsageError("--pcr-values and --authorized-by exclude each other",
+                         "a signed policy names its PCR values itself")
     if not secret:
         raise UsageError("refusing to seal an empty secret",
                          hint="pass a non-empty secret")
@@ -138,18 +185,31 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
     if not encrypted:
         session = None
+    given = _given_states(pcrs, states)
+    if revocation_nv is not None:
+        start = revocation.define_counter(tpm, revocation_nv)
+        log.info("revocation counter %#x is at %d: signed policies need a version of at "
+                 "least %d", revocation_nv, start, start)
     try:
         if encrypted:
             assert trust is not None
             session = session or salted_session(tpm, trust)
+        if given or authorizer is not None:
+            values = given[0] if given else {}
+        elif session is not None:
             session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
             values = tpm.pcr_read(read_sel, session)
         else:
             values = tpm.pcr_read(read_sel)
-        if not allow_unmeasured:
-            _check_measured(values, pcrs)
-        steps = policy_steps(pcrs, values, pin is not None)
-        template = sealed_template(compute_policy(steps))
+        if not allow_unmeasured and authorizer is None:
+            for v in given or (values,):
+                _check_measured(v, pcrs)
+        if authorizer is not None:
+            policy = Policy((), authorizer, pin is not None)
+        else:
+            policy = Policy(tuple(pcr_step(pcrs, v) for v in given or (values,)),
+                            pin=pin is not None)
+        template = sealed_template(policy.digest())
         sensitive = SensitiveCreate(pin or b"", secret)
         if session is not None:
             assert trust is not None
@@ -171,13 +231,60 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
         raise IntegrityError("TPM returned a different public area than the one sent: "
                              "possible bus tampering",
                              hint=BUS_HINT)
-    sealed_values = {k: values[k] for k in pcrs.pairs()}
+    sealed_values = {k: values[k] for k in pcrs.pairs()} if values else {}
     use_check = key_like(secret) if check is None else check
     salt = SaltKey(trust.ek_handle, trust.ek_public) if trust else None
     parent_name = trust.srk_name if trust else tpm.name_of(srk)
     return SealedBlob(public, r.out_private, pcrs, sealed_values, srk, parent_name, salt,
                       ENCRYPTED if encrypted else LEGACY, pin is not None,
-                      check_value(secret, public.name()) if use_check else None)
+                      check_value(secret, public.name()) if use_check else None,
+                      states=tuple(given) if len(given) > 1 else (), authorizer=authorizer,
+                      revocation_nv=revocation_nv)
+
+
+def change_states(old: SealedBlob, pcrs: PcrSelectionList, add: Sequence[PcrValues],
+                  drop: Sequence[PcrValues]) -> tuple[PcrValues, ...]:
+    """The allowed states of *old* (its states, or its one set of values) restricted to
+    *pcrs*, minus *drop*, plus *add* — for ``reseal --add-state/--drop-state``."""
+    if old.authorizer is not None:
+        raise UsageError("this secret is sealed to a policy signer: its states are whatever "
+                         "the signer signs", "drop --add-state/--drop-state")
+    base = list(old.states or ((old.pcr_values,) if old.pcr_values else ()))
+    if any(set(pcrs.pairs()) - set(v) for v in base):
+        raise UsageError("the old states do not cover the new --pcrs",
+                         "give every state with --add-state, or keep the PCR list")
+
+    def cut(v: PcrValues) -> PcrValues:
+        return {k: v[k] for k in pcrs.pairs() if k in v}
+
+    gone = [cut(v) for v in drop]
+    missing = [n for n, v in enumerate(gone, 1) if v not in [cut(b) for b in base]]
+    if missing:
+        raise UsageError(f"--drop-state {missing[0]} is not one of the sealed states",
+                         "give a file with the values of a sealed state (see the blob's states)")
+    kept = [cut(v) for v in base if cut(v) not in gone] + [dict(v) for v in add]
+    if not kept:
+        raise UsageError("dropping every allowed state would leave nothing to unseal in",
+                         "keep at least one state, or --add-state another")
+    return tuple(kept)
+
+
+def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[PcrValues]:
+    """The PolicyOR states restricted to *pcrs*; each must give every selected PCR."""
+    if len(states) > MAX_BRANCHES:
+        raise UsageError(f"{len(states)} PCR states given; PolicyOR allows at most "
+                         f"{MAX_BRANCHES}", "seal to fewer states, or use a signer")
+    out = []
+    for n, v in enumerate(states, 1):
+        missing = [f"{pcrspec.bank_name(b)}:{i}" for b, i in pcrs.pairs() if (b, i) not in v]
+        if missing:
+            raise UsageError(f"PCR state {n} has no value for {', '.join(missing)}",
+                             "give `pcrs show --json` output that covers --pcrs")
+        out.append({k: v[k] for k in pcrs.pairs()})
+    unique: dict[tuple[tuple[tuple[int, int], bytes], ...], PcrValues] = {}
+    for v in out:
+        unique.setdefault(tuple(sorted(v.items())), v)
+    return list(unique.values())
 
 
 def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
@@ -194,6 +301,11 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     if e.name in ("AUTH_FAIL", "BAD_AUTH") and e.command == "Unseal" and pin:
         return AuthFailedError("wrong PIN", "repeated failures lock the TPM for a while "
                                             "(dictionary-attack protection)")
+    if e.command in ("VerifySignature", "PolicyAuthorize"):
+        return IntegrityError(f"the TPM refused TPM2_{e.command} ({e.rc.describe()}) of a "
+                              "signed policy that verifies in software: a command was "
+                              "altered in transit, possible interposer",
+                              "check the bus between CPU and TPM, then retry")
     if e.name == "LOCKOUT":
         return AuthFailedError(f"TPM2_{e.command} refused: the TPM is in dictionary-attack "
                                "lockout", "wait for the lockout to expire, or reset it with the "
@@ -212,12 +324,11 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
     return e
 
 
-def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
-                 carrier: AuthSession | None = None) -> dict[str, list[int]]:
+def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None) -> dict[str, list[int]]:
     """Which of the blob's PCRs differ now from their seal-time values.
 
     The current values come from an audited PCR_Read (its response HMAC covers
-    them) in *carrier* or in a session salted to *salt*, so a report never names a
+    them) in a session salted to *salt*, so a report never names a
     PCR on the word of an interposer. Without a salt key (legacy path) nothing can
     be authenticated and the report says so.
     """
@@ -225,9 +336,6 @@ def changed_pcrs(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
         return {}
     if salt is None:
         now = tpm.pcr_read(blob.pcrs)
-    elif carrier is not None and not carrier.ended:
-        carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
-        now = tpm.pcr_read(blob.pcrs, carrier)
     else:
         audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
                              TPMA_SESSION.continueSession | TPMA_SESSION.audit)
@@ -259,17 +367,16 @@ def mismatch_error(changed: dict[str, list[int]], *,
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
            pin: bytes | None = None, trust: TrustRecord | None = None,
-           carrier: AuthSession | None = None) -> bytes:
+           policies: Sequence[SignedPolicy] = ()) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
     A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
     empty pcrDigest: the TPM then uses the current values, and a mismatch shows
     up as TPM_RC_POLICY_FAIL at Unseal.
 
-    *carrier*: a confirmed EK-salted HMAC session of the caller's (reseal) that
-    carries the response encryption next to an unsalted policy session, so the
-    flow needs no second salted StartAuthSession; not with a PIN (see
-    :func:`_unseal`).
+    *policies*: the signed policies offered for a blob sealed to a signer
+    (recipes/signed.py); forged, unsigned and other keys' policies are refused
+    before any TPM command, and the TPM picks the one that covers the PCRs.
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
@@ -305,7 +412,28 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if blob.pin and not encrypted:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path",
                          hint="drop --legacy")
-    if blob.pcr_values:
+    run: Callable[[AuthSession], None]
+    if (blob.authorizer is not None or blob.states) and (
+            blob.policy().digest() != blob.policy_digest):
+        raise BadInputError("the sealed object's authPolicy (policy_digest) is not what its "
+                            "policy record gives",
+                            "with --nv: check --authorized-by and --min-version-nv; a blob "
+                            "file was edited or corrupted: restore it")
+    if policies and blob.authorizer is None:
+        raise UsageError("this secret is not sealed to a policy signer", "drop --policy")
+    if blob.authorizer is not None:
+        if not policies:
+            raise UsageError("this secret is sealed to a policy signer",
+                             "pass the signed policy for this release with --policy FILE|DIR")
+        from tpmseal.recipes import signed, signer
+
+        key = signer.crypto_key(blob.authorizer.key)
+        run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
+                                                      blob.authorizer.policy_ref,
+                                                      blob.revocation_nv))
+    elif blob.states:
+        run = _branch_runner(tpm, blob)
+    elif blob.pcr_values:
         if set(blob.pcr_values) != set(blob.pcrs.pairs()):
             raise BadInputError("the blob's pcr_values do not list exactly its pcrs",
                                 "the file was edited or corrupted; restore it")
@@ -315,18 +443,24 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                 "the file was edited or corrupted; restore it")
     else:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
-    if carrier is not None and (blob.pin or not encrypted):
-        carrier = None
+    if not (blob.authorizer is not None or blob.states):
+        run = functools.partial(tpm.run_policy, steps=steps)
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, steps, pin, carrier)
+        secret = _unseal(tpm, blob, salt if encrypted else None, run, pin)
     except TrustError as e:
         if trust is not None:
             raise
         # nothing pinned to compare with: the TPM cannot use the blob's own salt key
         raise BadInputError(OTHER_TPM + f" ({e.hint})", OTHER_TPM_HINT) from None
     except TpmResponseError as e:
+        if blob.authorizer is not None and e.name == "POLICY_FAIL" and e.command == "Unseal":
+            raise IntegrityError("the TPM refused the signed policy at TPM2_Unseal: its key "
+                                 "or policyRef is not the one this secret is sealed to, or a "
+                                 "command was altered in transit",
+                                 "pass policies signed for this secret; if they are, check "
+                                 "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
-            changed = changed_pcrs(tpm, blob, salt if encrypted else None, carrier)
+            changed = changed_pcrs(tpm, blob, salt if encrypted else None)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
                 # the policy: a handle or command was altered on the bus
@@ -345,8 +479,47 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     return secret
 
 
-def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[PolicyStep],
-            pin: bytes | None, carrier: AuthSession | None = None) -> bytes:
+def _signed_runner(tpm: Tpm, blob: SealedBlob,
+                   candidates: list[SignedPolicy]) -> Callable[[AuthSession], None]:
+    """Satisfy PolicyAuthorize with the first candidate that covers the PCRs (signed.py),
+    then the PIN's PolicyAuthValue."""
+    authorizer, policy = blob.authorizer, blob.policy()
+    assert authorizer is not None
+
+    def run(s: AuthSession) -> None:
+        from tpmseal.recipes import signed
+
+        signed.satisfy(tpm, s, authorizer, candidates)
+        tpm.run_policy(s, policy.finish([]))
+
+    return run
+
+
+def _branch_runner(tpm: Tpm, blob: SealedBlob) -> Callable[[AuthSession], None]:
+    """Satisfy a PolicyOR: the branch the TPM accepts (PolicyPCR with another state's
+    pcrDigest fails with TPM_RC_VALUE and leaves the digest alone), then PolicyOR."""
+    policy = blob.policy()
+
+    def run(s: AuthSession) -> None:
+        for n in range(len(policy.branches)):
+            try:
+                tpm.run_policy(s, [policy.branches[n]])
+            except TpmResponseError as e:
+                if e.name != "VALUE":
+                    raise
+                continue
+            tpm.run_policy(s, policy.steps(n)[1:])
+            return
+        raise PolicyMismatchError(
+            f"PCR policy check failed: the PCR values match none of the {len(blob.states)} "
+            "states the secret was sealed to", None,
+            "boot one of the sealed configurations, or reseal from a trusted state")
+
+    return run
+
+
+def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+            run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
     Encrypted path: the policy session is salted to the pinned EK and used first
@@ -357,18 +530,16 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
     object swapped in by an interposer. 5 commands: StartAuthSession, Load,
     PolicyPCR, Unseal (ends the session), FlushContext (+ PolicyAuthValue with a PIN).
 
-    With a *carrier* (an EK-salted HMAC session the caller goes on using) the
-    policy session is unsalted and cheap, and the carrier, confirmed on Load the
-    same way unless it already is, carries the encryption; the TPM checks its
-    command HMAC too, which binds the object's Name the same way. Never with a
-    PIN: an unsalted policy session's HMAC is keyed by the PIN alone and would
-    expose it to offline guessing.
+    The encryption rides on the policy session itself, never on a salted HMAC
+    session next to an unsalted policy session: such a session authorizes
+    nothing, an interposer can delete it and the TPM then returns outData in
+    plaintext (session/auth.py, required-session rule).
     """
-    if salt is None or carrier is not None:
+    if salt is None:
         session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
     else:
         session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY)
-    encrypting = carrier if carrier is not None else session if salt is not None else None
+    encrypting = session if salt is not None else None
     with tpm.scoped(session.handle):
         confirm: tuple[AuthSession, ...] = ()
         if encrypting is not None and not encrypting.confirmed:
@@ -381,14 +552,10 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None, steps: list[Policy
                          PasswordSession(), *confirm)
         with tpm.scoped(loaded.object_handle) as handle:
             session.attributes = 0  # ends with Unseal; a policy session's digest is fresh
-            tpm.run_policy(session, steps)
+            run(session)
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
-            if carrier is not None:
-                carrier.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.encrypt
-                out = tpm.run(cmds.Unseal(handle), session, carrier).out_data
-            else:
-                if encrypting is not None:
-                    session.attributes = TPMA_SESSION.encrypt
-                out = tpm.run(cmds.Unseal(handle), session).out_data
+            if encrypting is not None:
+                session.attributes = TPMA_SESSION.encrypt
+            out = tpm.run(cmds.Unseal(handle), session).out_data
     return out

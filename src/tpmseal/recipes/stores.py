@@ -15,6 +15,9 @@ leaves at least one complete copy that unseals (the old or the new).
   listing (in an EK-salted audit session when a key is pinned), not from a
   probe per index; part of a pair and no complete one is a *torn* layout
   (:class:`~tpmseal.errors.TornStoreError`), never taken for an empty one.
+  Whether a reseal stages its new pair first follows from where the copy that
+  unsealed was read, never from a re-read an interposer could answer with "no
+  such index".
 
   The layout is open to anyone on the bus (owner authorization is empty), and so
   is the SRK: an interposer can store an object of its own, sealed to the current
@@ -46,7 +49,7 @@ from tpmseal.log import get_logger
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
-from tpmseal.records import mutable_record, record
+from tpmseal.records import field, mutable_record, record
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
@@ -204,6 +207,9 @@ class NvStore:
     trust: TrustRecord | None
     pin: bool = False
     accept_any: bool = False
+    #: the private index each candidate was read from (by its private part)
+    #: the index each candidate's private part was read from (by private part)
+    _origin: dict[bytes, int] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
@@ -247,6 +253,7 @@ class NvStore:
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
                 self._check_pinned(blob, priv, pub)
+                self._origin[blob.private] = priv
                 yield blob
 
     def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
@@ -345,8 +352,15 @@ class NvStore:
         old = self.trust.nv_sealed if self.trust is not None else ()
         self._pin(tuple(dict.fromkeys((*old, blob.name))))  # both, while the pair swaps
         staged = False
-        if listing.complete(lay.private, lay.public) and (
-                keep is None or self._main_holds(tpm, listing, keep)):
+        origin = self._origin.get(keep.private) if keep is not None else None
+        if origin is not None:
+            # where the copy that unsealed was read from - not a re-read, which an
+            # interposer could answer with "no such index" to make us skip staging
+            stage = origin == lay.private
+        else:
+            stage = listing.complete(lay.private, lay.public) and (
+                keep is None or self._main_holds(tpm, listing, keep))
+        if stage:
             # 1. a complete new copy in staging (the main pair is untouched)
             for index in (lay.staging_public, lay.staging_private):
                 if index in listing.pubs:
@@ -414,12 +428,21 @@ def first_candidate(tpm: Tpm, store: Store) -> SealedBlob | None:
 
 def require_candidates(tpm: Tpm, store: Store) -> Iterator[SealedBlob]:
     """The store's candidates; :class:`NotFoundError` if there is none
-    (:class:`TornStoreError` if an NV layout holds only part of a pair)."""
+    (:class:`TornStoreError` if an NV layout holds only part of a pair).
+
+    An NV layout that looks empty is confirmed empty first (an authenticated
+    listing): "no such index" is a forgeable error, and "nothing sealed, seal one"
+    would steer the admin towards overwriting the real copy.
+    """
     it = store.candidates(tpm)
     first = next(it, None)
     if first is None:
         if isinstance(store, NvStore):  # part of a pair is not "nothing": say so
-            store.refuse_torn(store.listing(tpm, authenticate=False))
+            listing = store.listing(tpm)
+            if listing.authenticated:  # a complete pair after all: someone hid it
+                store.refuse_occupied(listing, looked_empty=True)
+            else:
+                store.refuse_torn(listing)
         raise NotFoundError(f"no sealed secret in {store.describe()}",
                             "seal one first with `tpmseal seal`")
     return chain([first], it)

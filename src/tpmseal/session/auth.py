@@ -42,6 +42,21 @@ encrypted by the caller under its own key (a stripped salt only makes the TPM
 decrypt garbage), command HMACs keyed with the salted key reveal nothing, and
 no response datum is used before its HMAC has verified.
 
+**Required-session rule.** The TPM needs only the sessions that authorize a
+handle; one that only encrypts, decrypts or audits is the caller's choice, and
+an interposer can delete it from the command. Where nothing the TPM checks
+covers it, the TPM still executes the command — and answers in plaintext. So
+:func:`protect_command` sets ``encrypt`` only on a session the TPM cannot be
+made to skip: an authorizing session (its own HMAC covers the attribute), or an
+extra session whose nonceTPM joins the command HMAC of a first, authorizing,
+confirmed session with a secret key (Part 1 §19.6.12, nonceEncrypt). A password
+session or an unsalted policy session without a PIN has no such HMAC. A command
+that authorizes no handle (GetRandom, PCR_Read...) returns nothing an interposer
+could not ask the TPM for itself, so there ``encrypt`` only hides the response
+from a passive observer: an active one can delete the session, and a caller must
+not rely on it (recipes/lifecycle.py's fresh_key mixes GetRandom's bytes with the
+OS's).
+
 This module is sans-I/O: the client feeds it bytes and gets bytes back.
 """
 
@@ -153,7 +168,8 @@ class AuthSession(Session):
     policy_auth_value: bool = False
     policy_password: bool = False
     ended: bool = False
-    #: a response HMAC computed with this session's key has verified (module docstring)
+    #: a response HMAC computed with this session's key has verified, and that key is
+    #: secret (salted, or bound to an entity with an authValue): module docstring
     confirmed: bool = False
 
     @property
@@ -238,6 +254,22 @@ def _hash(alg: int, *parts: bytes) -> bytes:
     return digest(alg, b"".join(parts))
 
 
+def _check_required(e: AuthSession, sessions: list[Session], names: list[bytes | None],
+                    n_auth: int) -> None:
+    """The required-session rule (module docstring) for the ``encrypt`` session *e*."""
+    if sessions.index(e) < n_auth or not n_auth:
+        return
+    first = sessions[0]
+    if (isinstance(first, AuthSession) and first.confirmed and not first.policy_password
+            and (first.salted or first.bind_secret) and first.hmac_key(names[0])):
+        return
+    raise UsageError(f"refusing to let the TPM encrypt a response under session {e.handle:#x}: "
+                     "it authorizes nothing and no HMAC the TPM checks covers it, so an "
+                     "interposer could delete it and the TPM would answer in plaintext",
+                     "let the encrypting session authorize the command, or pair it with a "
+                     "confirmed salted authorizing session")
+
+
 def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: list[bytes],
                     sessions: list[Session], first_param_2b: bool) -> tuple[
                         bytes, list[AuthCommand], Pending]:
@@ -286,6 +318,7 @@ def protect_command(code: int, handle_names: list[bytes], n_auth: int, params: l
         params[0] = tpm2b(ct)
     for s in enc:
         s.check_can_encrypt_response()
+        _check_required(s, sessions, names, n_auth)
     param_bytes = b"".join(params)
     cp_hashes: dict[int, bytes] = {}
     auths: list[AuthCommand] = []
@@ -351,7 +384,7 @@ def check_response(pending: Pending, params: bytes, auths: list[AuthResponse],
             expected = hmac_digest(key, msg, HASH_NAMES[alg])
         if not equal(expected, a.hmac):
             raise ResponseIntegrityError(unconfirmed_message(s) if not s.confirmed else None)
-        if expected and s.session_key:
+        if expected and (s.salted or s.bind_secret):  # a key from public nonces proves nothing
             verified.append(s)
     for s in verified:
         s.confirmed = True

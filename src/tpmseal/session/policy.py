@@ -10,6 +10,17 @@ no round trips) and satisfies it on the TPM at unseal time.
   pcrDigest)`` with pcrDigest = H(PCR values concatenated in selection order).
 * PolicyAuthValue (§23.17) and PolicyPassword (§23.18) both extend with
   TPM_CC_PolicyAuthValue: the two are interchangeable in the digest.
+* PolicyOR (§23.6): ``H(zeros ‖ TPM_CC_PolicyOR ‖ branch digests)``; the TPM
+  first checks that the session's digest is one of the branches.
+* PolicyAuthorize (§23.16): ``H(H(zeros ‖ TPM_CC_PolicyAuthorize ‖ keyName) ‖
+  policyRef)``; the TPM first checks a ticket that the key signed
+  ``H(session digest ‖ policyRef)``.
+* PolicyNV (§23.9): ``H(old ‖ TPM_CC_PolicyNV ‖ H(operandB ‖ offset ‖ operation)
+  ‖ nvIndexName)``.
+
+:class:`Policy` is a whole policy as a value: PCR branches, an optional
+authorizer and a PIN. It computes the sealed object's ``authPolicy`` offline and
+lists the steps that satisfy it in a session.
 """
 
 from __future__ import annotations
@@ -17,10 +28,21 @@ from __future__ import annotations
 from typing import Any
 
 from tpmseal.records import record
-from tpmseal.wire.commands import Command, PolicyAuthValue, PolicyPassword, PolicyPCR
+from tpmseal.wire.commands import (
+    Command,
+    PolicyAuthorize,
+    PolicyAuthValue,
+    PolicyNV,
+    PolicyOR,
+    PolicyPassword,
+    PolicyPCR,
+)
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_CC
-from tpmseal.wire.marshal import u32
-from tpmseal.wire.structures import PcrSelectionList, digest
+from tpmseal.wire.marshal import u16, u32
+from tpmseal.wire.structures import DigestList, PcrSelectionList, Public, Ticket, digest
+
+#: PolicyOR takes at most 8 branches (TPML_DIGEST, Part 2 §10.9.3).
+MAX_BRANCHES = 8
 
 
 def pcr_digest(alg: int, values: list[bytes]) -> bytes:
@@ -77,6 +99,126 @@ class PasswordStep(PolicyStep):
 
     def command(self, session_handle: int) -> PolicyPassword:
         return PolicyPassword(session_handle)
+
+
+@record
+class OrStep(PolicyStep):
+    """TPM2_PolicyOR over 2 to 8 branch digests (Part 3 §23.6)."""
+
+    branches: tuple[bytes, ...]
+
+    def update(self, alg: int, old: bytes) -> bytes:
+        return digest(alg, bytes(HASH_SIZES[alg]) + u32(TPM_CC.PolicyOR)
+                      + b"".join(self.branches))
+
+    def command(self, session_handle: int) -> PolicyOR:
+        return PolicyOR(session_handle, DigestList(self.branches))
+
+
+@record
+class AuthorizeStep(PolicyStep):
+    """TPM2_PolicyAuthorize (Part 3 §23.16): *key_name* signed *approved_policy*.
+
+    Offline only the key's Name and the policyRef matter; on the TPM the step
+    needs the TPMT_TK_VERIFIED *ticket* from VerifySignature.
+    """
+
+    key_name: bytes
+    policy_ref: bytes = b""
+    approved_policy: bytes = b""
+    ticket: Ticket | None = None
+
+    def update(self, alg: int, old: bytes) -> bytes:
+        first = digest(alg, bytes(HASH_SIZES[alg]) + u32(TPM_CC.PolicyAuthorize) + self.key_name)
+        return digest(alg, first + self.policy_ref)
+
+    def command(self, session_handle: int) -> PolicyAuthorize:
+        if self.ticket is None:
+            raise ValueError("PolicyAuthorize needs the ticket of TPM2_VerifySignature")
+        return PolicyAuthorize(session_handle, self.approved_policy, self.policy_ref,
+                               self.key_name, self.ticket)
+
+
+@record
+class NvStep(PolicyStep):
+    """TPM2_PolicyNV (Part 3 §23.9): NV index contents at *offset* ``operation`` *operand*.
+
+    *auth_handle* authorizes reading the index (the index itself by default).
+    """
+
+    nv_index: int
+    nv_name: bytes
+    operand: bytes
+    operation: int
+    offset: int = 0
+    auth_handle: int | None = None
+
+    def update(self, alg: int, old: bytes) -> bytes:
+        args = digest(alg, self.operand + u16(self.offset) + u16(self.operation))
+        return digest(alg, old + u32(TPM_CC.PolicyNV) + args + self.nv_name)
+
+    def command(self, session_handle: int) -> PolicyNV:
+        auth = self.nv_index if self.auth_handle is None else self.auth_handle
+        return PolicyNV(auth, self.nv_index, session_handle, self.operand, self.offset,
+                        self.operation)
+
+
+@record
+class Authorizer:
+    """A policy signer: its public key as TPM2_LoadExternal loads it, and the policyRef."""
+
+    key: Public
+    policy_ref: bytes = b""
+
+    @property
+    def name(self) -> bytes:
+        return self.key.name()
+
+
+@record
+class Policy:
+    """What a sealed object's authPolicy requires, as a value.
+
+    * *branches*: the allowed PCR states, each a PolicyPCR step; one is a plain
+      PolicyPCR, 2 to 8 are combined with PolicyOR. Empty with an *authorizer*.
+    * *authorizer*: any state the signer signs (PolicyAuthorize); the PCR
+      condition then lives in the signed policy, not in the object.
+    * *pin*: PolicyAuthValue last, so the object's authValue keys the HMAC.
+    """
+
+    branches: tuple[PcrStep, ...] = ()
+    authorizer: Authorizer | None = None
+    pin: bool = False
+
+    def __post_init__(self) -> None:
+        if self.authorizer is None and not 1 <= len(self.branches) <= MAX_BRANCHES:
+            raise ValueError(f"a PCR policy has 1 to {MAX_BRANCHES} branches, "
+                             f"not {len(self.branches)}")
+        if self.authorizer is not None and self.branches:
+            raise ValueError("a signed policy's PCR condition is in the signature")
+
+    def digest(self, alg: int = TPM_ALG.SHA256) -> bytes:
+        """The authPolicy, computed offline."""
+        if self.authorizer is not None:
+            return compute_policy(self.finish([AuthorizeStep(
+                self.authorizer.name, self.authorizer.policy_ref)]), alg)
+        return compute_policy(self.steps(0, alg), alg)
+
+    def steps(self, branch: int = 0, alg: int = TPM_ALG.SHA256) -> list[PolicyStep]:
+        """The steps that satisfy branch *branch* of a PCR policy (no authorizer)."""
+        chosen: list[PolicyStep] = [self.branches[branch]]
+        if len(self.branches) > 1:
+            chosen.append(OrStep(tuple(compute_policy([b], alg) for b in self.branches)))
+        return self.finish(chosen)
+
+    def finish(self, steps: list[PolicyStep]) -> list[PolicyStep]:
+        """*steps* followed by PolicyAuthValue when the policy has a PIN."""
+        return steps + ([AuthValueStep()] if self.pin else [])
+
+
+def signed_digest(approved: bytes, policy_ref: bytes, alg: int = TPM_ALG.SHA256) -> bytes:
+    """aHash = H(approvedPolicy ‖ policyRef), what a signer signs (Part 3 §23.16)."""
+    return digest(alg, approved + policy_ref)
 
 
 def compute_policy(steps: list[PolicyStep], alg: int = TPM_ALG.SHA256) -> bytes:

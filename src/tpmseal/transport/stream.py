@@ -64,14 +64,25 @@ def _open(uri: TpmUri, timeout: float) -> socket.socket:
         s = socket.create_connection((uri.host, uri.port), timeout=timeout)
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return s
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        s.connect(uri.path)
-    except BaseException:
-        s.close()
-        raise
-    return s
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(timeout)
+            s.connect(uri.path)
+        except BlockingIOError:
+            # a unix socket whose listen backlog is full answers EAGAIN at once: swtpm
+            # serves one connection at a time and accepts the next only once it has
+            # noticed that the previous client closed; wait for it, up to the time-out
+            s.close()
+            if time.monotonic() >= deadline:
+                raise TimeoutError from None
+            time.sleep(0.005)
+            continue
+        except BaseException:
+            s.close()
+            raise
+        return s
 
 
 def connect(uri: TpmUri, timeout: float) -> socket.socket:

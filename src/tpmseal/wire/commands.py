@@ -36,6 +36,7 @@ from tpmseal.wire.structures import (
     Public,
     PublicParms,
     SensitiveCreate,
+    Signature,
     SymDef,
     Ticket,
 )
@@ -487,6 +488,95 @@ class PolicyRestart(Command[Empty]):
     SECTION = "Part 3 §23.24"
     RESPONSE = Empty
     session_handle: int = handle()
+
+
+# ------------------------------------------------- signed and combined policies (issue 13)
+
+
+@record
+class LoadExternalResponse(Response):
+    object_handle: int = handle()
+    name: bytes = param(c.NAME)
+
+
+@record
+class LoadExternal(Command[LoadExternalResponse]):
+    """TPM2_LoadExternal (Part 3 §12.3): load a public key; *in_private* stays empty."""
+
+    CC = TPM_CC.LoadExternal
+    SECTION = "Part 3 §12.3"
+    RESPONSE = LoadExternalResponse
+    in_private: bytes = param(c.Buffer("TPM2B_SENSITIVE"))
+    in_public: Public = param(c.Sized(Public, "TPM2B_PUBLIC"))
+    hierarchy: int = param(c.UInt(4, "TPMI_RH_HIERARCHY"))
+
+
+@record
+class VerifySignatureResponse(Response):
+    validation: Ticket = param(c.Struct(Ticket, "TPMT_TK_VERIFIED"))
+
+
+@record
+class VerifySignature(Command[VerifySignatureResponse]):
+    """TPM2_VerifySignature (Part 3 §20.1): check *signature* over *digest*, get a ticket."""
+
+    CC = TPM_CC.VerifySignature
+    SECTION = "Part 3 §20.1"
+    RESPONSE = VerifySignatureResponse
+    key_handle: int = handle()
+    digest: bytes = param(c.DIGEST)
+    signature: Signature = param(c.Struct(Signature, "TPMT_SIGNATURE"))
+
+
+@record
+class PolicyAuthorize(Command[Empty]):
+    """TPM2_PolicyAuthorize (Part 3 §23.16): replace an approved digest by the signer's."""
+
+    CC = TPM_CC.PolicyAuthorize
+    SECTION = "Part 3 §23.16"
+    RESPONSE = Empty
+    policy_session: int = handle()
+    approved_policy: bytes = param(c.DIGEST)
+    policy_ref: bytes = param(c.NONCE)
+    key_sign: bytes = param(c.NAME)
+    check_ticket: Ticket = param(c.Struct(Ticket, "TPMT_TK_VERIFIED"))
+
+
+@record
+class PolicyOR(Command[Empty]):
+    """TPM2_PolicyOR (Part 3 §23.6): the digest is one of up to 8 branches."""
+
+    CC = TPM_CC.PolicyOR
+    SECTION = "Part 3 §23.6"
+    RESPONSE = Empty
+    policy_session: int = handle()
+    p_hash_list: DigestList = param(c.Struct(DigestList, "TPML_DIGEST"))
+
+
+@record
+class PolicyNV(Command[Empty]):
+    """TPM2_PolicyNV (Part 3 §23.9): gate on NV contents compared with *operand_b*."""
+
+    CC = TPM_CC.PolicyNV
+    SECTION = "Part 3 §23.9"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
+    policy_session: int = handle()
+    operand_b: bytes = param(c.Buffer("TPM2B_OPERAND"))
+    offset: int = param(c.U16)
+    operation: int = param(c.UInt(2, "TPM_EO"))
+
+
+@record
+class NV_Increment(Command[Empty]):
+    """TPM2_NV_Increment (Part 3 §31.10): add one to an NV counter."""
+
+    CC = TPM_CC.NV_Increment
+    SECTION = "Part 3 §31.10"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
 
 
 # --------------------------------------------------------------------------------- PCRs

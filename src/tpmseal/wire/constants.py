@@ -383,6 +383,27 @@ class TPMA_NV(IntFlag):
     READ_STCLEAR = 1 << 31
 
 
+class TPM_EO(IntEnum):
+    """Comparison operators of TPM2_PolicyNV and PolicyCounterTimer (Part 2 §6.8)."""
+
+    EQ = 0x0000
+    NEQ = 0x0001
+    SIGNED_GT = 0x0002
+    UNSIGNED_GT = 0x0003
+    SIGNED_LT = 0x0004
+    UNSIGNED_LT = 0x0005
+    SIGNED_GE = 0x0006
+    UNSIGNED_GE = 0x0007
+    SIGNED_LE = 0x0008
+    UNSIGNED_LE = 0x0009
+    BITSET = 0x000A
+    BITCLEAR = 0x000B
+
+
+#: TPM_NT_COUNTER in TPMA_NV bits 4..7 (Part 2 §13.4): an NV counter index.
+NT_COUNTER = 0x1 << 4
+
+
 #: Hash algorithms this package can compute, with their digest sizes (Part 2 §10.1).
 HASH_SIZES: dict[int, int] = {
     TPM_ALG.SHA1: 20,

@@ -449,6 +449,35 @@ class Ticket:
 
 
 @record
+class Signature:
+    """TPMT_SIGNATURE (Part 2 §11.3.4) for RSASSA/RSAPSS (*sig*) and ECDSA (*r*, *s*)."""
+
+    sig_alg: int
+    hash_alg: int
+    sig: bytes = b""
+    r: bytes = b""
+    s: bytes = b""
+
+    def marshal(self) -> bytes:
+        if self.sig_alg in (TPM_ALG.RSASSA, TPM_ALG.RSAPSS):
+            return u16(self.sig_alg) + u16(self.hash_alg) + tpm2b(self.sig)
+        if self.sig_alg == TPM_ALG.ECDSA:
+            return u16(self.sig_alg) + u16(self.hash_alg) + tpm2b(self.r) + tpm2b(self.s)
+        raise ValueError(f"unsupported signature scheme {enum_name(TPM_ALG, self.sig_alg)}")
+
+    @classmethod
+    def unmarshal(cls, r: Reader) -> Signature:
+        alg = r.u16("TPMT_SIGNATURE.sigAlg")
+        if alg in (TPM_ALG.RSASSA, TPM_ALG.RSAPSS):
+            return cls(alg, r.u16("TPMS_SIGNATURE_RSA.hash"), r.tpm2b("TPMS_SIGNATURE_RSA.sig"))
+        if alg == TPM_ALG.ECDSA:
+            h = r.u16("TPMS_SIGNATURE_ECC.hash")
+            return cls(alg, h, r=r.tpm2b("signatureR"), s=r.tpm2b("signatureS"))
+        raise DecodeError(f"unsupported signature scheme {enum_name(TPM_ALG, alg)}",
+                          r.position - 2)
+
+
+@record
 class NvPublic:
     """TPMS_NV_PUBLIC (Part 2 §13.5)."""
 
