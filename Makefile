@@ -1,12 +1,13 @@
 # Two entry points (see README): `make demo` and `make test`.
-# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools,
-# tshark, cryptsetup, clevis, systemd, initramfs-tools and dracut from apt, tpmseal into a virtual environment in .venv.
+# Both install what they need on a fresh Debian/Ubuntu machine: swtpm, tpm2-tools, tshark,
+# sigrok-cli, cryptsetup, clevis, systemd, initramfs-tools and dracut from apt, tpmseal into a
+# virtual environment in .venv.
 
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark python3-venv cryptsetup-bin clevis clevis-luks \
+APT_PACKAGES := swtpm swtpm-tools tpm2-tools tshark sigrok-cli python3-venv cryptsetup-bin clevis clevis-luks \
                 clevis-tpm2 systemd initramfs-tools cryptsetup-initramfs dracut-core groff-base zsh
 #: the lowest cryptography release tpmseal supports (pyproject.toml: cryptography>=45, for
 #: x509.verification.ExtensionPolicy; 41 also lacked Certificate.not_valid_before_utc)
@@ -17,11 +18,12 @@ FLOOR_TESTS := tests/test_kdf.py tests/test_session_cfb_key.py tests/test_sessio
 	tests/test_attack_ekcert.py tests/test_attack_mitm.py tests/test_seal_roundtrip.py \
 	tests/test_ekcert_chain.py tests/test_api.py tests/test_sniff_sessions.py
 
-.PHONY: demo test lint deps bench bench-eve bench-luks fuzz clean install-boot man completion \
+.PHONY: demo test lint deps bench bench-bus bench-eve bench-luks fuzz clean install-boot man completion \
 	wheel-check test-floor
 
 $(VENV)/.installed: pyproject.toml
 	@command -v swtpm >/dev/null && command -v tpm2_unseal >/dev/null && command -v tshark >/dev/null \
+	  && command -v sigrok-cli >/dev/null \
 	  && command -v cryptsetup >/dev/null && command -v clevis >/dev/null \
 	  && command -v mkinitramfs >/dev/null && command -v dracut >/dev/null \
 	  && command -v groff >/dev/null && command -v zsh >/dev/null \
@@ -87,6 +89,8 @@ bench: deps
 	$(VENV)/bin/python bench/bench_chip.py $(CHIP_ARGS)
 	$(VENV)/bin/python bench/bench_unseal.py $(BENCH_ARGS)
 
+bench-bus: deps
+	$(VENV)/bin/python bench/bench_bus_decode.py $(BENCH_ARGS)
 # TPM commands of EVE's NV flows, tpmseal next to EVE's real evetpm code (needs ../shared)
 bench-eve: deps
 	$(VENV)/bin/python bench/bench_eve.py $(BENCH_ARGS)

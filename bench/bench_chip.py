@@ -44,7 +44,7 @@ from chip_model import CHIPS, ChipModel, table_lines
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import EVE, TCG
 from tpmseal.recipes.provision import provision
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 
 
 @dataclass

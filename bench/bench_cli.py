@@ -50,7 +50,7 @@ from bench_unseal import (
 )
 
 from tpmseal.recipes.profiles import EVE, TCG
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 
 FLOOR = Path(__file__).resolve().parent / "floor_unseal.py"
 TOOLS_BASE = "tpm2-tools unseal"

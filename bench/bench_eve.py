@@ -36,7 +36,7 @@ from tpmseal.recipes import lifecycle, trust
 from tpmseal.recipes.profiles import EVE
 from tpmseal.recipes.provision import provision
 from tpmseal.recipes.stores import NvStore, nv_undefine
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES, TPM_CC

@@ -40,8 +40,8 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.recipes import clevis, cryptsetup, unlockers
 from tpmseal.recipes.owner_primary import SealedUnderPrimary, unseal_under_primary
 from tpmseal.recipes.profiles import get_profile
-from tpmseal.sniff.leaks import scan
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.capture.proxy import Proxy
 
 SYSTEMD_CRYPTSETUP = "/lib/systemd/systemd-cryptsetup"
 RC_RETRY = (0x922).to_bytes(4, "big")

@@ -10,7 +10,7 @@ and unseals it, in two passes over the same TPM:
 1. *direct*: each tool talks to swtpm's socket itself; this gives the wall
    times, and the ratios between them;
 2. *counted*: each tool talks to tpmseal's recording proxy
-   (:class:`tpmseal.sniff.proxy.Proxy`) in front of the same swtpm, which
+   (:class:`tpmseal.sniff.capture.proxy.Proxy`) in front of the same swtpm, which
    records every command and how long swtpm took to answer it. The proxy costs
    each new connection about a millisecond, and tss2's swtpm TCTI (tpm2-tools,
    tpm2-pytss) opens one per command, so wall times are not taken here.
@@ -66,7 +66,7 @@ from tpmseal.recipes.stores import FileStore, NvStore
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.recipes.trust import load as load_trust
 from tpmseal.session.policy import pcr_digest
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CAP

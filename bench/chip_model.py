@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tpmseal.sniff.hooks import HookContext
+from tpmseal.sniff.capture.hooks import HookContext
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_SESSION
 
 WOLFTPM = "wolfTPM README.md, TPM2 Benchmarks"

@@ -18,8 +18,8 @@ import pytest
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import get_profile
 from tpmseal.recipes.provision import provision
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds

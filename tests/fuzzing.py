@@ -34,15 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import tpmseal.client.tpm as client_tpm
+from ptp_encoder import SpiHost, encode, saleae_csv, sigrok_lines
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes import pcrspec, trust
 from tpmseal.recipes.blob import SealedBlob
-from tpmseal.sniff import jsonl, leaks, offline
-from tpmseal.sniff.pcap import PcapWriter
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import render_exchange
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.analysis import leaks
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import render_exchange
+from tpmseal.sniff.capture.tap import CapturingTransport
+from tpmseal.sniff.formats import jsonl, offline
+from tpmseal.sniff.formats.pcap import PcapWriter
 from tpmseal.transport.base import Transport, open_transport, parse_uri
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY
@@ -129,8 +131,14 @@ def write_captures(exchanges: list[Exchange]) -> dict[str, bytes]:
         pw(e)
     pw.close()
     raw = b"".join(e.command + (e.response or b"") for e in exchanges)
+    # logic-analyser forms of the first few exchanges (bus captures are ~10x the frames)
+    spi = encode([(e.command, e.response or b"") for e in exchanges[:4]],
+                 SpiHost(wait_rate=0.3), localities=(0, 2), odd_every=3)
     return {"jsonl": out.getvalue().encode(), "pcap": pcap.getvalue(),
-            "pcapng": pcap_to_pcapng(pcap.getvalue()), "raw": raw}
+            "pcapng": pcap_to_pcapng(pcap.getvalue()), "raw": raw,
+            "sigrok": sigrok_lines(spi).encode(), "saleae-csv": saleae_csv(spi).encode(),
+            "sigrok-bin": bytes(b for t in spi for pair in zip(t.miso, t.mosi, strict=True)
+                                for b in pair)}
 
 
 def pcap_to_pcapng(pcap: bytes) -> bytes:
@@ -213,6 +221,8 @@ def targets(seeds: Seeds) -> dict[str, tuple[Target, list[bytes]]]:
     for fmt in ("jsonl", "pcap", "raw"):
         out[f"capture:{fmt}"] = (_decode(fmt), [seeds.captures[fmt]])
     out["capture:pcapng"] = (_decode("pcap"), [seeds.captures["pcapng"]])
+    for fmt in ("sigrok", "saleae-csv", "sigrok-bin"):
+        out[f"capture:{fmt}"] = (_decode(fmt), [seeds.captures[fmt]])
     out["capture:detect"] = (_decode(None), list(seeds.captures.values()))
     out["blob"] = (SealedBlob.from_json, [seeds.blob])
     out["trust"] = (_trust_target(), [seeds.trust])

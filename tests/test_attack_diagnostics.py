@@ -20,7 +20,7 @@ from attacks.bus import direct, expect_error, interposer, tpm, unchanged
 from test_attack_forgery import _forge_pcr_values
 from tpmseal.errors import ExitCode
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import HookContext, Respond, Verdict, build_command, error_response
+from tpmseal.sniff.capture.hooks import HookContext, Respond, Verdict, build_command, error_response
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC

@@ -36,7 +36,7 @@ from tpmseal.recipes.stores import nv_define_write
 from tpmseal.recipes.trust import load, salted_session
 from tpmseal.session import auth
 from tpmseal.session.auth import PasswordSession
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_RH, TPM_SE, TPMA_SESSION

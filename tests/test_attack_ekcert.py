@@ -36,7 +36,7 @@ from attacks.mitm import ManInTheMiddle, attacker_key
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.session.salt import public_key
-from tpmseal.sniff.hooks import HookContext, Verdict
+from tpmseal.sniff.capture.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.structures import Public
 

@@ -33,7 +33,8 @@ from tpmseal.errors import ExitCode
 from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
 from tpmseal.recipes.trust import EK_MISMATCH
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.capture.hooks import (
     CommandHook,
     HookContext,
     Respond,
@@ -42,7 +43,6 @@ from tpmseal.sniff.hooks import (
     parse_response,
     success_response,
 )
-from tpmseal.sniff.leaks import scan
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC, TPMA_NV

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from attacks.bus import assert_no_leak, expect_ok, interposer, names, tpm
-from tpmseal.sniff.leaks import scan
+from tpmseal.sniff.analysis.leaks import scan
 from tpmseal.transport.simulator import Simulator
 
 

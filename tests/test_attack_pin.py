@@ -30,7 +30,7 @@ from attacks.bus import (
 from conftest import measure_boot
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
-from tpmseal.sniff.hooks import HookContext, Verdict, set_session_attributes
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, set_session_attributes
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC, TPM_SU, TPMA_SESSION

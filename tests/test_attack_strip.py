@@ -27,7 +27,7 @@ from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SaltKey, SealedBlob
 from tpmseal.recipes.trust import start_salted
 from tpmseal.session.auth import AuthSession
-from tpmseal.sniff.hooks import HookContext, Verdict
+from tpmseal.sniff.capture.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_SE, TPMA_SESSION

@@ -25,7 +25,7 @@ from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.profiles import EVE
 from tpmseal.recipes.stores import NvStore
-from tpmseal.sniff.hooks import HookContext, Verdict, success_response
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, success_response
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_NV, TPMA_SESSION

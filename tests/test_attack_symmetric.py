@@ -29,7 +29,7 @@ from attacks.bus import direct, expect_ok, interposer, tpm
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.stores import nv_define_write, nv_public
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import HookContext, Verdict, build_command
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, build_command
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_SE

@@ -35,7 +35,9 @@ from attacks.bus import (
 )
 from test_seal_support import flush_leftovers
 from tpmseal.errors import ExitCode
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.hooks import (
     HANG,
     Close,
     CommandHook,
@@ -44,8 +46,6 @@ from tpmseal.sniff.hooks import (
     flip,
     set_session_attributes,
 )
-from tpmseal.sniff.leaks import scan
-from tpmseal.sniff.record import Exchange
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION
 

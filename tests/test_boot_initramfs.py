@@ -22,7 +22,7 @@ from boot_support import BOOT, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from ptyrelay import PtyRelay
 from test_seal_support import cli
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.base import parse_uri
 from tpmseal.transport.simulator import Simulator
 

@@ -24,8 +24,8 @@ from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE
 from tpmseal.records import replace
 from tpmseal.safejson import loads
-from tpmseal.sniff.hooks import HookContext
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.hooks import HookContext
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.structures import EccPoint, Public, RsaParms
 

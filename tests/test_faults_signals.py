@@ -21,8 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from test_seal_support import cli, leftover_handles, write
-from tpmseal.sniff.hooks import HookContext
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.hooks import HookContext
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 
 SECRET = os.urandom(32)

@@ -43,7 +43,7 @@ from test_session_support import (
 )
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, sealed_template
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as c

@@ -51,3 +51,17 @@ def test_runtime_dependency_is_cryptography_only() -> None:
     found = {m.split(".")[0] for path in ROOT.rglob("*.py") for m in _imports(path)}
     allowed = {"__future__", "tpmseal", "cryptography"}
     assert {m for m in found - allowed if m not in sys.stdlib_module_names} == set()
+
+
+def test_sniff_sides_read_on_their_own() -> None:
+    """analysis imports no other side of sniff; capture and formats ignore each other."""
+    allowed = {"analysis": {"analysis"}, "capture": {"analysis", "capture"},
+               "formats": {"analysis", "formats"}}
+    crossing = []
+    for side, may in allowed.items():
+        for path in sorted((ROOT / "sniff" / side).rglob("*.py")):
+            for module in _imports(path):
+                parts = module.split(".")
+                if parts[:2] == ["tpmseal", "sniff"] and (len(parts) < 3 or parts[2] not in may):
+                    crossing.append(f"{path.relative_to(ROOT)} imports {module}")
+    assert crossing == []

@@ -29,7 +29,7 @@ from tpmseal.recipes import clevis
 from tpmseal.recipes import cryptsetup as cs
 from tpmseal.recipes.owner_primary import SealedUnderPrimary, unseal_under_primary
 from tpmseal.recipes.trust import load, trust_path
-from tpmseal.sniff.leaks import scan
+from tpmseal.sniff.analysis.leaks import scan
 from tpmseal.transport.simulator import Simulator
 
 CLEVIS = shutil.which("clevis")

@@ -255,7 +255,7 @@ def test_interposer_substituting_the_primary_gains_nothing(tcg_sim: Simulator,
 
     from tpmseal.errors import IntegrityError
     from tpmseal.records import replace
-    from tpmseal.sniff.hooks import HookContext, Verdict, parse_response, success_response
+    from tpmseal.sniff.capture.hooks import HookContext, Verdict, parse_response, success_response
     from tpmseal.wire import commands as cmds
     from tpmseal.wire.constants import TPM_CC
     from tpmseal.wire.structures import EccPoint

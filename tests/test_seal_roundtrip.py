@@ -30,7 +30,7 @@ from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SealedBlob
 from tpmseal.recipes.pcrspec import parse_pcrs
 from tpmseal.recipes.profiles import EVE, TCG
 from tpmseal.recipes.templates import SEALED_ATTRS
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC

@@ -28,7 +28,7 @@ import tpmseal.client.tpm as client_tpm
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.blob import SealedBlob
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import Transport, open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds

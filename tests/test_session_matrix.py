@@ -33,7 +33,7 @@ from test_session_support import (
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.session.auth import PasswordSession
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.wire import commands as c
 from tpmseal.wire.constants import TPM_CC, TPM_SE, TPMA_SESSION
 

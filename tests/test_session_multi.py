@@ -32,7 +32,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import IntegrityError, ResponseIntegrityError, UsageError
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as c

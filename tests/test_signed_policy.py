@@ -26,7 +26,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, ExitCode, UsageError
 from tpmseal.recipes import signed
 from tpmseal.recipes.blob import SealedBlob
-from tpmseal.sniff.hooks import HookContext, Verdict
+from tpmseal.sniff.capture.hooks import HookContext, Verdict
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC

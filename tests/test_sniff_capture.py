@@ -17,12 +17,12 @@ import pytest
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, ExitCode
-from tpmseal.sniff.jsonl import JsonlWriter, read_jsonl
-from tpmseal.sniff.offline import detect_format, load, read_raw
-from tpmseal.sniff.pcap import ACK, LINKTYPE_ETHERNET, PSH, PcapWriter, tcp_ipv4
-from tpmseal.sniff.pcapread import read_capture
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.sniff.formats.jsonl import JsonlWriter, read_jsonl
+from tpmseal.sniff.formats.offline import detect_format, load, read_raw
+from tpmseal.sniff.formats.pcap import ACK, LINKTYPE_ETHERNET, PSH, PcapWriter, tcp_ipv4
+from tpmseal.sniff.formats.pcapread import read_capture
 from tpmseal.transport.base import parse_uri
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_ALG

@@ -17,8 +17,8 @@ import pytest
 from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
-from tpmseal.sniff.pcapread import read_capture
-from tpmseal.sniff.render import color_enabled
+from tpmseal.sniff.analysis.render import color_enabled
+from tpmseal.sniff.formats.pcapread import read_capture
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_SESSION

@@ -7,10 +7,16 @@ from typing import Any
 
 import pytest
 
-from tpmseal.sniff.jsonl import exchange_json, read_jsonl
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import Span, hexdump, render_exchange, response_lines, secret_spans
-from tpmseal.sniff.values import handle_text, to_json
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import (
+    Span,
+    hexdump,
+    render_exchange,
+    response_lines,
+    secret_spans,
+)
+from tpmseal.sniff.analysis.values import handle_text, to_json
+from tpmseal.sniff.formats.jsonl import exchange_json, read_jsonl
 from tpmseal.wire import codecs as c
 from tpmseal.wire.commands import REGISTRY, Command
 from tpmseal.wire.constants import TPM_ALG, TPM_CAP, TPM_ECC, TPM_RH, TPM_ST, TPMA_OBJECT

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from tpmseal.sniff.framing import FrameReader, FramingError
+from tpmseal.sniff.analysis.framing import FrameReader, FramingError
 
 GET_RANDOM = bytes.fromhex("80010000000c0000017b0010")
 STARTUP = bytes.fromhex("80010000000c000001440000")

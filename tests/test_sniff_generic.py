@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from tpmseal.sniff.leaks import scan
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import render_exchange
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import render_exchange
+from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.wire.commands import REGISTRY, Command
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPMA_SESSION
 from tpmseal.wire.frames import (

@@ -11,7 +11,8 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import DecodeError, ResponseIntegrityError, TransportError, TrustError
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.salt import make_salt
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.hooks import (
     ANSWER,
     CLOSE,
     DROP,
@@ -33,8 +34,7 @@ from tpmseal.sniff.hooks import (
     set_session_attributes,
     success_response,
 )
-from tpmseal.sniff.proxy import HookError, Proxy
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.capture.proxy import HookError, Proxy
 from tpmseal.transport.base import parse_uri
 from tpmseal.transport.stream import StreamTransport
 from tpmseal.wire import commands as cmds

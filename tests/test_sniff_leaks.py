@@ -10,9 +10,9 @@ import pytest
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
-from tpmseal.sniff.leaks import Leak, LeakMonitor, find, load_secret, scan, spellings
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.leaks import Leak, LeakMonitor, find, load_secret, scan, spellings
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC
 from tpmseal.wire.structures import DigestValues

@@ -15,11 +15,11 @@ import pytest
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import TransportError, UsageError
-from tpmseal.sniff.jsonl import JsonlWriter
-from tpmseal.sniff.leaks import LeakMonitor
-from tpmseal.sniff.proxy import Proxy, observer_name
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import TextWriter
+from tpmseal.sniff.analysis.leaks import LeakMonitor
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import TextWriter
+from tpmseal.sniff.capture.proxy import Proxy, observer_name
+from tpmseal.sniff.formats.jsonl import JsonlWriter
 from tpmseal.transport.base import open_transport, parse_uri
 from tpmseal.transport.simulator import Simulator
 from tpmseal.transport.stream import read_frame

@@ -20,13 +20,13 @@ from tpmseal.cli.main import main
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.session.auth import AuthSession
-from tpmseal.sniff.jsonl import JsonlWriter, exchange_json
-from tpmseal.sniff.leaks import scan
-from tpmseal.sniff.offline import load
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import render_exchange
-from tpmseal.sniff.sessions import DERIVABLE, SessionTracker
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import render_exchange
+from tpmseal.sniff.analysis.sessions import DERIVABLE, SessionTracker
+from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.sniff.formats.jsonl import JsonlWriter, exchange_json
+from tpmseal.sniff.formats.offline import load
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.structures import NvPublic, Public

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.render import render_exchange
+from tpmseal.sniff.analysis.render import render_exchange
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.wire.constants import TPM_CC
 
 pytestmark = pytest.mark.skipif(shutil.which("tpm2_createprimary") is None,

@@ -17,7 +17,7 @@ from conftest import _IGNORE, _short_dir
 from test_seal_support import cli, secret_bytes
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
-from tpmseal.sniff.proxy import Proxy
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.base import default_uri, parse_uri
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC

@@ -29,7 +29,7 @@ from test_session_support import (
 from tpmseal.client import tpm as client_mod
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import sealed_template
-from tpmseal.sniff.tap import CapturingTransport
+from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import Transport, open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as c

@@ -85,7 +85,7 @@ def _option_head(action: argparse.Action) -> str:
     flags = ", ".join(f"\\fB{_esc(o)}\\fR" for o in action.option_strings)
     if action.nargs == 0:
         return flags
-    if action.choices:
+    if action.choices and not action.metavar:  # an explicit metavar wins, as in --help
         value = "{" + ",".join(str(c) for c in action.choices) + "}"
     else:
         value = str(action.metavar or action.dest.upper())

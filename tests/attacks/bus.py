@@ -17,9 +17,9 @@ from typing import Any
 
 from test_seal_support import CliResult, cli
 from tpmseal.client.tpm import Tpm
-from tpmseal.sniff.leaks import find, scan
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.leaks import find, scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire.constants import TPM_CC, TPM_HT, TPM_RH, TPMA_NV, handle_type
 from tpmseal.wire.rc import TpmResponseError

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import HookContext, Verdict, parse_response, success_response
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, parse_response, success_response
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC
 

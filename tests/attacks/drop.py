@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from attacks.mitm import Recovered
-from tpmseal.sniff.hooks import HookContext, Verdict
+from tpmseal.sniff.capture.hooks import HookContext, Verdict
 from tpmseal.wire.commands import REGISTRY
 from tpmseal.wire.constants import TPM_ST, TPMA_SESSION
 from tpmseal.wire.frames import build_command, parse_header, split_command, split_response

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from attacks.crypto import cfb_crypt, session_key, unwrap_salt, wrap_salt
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import HookContext, Verdict, build_command, success_response
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, build_command, success_response
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION

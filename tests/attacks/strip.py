@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from attacks.crypto import cfb_crypt
 from attacks.mitm import Recovered
 from tpmseal.records import replace
-from tpmseal.sniff.hooks import HookContext, Verdict, build_command
+from tpmseal.sniff.capture.hooks import HookContext, Verdict, build_command
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY
 from tpmseal.wire.constants import TPM_CC, TPM_HT, TPM_RH, TPM_SE, TPM_ST, TPMA_SESSION, handle_type

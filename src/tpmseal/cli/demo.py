@@ -9,8 +9,8 @@ from typing import Any
 
 from tpmseal.cli.common import print_json
 from tpmseal.recipes import demo
-from tpmseal.sniff.record import safe_decode_command
-from tpmseal.sniff.render import color_enabled, command_lines, response_lines, secret_spans
+from tpmseal.sniff.analysis.record import safe_decode_command
+from tpmseal.sniff.analysis.render import color_enabled, command_lines, response_lines, secret_spans
 from tpmseal.wire.constants import TPM_CC
 
 _TITLES = {

@@ -15,12 +15,13 @@ from typing import Any
 
 from tpmseal.errors import LeakFoundError
 from tpmseal.files import read_input
-from tpmseal.sniff.jsonl import JsonlWriter, dumps
-from tpmseal.sniff.leaks import Leak, LeakMonitor, load_secret, scan
-from tpmseal.sniff.offline import FORMATS, load
-from tpmseal.sniff.pcap import TPM_PORT, PcapWriter
-from tpmseal.sniff.proxy import Observer, Proxy
-from tpmseal.sniff.render import TextWriter, color_enabled, render_exchange
+from tpmseal.sniff.analysis.leaks import Leak, LeakMonitor, load_secret, scan
+from tpmseal.sniff.analysis.render import TextWriter, color_enabled, render_exchange
+from tpmseal.sniff.capture.proxy import Observer, Proxy
+from tpmseal.sniff.formats.buses import BUSES
+from tpmseal.sniff.formats.jsonl import JsonlWriter, dumps
+from tpmseal.sniff.formats.offline import FORMATS, load
+from tpmseal.sniff.formats.pcap import TPM_PORT, PcapWriter
 
 _CAPTURE_LIMIT = 1 << 30
 
@@ -48,13 +49,26 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run_sniff)
 
     d = sub.add_parser(
-        "decode", help="decode a saved capture (JSON lines, pcap, raw frames)",
+        "decode", help="decode a saved capture (JSON lines, pcap, raw frames, bus captures)",
         description="Decode a capture written by `tpmseal sniff --json/--pcap`, a tcpdump "
-                    "or dumpcap capture of TPM traffic on TCP port 2321, or a raw stream of "
-                    "TPM frames (command, response, ...). The format is detected.")
+                    "or dumpcap capture of TPM traffic on TCP port 2321, a raw stream of "
+                    "TPM frames (command, response, ...), or a logic-analyser capture of a "
+                    "TPM's SPI, I2C or LPC bus (sigrok-cli decoder output, Saleae Logic 2 SPI "
+                    "CSV, VCD or .sr decoded by sigrok-cli). The format is detected.")
     d.add_argument("file", help="the capture file, or - for stdin")
-    d.add_argument("--format", choices=FORMATS, help="the capture format (default: detect)")
+    d.add_argument("--format", choices=FORMATS, metavar="FORMAT",
+                   help=f"the capture format: {', '.join(FORMATS)} (default: detect; "
+                        "sigrok-bin is never detected)")
     d.add_argument("--json", action="store_true", help="print JSON lines instead of the dump")
+    d.add_argument("--pcap", metavar="FILE",
+                   help="also write the exchanges as a pcap that Wireshark decodes (TCP port "
+                        f"{TPM_PORT}; one connection per client, per locality for a bus "
+                        "capture)")
+    d.add_argument("--bus", choices=BUSES,
+                   help="the TPM bus of a logic-analyser capture (default: detect)")
+    d.add_argument("--channels", metavar="ROLE=NAME,...",
+                   help="channel names of a VCD/.sr capture, e.g. clk=D0,cs=D1,mosi=D2,miso=D3 "
+                        "(default: the usual names, SCK/CS#/MOSI/MISO...)")
     d.add_argument("--port", type=int, default=TPM_PORT,
                    help=f"TCP port of the TPM in a pcap (default {TPM_PORT})")
     _add_secret(d)
@@ -197,10 +211,17 @@ def run_decode(args: argparse.Namespace) -> int:
     data = read_input(args.file, "capture", _CAPTURE_LIMIT)
     if args.format is None and _is_sealed_blob(data):
         return _describe_blob(args, data)
-    capture = load(data, args.format, args.port)
+    capture = load(data, args.format, args.port, args.bus, args.channels)
     for w in capture.warnings:
         _say(f"warning: {w}")
     color = _color(args)
+    if args.pcap:
+        pcap = PcapWriter(args.pcap)
+        try:
+            for ex in capture.exchanges:
+                pcap(ex)
+        finally:
+            pcap.close()
     for ex in capture.exchanges:
         if args.json:
             sys.stdout.write(dumps(ex) + "\n")

@@ -21,9 +21,9 @@ from tpmseal.recipes import sealing
 from tpmseal.recipes.profiles import TCG
 from tpmseal.recipes.provision import ProvisionResult, provision
 from tpmseal.recipes.trust import TrustRecord, load
-from tpmseal.sniff.leaks import scan
-from tpmseal.sniff.proxy import Proxy
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.leaks import scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import HASH_SIZES

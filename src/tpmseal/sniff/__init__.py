@@ -7,22 +7,31 @@ tpmseal's promise is that a sealed secret never crosses it in plaintext
 §21) and that tampering with responses is detected (response HMACs, Part 1
 §19.6.16). This package makes that bus observable and attackable in software:
 
-* :class:`~tpmseal.sniff.proxy.Proxy` — a socket in front of swtpm that frames
-  (:mod:`~tpmseal.sniff.framing`) and records every exchange
-  (:class:`~tpmseal.sniff.record.Exchange`), relays swtpm's control channel, and
-  calls interposer hooks (:mod:`~tpmseal.sniff.hooks`) that may rewrite, forge,
-  drop, delay or replay messages;
-* :mod:`~tpmseal.sniff.render` — the human dump (hexdump plus fields decoded by
-  the command registry), :mod:`~tpmseal.sniff.jsonl` — JSON lines,
-  :mod:`~tpmseal.sniff.pcap` / :mod:`~tpmseal.sniff.pcapread` — captures for
-  Wireshark and back, :mod:`~tpmseal.sniff.offline` — ``tpmseal decode``;
-* :mod:`~tpmseal.sniff.leaks` — is a secret anywhere on the bus, in any spelling?
+Three sides, each reading on its own:
+
+* :mod:`~tpmseal.sniff.capture` — live capture:
+  :class:`~tpmseal.sniff.capture.proxy.Proxy`, a socket in front of swtpm that
+  records every exchange, relays swtpm's control channel and calls interposer
+  hooks (:mod:`~tpmseal.sniff.capture.hooks`) that may rewrite, forge, drop,
+  delay or replay messages; the in-process tap;
+* :mod:`~tpmseal.sniff.analysis` — sans-I/O analysis: framing, the recorded
+  :class:`~tpmseal.sniff.analysis.record.Exchange`, session tracking, the human
+  dump (:mod:`~tpmseal.sniff.analysis.render`) and the leak scanner
+  (:mod:`~tpmseal.sniff.analysis.leaks`: is a secret anywhere on the bus, in
+  any spelling?) and the reassembly of frames from SPI, I2C and LPC bus
+  traffic (:mod:`~tpmseal.sniff.analysis.ptp`);
+* :mod:`~tpmseal.sniff.formats` — capture files side by side: JSON lines,
+  pcap/pcapng for Wireshark and back, logic-analyser captures (sigrok, Saleae,
+  VCD, .sr), and ``tpmseal decode`` (:mod:`~tpmseal.sniff.formats.offline`).
 
 It is a test oracle and an audit tool: its output contains key material.
 """
 
-from tpmseal.sniff.framing import FrameReader, FramingError
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.framing import FrameReader, FramingError
+from tpmseal.sniff.analysis.leaks import Leak, LeakMonitor, scan
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.render import render_exchange
+from tpmseal.sniff.capture.hooks import (
     DROP,
     HANG,
     Close,
@@ -37,10 +46,7 @@ from tpmseal.sniff.hooks import (
     set_session_attributes,
     success_response,
 )
-from tpmseal.sniff.leaks import Leak, LeakMonitor, scan
-from tpmseal.sniff.proxy import HookError, Proxy
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.render import render_exchange
+from tpmseal.sniff.capture.proxy import HookError, Proxy
 
 __all__ = [
     "DROP",

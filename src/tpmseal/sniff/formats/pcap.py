@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from tpmseal.sniff.output import open_private
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.formats.output import open_private
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101

@@ -19,14 +19,14 @@ from typing import IO, Any
 
 from tpmseal import safejson
 from tpmseal.errors import BadInputError
-from tpmseal.sniff.output import open_private
-from tpmseal.sniff.record import (
+from tpmseal.sniff.analysis.record import (
     Exchange,
     header_problem,
     safe_decode_command,
     safe_decode_response,
 )
-from tpmseal.sniff.values import handle_text, int_text, to_json
+from tpmseal.sniff.analysis.values import handle_text, int_text, to_json
+from tpmseal.sniff.formats.output import open_private
 from tpmseal.wire.frames import Deciphered, DecodedCommand, DecodedField, session_attrs_text
 from tpmseal.wire.rc import decode_rc, rc_name
 

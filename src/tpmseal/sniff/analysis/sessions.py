@@ -38,7 +38,7 @@ from tpmseal.errors import TpmsealError
 from tpmseal.records import replace
 from tpmseal.session.auth import cfb
 from tpmseal.session.kdf import LABEL_ATH, kdfa
-from tpmseal.sniff.record import (
+from tpmseal.sniff.analysis.record import (
     Deciphering,
     Exchange,
     safe_decode_command,

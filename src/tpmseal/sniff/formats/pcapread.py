@@ -8,7 +8,7 @@ BSD loopback and Linux cooked (SLL, SLL2); IPv4 and IPv6; TCP.
 
 Each TCP connection to the TPM port (2321 unless told otherwise) is
 reassembled per direction by sequence number (duplicates and retransmissions
-dropped), framed with :class:`~tpmseal.sniff.framing.FrameReader`, and its
+dropped), framed with :class:`~tpmseal.sniff.analysis.framing.FrameReader`, and its
 commands paired with its responses in order. A frame is stamped with the time
 of the packet that completed it.
 """
@@ -20,9 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from tpmseal.errors import BadInputError
-from tpmseal.sniff.framing import FrameReader, FramingError
-from tpmseal.sniff.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, TPM_PORT
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.framing import FrameReader, FramingError
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.formats.pcap import LINKTYPE_ETHERNET, LINKTYPE_RAW, TPM_PORT
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6), b"\xa1\xb2\xc3\xd4": (">", 1e-6),

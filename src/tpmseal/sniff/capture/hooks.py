@@ -2,7 +2,7 @@
 
 The threat model of tpmseal (docs/SECURITY.md) includes an *active* bus attacker — an
 interposer chip on the LPC/SPI bus — who can read, rewrite, drop, delay and
-replay every message between the CPU and the TPM. :class:`~tpmseal.sniff.proxy.Proxy`
+replay every message between the CPU and the TPM. :class:`~tpmseal.sniff.capture.proxy.Proxy`
 plays that attacker in tests: it calls ``on_command(ctx)`` before a command goes
 to the TPM and ``on_response(ctx)`` before a response goes back to the client.
 A hook returns a *verdict*:
@@ -38,7 +38,7 @@ from functools import cached_property
 from typing import Any
 
 from tpmseal.errors import DecodeError
-from tpmseal.sniff.record import Exchange, safe_decode_command, safe_decode_response
+from tpmseal.sniff.analysis.record import Exchange, safe_decode_command, safe_decode_response
 from tpmseal.wire.commands import REGISTRY, Command, Response
 from tpmseal.wire.constants import TPM_ST
 from tpmseal.wire.frames import (

@@ -1,6 +1,6 @@
 """Offline decoding: turn a saved capture back into exchanges.
 
-Three formats, detected from their first bytes (or forced):
+Three formats of TPM frames, detected from their first bytes (or forced):
 
 ``jsonl``  our JSON lines (``tpmseal sniff --json``); the raw hex is re-decoded
 ``pcap``   libpcap or pcapng with TPM traffic on TCP port 2321 (``--pcap``, tcpdump)
@@ -9,29 +9,36 @@ Three formats, detected from their first bytes (or forced):
            (TPM 2.0 Part 1 §18: each frame's header carries its size); a
            capture that starts mid-stream is resynchronised
 
-Exchanges are then run through a :class:`~tpmseal.sniff.sessions.SessionTracker`,
+and the logic-analyser captures of a TPM bus (SPI, LPC, I2C) of
+:mod:`~tpmseal.sniff.formats.buses`.
+
+Exchanges are then run through a :class:`~tpmseal.sniff.analysis.sessions.SessionTracker`,
 so parameters "encrypted" under a key derivable from the bus are decrypted.
 """
 
 from __future__ import annotations
 
 from tpmseal.errors import BadInputError, UsageError
-from tpmseal.sniff.framing import FrameReader, FramingError
-from tpmseal.sniff.jsonl import read_jsonl
-from tpmseal.sniff.pcap import TPM_PORT
-from tpmseal.sniff.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.sessions import decipher_all
+from tpmseal.sniff.analysis.framing import FrameReader, FramingError
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.sessions import decipher_all
+from tpmseal.sniff.formats.buses import BUS_FORMATS, detect_bus_format, load_bus
+from tpmseal.sniff.formats.jsonl import read_jsonl
+from tpmseal.sniff.formats.pcap import TPM_PORT
+from tpmseal.sniff.formats.pcapread import PCAP_MAGICS, PCAPNG_MAGIC, Capture, read_capture
 from tpmseal.wire.constants import TPM_CC, TPM_ST
 from tpmseal.wire.handles import shape
 
-FORMATS = ("jsonl", "pcap", "raw")
+FORMATS = ("jsonl", "pcap", "raw", *BUS_FORMATS)
 
 
 def detect_format(data: bytes) -> str:
-    """``jsonl``, ``pcap`` or ``raw``; :class:`BadInputError` when none fits."""
+    """One of :data:`FORMATS`; :class:`BadInputError` when none fits."""
     if data[:4] in PCAP_MAGICS or data[:4] == PCAPNG_MAGIC:
         return "pcap"
+    bus_format = detect_bus_format(data)
+    if bus_format is not None:
+        return bus_format
     if data.lstrip()[:1] == b"{":
         return "jsonl"
     if len(data) >= 2 and int.from_bytes(data[:2], "big") in (TPM_ST.NO_SESSIONS,
@@ -40,8 +47,8 @@ def detect_format(data: bytes) -> str:
     if not data:
         raise BadInputError("the capture is empty",
                             hint="pass a capture with at least one exchange")
-    raise BadInputError("cannot tell the capture's format: not JSON lines, pcap, pcapng or "
-                        "raw TPM frames", "force one with --format")
+    raise BadInputError("cannot tell the capture's format: not JSON lines, pcap, pcapng, "
+                        "raw TPM frames or a logic-analyser capture", "force one with --format")
 
 
 #: The only Part 3 commands with neither handles nor parameters: a bare 10-byte header.
@@ -120,10 +127,19 @@ def read_raw(data: bytes) -> Capture:
     return Capture(exchanges, warnings)
 
 
-def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT) -> Capture:
-    """Decode capture bytes in format *fmt* (detected when ``None``)."""
+def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT, bus: str | None = None,
+         channels: str | None = None) -> Capture:
+    """Decode capture bytes in format *fmt* (detected when ``None``).
+
+    *bus* and *channels* apply to logic-analyser captures (:func:`load_bus`).
+    """
     fmt = fmt or detect_format(data)
-    if fmt == "pcap":
+    if bus is not None and fmt not in BUS_FORMATS:
+        raise UsageError(f"--bus applies to logic-analyser captures, not {fmt}",
+                         "drop --bus, or force the capture's format with --format")
+    if fmt in BUS_FORMATS:
+        cap = load_bus(data, fmt, bus, channels)
+    elif fmt == "pcap":
         cap = read_capture(data, port)
     elif fmt == "jsonl":
         try:

@@ -1,17 +1,17 @@
 """The sniffing proxy: a TPM socket in front of another, recording every exchange.
 
 Threat model and purpose: the proxy *is* the TPM bus. Everything a passive
-observer could read crosses it and is recorded (:class:`~tpmseal.sniff.record.Exchange`);
+observer could read crosses it and is recorded (:class:`~tpmseal.sniff.analysis.record.Exchange`);
 everything an active interposer could do is available as hooks
-(:mod:`tpmseal.sniff.hooks`). Tests put it between a client and swtpm to assert
+(:mod:`tpmseal.sniff.capture.hooks`). Tests put it between a client and swtpm to assert
 on the exact bytes; ``tpmseal sniff`` puts it in front of a simulator for humans.
 
 Mechanics: one thread accepts data-channel clients, one the control channel;
 each client gets a thread that frames its byte stream with a
-:class:`~tpmseal.sniff.framing.FrameReader`. swtpm serves one data connection
+:class:`~tpmseal.sniff.analysis.framing.FrameReader`. swtpm serves one data connection
 at a time, so all clients share one upstream connection and a lock makes each
 command and its response one atomic exchange. The control channel (see
-:mod:`tpmseal.sniff.sockets`) is relayed byte for byte, one upstream connection
+:mod:`tpmseal.sniff.capture.sockets`) is relayed byte for byte, one upstream connection
 per client connection, so tpm2-tools' ``swtpm:path=`` TCTI works through the
 proxy.
 """
@@ -30,8 +30,10 @@ from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
 
 from tpmseal.errors import TpmsealError, TransportError
-from tpmseal.sniff.framing import MAX_FRAME, FrameReader, FramingError
-from tpmseal.sniff.hooks import (
+from tpmseal.sniff.analysis.framing import MAX_FRAME, FrameReader, FramingError
+from tpmseal.sniff.analysis.record import Exchange
+from tpmseal.sniff.analysis.sessions import SessionTracker
+from tpmseal.sniff.capture.hooks import (
     CLOSE,
     WAIT,
     CommandHook,
@@ -42,9 +44,7 @@ from tpmseal.sniff.hooks import (
     check_verdict,
     resolve,
 )
-from tpmseal.sniff.record import Exchange
-from tpmseal.sniff.sessions import SessionTracker
-from tpmseal.sniff.sockets import (
+from tpmseal.sniff.capture.sockets import (
     Upstream,
     bound_uri,
     ctrl_uri,

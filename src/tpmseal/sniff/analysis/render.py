@@ -23,14 +23,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from tpmseal.sniff.leaks import find, find_deciphered
-from tpmseal.sniff.record import (
+from tpmseal.sniff.analysis.leaks import find, find_deciphered
+from tpmseal.sniff.analysis.record import (
     Exchange,
     header_problem,
     safe_decode_command,
     safe_decode_response,
 )
-from tpmseal.sniff.values import bytes_text, handle_text, value_lines
+from tpmseal.sniff.analysis.values import bytes_text, handle_text, value_lines
 from tpmseal.wire.frames import (
     Deciphered,
     DecodedCommand,
@@ -57,7 +57,7 @@ class Span:
 
 
 def secret_spans(data: bytes, secrets: Sequence[bytes]) -> list[Span]:
-    """Spans covering every appearance of *secrets* in *data* (see :mod:`~tpmseal.sniff.leaks`)."""
+    """Spans covering every appearance of *secrets* in *data* (see :mod:`.leaks`)."""
     out = []
     for m in find(data, secrets):
         what = "secret" if len(secrets) == 1 else f"secret {m.secret + 1}"

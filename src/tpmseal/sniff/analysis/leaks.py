@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.record import Exchange
 
 #: Secrets shorter than this would match random bytes by chance.
 MIN_SECRET = 4

@@ -2,7 +2,7 @@
 
 Where a test or benchmark drives the :class:`~tpmseal.client.tpm.Tpm` itself,
 wrapping its transport is simpler than a proxy socket: the tap records the same
-:class:`~tpmseal.sniff.record.Exchange` objects, so the decoder, the renderer and
+:class:`~tpmseal.sniff.analysis.record.Exchange` objects, so the decoder, the renderer and
 the leak scanner work on either.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from tpmseal.sniff.record import Exchange
+from tpmseal.sniff.analysis.record import Exchange
 from tpmseal.transport.base import Transport
 
 

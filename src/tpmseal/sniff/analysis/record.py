@@ -92,7 +92,7 @@ class Exchange:
     tpm_command: bytes | None = None
     tpm_response: bytes | None = None
     note: str = ""
-    #: what an observer following the sessions could decrypt (:mod:`~tpmseal.sniff.sessions`)
+    #: what an observer following the sessions could decrypt (:mod:`.sessions`)
     deciphering: Deciphering | None = field(default=None, compare=False)
 
     @classmethod
