@@ -135,11 +135,13 @@ class Bench:
                self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
                             str(self.base / "blob2.json"), "--force")),
             Op("NV unseal (EVE layout)", "tpmseal CLI", "eve",
+               # EVE's SealDiskKey below re-seals the pair: accepted, as on a device
                self.tpmseal("eve", "unseal", "--profile", "eve", "--nv", "--output", "-",
-                            check=vault)),
+                            "--accept-sealed-object", check=vault)),
             Op("NV unseal (EVE layout)", "EVE UnsealDiskKey", "eve", eve_unseal, seq),
             Op("vault key, every boot", "tpmseal CLI", "eve",
-               self.tpmseal("eve", "vault-key", "--profile", "eve", check=vault)),
+               self.tpmseal("eve", "vault-key", "--profile", "eve", "--accept-sealed-object",
+                            check=vault)),
             Op("vault key, every boot", "EVE FetchSealedVaultKey", "eve", eve_fetch, seq),
             Op("NV seal (EVE layout)", "EVE SealDiskKey", "eve", eve_seal, seq),
         ]

@@ -66,9 +66,16 @@ def _nv_read_all(tpm: Tpm, index: int) -> bytes:
 
 
 def _salted(tpm: Tpm, trust: TrustRecord, kind: int, attrs: int) -> AuthSession:
-    """go-tpm's Salted(EK) session with AES-128-CFB (ReadPublic of the EK came first)."""
-    return tpm.start_session(kind, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
-                             attributes=attrs)
+    """go-tpm's Salted(EK) session with AES-128-CFB (ReadPublic of the EK came first).
+
+    EVE asks for an encrypted response in a session no response HMAC has confirmed
+    yet, which tpmseal's session layer refuses (session/auth.py, confirmation rule):
+    the replay marks the session confirmed so that it sends exactly EVE's commands.
+    """
+    s = tpm.start_session(kind, salt_key=trust.ek_public, salt_handle=trust.ek_handle,
+                          attributes=attrs)
+    s.confirmed = True  # EVE's behaviour, replayed for its timing: not a tpmseal flow
+    return s
 
 
 def _test_parms(uri: str) -> None:
