@@ -22,7 +22,7 @@ from eve_support import EvePeer, eve_for, evepeer_binary
 from test_seal_support import assert_one_line_error, cli
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
-from tpmseal.recipes import ekcert
+from tpmseal.recipes.hierarchy import hierarchy_of
 from tpmseal.recipes.templates import EK_POLICY_A, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
@@ -61,7 +61,7 @@ def names(sim: Simulator, *handles: int) -> list[bytes]:
 
 def hierarchy(sim: Simulator, handle: int) -> int | None:
     with Tpm.open(sim.uri) as t:
-        return ekcert.hierarchy_of(t, handle)
+        return hierarchy_of(t, handle)
 
 
 def round_trips(eve: EvePeer, tmp_path: Path) -> None:
@@ -211,7 +211,7 @@ def test_certified_salting_straight_away(eve_certified: EvePeer, tmp_path: Path,
     eve = eve_certified
     eve.run("provision")
     with Tpm.open(eve.sim.uri) as t:
-        present = ekcert.hierarchy_of(t, TCG_EK) is not None
+        present = hierarchy_of(t, TCG_EK) is not None
         if present and not persistent:
             t.run(cmds.EvictControl(TPM_RH.OWNER, TCG_EK, TCG_EK))
     r = cli(["provision", "--profile", "eve", "--ek-ca", str(eve.sim.ca_dir), "--json"])

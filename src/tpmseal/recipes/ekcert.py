@@ -31,14 +31,11 @@ from cryptography.x509 import verification
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, TrustError, UsageError
 from tpmseal.files import read_capped
+from tpmseal.recipes.hierarchy import HIERARCHY_NAMES, hierarchy_of
 from tpmseal.session.salt import public_key
-from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import EccParms, Public, digest
-
-HIERARCHY_NAMES: dict[int, str] = {TPM_RH.OWNER: "owner", TPM_RH.ENDORSEMENT: "endorsement",
-                                   TPM_RH.PLATFORM: "platform", TPM_RH.NULL: "null"}
+from tpmseal.wire.structures import EccParms, Public
 
 #: EK certificate NV indices (TCG EK Credential Profile 2.0 §2.2.1.4).
 EK_CERT_INDICES: dict[int, str] = {
@@ -167,35 +164,6 @@ def same_key(cert: x509.Certificate, pub: Public) -> bool:
     if isinstance(a, ec.EllipticCurvePublicKey) and isinstance(b, ec.EllipticCurvePublicKey):
         return a.public_numbers() == b.public_numbers()
     return False
-
-
-def primary_hierarchy(name: bytes, qualified_name: bytes) -> int | None:
-    """The hierarchy a primary key with this Name was created under, from its
-    qualified Name (Part 1 §16: QN = nameAlg || H(QN(parent) || Name), a
-    hierarchy's QN being its handle); None if none fits (not a primary key).
-
-    ReadPublic's qualifiedName carries no HMAC: use the answer to explain, never
-    to decide what to trust.
-    """
-    if len(qualified_name) < 2:
-        return None
-    alg = int.from_bytes(qualified_name[:2], "big")
-    for h in HIERARCHY_NAMES:
-        try:
-            if qualified_name[2:] == digest(alg, h.to_bytes(4, "big") + name):
-                return h
-        except ValueError:
-            return None
-    return None
-
-
-def hierarchy_of(tpm: Tpm, handle: int) -> int | None:
-    """The hierarchy of the primary key at *handle* (None if unknown); see above."""
-    try:
-        r = tpm.run(cmds.ReadPublic(handle))
-    except TpmResponseError:
-        return None
-    return primary_hierarchy(r.name, r.qualified_name)
 
 
 def verify_ek(tpm: Tpm, pub: Public, ca_bundle: str, handle: int | None = None) -> int:

@@ -39,7 +39,8 @@ from pathlib import Path
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, UsageError
 from tpmseal.log import get_logger
-from tpmseal.recipes import ekcert, trust
+from tpmseal.recipes import trust
+from tpmseal.recipes.hierarchy import HIERARCHY_NAMES, primary_hierarchy
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.stores import nv_public
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
@@ -121,7 +122,7 @@ def _read_key(tpm: Tpm, handle: int, *sessions: Session) -> tuple[Public, int | 
                              "public area: possible bus tampering",
                              "retry; if it persists, suspect an interposer on the TPM bus")
     tpm.names[handle] = r.name
-    return r.out_public, ekcert.primary_hierarchy(r.name, r.qualified_name)
+    return r.out_public, primary_hierarchy(r.name, r.qualified_name)
 
 
 def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str,
@@ -144,8 +145,8 @@ def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: st
                         "the %s one where this profile's owner (re-)creates it: re-creating it "
                         "there replaces it, and sessions salted to it then fail until "
                         "`tpmseal provision --repin`", handle, what,
-                        ekcert.HIERARCHY_NAMES[in_hierarchy],
-                        ekcert.HIERARCHY_NAMES.get(hierarchy))
+                        HIERARCHY_NAMES[in_hierarchy],
+                        HIERARCHY_NAMES.get(hierarchy))
         return KeyState(handle, existing.name(), existing, False)
     log.info("creating the %s (this takes seconds on a hardware TPM)", what)
     r = tpm.run(cmds.CreatePrimary(hierarchy, SensitiveCreate(), template))
@@ -277,7 +278,7 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     if certified_apart:
         log.info("the %s key at %#x is the EK template under the %s hierarchy (as EVE "
                  "creates it), which no EK certificate covers: salting with the certified "
-                 "EK at %#x", profile.name, ek.handle, ekcert.HIERARCHY_NAMES[profile.ek_hierarchy],
+                 "EK at %#x", profile.name, ek.handle, HIERARCHY_NAMES[profile.ek_hierarchy],
                  salt_handle)
         salt = ensure_key(tpm, salt_handle, TPM_RH.ENDORSEMENT, template,
                           f"certified {ek_type.upper()} endorsement key")
@@ -290,6 +291,8 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
             "--allow-legacy")
     cert_state = "not checked"
     if ek_ca is not None:
+        from tpmseal.recipes import ekcert  # X.509 costs start-up time: only when asked
+
         index = ekcert.verify_ek(tpm, salt.public, ek_ca, salt.handle)
         cert_state = f"verified (NV {index:#x})"
     trust.save(path, trust.TrustRecord(profile.name, salt.handle, salt.public, srk.handle,
