@@ -1,4 +1,4 @@
-"""Attack 15: delete the session that only carries the encryption.
+"""Attack 18: delete the session that only carries the encryption.
 
 A session that authorizes no handle is the caller's choice, not the TPM's
 requirement. Where a secret's response encryption rides on such a session and

@@ -1,4 +1,4 @@
-"""Attack 16: rewrite the symmetric algorithm of a salted StartAuthSession.
+"""Attack 19: rewrite the symmetric algorithm of a salted StartAuthSession.
 
 StartAuthSession carries no HMAC, and the session's symmetric definition joins
 neither the session key nor any HMAC (Part 1 §19.6.8, §19.6.12-17): response
