@@ -32,6 +32,8 @@ from tpmseal.sniff.analysis.record import (
 )
 from tpmseal.sniff.analysis.values import bytes_text, handle_text, value_lines
 from tpmseal.wire.frames import (
+    AuthCommand,
+    AuthResponse,
     Deciphered,
     DecodedCommand,
     DecodedField,
@@ -146,16 +148,9 @@ def command_lines(data: bytes, spans: Sequence[Span] = (), *, color: bool = Fals
     lines = [_bold(f">>> {title}: {dec.name} (tag=0x{dec.tag:04x} size={dec.size})", color)]
     if dump:
         lines += hexdump(data, spans, color)
-    if dec.handles:
-        lines.append(f"{_INDENT}handles:")
-        lines += [f"{_INDENT * 2}{n}: {handle_text(h)}" for n, h in dec.handles]
-    if dec.sessions:
-        lines.append(f"{_INDENT}sessions:")
-        for i, s in enumerate(dec.sessions):
-            lines.append(f"{_INDENT * 2}[{i}] handle={handle_text(s.session_handle)} "
-                         f"attributes={session_attrs_text(s.attributes)} (0x{s.attributes:02x})")
-            lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
-            lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
+    lines += _handle_lines(dec.handles)
+    lines += _session_lines([(f"handle={handle_text(s.session_handle)} ", s)
+                             for s in dec.sessions])
     if dec.params:
         lines.append(f"{_INDENT}parameters:")
         lines += _param_lines(dec.params)
@@ -163,6 +158,26 @@ def command_lines(data: bytes, spans: Sequence[Span] = (), *, color: bool = Fals
         lines.append(f"{_INDENT}{dec.note}")
     if dec.error:
         lines.append(f"{_INDENT}decode error: {dec.error}")
+    return lines
+
+
+def _handle_lines(handles: Sequence[tuple[str, int]]) -> list[str]:
+    if not handles:
+        return []
+    return [f"{_INDENT}handles:", *(f"{_INDENT * 2}{n}: {handle_text(h)}" for n, h in handles)]
+
+
+def _session_lines(sessions: Sequence[tuple[str, AuthCommand | AuthResponse]]) -> list[str]:
+    """The sessions block: each session's *prefix* (its handle, in a command), attributes,
+    nonce and HMAC."""
+    if not sessions:
+        return []
+    lines = [f"{_INDENT}sessions:"]
+    for i, (prefix, s) in enumerate(sessions):
+        lines.append(f"{_INDENT * 2}[{i}] {prefix}attributes={session_attrs_text(s.attributes)} "
+                     f"(0x{s.attributes:02x})")
+        lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
+        lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
     return lines
 
 
@@ -192,19 +207,11 @@ def response_lines(data: bytes, command: DecodedCommand | None, spans: Sequence[
         if sentence:
             lines.append(f"{_INDENT}meaning: {sentence}")
         return lines
-    if dec.handles:
-        lines.append(f"{_INDENT}handles:")
-        lines += [f"{_INDENT * 2}{n}: {handle_text(h)}" for n, h in dec.handles]
+    lines += _handle_lines(dec.handles)
     if dec.params:
         lines.append(f"{_INDENT}parameters:")
         lines += _param_lines(dec.params)
-    if dec.sessions:
-        lines.append(f"{_INDENT}sessions:")
-        for i, s in enumerate(dec.sessions):
-            lines.append(f"{_INDENT * 2}[{i}] attributes={session_attrs_text(s.attributes)} "
-                         f"(0x{s.attributes:02x})")
-            lines.append(f"{_INDENT * 3}nonce: {bytes_text(s.nonce)}")
-            lines.append(f"{_INDENT * 3}hmac: {bytes_text(s.hmac)}")
+    lines += _session_lines([("", s) for s in dec.sessions])
     if dec.note:
         lines.append(f"{_INDENT}{dec.note}")
     if dec.error:
