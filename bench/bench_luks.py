@@ -116,7 +116,7 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
         for kind, token in tokens.items():
             def ours(kind: str = kind, token: dict[str, Any] = token) -> None:
                 with Tpm.open(proxy.uri) as tpm:
-                    unlockers.KINDS[kind].unseal(tpm, token, 0, trust, None)
+                    unlockers.KINDS[kind].unseal(tpm, token, 0, trust, None, ())
             rows.append(row(proxy, kind, "tpmseal", ours, runs, secrets[kind]))
         rows.append(row(proxy, "systemd-tpm2", "systemd-cryptsetup attach", lambda: _peer(
             [SYSTEMD_CRYPTSETUP, "attach", "bench", str(images["systemd-tpm2"]), "-",
@@ -131,7 +131,8 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
 def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any) -> dict[str, list[bytes]]:
     """Per volume: the keyslot passphrase, then what it derives from (the TPM secret)."""
     with Tpm.open(uri) as tpm:
-        got = {k: unlockers.KINDS[k].unseal(tpm, t, 0, trust, None) for k, t in tokens.items()}
+        got = {k: unlockers.KINDS[k].unseal(tpm, t, 0, trust, None, ())
+               for k, t in tokens.items()}
         b = clevis.ClevisBinding.parse(tokens["clevis"], 0)
         jwk = unseal_under_primary(tpm, SealedUnderPrimary(b.public, b.private, b.pcrs,
                                                            b.primary_alg, "clevis"), trust, None)

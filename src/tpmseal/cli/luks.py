@@ -123,6 +123,10 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
                    help="use only this token (default: every supported TPM token in turn)")
     p.add_argument("--token-type", choices=sorted(unlockers.KINDS),
                    help="use only tokens of this type")
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="systemd-measure's signature JSON for a systemd-tpm2 token sealed to "
+                        "a signed PCR policy (tpm2_pubkey; default "
+                        f"{systemd_tpm2.SIGNATURE_PATH} if present); repeatable")
     add_pin_options(p, prompt=False)
 
 
@@ -180,7 +184,7 @@ def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
     cands = unlockers.candidates(args.device, args.token_id, kinds)
     pin = read_pin(args, needed=any(c.needs_pin() for c in cands), confirm=False)
     with open_tpm(args) as tpm:
-        return unlockers.unlock_key(tpm, args.device, cands, rec, pin)
+        return unlockers.unlock_key(tpm, args.device, cands, rec, pin, args.policy)
 
 
 def run_test(args: argparse.Namespace) -> int:

@@ -15,19 +15,29 @@ parent: :func:`tpmseal.recipes.sealing.unseal` runs the policy session salted
 with the EK pinned at provisioning, with the response encrypted, so the secret
 never crosses the bus readable. A substituted primary gains an interposer
 nothing: it could not load the object.
+
+systemd 254 and later seal under a *persistent* SRK instead and store its
+public area in the token (:class:`PersistentParent`). Its Name, computed from
+that public area and never read back with the unauthenticated ReadPublic,
+joins the cpHash of Load, which the salted session authenticates (Part 1
+§16, §19.6): if the key at the handle is another one, the TPM rejects the
+command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy is
+PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py).
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import PolicyMismatchError, UsageError
+from tpmseal.errors import IntegrityError, PolicyMismatchError, UsageError
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import compute_policy
+from tpmseal.session.policy import Authorizer, compute_policy
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
 from tpmseal.wire.structures import (
@@ -39,6 +49,9 @@ from tpmseal.wire.structures import (
     RsaParms,
     SensitiveCreate,
 )
+
+if TYPE_CHECKING:
+    from tpmseal.recipes.signed import SignedPolicy
 
 _ATTRS = (TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt | TPMA_OBJECT.fixedTPM
           | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth)
@@ -54,40 +67,67 @@ PRIMARY_ALGS = tuple(PRIMARY_TEMPLATES)
 
 
 @dataclass(frozen=True)
+class PersistentParent:
+    """A persistent storage key given by its handle and public area (systemd's SRK)."""
+
+    handle: int
+    public: Public
+
+
+@dataclass(frozen=True)
 class SealedUnderPrimary:
-    """A sealed object, its PolicyPCR selection and its parent's algorithm."""
+    """A sealed object, its PolicyPCR selection and its parent: a transient primary of
+    *primary_alg*, or *parent* when that is set."""
 
     public: Public
     private: bytes  # TPM2B_PRIVATE contents
     pcrs: PcrSelectionList
     primary_alg: str
     what: str  # for messages: "systemd-tpm2 token", "clevis binding"
+    parent: PersistentParent | None = None
+    authorizer: Authorizer | None = None  # PolicyAuthorize; *pcrs* are then the signed ones
 
 
 def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord | None,
-                         auth: bytes | None) -> bytes:
-    """Recreate the parent, then unseal *obj* on tpmseal's encrypted path.
+                         auth: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
+    """Recreate the parent (or name the persistent one), then unseal *obj* on tpmseal's
+    encrypted path.
 
-    *auth* is the object's authValue when its policy ends in PolicyAuthValue.
-    The PCR values are compared with the policy first, for a clear message when
-    they moved (the TPM enforces the policy either way).
+    *auth* is the object's authValue when its policy ends in PolicyAuthValue;
+    *policies* are the signed policies for an object with an authorizer. The
+    PCR values are compared with a PolicyPCR policy first, for a clear message
+    when they moved (the TPM enforces the policy either way).
     """
     if trust is None:
         raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
                          "run `tpmseal provision` first, or pass the right --trust-file")
-    values = tpm.pcr_read(obj.pcrs)
-    steps = sealing.policy_steps(obj.pcrs, values, auth is not None)
-    if not hmac.compare_digest(compute_policy(steps), obj.public.auth_policy):
-        raise PolicyMismatchError(
-            f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-            f"{obj.what} was made, or its policy is not PolicyPCR"
-            + (" with a PIN" if auth is not None else ""),
-            hint="boot the measured configuration again, or unlock with the recovery "
-                 "passphrase and enrol again")
+    if obj.parent is not None and obj.parent.handle == trust.srk_handle and (
+            obj.parent.public.name() != trust.srk_name):
+        raise IntegrityError(
+            f"the {obj.what} names a storage key at {obj.parent.handle:#x} that is not the "
+            "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
+            "a substituted key over the bus (interposer)",
+            "unlock with the recovery passphrase and enrol again on this TPM")
+    if obj.authorizer is None:
+        values = tpm.pcr_read(obj.pcrs)
+        steps = sealing.policy_steps(obj.pcrs, values, auth is not None)
+        if not hmac.compare_digest(compute_policy(steps), obj.public.auth_policy):
+            raise PolicyMismatchError(
+                f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+                f"{obj.what} was made, or its policy is not PolicyPCR"
+                + (" with a PIN" if auth is not None else ""),
+                hint="boot the measured configuration again, or unlock with the recovery "
+                     "passphrase and enrol again")
+    salt = SaltKey(trust.ek_handle, trust.ek_public)
+
+    def unseal(parent: int, parent_name: bytes) -> bytes:
+        blob = SealedBlob(obj.public, obj.private, obj.pcrs, {}, parent, parent_name, salt,
+                          ENCRYPTED, auth is not None, authorizer=obj.authorizer)
+        return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+
+    if obj.parent is not None:
+        return unseal(obj.parent.handle, obj.parent.public.name())
     created = tpm.run(cmds.CreatePrimary(TPM_RH.OWNER, SensitiveCreate(),
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
-        blob = SealedBlob(obj.public, obj.private, obj.pcrs, {}, parent, created.name,
-                          SaltKey(trust.ek_handle, trust.ek_public), ENCRYPTED,
-                          auth is not None)
-        return sealing.unseal(tpm, blob, trust=trust, pin=auth)
+        return unseal(parent, created.name)

@@ -1,6 +1,7 @@
-"""Unlocking ``systemd-tpm2`` LUKS2 tokens (systemd-cryptenroll, v250-v253 format).
+"""Unlocking ``systemd-tpm2`` LUKS2 tokens (systemd-cryptenroll, v250-v256 formats).
 
-What systemd 252 stores and does (src/shared/tpm2-util.c, and checked on swtpm):
+What systemd stores and does (src/shared/tpm2-util.c, src/cryptsetup/, and
+checked on swtpm with systemd 252):
 
 * token fields ``tpm2-blob`` (base64 of TPM2B_PRIVATE ‖ TPM2B_PUBLIC of a sealed
   keyedHash object, attributes fixedTPM|fixedParent), ``tpm2-pcrs`` (indices),
@@ -8,20 +9,26 @@ What systemd 252 stores and does (src/shared/tpm2-util.c, and checked on swtpm):
   lacks ECC; absent in tokens older than v250, which only knew ECC),
   ``tpm2-policy-hash`` (the object's authPolicy) and ``tpm2-pin``;
 * the parent is a transient primary under the owner hierarchy from a fixed
-  template (:mod:`tpmseal.recipes.owner_primary`);
-* the policy is PolicyPCR over the listed PCRs of one bank, then PolicyAuthValue
-  when ``tpm2-pin`` is set; the object's authValue is SHA-256 of the PIN;
+  template (:mod:`tpmseal.recipes.owner_primary`) — or, with ``tpm2_srk``
+  (v254), the persistent SRK: the field is base64 of tpm2-tss'
+  ``Esys_TR_Serialize`` of it (handle, Name, resource type 1, TPM2B_PUBLIC);
+* the policy is PolicyAuthorize when ``tpm2_pubkey`` is set (base64 of the PEM
+  public key; the signed PolicyPCR covers ``tpm2_pubkey_pcrs``, with
+  systemd-measure's signature JSON), then PolicyPCR over ``tpm2-pcrs`` when
+  any, then PolicyAuthValue when ``tpm2-pin`` is set;
+* the object's authValue is SHA-256 of the PIN — with ``tpm2_salt`` (v254) of
+  the base64 of PBKDF2-HMAC-SHA256(PIN, salt, 10000 iterations, 32 bytes);
 * the keyslot passphrase is the base64 encoding of the unsealed bytes.
 
 systemd unseals through a session salted with that freshly created primary,
 read over the same bus: it defeats a passive sniffer but not an interposer,
-which can answer CreatePrimary with its own key. tpmseal salts with the pinned
-EK instead (:func:`~tpmseal.recipes.owner_primary.unseal_under_primary`).
+which can answer CreatePrimary with its own key (and with ``tpm2_srk``, with
+the SRK public that enrolment read by ReadPublic, unauthenticated). tpmseal
+salts with the pinned EK instead
+(:func:`~tpmseal.recipes.owner_primary.unseal_under_primary`).
 
-Newer token fields change the rules — ``tpm2_srk`` (a persistent SRK, v254),
-``tpm2_salt`` (a salted PIN, v254), ``tpm2_pcrlock`` (v255), ``tpm2-pubkey``
-and ``tpm2-pubkey-pcrs`` (signed PCR policies with PolicyAuthorize, v252) —
-and such tokens are refused with a message naming the field.
+``tpm2_pcrlock`` (v255: PolicyAuthorizeNV over an NV index systemd-pcrlock
+maintains) and sharded blobs are refused with a message naming the field.
 """
 
 from __future__ import annotations
@@ -29,31 +36,90 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
-from tpmseal.recipes.owner_primary import PRIMARY_ALGS, SealedUnderPrimary, unseal_under_primary
+from tpmseal.recipes.owner_primary import (
+    PRIMARY_ALGS,
+    PersistentParent,
+    SealedUnderPrimary,
+    unseal_under_primary,
+)
 from tpmseal.recipes.trust import TrustRecord
+from tpmseal.session.policy import (
+    Authorizer,
+    AuthorizeStep,
+    AuthValueStep,
+    PolicyStep,
+    compute_policy,
+)
+from tpmseal.wire.constants import TPM_ALG, TPM_HT, handle_type
 from tpmseal.wire.marshal import Reader
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
 
 TOKEN_HINT = "the systemd-tpm2 token is corrupted; re-enroll it with systemd-cryptenroll"  # noqa: S105
 TOKEN_TYPE = "systemd-tpm2"  # noqa: S105 (a LUKS2 token type, not a password)
 
-#: Fields of later systemd versions that change how the token unseals.
-UNSUPPORTED = {
-    "tpm2_srk": "a persistent SRK (systemd 254)",
-    "tpm2_salt": "a salted PIN (systemd 254)",
-    "tpm2_pcrlock": "a pcrlock policy (systemd 255)",
-    "tpm2-pubkey": "a signed PCR policy (PolicyAuthorize)",
-    "tpm2_pubkey": "a signed PCR policy (PolicyAuthorize)",
-    "tpm2-pubkey-pcrs": "a signed PCR policy (PolicyAuthorize)",
-    "tpm2_pubkey_pcrs": "a signed PCR policy (PolicyAuthorize)",
-}
+#: systemd's default signed-policy file (systemd-stub puts it there from the UKI).
+SIGNATURE_PATH = "/run/systemd/tpm2-pcr-signature.json"
+PBKDF2_ITERATIONS = 10000  # tpm2_util_pbkdf2_hmac_sha256 (systemd's own test vectors agree)
+ESYS_KEY_RESOURCE = 1  # IESYSC_KEY_RSRC in a serialized ESYS_TR
+
+
+def _b64(token: Mapping[str, Any], key: str) -> bytes:
+    value = token[key]
+    if isinstance(value, list):
+        raise UsageError(f"{key} holds several sealed shards (a newer systemd), which tpmseal "
+                         "does not support", "unlock it with systemd-cryptsetup")
+    return base64.b64decode(value, validate=True)
+
+
+def _pcr_list(token: Mapping[str, Any], key: str, where: str) -> tuple[int, ...]:
+    indices = token.get(key, [])
+    if not isinstance(indices, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 24 for i in indices):
+        raise BadInputError(f"{where}: {key} is not a list of PCR indices", TOKEN_HINT)
+    return tuple(sorted(set(indices)))
+
+
+def parse_srk(raw: bytes, where: str) -> PersistentParent:
+    """The persistent parent in ``tpm2_srk``: tpm2-tss' serialized ESYS_TR (handle,
+    TPM2B_NAME, resource type, TPM2B_PUBLIC), with its Name checked against the public
+    area (nothing from the TPM is involved: the token is all there is)."""
+    try:
+        r = Reader(raw)
+        handle = r.u32("handle")
+        name = r.tpm2b("name")
+        kind = r.u32("resource type")
+        public = Public.from_sized(raw[r.offset:])
+    except DecodeError as e:
+        raise BadInputError(f"{where}: tpm2_srk is malformed ({e.message})", TOKEN_HINT) from None
+    if kind != ESYS_KEY_RESOURCE or handle_type(handle) != TPM_HT.PERSISTENT:
+        raise BadInputError(f"{where}: tpm2_srk is not a persistent key ({handle:#x})",
+                            TOKEN_HINT)
+    if name != public.name():
+        raise BadInputError(f"{where}: tpm2_srk's Name is not that of its public area",
+                            "the token was edited or corrupted")
+    return PersistentParent(handle, public)
+
+
+def _parse_pubkey(raw: bytes, where: str) -> Authorizer:
+    """``tpm2_pubkey``: the PEM public key systemd-cryptenroll was given."""
+    from tpmseal.recipes import signer
+
+    _, ser, *_ = signer.crypto_modules()
+    try:
+        key = ser.load_pem_public_key(raw)
+        return signer.authorizer_for(key)
+    except (ValueError, TypeError, AttributeError):
+        raise BadInputError(f"{where}: tpm2_pubkey is not an RSA-2048 or P-256 PEM public key",
+                            TOKEN_HINT) from None
+
 
 @dataclass(frozen=True)
 class SystemdToken:
@@ -61,36 +127,40 @@ class SystemdToken:
 
     public: Public
     private: bytes
-    pcrs: PcrSelectionList
+    pcrs: PcrSelectionList  # tpm2-pcrs (PolicyPCR); the signed ones with an authorizer
     primary_alg: str
     pin: bool
+    srk: PersistentParent | None = None
+    salt: bytes | None = None
+    authorizer: Authorizer | None = None
 
     @classmethod
     def parse(cls, token: Mapping[str, Any], token_id: int) -> SystemdToken:
         where = f"systemd-tpm2 token {token_id}"
-        newer = sorted(k for k in token if k in UNSUPPORTED)
-        if newer:
-            raise UsageError(f"{where} uses {UNSUPPORTED[newer[0]]} (field {newer[0]!r}), "
-                             "which tpmseal does not support yet",
+        if token.get("tpm2_pcrlock") or token.get("tpm2_pcrlock_nv"):
+            raise UsageError(f"{where} uses a pcrlock policy (field 'tpm2_pcrlock', systemd "
+                             "255: PolicyAuthorizeNV over systemd-pcrlock's NV index), which "
+                             "tpmseal does not support",
                              "unlock it with systemd-cryptsetup, or enrol a tpmseal token "
                              "(`tpmseal luks enroll`)")
         try:
-            raw = base64.b64decode(token["tpm2-blob"], validate=True)
+            raw = _b64(token, "tpm2-blob")
             r = Reader(raw)
             private = r.tpm2b("TPM2B_PRIVATE")
             public = Public.from_sized(raw[r.offset:])
             bank = pcrspec.bank_alg(str(token.get("tpm2-pcr-bank", "sha256")))
-            indices = token.get("tpm2-pcrs", [])
-            if not isinstance(indices, list) or not all(
-                    isinstance(i, int) and 0 <= i < 24 for i in indices):
-                raise BadInputError(f"{where}: tpm2-pcrs is not a list of PCR indices",
-                                    TOKEN_HINT)
+            indices = _pcr_list(token, "tpm2-pcrs", where)
+            signed = _pcr_list(token, "tpm2_pubkey_pcrs", where)
             alg = str(token.get("tpm2-primary-alg", "ecc"))
-            policy_hash = bytes.fromhex(str(token.get("tpm2-policy-hash", "")))
+            hashes = token.get("tpm2-policy-hash", "")
+            policy_hash = bytes.fromhex(hashes if isinstance(hashes, str) else "")
             pin = token.get("tpm2-pin", False)
-        except BadInputError:
+            srk = parse_srk(_b64(token, "tpm2_srk"), where) if token.get("tpm2_srk") else None
+            salt = _b64(token, "tpm2_salt") if token.get("tpm2_salt") else None
+            pubkey = _b64(token, "tpm2_pubkey") if token.get("tpm2_pubkey") else None
+        except (BadInputError, UsageError):
             raise
-        except (KeyError, TypeError, ValueError, binascii.Error, UsageError) as e:
+        except (KeyError, TypeError, ValueError, binascii.Error) as e:
             what = f"missing field {e}" if isinstance(e, KeyError) else type(e).__name__
             raise BadInputError(f"{where} is malformed ({what})",
                                 "check it with `cryptsetup token export`") from None
@@ -105,39 +175,93 @@ class SystemdToken:
                                 "authPolicy", "the token was edited or corrupted")
         if not isinstance(pin, bool):
             raise BadInputError(f"{where}: tpm2-pin is not a boolean", TOKEN_HINT)
+        authorizer = None
+        if pubkey is not None:
+            authorizer = _parse_pubkey(pubkey, where)
+            if indices:
+                raise UsageError(f"{where} combines a signed policy (tpm2_pubkey) with fixed "
+                                 "PCRs (tpm2-pcrs), which tpmseal does not support",
+                                 "unlock it with systemd-cryptsetup, or enrol with "
+                                 "--tpm2-pcrs= (empty) next to --tpm2-public-key")
+            if not signed:
+                raise UsageError(f"{where} has a signed policy over no PCR",
+                                 "unlock it with systemd-cryptsetup")
+            steps: list[PolicyStep] = [AuthorizeStep(authorizer.name, b"")]
+            steps += [AuthValueStep()] if pin else []
+            if compute_policy(steps) != public.auth_policy:
+                raise BadInputError(f"{where}: the sealed object's policy is not "
+                                    "PolicyAuthorize by tpm2_pubkey"
+                                    + (" with a PIN" if pin else ""),
+                                    "the token was edited or corrupted")
+            indices = signed
+        elif signed:
+            raise BadInputError(f"{where}: tpm2_pubkey_pcrs without tpm2_pubkey", TOKEN_HINT)
         if not indices:
             raise UsageError(f"{where} is bound to no PCR, which tpmseal does not unlock",
                              "unlock it with systemd-cryptsetup")
-        pcrs = PcrSelectionList((PcrSelection(bank, tuple(sorted(set(indices)))),))
-        return cls(public, private, pcrs, alg, pin)
+        if authorizer is not None and bank != TPM_ALG.SHA256:
+            raise UsageError(f"{where} signs PCRs of the {pcrspec.bank_name(bank)} bank; "
+                             "systemd-measure's policies tpmseal reads are sha256",
+                             "unlock it with systemd-cryptsetup")
+        pcrs = PcrSelectionList((PcrSelection(bank, indices),))
+        return cls(public, private, pcrs, alg, pin, srk, salt, authorizer)
 
 
-def pin_auth(pin: bytes) -> bytes:
-    """The authValue systemd 252 gives the sealed object: SHA-256 of the PIN."""
+def pin_auth(pin: bytes, salt: bytes | None = None) -> bytes:
+    """The authValue systemd gives the sealed object: SHA-256 of the PIN, or with
+    ``tpm2_salt`` of base64(PBKDF2-HMAC-SHA256(PIN, salt, 10000, 32))."""
+    if salt is not None:
+        pin = base64.b64encode(hashlib.pbkdf2_hmac("sha256", pin, salt, PBKDF2_ITERATIONS))
     return hashlib.sha256(pin).digest()
 
 
+def signature_paths(given: Sequence[str]) -> list[str]:
+    """The signed-policy files to use: those given, else systemd's default if present."""
+    if given:
+        return list(given)
+    return [SIGNATURE_PATH] if os.path.exists(SIGNATURE_PATH) else []
+
+
 def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
-                  pin: bytes | None) -> bytes:
+                  pin: bytes | None, policy_paths: Sequence[str] = ()) -> bytes:
     """The token's sealed secret, unsealed through tpmseal's EK-salted encrypted session."""
     if tok.pin and pin is None:
         raise UsageError("this systemd-tpm2 token needs its PIN", "pass --pin-file FILE")
+    policies = []
+    if tok.authorizer is not None:
+        from tpmseal.recipes import signed
+
+        paths = signature_paths(policy_paths)
+        if not paths:
+            raise UsageError("this systemd-tpm2 token is sealed to a signed PCR policy and "
+                             f"no signature was given ({SIGNATURE_PATH} is absent)",
+                             "pass systemd-measure's signature JSON with --policy FILE")
+        policies = [p for p in signed.load_policies(paths) if p.pcrs == tok.pcrs]
+        if not policies:
+            raise BadInputError(f"no signed policy covers exactly {pcrspec.format_pcrs(tok.pcrs)}"
+                                ", the PCRs the token's signatures must sign",
+                                "pass the signature for this token's tpm2_pubkey_pcrs")
     return unseal_under_primary(tpm, SealedUnderPrimary(
-        tok.public, tok.private, tok.pcrs, tok.primary_alg, "systemd-tpm2 token"),
-        trust, pin_auth(pin) if tok.pin and pin is not None else None)
+        tok.public, tok.private, tok.pcrs, tok.primary_alg, "systemd-tpm2 token", tok.srk,
+        tok.authorizer), trust, pin_auth(pin, tok.salt) if tok.pin and pin is not None else None,
+        policies)
 
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
-                 trust: TrustRecord | None, pin: bytes | None) -> bytes:
+                 trust: TrustRecord | None, pin: bytes | None,
+                 policy_paths: Sequence[str] = ()) -> bytes:
     """The keyslot passphrase of a systemd-tpm2 token: base64 of the unsealed secret."""
-    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin)
+    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin, policy_paths)
     return base64.b64encode(secret)
 
 
 def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:
     tok = SystemdToken.parse(token, token_id)
-    return {"pcrs": pcrspec.format_pcrs(tok.pcrs),
-            "pin": tok.pin, "primary": tok.primary_alg}
+    out: dict[str, Any] = {"pcrs": pcrspec.format_pcrs(tok.pcrs), "pin": tok.pin,
+                           "primary": (f"{tok.srk.handle:#010x}" if tok.srk else tok.primary_alg)}
+    if tok.authorizer is not None:
+        out["signed"] = True
+    return out
 
 
 def needs_pin(token: Mapping[str, Any], token_id: int) -> bool:

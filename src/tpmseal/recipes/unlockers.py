@@ -10,7 +10,7 @@ itself (``--test-passphrase``) or used to open the volume, always on a pipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +21,15 @@ from tpmseal.recipes.trust import TrustRecord
 
 log = logging.getLogger("tpmseal.luks")
 
-#: (tpm, token, token id, trust, pin) -> keyslot passphrase
-Unsealer = Callable[[Tpm, Mapping[str, Any], int, TrustRecord | None, bytes | None], bytes]
+#: (tpm, token, token id, trust, pin, signed-policy paths) -> keyslot passphrase
+Unsealer = Callable[[Tpm, Mapping[str, Any], int, TrustRecord | None, bytes | None,
+                     Sequence[str]], bytes]
+
+
+def _no_policies(unseal: Callable[[Tpm, Mapping[str, Any], int, TrustRecord | None,
+                                   bytes | None], bytes]) -> Unsealer:
+    """An unsealer for token types that have no signed policies."""
+    return lambda tpm, token, tid, trust, pin, _paths: unseal(tpm, token, tid, trust, pin)
 
 
 @dataclass(frozen=True)
@@ -33,11 +40,12 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    luks.TOKEN_TYPE: Kind(luks.unseal_token, luks.describe,
+    luks.TOKEN_TYPE: Kind(_no_policies(luks.unseal_token), luks.describe,
                           lambda t, i: luks.blob_of(t, i).pin),
     systemd_tpm2.TOKEN_TYPE: Kind(systemd_tpm2.unseal_token, systemd_tpm2.describe,
                                   systemd_tpm2.needs_pin),
-    clevis.TOKEN_TYPE: Kind(clevis.unseal_token, clevis.describe, clevis.needs_pin),
+    clevis.TOKEN_TYPE: Kind(_no_policies(clevis.unseal_token), clevis.describe,
+                            clevis.needs_pin),
 }
 
 
@@ -113,16 +121,17 @@ class Unlocked:
 
 
 def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord | None,
-               pin: bytes | None) -> Unlocked:
+               pin: bytes | None, policy_paths: Sequence[str] = ()) -> Unlocked:
     """The first candidate whose unsealed passphrase cryptsetup accepts for its keyslot.
 
-    The first failure is reported if none works (later ones are logged).
+    *policy_paths*: signed-policy files for tokens sealed to a signer. The first
+    failure is reported if none works (later ones are logged).
     """
     first: TpmsealError | None = None
     for c in cands:
         try:
             secret = KINDS[c.kind].unseal(tpm, c.token, c.token_id, trust,
-                                          pin if c.needs_pin() else None)
+                                          pin if c.needs_pin() else None, policy_paths)
             for slot in c.keyslots:
                 try:
                     cryptsetup.test_key(device, secret, slot)
