@@ -26,7 +26,7 @@ import pytest
 
 from attacks.bus import assert_no_leak, interposer, names
 from luks_support import cryptsetup, make_image, needs_cryptsetup, opens
-from test_seal_support import assert_one_line_error, cli, flush_leftovers, write
+from test_seal_support import assert_one_line_error, cli, extend, flush_leftovers, write
 from test_systemd_measure import MEASURE, _boot_to, _measure
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
@@ -149,13 +149,14 @@ needs_measure = pytest.mark.skipif(
 
 
 def pubkey_enroll(sim: Simulator, img: Path, pw: Path, key: Path,
-                  pin: bytes | None = None) -> None:
-    """The real systemd-cryptenroll, bound to the signer *key* for PCR 11 and nothing else."""
+                  pin: bytes | None = None, *, fixed: bool = False) -> None:
+    """The real systemd-cryptenroll, bound to the signer *key* for PCR 11 — and with
+    *fixed*, to PCR 7's current value too (its default --tpm2-pcrs)."""
     assert CRYPTENROLL is not None
     env = {**os.environ, "SYSTEMD_LOG_LEVEL": "warning"}
     args = [CRYPTENROLL, f"--tpm2-device={sim.tools_tcti}", f"--unlock-key-file={pw}",
             f"--tpm2-public-key={key.with_suffix('.pub')}", "--tpm2-public-key-pcrs=11",
-            "--tpm2-pcrs="]
+            *([] if fixed else ["--tpm2-pcrs="])]
     if pin is not None:
         env["NEWPIN"] = pin.decode()
         args.append("--tpm2-with-pin=yes")
@@ -173,13 +174,17 @@ def signer(tcg_sim: Simulator, tmp_path: Path) -> Path:
 
 
 @needs_measure
-@pytest.mark.parametrize("pin", [None, PIN], ids=["no-pin", "pin"])
+@pytest.mark.parametrize(("pin", "fixed"), [(None, False), (PIN, False), (None, True),
+                                            (PIN, True)],
+                         ids=["signed", "signed-pin", "signed+pcr7", "signed+pcr7-pin"])
 def test_pubkey_token_unlocks_with_systemd_measure_signature(
-        tcg_sim: Simulator, tmp_path: Path, signer: Path, pin: bytes | None) -> None:
+        tcg_sim: Simulator, tmp_path: Path, signer: Path, pin: bytes | None,
+        fixed: bool) -> None:
     img, pw = make_image(tmp_path)
-    pubkey_enroll(tcg_sim, img, pw, signer, pin)
+    pubkey_enroll(tcg_sim, img, pw, signer, pin, fixed=fixed)
     token = cs.header(str(img)).tokens[0]
-    assert token.get("tpm2_pubkey_pcrs") == [11] and token.get("tpm2-pcrs") == []
+    assert token.get("tpm2_pubkey_pcrs") == [11]
+    assert token.get("tpm2-pcrs") == ([7] if fixed else [])
     sig = _measure(tcg_sim, tmp_path, signer)
     _boot_to(tcg_sim, ["enter-initrd"])
     pin_args = ["--pin-file", str(write(tmp_path / "pin", pin))] if pin else []
@@ -188,26 +193,37 @@ def test_pubkey_token_unlocks_with_systemd_measure_signature(
     if not os.path.exists(systemd_tpm2.SIGNATURE_PATH):
         assert_one_line_error(cli(["luks", "test", str(img), *pin_args]), ExitCode.USAGE,
                               "signed PCR policy", "--policy")
+    if fixed:
+        bad = ["--pin-file", str(write(tmp_path / "bad", b"1357"))] if pin else []
+        if pin:
+            assert_one_line_error(cli(["luks", "test", str(img), "--policy", str(sig), *bad]),
+                                  ExitCode.AUTH_FAILED, "wrong PIN")
+        extend(tcg_sim.uri, 7)
+        assert_one_line_error(cli(["luks", "test", str(img), "--policy", str(sig), *pin_args]),
+                              ExitCode.PCR_MISMATCH, "sha256:7 changed")
+        return
     _boot_to(tcg_sim, ["not-a-phase"], stub=False)
     assert_one_line_error(cli(["luks", "test", str(img), "--policy", str(sig), *pin_args]),
                           ExitCode.PCR_MISMATCH, "no signed policy covers")
 
 
 @needs_measure
+@pytest.mark.parametrize("fixed", [False, True], ids=["signed", "signed+pcr7"])
 def test_pubkey_token_bus_shows_no_key(tcg_sim: Simulator, tmp_path: Path,
-                                       signer: Path) -> None:
+                                       signer: Path, fixed: bool) -> None:
     img, pw = make_image(tmp_path)
-    pubkey_enroll(tcg_sim, img, pw, signer)
+    pubkey_enroll(tcg_sim, img, pw, signer, PIN, fixed=fixed)
     sig = _measure(tcg_sim, tmp_path, signer)
     _boot_to(tcg_sim, ["enter-initrd"])
     rec = load(trust_path(), "tcg")
     with interposer(tcg_sim) as p:
         with Tpm.open(p.uri) as tpm:
             passphrase = systemd_tpm2.unseal_token(tpm, cs.header(str(img)).tokens[0], 0,
-                                                   rec, None, [str(sig)])
+                                                   rec, PIN, [str(sig)])
         exchanges = p.exchanges
     assert opens(img, passphrase, 1)  # cryptsetup's verdict, not ours
-    assert {"VerifySignature", "PolicyAuthorize", "Unseal"} <= set(names(exchanges))
+    assert {"VerifySignature", "PolicyAuthorize", "PolicyAuthValue", "Unseal"} <= set(
+        names(exchanges))
     assert_no_leak(exchanges, base64.b64decode(passphrase), passphrase)
 
 

@@ -21,8 +21,10 @@ public area in the token (:class:`PersistentParent`). Its Name, computed from
 that public area and never read back with the unauthenticated ReadPublic,
 joins the cpHash of Load, which the salted session authenticates (Part 1
 §16, §19.6): if the key at the handle is another one, the TPM rejects the
-command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy is
-PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py).
+command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy
+starts with PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py),
+followed by PolicyPCR over the fixed PCRs if any (systemd-cryptenroll's default
+binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
 """
 
 from __future__ import annotations
@@ -37,9 +39,18 @@ from tpmseal.errors import IntegrityError, PolicyMismatchError, UsageError
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import Authorizer, compute_policy
+from tpmseal.session.auth import AuthSession
+from tpmseal.session.policy import (
+    Authorizer,
+    AuthorizeStep,
+    AuthValueStep,
+    PcrStep,
+    PolicyStep,
+    compute_policy,
+)
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
+from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     AES_128_CFB,
     EccParms,
@@ -81,11 +92,23 @@ class SealedUnderPrimary:
 
     public: Public
     private: bytes  # TPM2B_PRIVATE contents
-    pcrs: PcrSelectionList
+    pcrs: PcrSelectionList  # PolicyPCR over their current values; may be empty if signed
     primary_alg: str
     what: str  # for messages: "systemd-tpm2 token", "clevis binding"
     parent: PersistentParent | None = None
-    authorizer: Authorizer | None = None  # PolicyAuthorize; *pcrs* are then the signed ones
+    authorizer: Authorizer | None = None  # PolicyAuthorize first, by this signer
+    signed_pcrs: PcrSelectionList | None = None  # what the signer's policies cover
+
+    def steps(self, values: dict[tuple[int, int], bytes] | None, pin: bool) -> list[PolicyStep]:
+        """The policy: [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR with
+        the digest of *values*, or an empty one (the TPM's current values) without."""
+        steps: list[PolicyStep] = []
+        if self.authorizer is not None:
+            steps.append(AuthorizeStep(self.authorizer.name, self.authorizer.policy_ref))
+        if self.pcrs.selections:
+            steps.append(PcrStep(self.pcrs, b"") if values is None
+                         else sealing.pcr_step(self.pcrs, values))
+        return steps + ([AuthValueStep()] if pin else [])
 
 
 def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord | None,
@@ -108,10 +131,10 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
             "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
             "a substituted key over the bus (interposer)",
             "unlock with the recovery passphrase and enrol again on this TPM")
-    if obj.authorizer is None:
+    if obj.pcrs.selections:
         values = tpm.pcr_read(obj.pcrs)
-        steps = sealing.policy_steps(obj.pcrs, values, auth is not None)
-        if not hmac.compare_digest(compute_policy(steps), obj.public.auth_policy):
+        if not hmac.compare_digest(compute_policy(obj.steps(values, auth is not None)),
+                                   obj.public.auth_policy):
             raise PolicyMismatchError(
                 f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
                 f"{obj.what} was made, or its policy is not PolicyPCR"
@@ -121,8 +144,11 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     salt = SaltKey(trust.ek_handle, trust.ek_public)
 
     def unseal(parent: int, parent_name: bytes) -> bytes:
-        blob = SealedBlob(obj.public, obj.private, obj.pcrs, {}, parent, parent_name, salt,
-                          ENCRYPTED, auth is not None, authorizer=obj.authorizer)
+        blob = SealedBlob(obj.public, obj.private, obj.signed_pcrs or obj.pcrs, {}, parent,
+                          parent_name, salt, ENCRYPTED, auth is not None,
+                          authorizer=obj.authorizer)
+        if obj.authorizer is not None and obj.pcrs.selections:
+            return _signed_then_fixed(tpm, obj, blob, trust, auth, policies)
         return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
 
     if obj.parent is not None:
@@ -131,3 +157,29 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
         return unseal(parent, created.name)
+
+
+def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
+                       auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
+    """PolicyAuthorize with a signed policy, then PolicyPCR over the fixed PCRs (and
+    PolicyAuthValue), in the one EK-salted session :func:`sealing.unseal` would use —
+    a policy shape its blob records do not describe, so this runs the same steps."""
+    from tpmseal.recipes import signed, signer
+
+    assert obj.authorizer is not None and blob.salt_key is not None
+    if not trust.aes_128_cfb:
+        raise UsageError(f"unsealing this {obj.what} needs AES-128-CFB parameter encryption, "
+                         "which the trust file says this TPM lacks",
+                         "unlock it with the recovery passphrase")
+    authorizer = obj.authorizer
+    candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
+                               authorizer.policy_ref)
+
+    def run(session: AuthSession) -> None:
+        signed.satisfy(tpm, session, authorizer, candidates)
+        tpm.run_policy(session, obj.steps(None, auth is not None)[1:])
+
+    try:  # sealing's own session flow and error wording, with this runner
+        return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
+    except TpmResponseError as e:
+        raise sealing._explain(e, trust, auth is not None) from None

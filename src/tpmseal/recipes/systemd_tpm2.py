@@ -51,13 +51,7 @@ from tpmseal.recipes.owner_primary import (
     unseal_under_primary,
 )
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import (
-    Authorizer,
-    AuthorizeStep,
-    AuthValueStep,
-    PolicyStep,
-    compute_policy,
-)
+from tpmseal.session.policy import Authorizer, compute_policy
 from tpmseal.wire.constants import TPM_ALG, TPM_HT, handle_type
 from tpmseal.wire.marshal import Reader
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
@@ -127,12 +121,18 @@ class SystemdToken:
 
     public: Public
     private: bytes
-    pcrs: PcrSelectionList  # tpm2-pcrs (PolicyPCR); the signed ones with an authorizer
+    pcrs: PcrSelectionList  # tpm2-pcrs (PolicyPCR); may be empty with a signer
     primary_alg: str
     pin: bool
     srk: PersistentParent | None = None
     salt: bytes | None = None
-    authorizer: Authorizer | None = None
+    authorizer: Authorizer | None = None  # tpm2_pubkey
+    signed_pcrs: PcrSelectionList | None = None  # tpm2_pubkey_pcrs
+
+    def sealed(self) -> SealedUnderPrimary:
+        return SealedUnderPrimary(self.public, self.private, self.pcrs, self.primary_alg,
+                                  "systemd-tpm2 token", self.srk, self.authorizer,
+                                  self.signed_pcrs)
 
     @classmethod
     def parse(cls, token: Mapping[str, Any], token_id: int) -> SystemdToken:
@@ -175,36 +175,30 @@ class SystemdToken:
                                 "authPolicy", "the token was edited or corrupted")
         if not isinstance(pin, bool):
             raise BadInputError(f"{where}: tpm2-pin is not a boolean", TOKEN_HINT)
-        authorizer = None
+        authorizer = signed_pcrs = None
         if pubkey is not None:
             authorizer = _parse_pubkey(pubkey, where)
-            if indices:
-                raise UsageError(f"{where} combines a signed policy (tpm2_pubkey) with fixed "
-                                 "PCRs (tpm2-pcrs), which tpmseal does not support",
-                                 "unlock it with systemd-cryptsetup, or enrol with "
-                                 "--tpm2-pcrs= (empty) next to --tpm2-public-key")
             if not signed:
                 raise UsageError(f"{where} has a signed policy over no PCR",
                                  "unlock it with systemd-cryptsetup")
-            steps: list[PolicyStep] = [AuthorizeStep(authorizer.name, b"")]
-            steps += [AuthValueStep()] if pin else []
-            if compute_policy(steps) != public.auth_policy:
-                raise BadInputError(f"{where}: the sealed object's policy is not "
-                                    "PolicyAuthorize by tpm2_pubkey"
-                                    + (" with a PIN" if pin else ""),
-                                    "the token was edited or corrupted")
-            indices = signed
+            if bank != TPM_ALG.SHA256:
+                raise UsageError(f"{where} signs PCRs of the {pcrspec.bank_name(bank)} bank; "
+                                 "systemd-measure's policies tpmseal reads are sha256",
+                                 "unlock it with systemd-cryptsetup")
+            signed_pcrs = PcrSelectionList((PcrSelection(bank, signed),))
         elif signed:
             raise BadInputError(f"{where}: tpm2_pubkey_pcrs without tpm2_pubkey", TOKEN_HINT)
-        if not indices:
+        elif not indices:
             raise UsageError(f"{where} is bound to no PCR, which tpmseal does not unlock",
                              "unlock it with systemd-cryptsetup")
-        if authorizer is not None and bank != TPM_ALG.SHA256:
-            raise UsageError(f"{where} signs PCRs of the {pcrspec.bank_name(bank)} bank; "
-                             "systemd-measure's policies tpmseal reads are sha256",
-                             "unlock it with systemd-cryptsetup")
-        pcrs = PcrSelectionList((PcrSelection(bank, indices),))
-        return cls(public, private, pcrs, alg, pin, srk, salt, authorizer)
+        pcrs = PcrSelectionList((PcrSelection(bank, indices),) if indices else ())
+        tok = cls(public, private, pcrs, alg, pin, srk, salt, authorizer, signed_pcrs)
+        if authorizer is not None and not indices and compute_policy(
+                tok.sealed().steps(None, pin)) != public.auth_policy:
+            raise BadInputError(f"{where}: the sealed object's policy is not PolicyAuthorize "
+                                "by tpm2_pubkey" + (" with a PIN" if pin else ""),
+                                "the token was edited or corrupted")
+        return tok
 
 
 def pin_auth(pin: bytes, salt: bytes | None = None) -> bytes:
@@ -236,15 +230,16 @@ def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
             raise UsageError("this systemd-tpm2 token is sealed to a signed PCR policy and "
                              f"no signature was given ({SIGNATURE_PATH} is absent)",
                              "pass systemd-measure's signature JSON with --policy FILE")
-        policies = [p for p in signed.load_policies(paths) if p.pcrs == tok.pcrs]
+        policies = [p for p in signed.load_policies(paths) if p.pcrs == tok.signed_pcrs]
         if not policies:
-            raise BadInputError(f"no signed policy covers exactly {pcrspec.format_pcrs(tok.pcrs)}"
-                                ", the PCRs the token's signatures must sign",
-                                "pass the signature for this token's tpm2_pubkey_pcrs")
-    return unseal_under_primary(tpm, SealedUnderPrimary(
-        tok.public, tok.private, tok.pcrs, tok.primary_alg, "systemd-tpm2 token", tok.srk,
-        tok.authorizer), trust, pin_auth(pin, tok.salt) if tok.pin and pin is not None else None,
-        policies)
+            assert tok.signed_pcrs is not None
+            raise BadInputError("no signed policy covers exactly "
+                                f"{pcrspec.format_pcrs(tok.signed_pcrs)}, the PCRs this "
+                                "token's signatures sign (tpm2_pubkey_pcrs)",
+                                "pass the signature made for them (systemd-measure sign)")
+    return unseal_under_primary(tpm, tok.sealed(), trust,
+                                pin_auth(pin, tok.salt) if tok.pin and pin is not None else None,
+                                policies)
 
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
@@ -257,10 +252,10 @@ def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
 
 def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:
     tok = SystemdToken.parse(token, token_id)
-    out: dict[str, Any] = {"pcrs": pcrspec.format_pcrs(tok.pcrs), "pin": tok.pin,
+    out: dict[str, Any] = {"pcrs": pcrspec.format_pcrs(tok.pcrs) or None, "pin": tok.pin,
                            "primary": (f"{tok.srk.handle:#010x}" if tok.srk else tok.primary_alg)}
-    if tok.authorizer is not None:
-        out["signed"] = True
+    if tok.signed_pcrs is not None:
+        out["signed_pcrs"] = pcrspec.format_pcrs(tok.signed_pcrs)
     return out
 
 
