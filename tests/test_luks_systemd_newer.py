@@ -50,15 +50,28 @@ def _tools(tcti: str, cwd: Path, *argv: str) -> None:
     assert done.returncode == 0, f"{argv[0]}: {done.stderr.decode(errors='replace')}"
 
 
+#: systemd's transient primary (owner hierarchy), by tpm2-primary-alg
+PRIMARY = {"ecc": "ecc256:aes128cfb", "rsa": "rsa2048:aes128cfb"}
+PRIMARY_ATTRS = "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth"
+
+
 def srk_token(tcti: str, work: Path, secret: bytes, pin: bytes | None = None,
-              salt: bytes | None = None) -> dict[str, object]:
+              salt: bytes | None = None, *, primary: str | None = None,
+              bank: str = "sha256") -> dict[str, object]:
     """A systemd 254+ token for *secret* under the SRK at 0x81000001, made with tpm2-tools
-    on *tcti* (the SRK read over that bus, as systemd-cryptenroll reads it)."""
+    on *tcti* (the SRK read over that bus, as systemd-cryptenroll reads it) — or, with
+    *primary* ("ecc"/"rsa"), under systemd's transient primary with no tpm2_srk."""
     work.mkdir(exist_ok=True)
     (work / "secret").write_bytes(secret)
-    _tools(tcti, work, "tpm2_readpublic", "-c", hex(SRK), "-t", "srk.tr")
+    parent = hex(SRK)
+    if primary is None:
+        _tools(tcti, work, "tpm2_readpublic", "-c", hex(SRK), "-t", "srk.tr")
+    else:
+        _tools(tcti, work, "tpm2_createprimary", "-C", "o", "-g", "sha256", "-G",
+               PRIMARY[primary], "-a", PRIMARY_ATTRS, "-c", "primary.ctx")
+        parent = "primary.ctx"
     _tools(tcti, work, "tpm2_startauthsession", "-S", "trial.ctx")
-    _tools(tcti, work, "tpm2_policypcr", "-S", "trial.ctx", "-l", "sha256:7", "-L", "policy")
+    _tools(tcti, work, "tpm2_policypcr", "-S", "trial.ctx", "-l", f"{bank}:7", "-L", "policy")
     if pin is not None:
         _tools(tcti, work, "tpm2_policyauthvalue", "-S", "trial.ctx", "-L", "policy")
     _tools(tcti, work, "tpm2_flushcontext", "trial.ctx")
@@ -67,17 +80,18 @@ def srk_token(tcti: str, work: Path, secret: bytes, pin: bytes | None = None,
         salted = base64.b64encode(hashlib.pbkdf2_hmac("sha256", pin, salt, 10000)) \
             if salt is not None else pin
         auth = ["-p", "hex:" + hashlib.sha256(salted).hexdigest()]
-    _tools(tcti, work, "tpm2_create", "-C", hex(SRK), "-g", "sha256", "-a",
+    _tools(tcti, work, "tpm2_create", "-C", parent, "-g", "sha256", "-a",
            "fixedtpm|fixedparent", "-L", "policy", "-i", "secret", "-u", "obj.pub",
            "-r", "obj.priv", *auth)
     token: dict[str, object] = {
         "type": "systemd-tpm2", "keyslots": ["1"],
         "tpm2-blob": base64.b64encode((work / "obj.priv").read_bytes()
                                       + (work / "obj.pub").read_bytes()).decode(),
-        "tpm2-pcrs": [7], "tpm2-pcr-bank": "sha256", "tpm2-primary-alg": "ecc",
+        "tpm2-pcrs": [7], "tpm2-pcr-bank": bank, "tpm2-primary-alg": primary or "ecc",
         "tpm2-policy-hash": (work / "policy").read_bytes().hex(),
-        "tpm2-pin": pin is not None,
-        "tpm2_srk": base64.b64encode((work / "srk.tr").read_bytes()).decode()}
+        "tpm2-pin": pin is not None}
+    if primary is None:
+        token["tpm2_srk"] = base64.b64encode((work / "srk.tr").read_bytes()).decode()
     if salt is not None:
         token["tpm2_salt"] = base64.b64encode(salt).decode()
     return token
@@ -117,6 +131,22 @@ def test_srk_token_unlocks(tcg_sim: Simulator, tmp_path: Path, pin: bytes | None
     assert (r.rc, r.out) == (0, b"token 0 (systemd-tpm2) unlocks keyslot 1\n"), r.err
     listed = cli(["luks", "list", str(img)])
     assert b"primary=0x81000001" in listed.out, listed.out
+
+
+def test_rsa_primary(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """tpm2-primary-alg rsa: what systemd uses on TPMs without ECC. (The test simulator
+    allocates only the sha256 bank, so other tpm2-pcr-bank values are not tried here.)"""
+    img, pw = make_image(tmp_path)
+    secret = os.urandom(32)
+    bank = "sha256"
+    token = srk_token(tcg_sim.tools_tcti, tmp_path / "t", secret, primary="rsa", bank=bank)
+    flush_leftovers(tcg_sim.uri)
+    add_token(img, pw, secret, token)
+    r = cli(["luks", "test", str(img)])
+    assert (r.rc, r.out) == (0, b"token 0 (systemd-tpm2) unlocks keyslot 1\n"), r.err
+    extend(tcg_sim.uri, 7, bank=bank)
+    assert_one_line_error(cli(["luks", "test", str(img)]), ExitCode.PCR_MISMATCH,
+                          f"{bank}:7 changed")
 
 
 def test_srk_token_bus_shows_no_key(tcg_sim: Simulator, tmp_path: Path) -> None:
