@@ -112,11 +112,16 @@ def test_pcr_change(tcg_sim: Simulator, enrolled: Path) -> None:
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
     ("tpm2_pcrlock", True, "'tpm2_pcrlock'"),
-    ("tpm2-blob", ["AAAA", "AAAA"], "several sealed shards")])
+    ("tpm2-blob", ["AAAA", "AAAA"], "several sealed shards"),
+    ("tpm2-blob", "seed", "sealed offline")])
 def test_unsupported_fields_refused(enrolled: Path, field: str, value: object,
                                     needle: str) -> None:
-    """pcrlock (PolicyAuthorizeNV) and sharded blobs: one precise line, exit 2."""
-    token = dict(_token(enrolled), **{field: value})
+    """pcrlock (PolicyAuthorizeNV), sharded blobs and blobs sealed offline (an import
+    seed after the public area): one precise line, exit 2."""
+    token = dict(_token(enrolled))
+    if value == "seed":  # a TPM2B_ENCRYPTED_SECRET after private ‖ public
+        value = base64.b64encode(base64.b64decode(str(token[field])) + b"\x00\x02ab").decode()
+    token[field] = value
     assert cryptsetup("token", "import", "--disable-external-tokens", "--json-file=-",
                       "--token-id", "5", "--key-slot", "1", str(enrolled),
                       stdin=json.dumps(token).encode()).returncode == 0

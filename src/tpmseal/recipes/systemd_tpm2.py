@@ -28,7 +28,9 @@ salts with the pinned EK instead
 (:func:`~tpmseal.recipes.owner_primary.unseal_under_primary`).
 
 ``tpm2_pcrlock`` (v255: PolicyAuthorizeNV over an NV index systemd-pcrlock
-maintains) and sharded blobs are refused with a message naming the field.
+maintains), blobs sealed offline (v255 ``--tpm2-device-key``: a TPM2B_ENCRYPTED_SECRET
+seed after the public area, for TPM2_Import) and sharded blobs are refused with a
+message naming what they use.
 """
 
 from __future__ import annotations
@@ -147,7 +149,14 @@ class SystemdToken:
             raw = _b64(token, "tpm2-blob")
             r = Reader(raw)
             private = r.tpm2b("TPM2B_PRIVATE")
-            public = Public.from_sized(raw[r.offset:])
+            start = r.offset
+            r.tpm2b("TPM2B_PUBLIC")
+            if r.remaining:
+                raise UsageError(f"{where} was sealed offline (a seed follows the public area: "
+                                 "systemd-cryptenroll --tpm2-device-key, needing TPM2_Import), "
+                                 "which tpmseal does not support",
+                                 "unlock it with systemd-cryptsetup")
+            public = Public.from_sized(raw[start:])
             bank = pcrspec.bank_alg(str(token.get("tpm2-pcr-bank", "sha256")))
             indices = _pcr_list(token, "tpm2-pcrs", where)
             signed = _pcr_list(token, "tpm2_pubkey_pcrs", where)
