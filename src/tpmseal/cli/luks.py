@@ -125,8 +125,8 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
                    help="use only tokens of this type")
     p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
                    help="systemd-measure's signature JSON for a systemd-tpm2 token sealed to "
-                        "a signed PCR policy (tpm2_pubkey; default "
-                        f"{systemd_tpm2.SIGNATURE_PATH} if present); repeatable")
+                        "a signed PCR policy (tpm2_pubkey; default: tpm2-pcr-signature.json "
+                        "where systemd looks, e.g. /run/systemd); repeatable")
     add_pin_options(p, prompt=False)
 
 

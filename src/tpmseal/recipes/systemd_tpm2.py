@@ -61,8 +61,11 @@ from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
 TOKEN_HINT = "the systemd-tpm2 token is corrupted; re-enroll it with systemd-cryptenroll"  # noqa: S105
 TOKEN_TYPE = "systemd-tpm2"  # noqa: S105 (a LUKS2 token type, not a password)
 
-#: systemd's default signed-policy file (systemd-stub puts it there from the UKI).
-SIGNATURE_PATH = "/run/systemd/tpm2-pcr-signature.json"
+#: Where systemd looks for the signed-policy file when none is named, in order
+#: (tpm2_load_pcr_signature: its configuration directories; the booted UKI's signature
+#: lands in /run/systemd).
+SIGNATURE_PATHS = tuple(f"{d}/tpm2-pcr-signature.json" for d in (
+    "/etc/systemd", "/run/systemd", "/usr/local/lib/systemd", "/usr/lib/systemd"))
 PBKDF2_ITERATIONS = 10000  # tpm2_util_pbkdf2_hmac_sha256 (systemd's own test vectors agree)
 ESYS_KEY_RESOURCE = 1  # IESYSC_KEY_RSRC in a serialized ESYS_TR
 
@@ -219,10 +222,10 @@ def pin_auth(pin: bytes, salt: bytes | None = None) -> bytes:
 
 
 def signature_paths(given: Sequence[str]) -> list[str]:
-    """The signed-policy files to use: those given, else systemd's default if present."""
+    """The signed-policy files to use: those given, else the first systemd would find."""
     if given:
         return list(given)
-    return [SIGNATURE_PATH] if os.path.exists(SIGNATURE_PATH) else []
+    return next(([p] for p in SIGNATURE_PATHS if os.path.exists(p)), [])
 
 
 def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
@@ -237,7 +240,8 @@ def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
         paths = signature_paths(policy_paths)
         if not paths:
             raise UsageError("this systemd-tpm2 token is sealed to a signed PCR policy and "
-                             f"no signature was given ({SIGNATURE_PATH} is absent)",
+                             "no signature was given (no tpm2-pcr-signature.json in "
+                             "/etc/systemd, /run/systemd or /usr/lib/systemd)",
                              "pass systemd-measure's signature JSON with --policy FILE")
         policies = [p for p in signed.load_policies(paths) if p.pcrs == tok.signed_pcrs]
         if not policies:
