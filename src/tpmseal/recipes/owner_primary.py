@@ -35,7 +35,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import IntegrityError, PolicyMismatchError, UsageError
+from tpmseal.errors import (
+    EK_MISMATCH,
+    IntegrityError,
+    PolicyMismatchError,
+    TrustError,
+    UsageError,
+)
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
 from tpmseal.recipes.trust import TrustRecord
@@ -152,7 +158,17 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
         return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
 
     if obj.parent is not None:
-        return unseal(obj.parent.handle, obj.parent.public.name())
+        try:
+            return unseal(obj.parent.handle, obj.parent.public.name())
+        except TrustError as e:
+            if e.message != EK_MISMATCH:
+                raise
+            # the first HMAC checked is Load's, which covers the parent's Name too
+            raise TrustError(
+                f"the TPM rejected the HMAC of TPM2_Load: the key at {obj.parent.handle:#x} is "
+                f"not the one the {obj.what} names, or the endorsement key is not the pinned "
+                "one, or the command was altered in transit (possible interposer)",
+                e.hint) from None
     created = tpm.run(cmds.CreatePrimary(TPM_RH.OWNER, SensitiveCreate(),
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
