@@ -15,6 +15,8 @@ stores it. Signed-policy tokens are enrolled by the real ``systemd-cryptenroll
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -23,13 +25,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from attacks.bus import assert_no_leak, interposer, names
 from luks_support import cryptsetup, make_image, needs_cryptsetup, opens
 from test_seal_support import assert_one_line_error, cli, extend, flush_leftovers, write
 from test_systemd_measure import MEASURE, _boot_to, _measure
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import ExitCode
+from tpmseal.errors import ExitCode, TpmsealError
 from tpmseal.recipes import cryptsetup as cs
 from tpmseal.recipes import systemd_tpm2
 from tpmseal.recipes.trust import load, trust_path
@@ -279,3 +283,60 @@ def test_salted_pin_matches_systemds_test_vector() -> None:
     assert systemd_tpm2.pin_auth(b"\0pass", b"mysa\0lt") == hashlib.sha256(
         base64.b64encode(derived)).digest()
     assert systemd_tpm2.pin_auth(PIN) == hashlib.sha256(PIN).digest()  # no salt: systemd 252
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 30) | st.text(max_size=8),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c,
+                                                                          max_size=3),
+                     max_leaves=6)
+_FIELDS = ["tpm2-blob", "tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-policy-hash",
+           "tpm2-pin", "tpm2_srk", "tpm2_salt", "tpm2_pubkey", "tpm2_pubkey_pcrs",
+           "tpm2_pcrlock"]
+
+
+@functools.cache
+def _offline_token() -> dict[str, object]:
+    """A well-formed tpm2_srk + tpm2_pubkey token built without a TPM (parse only)."""
+    from cryptography.hazmat.primitives import serialization as ser
+
+    from tpmseal.recipes import signer
+    from tpmseal.recipes.templates import sealed_template
+    from tpmseal.session.policy import AuthorizeStep, compute_policy
+    from tpmseal.wire.marshal import tpm2b, u32
+
+    key = signer.generate_key("rsa").public_key()
+
+    auth = signer.authorizer_for(key)
+    public = sealed_template(compute_policy([AuthorizeStep(auth.name, b"")]))
+    srk = sealed_template(b"")
+    esys = u32(SRK) + tpm2b(srk.name()) + u32(1) + srk.sized()
+    pem = key.public_bytes(ser.Encoding.PEM, ser.PublicFormat.SubjectPublicKeyInfo)
+    return {"type": "systemd-tpm2", "keyslots": ["1"],
+            "tpm2-blob": base64.b64encode(tpm2b(os.urandom(40)) + public.sized()).decode(),
+            "tpm2-pcrs": [], "tpm2-pcr-bank": "sha256", "tpm2-primary-alg": "ecc",
+            "tpm2-policy-hash": public.auth_policy.hex(), "tpm2-pin": False,
+            "tpm2_srk": base64.b64encode(esys).decode(), "tpm2_pubkey_pcrs": [11],
+            "tpm2_pubkey": base64.b64encode(pem).decode()}
+
+
+def test_offline_token_parses() -> None:
+    tok = systemd_tpm2.SystemdToken.parse(_offline_token(), 0)
+    assert tok.srk is not None and tok.authorizer is not None and not tok.pcrs.selections
+
+
+@settings(max_examples=300, deadline=None)
+@given(edits=st.dictionaries(st.sampled_from(_FIELDS),
+                             _JSON | st.binary(max_size=80).map(
+                                 lambda b: base64.b64encode(b).decode()), max_size=3),
+       cut=st.integers(0, 400))
+def test_token_parser_raises_only_typed_errors(edits: dict[str, object], cut: int) -> None:
+    """Headers are attacker-writable: any field of any JSON type, or base64 of any bytes
+    (and truncated copies of the real ones), gives a token or a typed error."""
+    base = _offline_token()
+    token = {**base, **edits}
+    for name in ("tpm2-blob", "tpm2_srk", "tpm2_pubkey"):
+        if name not in edits and cut % 3 == _FIELDS.index(name) % 3:
+            raw = base64.b64decode(str(base[name]))
+            token[name] = base64.b64encode(raw[:cut % (len(raw) + 1)]).decode()
+    with contextlib.suppress(TpmsealError):
+        systemd_tpm2.SystemdToken.parse(token, 0)

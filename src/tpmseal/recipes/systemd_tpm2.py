@@ -109,15 +109,20 @@ def parse_srk(raw: bytes, where: str) -> PersistentParent:
 
 def _parse_pubkey(raw: bytes, where: str) -> Authorizer:
     """``tpm2_pubkey``: the PEM public key systemd-cryptenroll was given."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     from tpmseal.recipes import signer
 
-    _, ser, *_ = signer.crypto_modules()
+    _, ser, ec, _, rsa, _ = signer.crypto_modules()
     try:
         key = ser.load_pem_public_key(raw)
-        return signer.authorizer_for(key)
-    except (ValueError, TypeError, AttributeError):
-        raise BadInputError(f"{where}: tpm2_pubkey is not an RSA-2048 or P-256 PEM public key",
-                            TOKEN_HINT) from None
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise BadInputError(f"{where}: tpm2_pubkey is not a PEM public key", TOKEN_HINT) from None
+    if not ((isinstance(key, rsa.RSAPublicKey) and key.key_size == 2048) or (
+            isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1))):
+        raise UsageError(f"{where}: tpm2_pubkey is neither an RSA-2048 nor a NIST P-256 "
+                         "key, the signers tpmseal supports", "unlock it with systemd-cryptsetup")
+    return signer.authorizer_for(key)
 
 
 @dataclass(frozen=True)
