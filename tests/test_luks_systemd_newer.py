@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attacks.bus import assert_no_leak, interposer, names
+from attacks.bus import assert_no_leak, expect_error, interposer, names, tpm
 from luks_support import cryptsetup, make_image, needs_cryptsetup, opens
 from test_seal_support import assert_one_line_error, cli, extend, flush_leftovers, write
 from test_systemd_measure import MEASURE, _boot_to, _measure
@@ -340,3 +340,37 @@ def test_token_parser_raises_only_typed_errors(edits: dict[str, object], cut: in
             token[name] = base64.b64encode(raw[:cut % (len(raw) + 1)]).decode()
     with contextlib.suppress(TpmsealError):
         systemd_tpm2.SystemdToken.parse(token, 0)
+
+
+@needs_measure
+def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp_path: Path,
+                                                         signer: Path) -> None:
+    """PCR 7 of a signed token is pre-checked with an unauthenticated PCR_Read. An
+    interposer replaying the old PCR_Read answer after PCR 7 changed gets past that check,
+    not past the TPM: Unseal fails its policy (exit 5)."""
+    from tpmseal.sniff.capture.hooks import HookContext, Verdict
+    from tpmseal.wire.constants import TPM_CC
+
+    img, pw = make_image(tmp_path)
+    pubkey_enroll(tcg_sim, img, pw, signer, fixed=True)
+    sig = _measure(tcg_sim, tmp_path, signer)
+    _boot_to(tcg_sim, ["enter-initrd"])
+    old: list[bytes] = []
+
+    def record(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.PCR_Read and ctx.response is not None and not old:
+            old.append(ctx.response)
+        return None
+
+    def replay(ctx: HookContext) -> Verdict:
+        return old[0] if ctx.code == TPM_CC.PCR_Read else None
+
+    with interposer(tcg_sim, on_response=record) as p:
+        r = tpm(p, "luks", "test", str(img), "--policy", str(sig))
+    assert r.rc == 0 and old, r.err
+    extend(tcg_sim.uri, 7)
+    with interposer(tcg_sim, on_response=replay) as p:
+        r = tpm(p, "luks", "test", str(img), "--policy", str(sig))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.PCR_MISMATCH, "at TPM2_Unseal", "sha256:7")
+    assert "Unseal" in names(exchanges)

@@ -198,4 +198,12 @@ def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trus
     try:  # sealing's own session flow and error wording, with this runner
         return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
     except TpmResponseError as e:
+        if e.command == "Unseal" and e.name == "POLICY_FAIL":
+            # PolicyPCR without a pcrDigest takes the current values: a change shows here
+            raise PolicyMismatchError(
+                f"PCR policy check failed at TPM2_Unseal: {pcrspec.format_pcrs(obj.pcrs)} do "
+                f"not hold the values the {obj.what} was sealed to (they were read without "
+                "bus protection before), or a command was altered in transit", None,
+                "boot the measured configuration again, or unlock with the recovery "
+                "passphrase and enrol again") from None
         raise sealing._explain(e, trust, auth is not None) from None
