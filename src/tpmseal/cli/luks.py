@@ -22,7 +22,15 @@ from tpmseal.cli.common import (
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
-from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
+from tpmseal.recipes import (
+    cryptsetup,
+    luks,
+    policies,
+    systemd_enroll,
+    systemd_tpm2,
+    trust,
+    unlockers,
+)
 from tpmseal.recipes.pcrspec import format_pcrs
 
 
@@ -162,7 +170,8 @@ def run_enroll(args: argparse.Namespace) -> int:
               "pin": sd.pin})
         return 0
     with open_tpm(args) as tpm:
-        done = luks.enroll(tpm, args.device, rec, profile=profile, pcrs=args.pcrs, pin=pin,
+        done = luks.enroll(tpm, args.device, rec, profile=profile,
+                           policy=policies.pcr_policy(args.pcrs), pin=pin,
                            key_file=args.unlock_key_file, passphrase=passphrase,
                            allow_unmeasured=args.allow_unmeasured)
     _say(args, f"enrolled keyslot {done.keyslot} (token {done.token_id}) sealed to "
