@@ -4,6 +4,7 @@ On LUKS2 images made by the real cryptsetup 2.6, checked with its own
 ``open --test-passphrase``. The update flow: the vendor signs each release's PCR
 values; after a PCR change plus a newly signed policy the volume unlocks with no
 reseal; after ``policy revoke-below`` the old signature is refused by the TPM.
+Without a signer, ``--pcr-values`` enrols a token for several allowed states.
 """
 
 from __future__ import annotations
@@ -126,3 +127,20 @@ def test_systemd_token_refuses_a_signer(tcg_sim: Simulator, tmp_path: Path) -> N
                                "--token-type", "systemd-tpm2", "--authorized-by",
                                str(key.with_suffix(".pub"))]), ExitCode.USAGE,
                           "apply to tpmseal tokens")
+
+
+def test_enroll_to_several_states(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """PolicyOR: enrolled before the update for today's and the predicted state, the token
+    unlocks after it; in a third state it is refused."""
+    img, pw = make_image(tmp_path)
+    (tmp_path / "now.json").write_bytes(_ok(["pcrs", "show", "--pcrs", PCRS, "--json"]))
+    extend(tcg_sim.uri, 7)
+    (tmp_path / "next.json").write_bytes(_ok(["pcrs", "show", "--pcrs", PCRS, "--json"]))
+    _ok(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--pcrs", PCRS,
+         "--pcr-values", str(tmp_path / "now.json"), "--pcr-values", str(tmp_path / "next.json")])
+    assert len(luks.blob_of(cs.header(str(img)).tokens[0], 0).states) == 2
+    assert json.loads(_ok(["luks", "list", str(img), "--json"]))["tokens"][0]["states"] == 2
+    _ok(["luks", "test", str(img)])
+    extend(tcg_sim.uri, 7)
+    assert_one_line_error(cli(["luks", "test", str(img)]), ExitCode.PCR_MISMATCH,
+                          "none of the 2 states")

@@ -19,6 +19,7 @@ record exactly these fields.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from os import PathLike
 from typing import Any
 
 from tpmseal.errors import UsageError
@@ -190,8 +191,7 @@ def signed_by(key: Any, pcrs: str | PcrSelectionList | None = None, *,
     else:
         from tpmseal.recipes import signer  # cryptography: only when a signer is used
 
-        public = signer.load_public(str(key)) if isinstance(key, (str, bytes)) or hasattr(
-            key, "__fspath__") else key
+        public = signer.load_public(str(key)) if isinstance(key, (str, PathLike)) else key
         authorizer = signer.authorizer_for(public, ref)
     return SealPolicy(_selection(pcrs), authorizer=authorizer, revocation_nv=min_version_nv,
                       pin=pin)
