@@ -123,8 +123,10 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
     srk_volume(images["systemd-srk"], pw, base / "srk", tcti)
     flush_leftovers(uri)
     tokens = {k: cryptsetup.header(str(img)).tokens[0] for k, img in images.items()}
-    paths: dict[str, tuple[str, ...]] = {"systemd-signed": (str(sig),)}
-    secrets = _secrets(uri, tokens, trust, paths)
+    from tpmseal.recipes import signed
+
+    offered = {"systemd-signed": tuple(signed.load_policies([str(sig)]))}
+    secrets = _secrets(uri, tokens, trust, offered)
     for kind, img in images.items():  # every passphrase checked by cryptsetup itself
         cryptsetup.test_key(str(img), secrets[kind][0], 1)
     rows = []
@@ -132,8 +134,7 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
         for volume, token in tokens.items():
             def ours(volume: str = volume, token: dict[str, Any] = token) -> None:
                 with Tpm.open(proxy.uri) as tpm:
-                    unlockers.KINDS[token["type"]].unseal(tpm, token, 0, trust, None,
-                                                          paths.get(volume, ()))
+                    unlockers.unseal_with(tpm, token, 0, trust, None, offered.get(volume, ()))
             rows.append(row(proxy, volume, "tpmseal", ours, runs, secrets[volume]))
         for volume, extra in (("systemd-tpm2", ""), ("systemd-signed", f",tpm2-signature={sig}")):
             def theirs(volume: str = volume, extra: str = extra) -> None:
@@ -149,10 +150,10 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
 
 
 def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any,
-             paths: dict[str, tuple[str, ...]]) -> dict[str, list[bytes]]:
+             offered: dict[str, tuple[Any, ...]]) -> dict[str, list[bytes]]:
     """Per volume: the keyslot passphrase, then what it derives from (the TPM secret)."""
     with Tpm.open(uri) as tpm:
-        got = {k: unlockers.KINDS[t["type"]].unseal(tpm, t, 0, trust, None, paths.get(k, ()))
+        got = {k: unlockers.unseal_with(tpm, t, 0, trust, None, offered.get(k, ()))
                for k, t in tokens.items()}
         b = clevis.ClevisBinding.parse(tokens["clevis"], 0)
         jwk = unseal_under_primary(tpm, SealedUnderPrimary(b.public, b.private, b.pcrs,

@@ -35,7 +35,7 @@ from test_systemd_measure import MEASURE, _boot_to, _measure
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode, TpmsealError
 from tpmseal.recipes import cryptsetup as cs
-from tpmseal.recipes import systemd_tpm2
+from tpmseal.recipes import signed, systemd_tpm2
 from tpmseal.recipes.trust import load, trust_path
 from tpmseal.transport.simulator import Simulator
 
@@ -253,7 +253,7 @@ def test_pubkey_token_bus_shows_no_key(tcg_sim: Simulator, tmp_path: Path,
     with interposer(tcg_sim) as p:
         with Tpm.open(p.uri) as tpm:
             passphrase = systemd_tpm2.unseal_token(tpm, cs.header(str(img)).tokens[0], 0,
-                                                   rec, PIN, [str(sig)])
+                                                   rec, PIN, signed.load_policies([str(sig)]))
         exchanges = p.exchanges
     assert opens(img, passphrase, 1)  # cryptsetup's verdict, not ours
     assert {"VerifySignature", "PolicyAuthorize", "PolicyAuthValue", "Unseal"} <= set(

@@ -41,7 +41,7 @@ import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
@@ -57,6 +57,9 @@ from tpmseal.session.policy import Authorizer, compute_policy
 from tpmseal.wire.constants import TPM_ALG, TPM_HT, handle_type
 from tpmseal.wire.marshal import Reader
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 TOKEN_HINT = "the systemd-tpm2 token is corrupted; re-enroll it with systemd-cryptenroll"  # noqa: S105
 TOKEN_TYPE = "systemd-tpm2"  # noqa: S105 (a LUKS2 token type, not a password)
@@ -226,31 +229,31 @@ def pin_auth(pin: bytes, salt: bytes | None = None) -> bytes:
     return hashlib.sha256(pin).digest()
 
 
-def signature_paths(given: Sequence[str]) -> list[str]:
-    """The signed-policy files to use: those given, else the first systemd would find."""
-    if given:
-        return list(given)
-    return next(([p] for p in SIGNATURE_PATHS if os.path.exists(p)), [])
+def default_signatures() -> list[SignedPolicy]:
+    """systemd-measure's signatures from the first file systemd itself would read."""
+    from tpmseal.recipes import signed
+
+    path = next((p for p in SIGNATURE_PATHS if os.path.exists(p)), None)
+    if path is None:
+        raise UsageError("this systemd-tpm2 token is sealed to a signed PCR policy and "
+                         "no signature was given (no tpm2-pcr-signature.json in "
+                         "/etc/systemd, /run/systemd or /usr/lib/systemd)",
+                         "pass systemd-measure's signature JSON with --policy FILE")
+    return signed.load_policies([path])
 
 
 def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
-                  pin: bytes | None, policy_paths: Sequence[str] = ()) -> bytes:
-    """The token's sealed secret, unsealed through tpmseal's EK-salted encrypted session."""
+                  pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
+    """The token's sealed secret, unsealed through tpmseal's EK-salted encrypted session;
+    *policies*: the signed policies for a token with ``tpm2_pubkey`` (default: systemd's
+    signature file)."""
     if tok.pin and pin is None:
         raise UsageError("this systemd-tpm2 token needs its PIN", "pass --pin-file FILE")
-    policies = []
     if tok.authorizer is not None:
-        from tpmseal.recipes import signed
-
-        paths = signature_paths(policy_paths)
-        if not paths:
-            raise UsageError("this systemd-tpm2 token is sealed to a signed PCR policy and "
-                             "no signature was given (no tpm2-pcr-signature.json in "
-                             "/etc/systemd, /run/systemd or /usr/lib/systemd)",
-                             "pass systemd-measure's signature JSON with --policy FILE")
-        policies = [p for p in signed.load_policies(paths) if p.pcrs == tok.signed_pcrs]
+        assert tok.signed_pcrs is not None
+        offered = list(policies) or default_signatures()
+        policies = [p for p in offered if p.pcrs == tok.signed_pcrs]
         if not policies:
-            assert tok.signed_pcrs is not None
             raise BadInputError("no signed policy covers exactly "
                                 f"{pcrspec.format_pcrs(tok.signed_pcrs)}, the PCRs this "
                                 "token's signatures sign (tpm2_pubkey_pcrs)",
@@ -262,9 +265,9 @@ def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
                  trust: TrustRecord | None, pin: bytes | None,
-                 policy_paths: Sequence[str] = ()) -> bytes:
+                 policies: Sequence[SignedPolicy] = ()) -> bytes:
     """The keyslot passphrase of a systemd-tpm2 token: base64 of the unsealed secret."""
-    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin, policy_paths)
+    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin, policies)
     return base64.b64encode(secret)
 
 
