@@ -66,10 +66,21 @@ def _pcrs(pcrs: str | PcrSelectionList | None) -> PcrSelectionList | None:
     return parse_pcrs(pcrs) if isinstance(pcrs, str) else pcrs
 
 
-def _record(trust_file: str | PathLike[str] | None, profile: Profile, *,
-            required: bool) -> TrustRecord | None:
-    path = trust.trust_path(None if trust_file is None else str(trust_file))
-    return trust.load(path, profile.name) if required else trust.load_all(path).get(profile.name)
+def _path(trust_file: str | PathLike[str] | None) -> Path:
+    return trust.trust_path(None if trust_file is None else str(trust_file))
+
+
+def _record(tpm: Tpm, trust_file: str | PathLike[str] | None, profile: Profile, *,
+            required: bool, source: str | PathLike[str] | SealedBlob | None = None
+            ) -> TrustRecord | None:
+    """The record for the TPM *tpm* is open on, as the CLI picks it (recipes/trust.py,
+    select): a blob's salt key, else the address, else the profile's only record."""
+    blob = source if isinstance(source, SealedBlob) else (
+        FileStore(Path(source)).read() if source is not None and source != "nv" else None)
+    salt = blob.salt_key.name if blob is not None and blob.salt_key is not None else None
+    load = trust.load if required else trust.find
+    return load(_path(trust_file), profile.name, address=trust.address_of(tpm),
+                salt_name=salt)
 
 
 def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
@@ -85,9 +96,10 @@ def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
     """
     from tpmseal.recipes.provision import provision as run
 
-    path = trust.trust_path(None if trust_file is None else str(trust_file))
-    return run(tpm, _profile(profile), ek_type=ek_type, trust_file=path, ek_ca=ek_ca,
-               repin=repin, allow_legacy=allow_legacy)
+    path = _path(trust_file)
+    with trust.naming(path):
+        return run(tpm, _profile(profile), ek_type=ek_type, trust_file=path, ek_ca=ek_ca,
+                   repin=repin, allow_legacy=allow_legacy)
 
 
 def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
@@ -105,9 +117,17 @@ def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
     :class:`~tpmseal.errors.NotFoundError` (11) when nothing is pinned.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=not legacy)
+    with trust.naming(_path(trust_file)):
+        return _seal(tpm, secret, _pcrs(pcrs), output, nv, force, prof,
+                     _record(tpm, trust_file, prof, required=not legacy), pin, legacy,
+                     allow_downgrade, allow_unmeasured)
+
+
+def _seal(tpm: Tpm, secret: bytes, sel: PcrSelectionList | None,
+          output: str | PathLike[str] | None, nv: bool, force: bool, prof: Profile,
+          rec: TrustRecord | None, pin: bytes | None, legacy: bool, allow_downgrade: bool,
+          allow_unmeasured: bool) -> SealedBlob:
     lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
-    sel = _pcrs(pcrs)
     if output is not None and nv:
         raise UsageError("seal got both output and nv", "give one of them")
     if output is None and not nv:
@@ -166,10 +186,12 @@ def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
     :class:`~tpmseal.errors.IntegrityError` (6) when a response fails its checks.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=False)
-    store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
-    return lifecycle.unseal_stored(tpm, store, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec, recover=recover))
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=False, source=source)
+        store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
+        return lifecycle.unseal_stored(tpm, store, UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec,
+            recover=recover))
 
 
 def reseal(tpm: Tpm, source: str | PathLike[str], *,
@@ -186,13 +208,14 @@ def reseal(tpm: Tpm, source: str | PathLike[str], *,
     ``"nv"``, the PCRs it is sealed to now.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=not legacy)
-    lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
-    store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
-    target = FileStore(Path(output)) if output is not None else None
-    return lifecycle.reseal(tpm, store, _pcrs(pcrs), UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec), prof,
-        allow_unmeasured=allow_unmeasured, target=target)
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=not legacy, source=source)
+        lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
+        store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
+        target = FileStore(Path(output)) if output is not None else None
+        return lifecycle.reseal(tpm, store, _pcrs(pcrs), UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec), prof,
+            allow_unmeasured=allow_unmeasured, target=target)
 
 
 def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
@@ -204,8 +227,9 @@ def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
     says which (``"generated"``, ``"migrated"``, ``"unsealed"``)."""
     prof = _profile(profile)
     lifecycle.require_nv(prof)
-    rec = _record(trust_file, prof, required=not legacy)
-    store = NvStore.for_profile(prof, _pcrs(pcrs), rec, pin is not None)
-    return lifecycle.vault_key(tpm, prof, store, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec),
-        allow_unmeasured=allow_unmeasured)
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=not legacy)
+        store = NvStore.for_profile(prof, _pcrs(pcrs), rec, pin is not None)
+        return lifecycle.vault_key(tpm, prof, store, UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec),
+            allow_unmeasured=allow_unmeasured)
