@@ -51,6 +51,19 @@ def unseal(blob: Path, *argv: str) -> bytes:
     return r.out
 
 
+@pytest.mark.parametrize(("uri", "canonical"), [
+    ("sim:/run/tpm", "unix:/run/tpm/tpm.sock"),
+    ("unix:/run/tpm/../tpm/tpm.sock", "unix:/run/tpm/tpm.sock"),
+    ("swtpm:path=/run/tpm/tpm.sock", "unix:/run/tpm/tpm.sock"),
+    ("mssim:host=localhost,port=2321", "tcp:localhost:2321"),
+    ("swtpm:host=localhost,port=2321", "tcp:localhost:2321"),
+    ("device:/dev/tpmrm0", "device:/dev/tpmrm0"),
+    ("nonsense", "nonsense"),
+])
+def test_addresses_are_compared_in_canonical_form(uri: str, canonical: str) -> None:
+    assert trust.address(uri) == canonical
+
+
 def test_two_tpms_share_one_trust_file(tcg_sim: Simulator, blank_sim: Simulator,
                                        tmp_path: Path) -> None:
     path = tcg_sim.state / "trust.json"

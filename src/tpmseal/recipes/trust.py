@@ -251,7 +251,7 @@ def select(records: list[TrustRecord], profile: str, path: Path, *,
         return mine[0] if mine else None
     raise UsageError(
         f"trust file {path} pins {len(mine)} TPMs for profile {profile} and none at "
-        f"{address}: " + "; ".join(r.describe() for r in mine),
+        f"{address or 'an unnamed address'}: " + "; ".join(r.describe() for r in mine),
         "pass --tpm with the address of the one you mean (an address listed), or run "
         "`tpmseal provision` at this address to pin this TPM")
 
