@@ -69,8 +69,9 @@ def test_two_tpms_share_one_trust_file(tcg_sim: Simulator, blank_sim: Simulator,
     path = tcg_sim.state / "trust.json"
     measure_boot(blank_sim)
     other = ["--tpm", f"sim:{blank_sim.state}"]  # the same address as unix:STATE/tpm.sock
-    r = cli([*other, "provision"])
+    r = cli([*other, "provision", "--json"])
     assert r.rc == 0, r.err
+    assert json.loads(r.out)["address"] == blank_sim.uri
     records = trust.load_all(path)
     assert len(records) == 2 and sorted(a for r in records for a in r.addresses) == sorted(
         [tcg_sim.uri, blank_sim.uri])

@@ -80,6 +80,8 @@ class ProvisionResult:
     trust_file: str
     #: the key sessions are salted with (``ek`` unless a certified EK salts instead)
     salt: KeyState | None = None
+    #: the TPM address the record was pinned at (recipes/trust.py, address)
+    address: str = ""
 
 
 #: what every salt key and SRK needs: a restricted decryption key generated in the TPM
@@ -137,7 +139,7 @@ def existing_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: 
     if _shape(existing) != _shape(template):
         if usable is None or not usable(existing):
             raise UsageError(
-                f"handle {handle:#x} holds a key that cannot serve as the {what}; nothing "
+                f"handle {handle:#x} holds a key that cannot serve as the {what}, so nothing "
                 "was created",
                 f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another "
                 "--profile")
@@ -361,4 +363,5 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     trust.save(path, trust.TrustRecord(profile.name, salt_state.handle, salt_state.public,
                                        srk.handle, srk.name, aes, cert_state,
                                        addresses=(where,)), replace=repin)
-    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path), salt_state)
+    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path), salt_state,
+                           where)
