@@ -91,8 +91,10 @@ def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
     Idempotent. *trust_file* defaults to ``$TPMSEAL_TRUST_FILE`` or
     /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or directory) verifies the EK
     certificate first; *repin* accepts an EK other than the pinned one (a replaced TPM);
-    *allow_legacy* pins a TPM without AES-128-CFB. Raises
-    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the pinned one.
+    *allow_legacy* pins a TPM without AES-128-CFB. The record is keyed by the EK's Name
+    and holds the address *tpm* was opened on, next to other TPMs' records. Raises
+    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one pinned at that
+    address; nothing is persisted on the TPM when it refuses.
     """
     from tpmseal.recipes.provision import provision as run
 
