@@ -94,6 +94,10 @@ def test_two_tpms_share_one_trust_file(tcg_sim: Simulator, blank_sim: Simulator,
                               tcg_sim.uri, blank_sim.uri, "--tpm")
         # a blob file names its salt key: unseal needs no address
         assert tpm(p, "unseal", "--input", str(a_blob)).out == mine
+        with tpmseal.open_tpm(p.uri) as t:  # the library: the same choice
+            with pytest.raises(tpmseal.UsageError, match="pins 2 TPMs"):
+                tpmseal.seal(t, mine)
+            assert tpmseal.unseal(t, a_blob) == mine
 
 
 def _as_format_1(path: Path) -> None:
