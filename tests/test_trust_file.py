@@ -58,6 +58,9 @@ def unseal(blob: Path, *argv: str) -> bytes:
     ("mssim:host=localhost,port=2321", "tcp:localhost:2321"),
     ("swtpm:host=localhost,port=2321", "tcp:localhost:2321"),
     ("device:/dev/tpmrm0", "device:/dev/tpmrm0"),
+    ("device:/dev/tpm0", "device:/dev/tpmrm0"),
+    ("device", "device:/dev/tpmrm0"),
+    ("device:/dev/tpm", "device:/dev/tpm"),
     ("nonsense", "nonsense"),
 ])
 def test_addresses_are_compared_in_canonical_form(uri: str, canonical: str) -> None:

@@ -95,9 +95,10 @@ def trust_path(explicit: str | None = None) -> Path:
 
 def address(uri: str) -> str:
     """The canonical form of a TPM URI, as records hold it: ``device:``/``unix:`` with an
-    absolute path, ``sim:DIR`` as its socket ``unix:DIR/tpm.sock``, ``mssim:`` and TCTI
-    forms as ``tcp:HOST:PORT``. A URI that does not parse is kept as it is (opening it
-    reports the problem). The caller names the address: nothing here comes from the bus.
+    absolute path (``/dev/tpmN`` as ``/dev/tpmrmN``, the same chip), ``sim:DIR`` as its
+    socket ``unix:DIR/tpm.sock``, ``mssim:`` and TCTI forms as ``tcp:HOST:PORT``. A URI
+    that does not parse is kept as it is (opening it reports the problem). The caller
+    names the address: nothing here comes from the bus.
     """
     from tpmseal.transport.base import parse_uri
 
@@ -110,6 +111,9 @@ def address(uri: str) -> str:
     path = os.path.abspath(u.path)
     if u.scheme == "sim":
         return f"unix:{os.path.join(path, 'tpm.sock')}"
+    head, tail = os.path.split(path)
+    if u.scheme == "device" and tail.startswith("tpm") and tail[3:].isdigit():
+        path = os.path.join(head, f"tpmrm{tail[3:]}")  # the same chip as its resource manager
     return f"{u.scheme}:{path}"
 
 
