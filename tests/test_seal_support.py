@@ -263,7 +263,9 @@ def tools_unseal(sim: Simulator, cwd: Path, srk: str, ek: str, pcrs: str,
 
 
 def pinned_json(doc: dict[str, Any], profile: str = "tcg") -> dict[str, Any]:
-    """The JSON object of *profile*'s only record in a trust file document (format 2)."""
+    """The JSON object of *profile*'s only record in a trust file document (format 1 or 2)."""
+    if "profiles" in doc:
+        return cast(dict[str, Any], doc["profiles"][profile])
     found = [e["profiles"][profile] for e in doc["tpms"].values() if profile in e["profiles"]]
     assert len(found) == 1, found
     return cast(dict[str, Any], found[0])

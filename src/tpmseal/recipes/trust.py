@@ -13,7 +13,11 @@ sealed objects tpmseal stored there (``nv_sealed``): the layout has no metadata
 and the SRK's authorization is empty, so anyone on the bus can store an object
 of their own sealed to the current PCRs; a Name that is not pinned is refused
 (recipes/stores.py). The list briefly holds two Names while a re-seal swaps the
-pair, so a crash at any moment leaves a pinned copy.
+pair, so a crash at any moment leaves a pinned copy. ``nv_records`` keeps, per
+pinned Name, what a blob file would record beyond the object (its policy: PCR
+states, signer, PIN; recipes/blob.py ``policy_record``), which the layout has no
+room for; the stores treat it as untrusted input that the TPM's policy check
+overrules.
 
 Several TPMs share one trust file (a simulator next to the board's TPM, a second
 TPM, a replaced board): records are keyed by the salt key's Name, one per
@@ -26,7 +30,7 @@ the record whose salt key a blob file names (unseal; the file is not from the
 bus), the record provisioned at the address the caller opened, the profile's
 only record; anything else is ambiguous and a usage error listing the
 candidates. ``provision`` refuses a new EK at an address a record holds (or,
-for a record from format 1, which recorded no address, at any address) unless
+for a record written before addresses were recorded, at any address) unless
 ``--repin``, and adds an address to the record whose EK it finds there.
 
 Format (JSON, not secret, written atomically)::
@@ -38,11 +42,16 @@ Format (JSON, not secret, written atomically)::
                   "srk": {"handle": "0x81000001", "name": HEX},
                   "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
                   "nv_sealed": [HEX, ...],  (profiles with an NV layout)
+                  "nv_records": {HEX: {...}},  (optional, per pinned Name)
                   "updated": ISO-8601}}}}}
 
-Format 1 (``"profiles": {"tcg": {...}}``, one record per profile, no
-addresses) is read as records without addresses and rewritten as format 2 on
-the next write.
+Format 1 (``"profiles": {"tcg": {RECORD}}``, one record per profile) is what a
+file holding one TPM per profile is still written as, with the addresses in each
+record: tpmseal before format 2 reads it (it ignores ``addresses``), so rolling
+tpmseal back keeps unsealing. Once a profile has records for two TPMs the file
+is rewritten as format 2, which older tpmseal refuses (exit 7) rather than
+misreads. A format 1 record without ``addresses`` (written before format 2) has
+no recorded address.
 """
 
 from __future__ import annotations
@@ -76,7 +85,7 @@ from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import Public
 
 FORMAT = "tpmseal-trust/2"
-#: read (records without addresses), rewritten as :data:`FORMAT` on the next write
+#: one record per profile: still written while it can hold the file (rollback)
 FORMAT_1 = "tpmseal-trust/1"
 DEFAULT_PATH = "/var/lib/tpmseal/trust.json"
 #: a trust file is a few kB per record; anything past this is not one
@@ -136,8 +145,10 @@ class TrustRecord:
     updated: str = ""
     #: Names of the sealed objects tpmseal stored in the profile's NV layout
     nv_sealed: tuple[bytes, ...] = ()
+    #: per pinned Name (hex), its policy record (recipes/blob.py ``policy_record``)
+    nv_records: dict[str, Any] = field(default_factory=dict)
     #: canonical TPM URIs this record was provisioned at (:func:`address`); none for a
-    #: record from format 1
+    #: record written before they were recorded
     addresses: tuple[str, ...] = ()
     #: the trust file this record was read from (not part of it)
     path: Path | None = field(default=None, repr=False)
@@ -153,7 +164,10 @@ class TrustRecord:
 
     def to_json(self) -> dict[str, Any]:
         from datetime import datetime, timezone  # only to save a record
-        extra = {"nv_sealed": [n.hex() for n in self.nv_sealed]} if self.nv_sealed else {}
+        extra: dict[str, Any] = {"nv_sealed": [n.hex() for n in self.nv_sealed]} \
+            if self.nv_sealed else {}
+        if self.nv_records:
+            extra["nv_records"] = self.nv_records
         return {"addresses": list(self.addresses)} | extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},
@@ -177,7 +191,7 @@ class TrustRecord:
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
                       tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])),
-                      tuple(addresses), Path(where))
+                      dict(d.get("nv_records") or {}), tuple(addresses), Path(where))
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
@@ -196,8 +210,8 @@ def _object(value: Any, what: str, path: Path) -> dict[str, Any]:
 
 
 def load_all(path: Path) -> list[TrustRecord]:
-    """Every record in the trust file (format 2, or 1 read as records without addresses);
-    empty if the file does not exist."""
+    """Every record in the trust file (format 2, or 1: one record per profile); empty if
+    the file does not exist."""
     raw = read_capped(path, "trust file", MAX_TRUST_FILE)
     if raw is None:
         return []
@@ -285,7 +299,8 @@ def required(rec: TrustRecord | None, path: Path, profile: str) -> TrustRecord:
 def pinned_at(records: list[TrustRecord], profile: str,
               where: str | None) -> TrustRecord | None:
     """The record ``provision`` at *where* must find the same EK in: the one provisioned
-    there, else one without addresses (format 1: it may be at any address)."""
+    there, else one without addresses (written before they were recorded: it may be at
+    any address)."""
     mine = [r for r in records if r.profile == profile]
     return _at(mine, where) or next((r for r in mine if not r.addresses), None)
 
@@ -331,17 +346,26 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
                  if r.profile == record.profile and r.ek_name == record.ek_name), None)
     if same is not None:
         records.remove(same)
+        if not record.nv_sealed:  # a re-provision keeps the pins
+            record = _replace(record, nv_sealed=same.nv_sealed, nv_records=same.nv_records)
         record = _replace(record, addresses=tuple(dict.fromkeys(
-            (*same.addresses, *record.addresses))),
-            nv_sealed=record.nv_sealed or same.nv_sealed)  # a re-provision keeps the pins
+            (*same.addresses, *record.addresses))))
     _write(path, [*records, record])
 
 
 def _write(path: Path, records: list[TrustRecord]) -> None:
-    tpms: dict[str, dict[str, Any]] = {}
-    for r in sorted(records, key=lambda r: (r.ek_name, r.profile)):
-        tpms.setdefault(r.ek_name.hex(), {"profiles": {}})["profiles"][r.profile] = r.to_json()
-    doc = {"format": FORMAT, "tpms": tpms}
+    """Format 1 while every profile has one record (an older tpmseal reads it, ignoring
+    the addresses: a rollback keeps unsealing), else format 2."""
+    ordered = sorted(records, key=lambda r: (r.ek_name, r.profile))
+    doc: dict[str, Any]
+    if len({r.profile for r in ordered}) == len(ordered):
+        doc = {"format": FORMAT_1, "profiles": {r.profile: r.to_json() for r in ordered}}
+    else:
+        tpms: dict[str, dict[str, Any]] = {}
+        for r in ordered:
+            tpms.setdefault(r.ek_name.hex(), {"profiles": {}})["profiles"][r.profile] = \
+                r.to_json()
+        doc = {"format": FORMAT, "tpms": tpms}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
@@ -371,17 +395,23 @@ def name_file(e: TrustError, path: Path) -> None:
         e.args = (e.message,)
 
 
-def pin_sealed(record: TrustRecord, names: tuple[bytes, ...]) -> TrustRecord:
-    """Record *names* as the sealed objects of the profile's NV layout; return the record."""
+def pin_sealed(record: TrustRecord, names: tuple[bytes, ...],
+               policies: dict[str, Any] | None = None) -> TrustRecord:
+    """Record *names* as the sealed objects of the profile's NV layout, with the policy
+    records in *policies* (by Name in hex) added; records of other Names are dropped.
+    Returns the record."""
     if record.path is None:
         raise UsageError("this trust record was not read from a trust file",
                          "load it with trust.load() to pin sealed objects")
-    if names == record.nv_sealed:
+    kept = {n.hex(): r for n in names
+            if (r := (policies or {}).get(n.hex(), record.nv_records.get(n.hex()))) is not None}
+    if names == record.nv_sealed and kept == record.nv_records:
         return record
     records = load_all(record.path)
     old = next((r for r in records
                 if (r.profile, r.ek_name) == (record.profile, record.ek_name)), None)
-    updated = _replace(old or record, nv_sealed=names, updated="", path=record.path)
+    updated = _replace(old or record, nv_sealed=names, nv_records=kept, updated="",
+                       path=record.path)
     _write(record.path, [r for r in records if r is not old] + [updated])
     return updated
 

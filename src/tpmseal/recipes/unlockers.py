@@ -9,15 +9,19 @@ itself (``--test-passphrase``) or used to open the volume, always on a pipe.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
 from tpmseal.recipes import clevis, cryptsetup, luks, systemd_tpm2
 from tpmseal.recipes.trust import TrustRecord
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = logging.getLogger("tpmseal.luks")
 
@@ -113,16 +117,19 @@ class Unlocked:
 
 
 def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord | None,
-               pin: bytes | None) -> Unlocked:
+               pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> Unlocked:
     """The first candidate whose unsealed passphrase cryptsetup accepts for its keyslot.
 
-    The first failure is reported if none works (later ones are logged).
+    *policies*: signed policies, offered to tpmseal tokens sealed to a signer. The first
+    failure is reported if none works (later ones are logged).
     """
     first: TpmsealError | None = None
     for c in cands:
+        unseal = KINDS[c.kind].unseal
+        if c.kind == luks.TOKEN_TYPE and policies:
+            unseal = functools.partial(luks.unseal_token, policies=policies)
         try:
-            secret = KINDS[c.kind].unseal(tpm, c.token, c.token_id, trust,
-                                          pin if c.needs_pin() else None)
+            secret = unseal(tpm, c.token, c.token_id, trust, pin if c.needs_pin() else None)
             for slot in c.keyslots:
                 try:
                     cryptsetup.test_key(device, secret, slot)
