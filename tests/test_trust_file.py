@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -242,3 +244,42 @@ def test_a_refused_provision_creates_nothing(reason: str, request: pytest.Fixtur
     assert persistent(target) == before
     assert leftover_handles(target.uri) == []  # the transient copy was flushed
     assert (path.read_bytes() if path.exists() else None) == old
+
+
+# ------------------------------------------------------------------------ rollback
+
+#: the last commit before per-TPM trust records
+BEFORE = "7178692573ad57d9e7895b0095993e3b2c63ff99"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def old_tpmseal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The source tree of BEFORE (skip if this clone lacks the history)."""
+    have = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{BEFORE}^{{commit}}"],
+                          capture_output=True, check=False)
+    if have.returncode != 0:
+        pytest.skip(f"commit {BEFORE[:12]} is not in this clone (shallow?)")
+    out = tmp_path_factory.mktemp("before-trust-2")
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
+    return out / "src"
+
+
+def test_an_older_tpmseal_reads_one_tpm_files_and_refuses_two(
+        tcg_sim: Simulator, blank_sim: Simulator, tmp_path: Path, old_tpmseal: Path) -> None:
+    blob = seal(tmp_path, os.urandom(32), "a")
+
+    def old(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        env = dict(os.environ, PYTHONPATH=str(old_tpmseal), TPMSEAL_TPM=tcg_sim.uri)
+        return subprocess.run([sys.executable, "-m", "tpmseal", *argv], capture_output=True,
+                              env=env, timeout=120, check=False)
+
+    assert cli(["provision"]).rc == 0  # written by this tpmseal, with the address
+    r = old("unseal", "--input", str(blob), "--output", str(tmp_path / "out"))
+    assert r.returncode == 0, r.stderr
+    measure_boot(blank_sim)
+    assert cli(["--tpm", blank_sim.uri, "provision"]).rc == 0  # a second TPM: format 2
+    r = old("unseal", "--input", str(blob))
+    assert r.returncode == ExitCode.BAD_INPUT and b"unknown format" in r.stderr, r.stderr
