@@ -1,6 +1,7 @@
-"""Per-TPM trust records (recipes/trust.py): several TPMs in one trust file, format 1
-read and migrated, errors naming the file, and a provision that refuses creating
-nothing (counted as persistent handles on the swtpm, before and after)."""
+"""Per-TPM trust records (recipes/trust.py): several TPMs in one trust file, records
+from before addresses read and completed, errors naming the file, a provision that
+refuses creating nothing (counted as persistent handles on the swtpm, before and
+after), and the tpmseal before per-TPM records still reading a one-TPM file."""
 
 from __future__ import annotations
 
