@@ -112,9 +112,9 @@ def _as_format_1(path: Path) -> None:
     path.write_text(json.dumps({"format": "tpmseal-trust/1", "profiles": {"tcg": rec}}))
 
 
-def test_format_1_is_read_and_migrated_on_the_next_write(tcg_sim: Simulator,
-                                                         blank_sim: Simulator,
-                                                         tmp_path: Path) -> None:
+def test_records_without_addresses_are_read_and_completed(tcg_sim: Simulator,
+                                                           blank_sim: Simulator,
+                                                           tmp_path: Path) -> None:
     path = tcg_sim.state / "trust.json"
     _as_format_1(path)
     old = path.read_bytes()
