@@ -98,7 +98,9 @@ def oaep_stdlib(n: int, message: bytes, label: bytes) -> bytes:
 
 def main(sock: str, trust_file: str, profile: str, blob_file: str, mode: str = "crypto") -> int:
     with open(trust_file) as t, open(blob_file) as b:
-        trust, blob = json.load(t)["profiles"][profile], json.load(b)
+        doc, blob = json.load(t), json.load(b)
+    trust = doc["profiles"][profile] if "profiles" in doc else next(  # format 1 or 2
+        e["profiles"][profile] for e in doc["tpms"].values() if profile in e["profiles"])
     ek_public, _ = take2(base64.b64decode(trust["ek"]["public"]), 0)
     if struct.pack(">H", SHA256) + hashlib.sha256(ek_public).digest() \
             != bytes.fromhex(trust["ek"]["name"]):

@@ -116,9 +116,14 @@ def eve_sim(eve_template: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Sim
 
 
 def start_copy(template: Path) -> Simulator:
+    """A running copy of *template*; its trust file's records are at the copy's address
+    (the copy is the TPM they were provisioned on)."""
     d = _short_dir("tpmseal-")
     shutil.rmtree(d)
     shutil.copytree(template, d, ignore=_IGNORE)
+    pinned = d / "trust.json"
+    if pinned.exists():
+        pinned.write_text(pinned.read_text().replace(str(template), str(d)))
     sim = Simulator(d)
     sim.start()
     return sim

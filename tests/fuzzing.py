@@ -199,8 +199,15 @@ def _trust_target() -> Target:
 
     def load(data: bytes) -> object:
         path.write_bytes(data)
-        return trust.load_all(path)
+        return trust.select(trust.load_all(path), "tcg", path, address="unix:/fuzz.sock")
     return load
+
+
+def _format_2(seed: bytes) -> bytes:
+    """The records of a format-1 trust file written as format 2."""
+    profiles = json.loads(seed)["profiles"]
+    return json.dumps({"format": trust.FORMAT, "tpms": {
+        rec["ek"]["name"]: {"profiles": {name: rec}} for name, rec in profiles.items()}}).encode()
 
 
 def targets(seeds: Seeds) -> dict[str, tuple[Target, list[bytes]]]:
@@ -225,7 +232,7 @@ def targets(seeds: Seeds) -> dict[str, tuple[Target, list[bytes]]]:
         out[f"capture:{fmt}"] = (_decode(fmt), [seeds.captures[fmt]])
     out["capture:detect"] = (_decode(None), list(seeds.captures.values()))
     out["blob"] = (SealedBlob.from_json, [seeds.blob])
-    out["trust"] = (_trust_target(), [seeds.trust])
+    out["trust"] = (_trust_target(), [seeds.trust, _format_2(seeds.trust)])
     out["public"] = (Public.from_sized, [_public_seed(seeds.blob)])
     out["pcrspec"] = (_text(pcrspec.parse_pcrs),
                       [b"sha256:0,1,2,3,4,6,7", b"sha256:0,7+sha384:0", b"sha1:23"])

@@ -33,6 +33,7 @@ from attacks.bus import (
 )
 from attacks.certs import CertSwap, ca_signing_key, issuer_name, make_cert, own_ca
 from attacks.mitm import ManInTheMiddle, attacker_key
+from test_seal_support import pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.session.salt import public_key
@@ -56,7 +57,7 @@ def test_real_chain_passes(tcg_sim: Simulator, tmp_path: Path) -> None:
         assert r.rc == 0, r.err
         assert f"EK certificate: verified (NV {EK_CERT:#x})".encode() in r.out
         assert "NV_Read" in names(p.exchanges)
-    rec = json.loads(trust.read_text())["profiles"]["tcg"]
+    rec = pinned_json(json.loads(trust.read_text()), "tcg")
     assert rec["ek_certificate"] == f"verified (NV {EK_CERT:#x})"
     assert rec["ek"]["name"] == _ek(tcg_sim)[0].name().hex()
 
@@ -125,6 +126,6 @@ def test_mitm_with_a_real_ca_certificate_for_its_key_is_out_of_scope(
     with interposer(tcg_sim, on_command=mitm.on_command, on_response=respond) as p:
         r = tpm(p, "--trust-file", str(trust), "provision", "--ek-ca", str(tcg_sim.ca_dir))
         assert r.rc == 0, r.err
-    assert json.loads(trust.read_text())["profiles"]["tcg"]["ek"]["name"] == \
+    assert pinned_json(json.loads(trust.read_text()), "tcg")["ek"]["name"] == \
         mitm.fake_ek.name().hex()
 

@@ -28,6 +28,7 @@ from attacks.bus import (
     unchanged,
 )
 from attacks.mitm import ManInTheMiddle, attacker_key, qualified_name, substituted
+from test_seal_support import pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.blob import ENCRYPTED, SealedBlob
@@ -78,13 +79,16 @@ def _every_read_public(ctx: HookContext) -> Verdict:
 # ------------------------------------------------------------------- 4: key substitution
 
 
-def test_substituted_ek_at_provision_of_a_pinned_tpm(tcg_sim: Simulator) -> None:
-    trust = tcg_sim.state / "trust.json"
+def test_substituted_ek_at_provision_of_a_pinned_tpm(tcg_sim: Simulator,
+                                                     tmp_path: Path) -> None:
+    trust, bus = tcg_sim.state / "trust.json", tmp_path / "bus.sock"
+    with interposer(tcg_sim, at=bus) as p:
+        expect_ok(tpm(p, "provision"))  # records the proxy's address for this TPM too
     watch = unchanged(tcg_sim, trust)
     mitm = ManInTheMiddle(_real_ek(tcg_sim), EK)
-    with interposer(tcg_sim, on_response=mitm.on_response) as p:
+    with interposer(tcg_sim, at=bus, on_response=mitm.on_response) as p:
         r = tpm(p, "provision")
-        expect_error(r, ExitCode.INTEGRITY, EK_MISMATCH, "--repin")
+        expect_error(r, ExitCode.INTEGRITY, EK_MISMATCH, "--repin", str(trust))
         assert mitm.read_publics_substituted == 1
         assert names(p.exchanges).count("ReadPublic") >= 1
     watch.check()
@@ -165,7 +169,7 @@ def test_forged_errors_for_testparms_and_the_double_check_pin_legacy(
                 "--allow-legacy")
         assert r.rc == 0, r.err
         assert b"NOT supported" in r.out
-        assert json.loads(trust.read_text())["profiles"]["tcg"]["aes_128_cfb"] is False
+        assert pinned_json(json.loads(trust.read_text()), "tcg")["aes_128_cfb"] is False
         # from now on seal takes the plaintext path, attacker or not
         secret = os.urandom(32)
         (tmp_path / "key").write_bytes(secret)

@@ -29,6 +29,7 @@ from attacks.bus import (
     unchanged,
 )
 from attacks.mitm import ManInTheMiddle
+from test_seal_support import pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.trust import EK_MISMATCH
@@ -99,7 +100,7 @@ def test_mitm_recovers_nothing_from_tpmseal(tcg_sim: Simulator, tmp_path: Path) 
         mitm.expect_nothing(secret)
         assert not any(r.key_known for r in mitm.recovered)
         assert_no_leak(p.exchanges, secret)
-    assert json.loads(trust.read_text())["profiles"]["tcg"]["ek"]["name"] == \
+    assert pinned_json(json.loads(trust.read_text()), "tcg")["ek"]["name"] == \
         real_ek(tcg_sim).name().hex()
 
 
@@ -114,7 +115,7 @@ def test_tofu_pin_under_the_mitm_is_the_documented_limit(tcg_sim: Simulator,
     with interposer(tcg_sim, on_command=mitm.on_command, on_response=mitm.on_response) as p:
         r = tpm(p, "--trust-file", str(trust), "provision")
         assert r.rc == 0, r.err
-        pinned = json.loads(trust.read_text())["profiles"]["tcg"]
+        pinned = pinned_json(json.loads(trust.read_text()), "tcg")
         assert pinned["ek"]["name"] == mitm.fake_ek.name().hex()
         assert pinned["ek_certificate"] == "not checked"
         r = tpm(p, "--trust-file", str(trust), "seal", "--input", str(key), "--output",
@@ -168,7 +169,7 @@ def test_ecc_pin_taken_under_a_mitm_gets_the_ek_mismatch_diagnosis(
     T.save(forged, replace(real, ek_public=fake, path=None))
     if command[0] == "unseal":  # the blob names the pinned key, as it would after the TOFU pin
         doc = json.loads((tmp_path / "old.json").read_text())
-        ek = json.loads(forged.read_text())["profiles"]["tcg"]["ek"]
+        ek = pinned_json(json.loads(forged.read_text()), "tcg")["ek"]
         doc["salt_key"].update(public=ek["public"], name=ek["name"])
         (tmp_path / "old.json").write_text(json.dumps(doc))
     argv = [a.replace("{d}", str(tmp_path)) for a in command]

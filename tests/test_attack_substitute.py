@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import direct, expect_error, expect_ok, interposer, tpm, unchanged
+from test_seal_support import pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes import sealing
@@ -55,7 +56,7 @@ def vault(eve_sim: Simulator) -> Iterator[bytes]:
     """The device's real vault key, generated and sealed by tpmseal (and so pinned)."""
     r = direct(eve_sim, "vault-key")
     assert r.rc == 0, r.err
-    pins = json.loads((eve_sim.state / "trust.json").read_text())["profiles"]["eve"]
+    pins = pinned_json(json.loads((eve_sim.state / "trust.json").read_text()), "eve")
     assert len(pins["nv_sealed"]) == 1
     yield r.out
 
@@ -79,13 +80,13 @@ def test_control_an_unpinned_device_takes_the_attackers_key(eve_sim: Simulator, 
     the first object it finds (pin on first use, docs/SECURITY.md)."""
     trust = eve_sim.state / "trust.json"
     doc = json.loads(trust.read_text())
-    del doc["profiles"]["eve"]["nv_sealed"]
+    del pinned_json(doc, "eve")["nv_sealed"]
     trust.write_text(json.dumps(doc))
     mine = os.urandom(32)
     write_pair(eve_sim, attacker_object(eve_sim, mine))
     expect_ok(direct(eve_sim, "vault-key"), mine)  # the device now encrypts under `mine`
     # ... and from then on that object is the pinned one
-    assert json.loads(trust.read_text())["profiles"]["eve"]["nv_sealed"]
+    assert pinned_json(json.loads(trust.read_text()), "eve")["nv_sealed"]
 
 
 def test_forged_nv_reads_are_refused(eve_sim: Simulator, vault: bytes) -> None:
@@ -119,7 +120,7 @@ def test_reseal_and_seal_force_move_the_pin(eve_sim: Simulator, vault: bytes,
     trust = eve_sim.state / "trust.json"
 
     def pins() -> list[str]:
-        return list(json.loads(trust.read_text())["profiles"]["eve"]["nv_sealed"])
+        return list(pinned_json(json.loads(trust.read_text()), "eve")["nv_sealed"])
 
     before = pins()
     assert direct(eve_sim, "reseal", "--profile", "eve", "--nv").rc == 0
@@ -159,6 +160,6 @@ def test_a_crash_mid_swap_leaves_a_pinned_copy(eve_sim: Simulator, vault: bytes,
     r = direct(eve_sim, "reseal", "--profile", "eve", "--nv")
     assert r.rc == 130
     monkeypatch.setattr(stores, "nv_undefine", real)
-    pins = json.loads((eve_sim.state / "trust.json").read_text())["profiles"]["eve"]
+    pins = pinned_json(json.loads((eve_sim.state / "trust.json").read_text()), "eve")
     assert len(pins["nv_sealed"]) == 2
     expect_ok(direct(eve_sim, "vault-key"), vault)

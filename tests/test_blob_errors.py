@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from conftest import measure_boot
-from test_seal_support import assert_one_line_error, cli, cli_subprocess, secret_bytes, write
+from test_seal_support import (
+    assert_one_line_error,
+    cli,
+    cli_subprocess,
+    pinned_json,
+    secret_bytes,
+    write,
+)
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError
 from tpmseal.recipes.blob import SealedBlob
@@ -182,8 +189,8 @@ def test_blob_from_another_tpm(tcg_sim: Simulator, other_tpm: Simulator, tmp_pat
     assert_one_line_error(r, 7, "sealed on another TPM", "not the pinned endorsement key")
     # only the EK differs (the SRK is this TPM's): still the files disagreeing
     doc = json.loads(blob.read_text())
-    doc["parent"]["name"] = json.loads((tcg_sim.state / "trust.json").read_text())[
-        "profiles"]["tcg"]["srk"]["name"]
+    doc["parent"]["name"] = pinned_json(json.loads(
+        (tcg_sim.state / "trust.json").read_text()))["srk"]["name"]
     edited = write(tmp_path / "edited.json", json.dumps(doc).encode())
     r = cli(["unseal", "--input", str(edited)])
     assert_one_line_error(r, 7, "sealed on another TPM", "not the pinned endorsement key")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_seal_support import assert_one_line_error, cli, load_blob, write
+from test_seal_support import assert_one_line_error, cli, load_blob, pinned_json, write
 from tpmseal.errors import ExitCode
 from tpmseal.transport.simulator import Simulator
 
@@ -129,18 +129,18 @@ def test_changing_the_ek_type_needs_repin_and_changes_nothing(tcg_sim: Simulator
     assert probe["keys"]["ek_ecc"]["present"] is False
     assert cli(["provision", "--ek-type", "ecc", "--repin"]).rc == 0
     trust = json.loads((tcg_sim.state / "trust.json").read_text())
-    assert trust["profiles"]["tcg"]["ek"]["handle"] == with_ecc
+    assert pinned_json(trust, "tcg")["ek"]["handle"] == with_ecc
 
 
 def test_corrupted_trust_file_can_be_repinned(tcg_sim: Simulator) -> None:
     path = tcg_sim.state / "trust.json"
     doc = json.loads(path.read_text())
-    doc["profiles"]["tcg"]["ek"]["name"] = "zz"
+    pinned_json(doc, "tcg")["ek"]["name"] = "zz"
     path.write_text(json.dumps(doc))
     r = cli(["provision"])
     assert_one_line_error(r, ExitCode.BAD_INPUT, "malformed", "--repin")
     assert cli(["provision", "--repin"]).rc == 0
-    assert json.loads(path.read_text())["profiles"]["tcg"]["ek"]["name"] != "zz"
+    assert pinned_json(json.loads(path.read_text()), "tcg")["ek"]["name"] != "zz"
 
 
 def test_pin_flow_blob_records_the_pin(tcg_sim: Simulator, tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_auto_ek_type_prefers_ecc_on_a_fresh_tpm(blank_sim: Simulator, tmp_path:
     monkeypatch.setenv("TPMSEAL_TRUST_FILE", str(tmp_path / "trust.json"))
     assert cli(["provision"]).rc == 0
     doc = json.loads((tmp_path / "trust.json").read_text())
-    assert doc["profiles"]["tcg"]["ek"]["handle"] == "0x81010002"
+    assert pinned_json(doc, "tcg")["ek"]["handle"] == "0x81010002"
     assert cli(["provision"]).rc == 0  # idempotent: the pinned ECC EK stays
     key = write(tmp_path / "key", os.urandom(32))
     blob = tmp_path / "b.json"
@@ -171,4 +171,4 @@ def test_auto_ek_type_prefers_ecc_on_a_fresh_tpm(blank_sim: Simulator, tmp_path:
 def test_auto_ek_type_keeps_a_pinned_rsa_ek(tcg_sim: Simulator) -> None:
     assert cli(["provision"]).rc == 0
     trust = json.loads((tcg_sim.state / "trust.json").read_text())
-    assert trust["profiles"]["tcg"]["ek"]["handle"] == "0x81010001"
+    assert pinned_json(trust, "tcg")["ek"]["handle"] == "0x81010001"

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import measure_boot
 from eve_support import EvePeer, eve_for, evepeer_binary
-from test_seal_support import assert_one_line_error, cli
+from test_seal_support import assert_one_line_error, cli, pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes.hierarchy import hierarchy_of
@@ -165,7 +165,7 @@ def test_certified_salting_on_an_eve_device(eve_certified: EvePeer, tmp_path: Pa
     assert info["ek"]["handle"] == f"{EVE_EK:#010x}"
     assert info["salt"]["handle"] == f"{TCG_EK:#010x}"
     assert info["ek_certificate"].startswith("verified")
-    trust = json.loads((tmp_path / "trust.json").read_text())["profiles"]["eve"]
+    trust = pinned_json(json.loads((tmp_path / "trust.json").read_text()), "eve")
     assert trust["ek"]["handle"] == f"{TCG_EK:#010x}"
     assert trust["srk"]["handle"] == f"{EVE_SRK:#010x}"
     assert hierarchy(eve.sim, TCG_EK) == TPM_RH.ENDORSEMENT

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from test_seal_support import assert_one_line_error, cli, cli_subprocess, write
+from test_seal_support import assert_one_line_error, cli, cli_subprocess, pinned_json, write
 from tpmseal.errors import BadInputError, ExitCode
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE
@@ -167,7 +167,7 @@ def test_bad_salt_key_in_trust_file(sealed: Path, tcg_sim: Simulator, tmp_path: 
                                     case: str) -> None:
     change, needle = SALT_CASES[case]
     trust = json.loads((tcg_sim.state / "trust.json").read_text())
-    ek = trust["profiles"]["tcg"]["ek"]
+    ek = pinned_json(trust, "tcg")["ek"]
     holder = {"salt_key": ek}
     change(holder)
     bad = write(tmp_path / "trust.json", json.dumps(trust).encode())

@@ -14,6 +14,7 @@ from test_seal_support import (
     assert_one_line_error,
     cli,
     extend,
+    pinned_json,
     read_pcrs,
     secret_bytes,
     write,
@@ -55,7 +56,7 @@ def _forget_records(sim: Simulator) -> None:
     """Drop the trust file's NV policy records, keeping the pins."""
     path = sim.state / "trust.json"
     doc = json.loads(path.read_text())
-    doc["profiles"]["eve"].pop("nv_records", None)
+    pinned_json(doc, "eve").pop("nv_records", None)
     path.write_text(json.dumps(doc))
 
 

@@ -20,6 +20,7 @@ from test_seal_support import (
     cli,
     flush_leftovers,
     leftover_handles,
+    pinned_json,
     secret_bytes,
     write,
 )
@@ -108,7 +109,7 @@ def test_seal_log_lines(tcg_sim: Simulator, tmp_path: Path,
     # a TPM whose TestParms rejected AES-128-CFB at provisioning: legacy path, with a warning
     tf = tcg_sim.state / "trust.json"
     doc = json.loads(tf.read_text())
-    doc["profiles"]["tcg"]["aes_128_cfb"] = False
+    pinned_json(doc, "tcg")["aes_128_cfb"] = False
     tf.write_text(json.dumps(doc))
     caplog.clear()
     assert cli(["seal", "--input", str(key), "--output", str(tmp_path / "c.json")]).rc == 0

@@ -21,6 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -259,6 +260,15 @@ def tools_unseal(sim: Simulator, cwd: Path, srk: str, ek: str, pcrs: str,
     tools(sim, "tpm2_unseal", "-c", "seal.ctx", "-p", "session:pol.ctx", "-o", "out", cwd=cwd)
     tools_flush(sim)
     return (cwd / "out").read_bytes()
+
+
+def pinned_json(doc: dict[str, Any], profile: str = "tcg") -> dict[str, Any]:
+    """The JSON object of *profile*'s only record in a trust file document (format 1 or 2)."""
+    if "profiles" in doc:
+        return cast(dict[str, Any], doc["profiles"][profile])
+    found = [e["profiles"][profile] for e in doc["tpms"].values() if profile in e["profiles"]]
+    assert len(found) == 1, found
+    return cast(dict[str, Any], found[0])
 
 
 def write(path: Path, data: bytes) -> Path:

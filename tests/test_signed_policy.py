@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from attacks.bus import assert_no_leak, direct, expect_error, expect_ok, interposer, names, tpm
+from test_seal_support import pinned_json
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, ExitCode, UsageError
 from tpmseal.recipes import signed
@@ -338,8 +339,8 @@ def test_reseal_adds_and_drops_states(tcg_sim: Simulator, tmp_path: Path) -> Non
 def _nv_record(sim: Simulator) -> tuple[dict[str, Any], dict[str, Any]]:
     """The trust file and the one policy record of the EVE profile's NV object."""
     doc = json.loads((sim.state / "trust.json").read_text())
-    records = doc["profiles"]["eve"]["nv_records"]
-    assert list(records) == doc["profiles"]["eve"]["nv_sealed"]
+    records = pinned_json(doc, "eve")["nv_records"]
+    assert list(records) == pinned_json(doc, "eve")["nv_sealed"]
     return doc, next(iter(records.values()))
 
 
@@ -429,7 +430,7 @@ def test_tampered_nv_record_denies_but_never_leaks(eve_sim: Simulator, tmp_path:
              ExitCode.INTEGRITY)]
     for what, edit, policy, code in edits:
         bad = json.loads(json.dumps(doc))
-        edit(next(iter(bad["profiles"]["eve"]["nv_records"].values())))
+        edit(next(iter(pinned_json(bad, "eve")["nv_records"].values())))
         (eve_sim.state / "trust.json").write_text(json.dumps(bad))
         r = direct(eve_sim, *nv, *(("--policy", str(policy)) if policy else ()))
         assert r.out == b"" and r.rc == code, (what, r.rc, r.err)

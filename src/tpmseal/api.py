@@ -68,10 +68,21 @@ def _pcrs(pcrs: str | PcrSelectionList | None) -> PcrSelectionList | None:
     return parse_pcrs(pcrs) if isinstance(pcrs, str) else pcrs
 
 
-def _record(trust_file: str | PathLike[str] | None, profile: Profile, *,
-            required: bool) -> TrustRecord | None:
-    path = trust.trust_path(None if trust_file is None else str(trust_file))
-    return trust.load(path, profile.name) if required else trust.load_all(path).get(profile.name)
+def _path(trust_file: str | PathLike[str] | None) -> Path:
+    return trust.trust_path(None if trust_file is None else str(trust_file))
+
+
+def _record(tpm: Tpm, trust_file: str | PathLike[str] | None, profile: Profile, *,
+            required: bool, source: str | PathLike[str] | SealedBlob | None = None
+            ) -> TrustRecord | None:
+    """The record for the TPM *tpm* is open on, as the CLI picks it (recipes/trust.py,
+    select): a blob's salt key, else the address, else the profile's only record."""
+    blob = source if isinstance(source, SealedBlob) else (
+        FileStore(Path(source)).read() if source is not None and source != "nv" else None)
+    salt = blob.salt_key.name if blob is not None and blob.salt_key is not None else None
+    load = trust.load if required else trust.find
+    return load(_path(trust_file), profile.name, address=trust.address_of(tpm),
+                salt_name=salt)
 
 
 def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
@@ -82,14 +93,17 @@ def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
     Idempotent. *trust_file* defaults to ``$TPMSEAL_TRUST_FILE`` or
     /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or directory) verifies the EK
     certificate first; *repin* accepts an EK other than the pinned one (a replaced TPM);
-    *allow_legacy* pins a TPM without AES-128-CFB. Raises
-    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the pinned one.
+    *allow_legacy* pins a TPM without AES-128-CFB. The record is keyed by the EK's Name
+    and holds the address *tpm* was opened on, next to other TPMs' records. Raises
+    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one pinned at that
+    address; nothing is persisted on the TPM when it refuses.
     """
     from tpmseal.recipes.provision import provision as run
 
-    path = trust.trust_path(None if trust_file is None else str(trust_file))
-    return run(tpm, _profile(profile), ek_type=ek_type, trust_file=path, ek_ca=ek_ca,
-               repin=repin, allow_legacy=allow_legacy)
+    path = _path(trust_file)
+    with trust.naming(path):
+        return run(tpm, _profile(profile), ek_type=ek_type, trust_file=path, ek_ca=ek_ca,
+                   repin=repin, allow_legacy=allow_legacy)
 
 
 def seal(tpm: Tpm, secret: bytes, *, policy: SealPolicy | None = None,
@@ -109,22 +123,23 @@ def seal(tpm: Tpm, secret: bytes, *, policy: SealPolicy | None = None,
     :class:`~tpmseal.errors.NotFoundError` (11) when nothing is pinned.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=not legacy)
-    lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
-    sel = _pcrs(pcrs)
-    chosen = (policy or pcr_policy()).with_pcrs(sel)
-    if output is not None and nv:
-        raise UsageError("seal got both output and nv", "give one of them")
-    if output is None and not nv:
-        from tpmseal.recipes import sealing
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=not legacy)
+        lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
+        chosen = (policy or pcr_policy()).with_pcrs(_pcrs(pcrs))
+        if output is not None and nv:
+            raise UsageError("seal got both output and nv", "give one of them")
+        if output is None and not nv:
+            from tpmseal.recipes import sealing
 
-        with lifecycle.shared_session(tpm, rec, legacy) as session:
-            return sealing.seal(tpm, secret, chosen, profile=prof, trust=rec, legacy=legacy,
-                                allow_unmeasured=allow_unmeasured, pin=pin, session=session)
-    store: Store = (NvStore.for_profile(prof, chosen.pcrs, rec, pin is not None) if nv
-                    else FileStore(Path(output or "")))
-    return lifecycle.seal_into(tpm, store, secret, chosen, prof, rec, force=force,
-                               legacy=legacy, allow_unmeasured=allow_unmeasured, pin=pin)
+            with lifecycle.shared_session(tpm, rec, legacy) as session:
+                return sealing.seal(tpm, secret, chosen, profile=prof, trust=rec,
+                                    legacy=legacy, allow_unmeasured=allow_unmeasured, pin=pin,
+                                    session=session)
+        store: Store = (NvStore.for_profile(prof, chosen.pcrs, rec, pin is not None) if nv
+                        else FileStore(Path(output or "")))
+        return lifecycle.seal_into(tpm, store, secret, chosen, prof, rec, force=force,
+                                   legacy=legacy, allow_unmeasured=allow_unmeasured, pin=pin)
 
 
 def _source(source: str | PathLike[str] | SealedBlob, profile: Profile,
@@ -174,11 +189,12 @@ def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
     :class:`~tpmseal.errors.IntegrityError` (6) when a response fails its checks.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=False)
-    store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
-    return lifecycle.unseal_stored(tpm, store, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec, recover=recover,
-        policies=_signed(policies)))
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=False, source=source)
+        store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
+        return lifecycle.unseal_stored(tpm, store, UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec,
+            recover=recover, policies=_signed(policies)))
 
 
 def _signed(paths: Sequence[str | PathLike[str]]) -> tuple[SignedPolicy, ...]:
@@ -206,16 +222,18 @@ def reseal(tpm: Tpm, source: str | PathLike[str], *, policy: SealPolicy | None =
     policies, for a secret sealed to a signer.
     """
     prof = _profile(profile)
-    rec = _record(trust_file, prof, required=not legacy)
-    lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
-    store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
-    target = FileStore(Path(output)) if output is not None else None
-    sel = _pcrs(pcrs)
-    new: lifecycle.NewPolicy = policy.with_pcrs(sel) if policy is not None else (
-        lambda old: old.renewed(sel))
-    return lifecycle.reseal(tpm, store, new, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec,
-        policies=_signed(policies)), prof, allow_unmeasured=allow_unmeasured, target=target)
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=not legacy, source=source)
+        lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
+        store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
+        target = FileStore(Path(output)) if output is not None else None
+        sel = _pcrs(pcrs)
+        new: lifecycle.NewPolicy = policy.with_pcrs(sel) if policy is not None else (
+            lambda old: old.renewed(sel))
+        return lifecycle.reseal(tpm, store, new, UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec,
+            policies=_signed(policies)), prof, allow_unmeasured=allow_unmeasured,
+            target=target)
 
 
 def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
@@ -227,8 +245,9 @@ def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
     says which (``"generated"``, ``"migrated"``, ``"unsealed"``)."""
     prof = _profile(profile)
     lifecycle.require_nv(prof)
-    rec = _record(trust_file, prof, required=not legacy)
-    store = NvStore.for_profile(prof, _pcrs(pcrs), rec, pin is not None)
-    return lifecycle.vault_key(tpm, prof, store, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec),
-        allow_unmeasured=allow_unmeasured)
+    with trust.naming(_path(trust_file)):
+        rec = _record(tpm, trust_file, prof, required=not legacy)
+        store = NvStore.for_profile(prof, _pcrs(pcrs), rec, pin is not None)
+        return lifecycle.vault_key(tpm, prof, store, UnsealOptions(
+            legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec),
+            allow_unmeasured=allow_unmeasured)

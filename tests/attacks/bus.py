@@ -29,11 +29,12 @@ PERSISTENT_FIRST = 0x81000000
 
 
 @contextmanager
-def interposer(sim: Simulator, **kw: Any) -> Iterator[Proxy]:
-    """A recording :class:`Proxy` in front of *sim* (hooks via ``.interpose``)."""
+def interposer(sim: Simulator, *, at: Path | None = None, **kw: Any) -> Iterator[Proxy]:
+    """A recording :class:`Proxy` in front of *sim* (hooks via ``.interpose``), listening
+    on a fresh socket or on *at* (so that several proxies in turn are one TPM address)."""
     d = Path(tempfile.mkdtemp(prefix="tpmseal-atk-", dir="/tmp"))
     try:
-        with Proxy(f"unix:{d / 'tpm.sock'}", sim.uri, **kw) as proxy:
+        with Proxy(f"unix:{at or d / 'tpm.sock'}", sim.uri, **kw) as proxy:
             yield proxy
     finally:
         shutil.rmtree(d, ignore_errors=True)

@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.log import INFO, get_logger
+from tpmseal.recipes import trust
 from tpmseal.recipes.profiles import PROFILES, Profile, get_profile
-from tpmseal.recipes.trust import trust_path
+from tpmseal.recipes.trust import TrustRecord, trust_path
 from tpmseal.transport.base import Transport, default_uri, parse_uri
 
 log = get_logger("tpmseal.cli")
@@ -123,6 +125,30 @@ def profile_of(args: argparse.Namespace) -> Profile:
 
 def trust_of(args: argparse.Namespace) -> Any:
     return trust_path(args.trust_file)
+
+
+@overload
+def record_of(args: argparse.Namespace, profile: Profile, *, required: Literal[True],
+              salt_of: Callable[[], bytes | None] | None = None) -> TrustRecord: ...
+
+
+@overload
+def record_of(args: argparse.Namespace, profile: Profile, *, required: bool,
+              salt_of: Callable[[], bytes | None] | None = None) -> TrustRecord | None: ...
+
+
+def record_of(args: argparse.Namespace, profile: Profile, *, required: bool,
+              salt_of: Callable[[], bytes | None] | None = None) -> TrustRecord | None:
+    """The trust record of *profile* for the TPM --tpm names (recipes/trust.py, select):
+    the one pinning the salt key a blob file records (*salt_of*, called once the trust
+    file read), else the one provisioned at that address, else the profile's only one.
+    *required*: :class:`NotFoundError` if there is none."""
+    path = trust_of(args)
+    records = trust.load_all(path)
+    where = trust.address(args.tpm or default_uri())
+    rec = trust.select(records, profile.name, path, address=where,
+                       salt_name=salt_of() if salt_of is not None else None)
+    return trust.required(rec, path, profile.name) if required else rec
 
 
 def print_json(obj: Any) -> None:

@@ -17,12 +17,12 @@ from tpmseal.cli.common import (
     open_tpm,
     print_json,
     profile_of,
-    trust_of,
+    record_of,
 )
 from tpmseal.cli.seal import _pcr_spec, add_policy_options, seal_policy
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
-from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
+from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, unlockers
 from tpmseal.recipes.pcrspec import format_pcrs
 
 if TYPE_CHECKING:  # signed policies load on use only
@@ -167,7 +167,7 @@ def _say(args: argparse.Namespace, text: str, report: dict[str, Any]) -> None:
 
 def run_enroll(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    rec = trust.load(trust_of(args), profile.name)
+    rec = record_of(args, profile, required=True)
     cryptsetup.header(args.device)  # not LUKS2: say so before asking for anything
     pin = read_pin(args, needed=False, confirm=True)
     passphrase = _existing_passphrase(args)
@@ -201,7 +201,7 @@ def run_enroll(args: argparse.Namespace) -> int:
 
 def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
     profile = profile_of(args)
-    rec = trust.load_all(trust_of(args)).get(profile.name)
+    rec = record_of(args, profile, required=False)
     kinds = (args.token_type,) if args.token_type else None
     cands = unlockers.candidates(args.device, args.token_id, kinds)
     pin = read_pin(args, needed=any(c.needs_pin() for c in cands), confirm=False)
@@ -264,7 +264,7 @@ def run_remove(args: argparse.Namespace) -> int:
 
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    rec = trust.load(trust_of(args), profile.name)
+    rec = record_of(args, profile, required=True)
     cands = unlockers.candidates(args.device, args.token_id, (luks.TOKEN_TYPE,))
     if len(cands) > 1:
         raise UsageError(f"{args.device} has {len(cands)} tpmseal tokens",

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from tpmseal import __version__, interrupt, log
-from tpmseal.errors import ExitCode, TpmsealError
+from tpmseal.errors import ExitCode, TpmsealError, TrustError
 from tpmseal.files import guard_stdio
 from tpmseal.interrupt import Interrupted
 
@@ -191,6 +191,10 @@ def _main(argv: list[str]) -> int:
         if args.debug:
             import logging
             logging.exception("failed")
+        if isinstance(e, TrustError):  # raised below the layer that knows the file
+            from tpmseal.recipes.trust import name_file, trust_path
+
+            name_file(e, trust_path(getattr(args, "trust_file", None)))
         sys.stderr.write(f"tpmseal: error: {e.one_line()}\n")
         return int(e.exit_code)
     except KeyboardInterrupt as e:

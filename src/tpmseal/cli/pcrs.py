@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.cli.probe import UNAUTHENTICATED
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.errors import PolicyMismatchError
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
 def run_show(args: argparse.Namespace) -> int:
     profile = profile_of(args)
     sel = args.pcrs or profile.default_pcrs
-    rec = trust.load(trust_of(args), profile.name) if args.authenticated else None
+    rec = record_of(args, profile, required=True) if args.authenticated else None
     with open_tpm(args) as tpm:
         if rec is None:
             values = tpm.pcr_read(sel)
@@ -70,7 +70,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def run_recover(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    rec = trust.load_all(trust_of(args)).get(profile.name)
+    rec = record_of(args, profile, required=False)
     with open_tpm(args) as tpm:
         store: Store = (NvStore.for_profile(profile, None, rec) if args.nv
                         else FileStore(Path(args.blob)))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.cli.seal import _nv_index, _pcr_spec
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import write_atomic
@@ -105,7 +105,7 @@ def run_sign(args: argparse.Namespace) -> int:
         raise UsageError("--version must be 0 or more", "give the release number, e.g. --version 7")
     if args.current:
         profile = profile_of(args)
-        rec = trust.load_all(trust_of(args)).get(profile.name)
+        rec = record_of(args, profile, required=False)
         with open_tpm(args) as tpm:
             if rec is None:
                 log.warning("no pinned EK: reading the PCR values without authentication")
@@ -137,7 +137,7 @@ def run_sign(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    rec = trust.load_all(trust_of(args)).get(profile.name)
+    rec = record_of(args, profile, required=False)
     with open_tpm(args) as tpm:
         if rec is None:
             log.warning("no pinned EK: the counter's value cannot be verified")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
-from tpmseal.recipes import trust
+from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.recipes.probe import probe
 
 
@@ -29,7 +28,7 @@ UNAUTHENTICATED = ("read over the bus without an HMAC: an interposer could have 
 
 def run(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    rec = trust.load(trust_of(args), profile.name) if args.authenticated else None
+    rec = record_of(args, profile, required=True) if args.authenticated else None
     with open_tpm(args) as tpm:
         info = probe(tpm, profile, rec)
     if args.json:

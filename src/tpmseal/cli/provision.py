@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
             for role, k in roles}
     if args.json:
         print_json({"profile": r.profile, **keys, "aes_128_cfb": r.aes_128_cfb,
-                    "ek_certificate": r.ek_certificate, "trust_file": r.trust_file})
+                    "ek_certificate": r.ek_certificate, "trust_file": r.trust_file,
+                    "address": r.address})
         return 0
     for role, k in keys.items():
         verb = "created" if k["created"] else "present"
@@ -68,5 +69,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"sessions salted with the certified EK at {keys['salt']['handle']}")
     print(f"AES-128-CFB {'supported' if r.aes_128_cfb else 'NOT supported (legacy sealing)'}")
     print(f"EK certificate: {r.ek_certificate}")
-    print(f"pinned in {r.trust_file}")
+    print(f"pinned in {r.trust_file} for {r.address}")
     return 0

@@ -15,6 +15,7 @@ from tpmseal.cli.common import (
     open_tpm,
     print_json,
     profile_of,
+    record_of,
     trust_of,
 )
 from tpmseal.cli.secrets import add_pin_options, read_pin, read_secret, write_secret
@@ -22,7 +23,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
 from tpmseal.log import get_logger
-from tpmseal.recipes import policies, sealing, trust
+from tpmseal.recipes import policies, sealing
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, read_values_file
 from tpmseal.recipes.lifecycle import (
     UnsealOptions,
@@ -216,11 +217,17 @@ def _register_import(sub: Any) -> None:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _trust(args: argparse.Namespace, profile: Profile, *, required: bool) -> TrustRecord | None:
-    path = trust_of(args)
-    if required:
-        return trust.load(path, profile.name)
-    return trust.load_all(path).get(profile.name)
+def _trust(args: argparse.Namespace, profile: Profile, *, required: bool,
+           sealed: bool = False) -> TrustRecord | None:
+    """The record for the TPM --tpm names; with *sealed*, for an --input blob file, the
+    one pinning the salt key the blob records (the file is not from the bus:
+    recipes/trust.py, select)."""
+    def salt() -> bytes | None:
+        stored = FileStore(Path(args.blob)).read()
+        return stored.salt_key.name if stored is not None and stored.salt_key else None
+
+    return record_of(args, profile, required=required,
+                     salt_of=salt if sealed and not args.nv else None)
 
 
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
@@ -320,7 +327,7 @@ def run_unseal(args: argparse.Namespace) -> int:
                          "drop --pcrs")
     json_needs_file(args)
     profile = profile_of(args)
-    rec = _trust(args, profile, required=False)
+    rec = _trust(args, profile, required=False, sealed=True)
     with open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.pcrs, pin_given)
@@ -354,7 +361,7 @@ def run_reseal(args: argparse.Namespace) -> int:
         return old.change_states(add, drop, args.pcrs) if add or drop else \
             old.renewed(args.pcrs)
 
-    rec = _trust(args, profile, required=not args.legacy)
+    rec = _trust(args, profile, required=not args.legacy, sealed=True)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)

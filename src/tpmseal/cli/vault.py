@@ -13,13 +13,13 @@ from tpmseal.cli.common import (
     open_tpm,
     print_json,
     profile_of,
+    record_of,
     trust_of,
 )
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.files import locked
 from tpmseal.log import get_logger
-from tpmseal.recipes import trust
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
 
@@ -61,8 +61,7 @@ def run(args: argparse.Namespace) -> int:
     json_needs_file(args)
     profile = profile_of(args)
     require_nv(profile)
-    rec = (trust.load_all(trust_of(args)).get(profile.name) if args.legacy
-           else trust.load(trust_of(args), profile.name))
+    rec = record_of(args, profile, required=not args.legacy)
     pin = read_pin(args, needed=False, confirm=False)
     opts = UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec)

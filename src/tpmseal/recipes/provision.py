@@ -33,11 +33,12 @@ A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import BadInputError, IntegrityError, UsageError
+from tpmseal.errors import BadInputError, IntegrityError, TpmsealError, UsageError
 from tpmseal.log import get_logger
 from tpmseal.recipes import trust
 from tpmseal.recipes.hierarchy import HIERARCHY_NAMES, primary_hierarchy
@@ -79,6 +80,8 @@ class ProvisionResult:
     trust_file: str
     #: the key sessions are salted with (``ek`` unless a certified EK salts instead)
     salt: KeyState | None = None
+    #: the TPM address the record was pinned at (recipes/trust.py, address)
+    address: str = ""
 
 
 #: what every salt key and SRK needs: a restricted decryption key generated in the TPM
@@ -125,38 +128,64 @@ def _read_key(tpm: Tpm, handle: int, *sessions: Session) -> tuple[Public, int | 
     return r.out_public, primary_hierarchy(r.name, r.qualified_name)
 
 
-def ensure_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str,
-               usable: Callable[[Public], bool] | None = None) -> KeyState:
-    """Keep the key at *handle* if it fits *template* (or is *usable*); else create
-    one from *template* under *hierarchy* and persist it at *handle*."""
+def existing_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str,
+                 usable: Callable[[Public], bool] | None = None) -> KeyState | None:
+    """The key at *handle* if it fits *template* (or is *usable*); None if there is none.
+    A key that can do neither is a :class:`UsageError` (nothing is overwritten)."""
     found = _read_key(tpm, handle)
-    if found is not None:
-        existing, in_hierarchy = found
-        if _shape(existing) != _shape(template):
-            if usable is None or not usable(existing):
-                raise UsageError(
-                    f"handle {handle:#x} holds a key that cannot serve as the {what}",
-                    f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another "
-                    "--profile")
-            log.info("keeping the key at %#x as the %s (not the standard template, but a "
-                     "restricted decryption key the TPM generated)", handle, what)
-        elif in_hierarchy not in (None, hierarchy):
-            log.warning("the key at %#x is the %s template under the %s hierarchy, not under "
-                        "the %s one where this profile's owner (re-)creates it: re-creating it "
-                        "there replaces it, and sessions salted to it then fail until "
-                        "`tpmseal provision --repin`", handle, what,
-                        HIERARCHY_NAMES[in_hierarchy],
-                        HIERARCHY_NAMES.get(hierarchy))
-        return KeyState(handle, existing.name(), existing, False)
+    if found is None:
+        return None
+    existing, in_hierarchy = found
+    if _shape(existing) != _shape(template):
+        if usable is None or not usable(existing):
+            raise UsageError(
+                f"handle {handle:#x} holds a key that cannot serve as the {what}, so nothing "
+                "was created",
+                f"evict it (tpm2_evictcontrol -C o -c {handle:#x}) or use another "
+                "--profile")
+        log.info("keeping the key at %#x as the %s (not the standard template, but a "
+                 "restricted decryption key the TPM generated)", handle, what)
+    elif in_hierarchy not in (None, hierarchy):
+        log.warning("the key at %#x is the %s template under the %s hierarchy, not under "
+                    "the %s one where this profile's owner (re-)creates it: re-creating it "
+                    "there replaces it, and sessions salted to it then fail until "
+                    "`tpmseal provision --repin`", handle, what,
+                    HIERARCHY_NAMES[in_hierarchy],
+                    HIERARCHY_NAMES.get(hierarchy))
+    return KeyState(handle, existing.name(), existing, False)
+
+
+@record
+class Planned:
+    """A key to be persisted at ``state.handle``, loaded now at ``loaded`` (transient when
+    created here, else the persistent handle itself)."""
+
+    state: KeyState
+    loaded: int
+
+
+def load_key(tpm: Tpm, handle: int, hierarchy: int, template: Public, what: str,
+             usable: Callable[[Public], bool] | None = None) -> Planned:
+    """The key at *handle* (:func:`existing_key`), else one created from *template* under
+    *hierarchy* as a transient object: nothing is persisted until :func:`persist`."""
+    kept = existing_key(tpm, handle, hierarchy, template, what, usable)
+    if kept is not None:
+        return Planned(kept, handle)
     log.info("creating the %s (this takes seconds on a hardware TPM)", what)
     r = tpm.run(cmds.CreatePrimary(hierarchy, SensitiveCreate(), template))
-    with tpm.scoped(r.object_handle):
-        tpm.run(cmds.EvictControl(TPM_RH.OWNER, r.object_handle, handle))
-    tpm.names[handle] = r.name
-    return KeyState(handle, r.name, r.out_public, True)
+    return Planned(KeyState(handle, r.name, r.out_public, True), r.object_handle)
 
 
-def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
+def persist(tpm: Tpm, key: Planned) -> KeyState:
+    """EvictControl a key :func:`load_key` created (and flush its transient copy)."""
+    if key.loaded != key.state.handle:
+        with tpm.scoped(key.loaded):
+            tpm.run(cmds.EvictControl(TPM_RH.OWNER, key.loaded, key.state.handle))
+        tpm.names[key.state.handle] = key.state.name
+    return key.state
+
+
+def _aes_refused(tpm: Tpm, ek: Planned) -> bool:
     """Confirm a TestParms "unsupported" answer in a way an interposer cannot forge.
 
     Error responses carry no HMAC, so a forged TestParms failure would pin the
@@ -165,7 +194,7 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
     does support it and the TestParms answer was forged.
     """
     try:
-        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.public, salt_handle=ek.handle)
+        s = tpm.start_session(TPM_SE.HMAC, salt_key=ek.state.public, salt_handle=ek.loaded)
         with tpm.scoped(s.handle):
             tpm.confirm(s)
     except TpmResponseError:
@@ -177,11 +206,15 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
                               "consistent"))
 
 
-def _pinned(path: Path, profile: str) -> trust.TrustRecord | None:
+def _records(path: Path, repin: bool) -> list[trust.TrustRecord]:
+    """The trust file's records, read before anything is created: an unreadable file is
+    refused now (with *repin*, it is replaced: the way out of a corrupted one)."""
     try:
-        return trust.load_all(path).get(profile)
+        return trust.load_all(path)
     except BadInputError:
-        return None  # save() reports the unreadable file
+        if repin:
+            return []
+        raise
 
 
 EK_TYPES = ("auto", "rsa", "ecc")
@@ -242,13 +275,22 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
     supported" answer is an error response, which an interposer can forge
     (errors carry no HMAC). The TCG PC Client TPM profile requires AES-128 in
     CFB mode, so on a PC-class TPM this answer is suspect in itself.
+
+    Nothing is persisted when provisioning refuses: every check that can refuse
+    (EK type and pinned handle, keys at the handles that cannot serve, AES
+    support, the trust file's record for this TPM's address, the EK certificate)
+    runs before the first EvictControl. A missing salt key is created as a
+    transient object first (its public area is what is checked) and flushed on a
+    refusal; a missing SRK or profile EK that salts nothing is created only then.
     """
     if ek_type not in EK_TYPES:
         raise UsageError(f"unknown EK type {ek_type!r}",
                          "use --ek-type auto, --ek-type rsa or --ek-type ecc")
     path = trust.trust_path(str(trust_file) if trust_file else None)
-    ek_type = choose_ek_type(tpm, profile, None if repin else _pinned(path, profile.name),
-                             ek_type, ek_ca)
+    where = trust.address_of(tpm)
+    records = _records(path, repin)
+    pinned = None if repin else trust.pinned_at(records, profile.name, where)
+    ek_type = choose_ek_type(tpm, profile, pinned, ek_type, ek_ca)
     template = EK_RSA_TEMPLATE if ek_type == "rsa" else EK_ECC_TEMPLATE
     # EVE: no certificate covers its owner-hierarchy EK, so a certified EK salts apart
     certified_apart = ek_ca is not None and profile.ek_hierarchy != TPM_RH.ENDORSEMENT
@@ -259,42 +301,67 @@ def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
             f"{ek_type.upper()} one",
             f"drop --ek-type, or pass --ek-ca to salt with the certified {ek_type.upper()} EK")
     salt_handle = TCG.ek_handle(ek_type) if certified_apart else profile.ek_handle(ek_type)
-    if not repin:  # before creating anything: a changed salt key is a choice, not an attack
-        pinned = _pinned(path, profile.name)
-        if pinned is not None and pinned.ek_handle != salt_handle:
-            raise UsageError(
-                f"profile {profile.name} is pinned to the EK at {pinned.ek_handle:#x} (the "
-                f"salt key), not the {ek_type.upper()} EK at {salt_handle:#x}; nothing was "
-                "changed",
-                "pass the same --ek-type/--ek-ca as before, or --repin to switch (blobs "
-                "sealed with the old salt key still unseal with it)")
+    if pinned is not None and pinned.ek_handle != salt_handle:
+        # a changed salt key is a choice, not an attack
+        raise UsageError(
+            f"profile {profile.name} is pinned to the EK at {pinned.ek_handle:#x} (the "
+            f"salt key) in trust file {path}, not the {ek_type.upper()} EK at "
+            f"{salt_handle:#x}; nothing was changed",
+            "pass the same --ek-type/--ek-ca as before, or --repin to switch (blobs "
+            "sealed with the old salt key still unseal with it)")
     profile_type = profile.ek_types[0] if ek_type not in profile.ek_types else ek_type
-    ek = ensure_key(tpm, profile.ek_handle(profile_type), profile.ek_hierarchy,
-                    EK_RSA_TEMPLATE if profile_type == "rsa" else EK_ECC_TEMPLATE,
-                    f"{profile_type.upper()} endorsement key", usable_salt_key)
-    srk = ensure_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key",
-                     usable_parent)
-    salt = ek
+    profile_template = EK_RSA_TEMPLATE if profile_type == "rsa" else EK_ECC_TEMPLATE
+    ek_what = f"{profile_type.upper()} endorsement key"
+    # every key already there must be able to serve before anything is created
+    ek = existing_key(tpm, profile.ek_handle(profile_type), profile.ek_hierarchy,
+                      profile_template, ek_what, usable_salt_key)
+    srk = existing_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE, "storage root key",
+                       usable_parent)
     if certified_apart:
         log.info("the %s key at %#x is the EK template under the %s hierarchy (as EVE "
                  "creates it), which no EK certificate covers: salting with the certified "
-                 "EK at %#x", profile.name, ek.handle, HIERARCHY_NAMES[profile.ek_hierarchy],
-                 salt_handle)
-        salt = ensure_key(tpm, salt_handle, TPM_RH.ENDORSEMENT, template,
-                          f"certified {ek_type.upper()} endorsement key")
-    aes = tpm.test_parms() or not _aes_refused(tpm, salt)
-    if not aes and not allow_legacy:
-        raise UsageError(
-            "the TPM reports no AES-128-CFB support, so secrets sealed on it would cross the "
-            "bus in plaintext (or an interposer forged that answer); nothing was pinned",
-            "provision on a trusted bus; if this TPM really lacks AES-128-CFB, pass "
-            "--allow-legacy")
-    cert_state = "not checked"
-    if ek_ca is not None:
-        from tpmseal.recipes import ekcert  # X.509 costs start-up time: only when asked
+                 "EK at %#x", profile.name, profile.ek_handle(profile_type),
+                 HIERARCHY_NAMES[profile.ek_hierarchy], salt_handle)
+        salt = load_key(tpm, salt_handle, TPM_RH.ENDORSEMENT, template,
+                        f"certified {ek_type.upper()} endorsement key")
+    elif ek is not None:
+        salt = Planned(ek, ek.handle)
+    else:
+        salt = load_key(tpm, profile.ek_handle(profile_type), profile.ek_hierarchy,
+                        profile_template, ek_what)
+    try:
+        if not repin:
+            trust.refuse_new_ek(pinned, salt.state.name, path, where)
+        aes = tpm.test_parms() or not _aes_refused(tpm, salt)
+        if not aes and not allow_legacy:
+            raise UsageError(
+                "the TPM reports no AES-128-CFB support, so secrets sealed on it would cross "
+                "the bus in plaintext (or an interposer forged that answer); nothing was "
+                "created or pinned",
+                "provision on a trusted bus; if this TPM really lacks AES-128-CFB, pass "
+                "--allow-legacy")
+        cert_state = "not checked"
+        if ek_ca is not None:
+            from tpmseal.recipes import ekcert  # X.509 costs start-up time: only when asked
 
-        index = ekcert.verify_ek(tpm, salt.public, ek_ca, salt.handle)
-        cert_state = f"verified (NV {index:#x})"
-    trust.save(path, trust.TrustRecord(profile.name, salt.handle, salt.public, srk.handle,
-                                       srk.name, aes, cert_state), replace=repin)
-    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path), salt)
+            index = ekcert.verify_ek(tpm, salt.state.public, ek_ca, salt.loaded)
+            cert_state = f"verified (NV {index:#x})"
+    except BaseException:
+        if salt.loaded != salt.state.handle:  # refused: the transient copy goes
+            with contextlib.suppress(TpmsealError):
+                tpm.flush(salt.loaded)
+        raise
+    # every check passed: persist what is missing
+    salt_state = persist(tpm, salt)
+    if ek is None:
+        ek = salt_state if not certified_apart else persist(tpm, load_key(
+            tpm, profile.ek_handle(profile_type), profile.ek_hierarchy, profile_template,
+            ek_what))
+    if srk is None:
+        srk = persist(tpm, load_key(tpm, profile.srk, TPM_RH.OWNER, SRK_RSA_TEMPLATE,
+                                    "storage root key"))
+    trust.save(path, trust.TrustRecord(profile.name, salt_state.handle, salt_state.public,
+                                       srk.handle, srk.name, aes, cert_state,
+                                       addresses=(where,)), replace=repin)
+    return ProvisionResult(profile.name, ek, srk, aes, cert_state, str(path), salt_state,
+                           where)

@@ -328,12 +328,12 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if trust is not None:
         pinned = SaltKey(trust.ek_handle, trust.ek_public)
         if salt is not None and salt.name != pinned.name:
-            raise BadInputError(OTHER_TPM + " (its salt key is not the pinned endorsement key)",
-                                OTHER_TPM_HINT)
+            raise BadInputError(OTHER_TPM + " (its salt key is not the pinned endorsement key, "
+                                f"trust file {trust.path})", OTHER_TPM_HINT)
         if (blob.parent_name and blob.parent_handle == trust.srk_handle
                 and blob.parent_name != trust.srk_name):
-            raise BadInputError(OTHER_TPM + " (its parent is not the pinned storage key)",
-                                OTHER_TPM_HINT)
+            raise BadInputError(OTHER_TPM + " (its parent is not the pinned storage key, "
+                                f"trust file {trust.path})", OTHER_TPM_HINT)
         salt = salt or pinned
     encrypted = not legacy
     if encrypted and salt is None:

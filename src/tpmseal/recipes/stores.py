@@ -108,13 +108,18 @@ class FileStore:
     def describe(self) -> str:
         return str(self.path)
 
-    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+    def read(self) -> SealedBlob | None:
+        """The blob in the file; None if there is none (a file needs no TPM to read)."""
         if self.path.exists() and not self.path.is_file():
             raise UsageError(f"{self.path} is not a regular file",
                              "a sealed blob is a JSON file: name a file path")
         text = read_capped(self.path, "blob", MAX_BLOB_FILE)
-        if text is not None:
-            yield SealedBlob.from_json(text, str(self.path))
+        return None if text is None else SealedBlob.from_json(text, str(self.path))
+
+    def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        blob = self.read()
+        if blob is not None:
+            yield blob
 
     def save(self, tpm: Tpm, blob: SealedBlob, keep: SealedBlob | None = None, *,
              exclusive: bool = False) -> None:

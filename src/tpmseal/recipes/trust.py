@@ -19,23 +19,49 @@ states, signer, PIN; recipes/blob.py ``policy_record``), which the layout has no
 room for; the stores treat it as untrusted input that the TPM's policy check
 overrules.
 
+Several TPMs share one trust file (a simulator next to the board's TPM, a second
+TPM, a replaced board): records are keyed by the salt key's Name, one per
+profile, each with the TPM *addresses* it was provisioned at (canonical TPM
+URIs: :func:`address`). Which record a flow uses is never decided by anything
+read over the bus, since an interposer could then present the EK of another
+pinned TPM whose private key it knows (a software simulator's state directory)
+and redirect the salt there (docs/SECURITY.md). :func:`select` picks, in order:
+the record whose salt key a blob file names (unseal; the file is not from the
+bus), the record provisioned at the address the caller opened, the profile's
+only record; anything else is ambiguous and a usage error listing the
+candidates. ``provision`` refuses a new EK at an address a record holds (or,
+for a record written before addresses were recorded, at any address) unless
+``--repin``, and adds an address to the record whose EK it finds there.
+
 Format (JSON, not secret, written atomically)::
 
-    {"format": "tpmseal-trust/1",
-     "profiles": {"tcg": {"ek": {"handle": "0x81010001", "name": HEX, "public": B64},
-                          "srk": {"handle": "0x81000001", "name": HEX},
-                          "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
-                          "nv_sealed": [HEX, ...],  (profiles with an NV layout)
-                          "nv_records": {HEX: {...}},  (optional, per pinned Name)
-                          "updated": ISO-8601}}}
+    {"format": "tpmseal-trust/2",
+     "tpms": {EK_NAME_HEX: {"profiles": {"tcg": {
+                  "addresses": ["unix:/run/swtpm/tpm.sock", "device:/dev/tpmrm0"],
+                  "ek": {"handle": "0x81010001", "name": EK_NAME_HEX, "public": B64},
+                  "srk": {"handle": "0x81000001", "name": HEX},
+                  "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
+                  "nv_sealed": [HEX, ...],  (profiles with an NV layout)
+                  "nv_records": {HEX: {...}},  (optional, per pinned Name)
+                  "updated": ISO-8601}}}}}
+
+Format 1 (``"profiles": {"tcg": {RECORD}}``, one record per profile) is what a
+file holding one TPM per profile is still written as, with the addresses in each
+record: tpmseal before format 2 reads it (it ignores ``addresses``), so rolling
+tpmseal back keeps unsealing. Once a profile has records for two TPMs the file
+is rewritten as format 2, which older tpmseal refuses (exit 7) rather than
+misreads. A format 1 record without ``addresses`` (written before format 2) has
+no recorded address.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,18 +84,51 @@ from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import Public
 
-FORMAT = "tpmseal-trust/1"
+FORMAT = "tpmseal-trust/2"
+#: one record per profile: still written while it can hold the file (rollback)
+FORMAT_1 = "tpmseal-trust/1"
 DEFAULT_PATH = "/var/lib/tpmseal/trust.json"
-#: a trust file is a few kB per profile; anything past this is not one
+#: a trust file is a few kB per record; anything past this is not one
 MAX_TRUST_FILE = 256 * 1024
+_REPAIR = "restore it from a backup, or re-pin with `tpmseal provision --repin`"
 
-__all__ = ["EK_MISMATCH", "TrustRecord", "load", "load_all", "salted_session", "save",
-           "start_salted", "trust_path"]
+__all__ = ["EK_MISMATCH", "TrustRecord", "address", "address_of", "find", "load", "load_all",
+           "name_file", "naming", "pinned_at", "refuse_new_ek", "required", "salted_session",
+           "save", "select", "start_salted", "trust_path"]
 
 
 def trust_path(explicit: str | None = None) -> Path:
     """--trust-file, else $TPMSEAL_TRUST_FILE, else /var/lib/tpmseal/trust.json."""
     return Path(explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
+
+
+def address(uri: str) -> str:
+    """The canonical form of a TPM URI, as records hold it: ``device:``/``unix:`` with an
+    absolute path (``/dev/tpmN`` as ``/dev/tpmrmN``, the same chip), ``sim:DIR`` as its
+    socket ``unix:DIR/tpm.sock``, ``mssim:`` and TCTI forms as ``tcp:HOST:PORT``. A URI
+    that does not parse is kept as it is (opening it reports the problem). The caller
+    names the address: nothing here comes from the bus.
+    """
+    from tpmseal.transport.base import parse_uri
+
+    try:
+        u = parse_uri(uri)
+    except UsageError:
+        return uri
+    if u.scheme in ("tcp", "mssim"):
+        return f"tcp:{u.host}:{u.port}"
+    path = os.path.abspath(u.path)
+    if u.scheme == "sim":
+        return f"unix:{os.path.join(path, 'tpm.sock')}"
+    head, tail = os.path.split(path)
+    if u.scheme == "device" and tail.startswith("tpm") and tail[3:].isdigit():
+        path = os.path.join(head, f"tpmrm{tail[3:]}")  # the same chip as its resource manager
+    return f"{u.scheme}:{path}"
+
+
+def address_of(tpm: Tpm) -> str:
+    """The canonical address of the TPM *tpm* was opened on (its transport's URI)."""
+    return address(tpm.transport.uri)
 
 
 @record
@@ -88,6 +147,9 @@ class TrustRecord:
     nv_sealed: tuple[bytes, ...] = ()
     #: per pinned Name (hex), its policy record (recipes/blob.py ``policy_record``)
     nv_records: dict[str, Any] = field(default_factory=dict)
+    #: canonical TPM URIs this record was provisioned at (:func:`address`); none for a
+    #: record written before they were recorded
+    addresses: tuple[str, ...] = ()
     #: the trust file this record was read from (not part of it)
     path: Path | None = field(default=None, repr=False)
 
@@ -95,13 +157,18 @@ class TrustRecord:
     def ek_name(self) -> bytes:
         return self.ek_public.name()
 
+    def describe(self) -> str:
+        """EK Name prefix and addresses, for messages."""
+        at = ", ".join(self.addresses) or "no recorded address"
+        return f"EK {self.ek_name.hex()[:16]}... at {at}"
+
     def to_json(self) -> dict[str, Any]:
         from datetime import datetime, timezone  # only to save a record
         extra: dict[str, Any] = {"nv_sealed": [n.hex() for n in self.nv_sealed]} \
             if self.nv_sealed else {}
         if self.nv_records:
             extra["nv_records"] = self.nv_records
-        return extra | {
+        return {"addresses": list(self.addresses)} | extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},
             "srk": {"handle": f"{self.srk_handle:#010x}", "name": self.srk_name.hex()},
@@ -115,84 +182,190 @@ class TrustRecord:
         try:
             pub = Public.from_sized(base64.b64decode(d["ek"]["public"], validate=True))
             check_salt_key(pub, f"trust file {where}: the EK")
+            addresses = d.get("addresses", [])
+            if not isinstance(addresses, list) or not all(isinstance(a, str)
+                                                          for a in addresses):
+                raise ValueError("addresses is not a list of strings")
             rec = cls(profile, handle_field(d["ek"]["handle"], f"trust file {where}: EK"), pub,
                       handle_field(d["srk"]["handle"], f"trust file {where}: SRK"),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
                       tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])),
-                      dict(d.get("nv_records") or {}), Path(where))
+                      dict(d.get("nv_records") or {}), tuple(addresses), Path(where))
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
             raise BadInputError(f"trust file {where} is malformed ({type(e).__name__}: {e})",
-                                "restore it from a backup, or re-pin with "
-                                "`tpmseal provision --repin`") from None
+                                _REPAIR) from None
         if name != rec.ek_name:
             raise BadInputError(f"trust file {where}: EK name does not match its public area",
                                 "the file was edited or corrupted; re-run `tpmseal provision`")
         return rec
 
 
-def load_all(path: Path) -> dict[str, TrustRecord]:
-    """Every profile recorded in the trust file; empty if the file does not exist."""
+def _object(value: Any, what: str, path: Path) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadInputError(f"trust file {path}: {what} is not a JSON object", _REPAIR)
+    return value
+
+
+def load_all(path: Path) -> list[TrustRecord]:
+    """Every record in the trust file (format 2, or 1: one record per profile); empty if
+    the file does not exist."""
     raw = read_capped(path, "trust file", MAX_TRUST_FILE)
     if raw is None:
-        return {}
+        return []
     doc = safejson.loads(raw, f"trust file {path} is malformed",
                          "restore it or re-run `tpmseal provision`")
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        fmt = doc.get("format") if isinstance(doc, dict) else None
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    if fmt == FORMAT_1:
+        profiles = _object(doc.get("profiles"), "profiles", path)
+        return [TrustRecord.from_json(name, _object(rec, f"profile {name[:40]!r}", path),
+                                      str(path)) for name, rec in profiles.items()]
+    if fmt != FORMAT:
         raise BadInputError(f"trust file {path} has an unknown format {str(fmt)[:40]!r}",
                             f"pass a {FORMAT!r} file written by `tpmseal provision`")
-    profiles = doc.get("profiles")
-    if not isinstance(profiles, dict):
-        raise BadInputError(f"trust file {path} has no profiles",
-                            "restore it or re-run `tpmseal provision`")
-    records = {}
-    for name, rec in profiles.items():
-        if not isinstance(rec, dict):
-            raise BadInputError(f"trust file {path}: profile {name[:40]!r} is not a JSON object",
-                                "restore it or re-pin with `tpmseal provision --repin`")
-        records[name] = TrustRecord.from_json(name, rec, str(path))
+    records = []
+    for key, entry in _object(doc.get("tpms"), "tpms", path).items():
+        profiles = _object(_object(entry, f"TPM {key[:20]!r}", path).get("profiles"),
+                           f"TPM {key[:20]!r}: profiles", path)
+        for name, rec in profiles.items():
+            r = TrustRecord.from_json(name, _object(rec, f"profile {name[:40]!r}", path),
+                                      str(path))
+            if r.ek_name.hex() != key:
+                raise BadInputError(f"trust file {path}: the record under {key[:20]!r} is for "
+                                    "another EK", _REPAIR)
+            records.append(r)
     return records
 
 
-def load(path: Path, profile: str) -> TrustRecord:
-    """The record for *profile*, or :class:`NotFoundError` saying to provision."""
-    rec = load_all(path).get(profile)
+def _at(records: list[TrustRecord], where: str | None) -> TrustRecord | None:
+    return next((r for r in records if where is not None and where in r.addresses), None)
+
+
+def select(records: list[TrustRecord], profile: str, path: Path, *,
+           address: str | None = None, salt_name: bytes | None = None) -> TrustRecord | None:
+    """The record of *profile* a flow at *address* uses; None if the profile has none.
+
+    *salt_name*: the Name of the salt key a blob file records (unseal), which picks the
+    record pinning that key. Else the record provisioned at *address*, else the
+    profile's only record. Never the bus's word: see the module docstring.
+    """
+    mine = [r for r in records if r.profile == profile]
+    here = _at(mine, address)
+    if salt_name is not None:
+        sealed_on = next((r for r in mine if r.ek_name == salt_name), None)
+        if sealed_on is not None:
+            if here is not None and here is not sealed_on:
+                raise BadInputError(
+                    f"the blob was sealed on the TPM pinned as {sealed_on.describe()} in trust "
+                    f"file {path}, not on the one at {address} ({here.describe()})",
+                    "unseal it on the TPM it was sealed on (--tpm), or restore the blob "
+                    "sealed on this one")
+            return sealed_on
+    if here is not None:
+        return here
+    if len(mine) <= 1:
+        return mine[0] if mine else None
+    raise UsageError(
+        f"trust file {path} pins {len(mine)} TPMs for profile {profile} and none at "
+        f"{address or 'an unnamed address'}: " + "; ".join(r.describe() for r in mine),
+        "pass --tpm with the address of the one you mean (an address listed), or run "
+        "`tpmseal provision` at this address to pin this TPM")
+
+
+def find(path: Path, profile: str, *, address: str | None = None,
+         salt_name: bytes | None = None) -> TrustRecord | None:
+    """:func:`select` over the trust file at *path*."""
+    return select(load_all(path), profile, path, address=address, salt_name=salt_name)
+
+
+def load(path: Path, profile: str, *, address: str | None = None,
+         salt_name: bytes | None = None) -> TrustRecord:
+    """Like :func:`find`, but :class:`NotFoundError` saying to provision if there is none."""
+    return required(find(path, profile, address=address, salt_name=salt_name), path, profile)
+
+
+def required(rec: TrustRecord | None, path: Path, profile: str) -> TrustRecord:
+    """*rec*, or :class:`NotFoundError` saying to provision *profile*."""
     if rec is None:
-        raise NotFoundError(f"no trusted endorsement key for profile {profile!r} in {path}",
+        raise NotFoundError(f"no trusted endorsement key for profile {profile!r} in trust "
+                            f"file {path}",
                             f"run `tpmseal provision --profile {profile}` first (it pins the "
                             "TPM's keys), or pass the right --trust-file")
     return rec
 
 
-def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
-    """Add or update *record*; refuse to change a pinned EK unless *replace*.
+def pinned_at(records: list[TrustRecord], profile: str,
+              where: str | None) -> TrustRecord | None:
+    """The record ``provision`` at *where* must find the same EK in: the one provisioned
+    there, else one without addresses (written before they were recorded: it may be at
+    any address)."""
+    mine = [r for r in records if r.profile == profile]
+    return _at(mine, where) or next((r for r in mine if not r.addresses), None)
 
-    With *replace* an unreadable trust file is replaced too (re-pinning is the
-    way out of a corrupted one).
+
+def refuse_new_ek(pinned: TrustRecord | None, ek_name: bytes, path: Path,
+                  where: str | None) -> None:
+    """:class:`TrustError` if *pinned* (see :func:`pinned_at`) pins another EK than the
+    one found at *where*."""
+    if pinned is None or pinned.ek_name == ek_name:
+        return
+    recorded = ("pinned for it" if where in pinned.addresses else
+                "pinned without an address (a trust file from before per-TPM records)")
+    raise TrustError(
+        f"{EK_MISMATCH}: the TPM at {where} has EK {ek_name.hex()[:16]}..., trust file {path} "
+        f"has EK {pinned.ek_name.hex()[:16]}... {recorded}; nothing was created",
+        "if the TPM was really replaced or cleared, re-pin with `tpmseal provision --repin`"
+        + ("" if pinned.addresses else "; if it is a second TPM, first run `tpmseal "
+           "provision` on the pinned one (it records its address)"))
+
+
+def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
+    """Add or update *record*, provisioned at ``record.addresses`` (one address).
+
+    A record pinned at that address (or one without addresses) must have the same EK,
+    else :class:`TrustError` unless *replace*, which drops it (re-pinning after
+    replacing the TPM). A record of the profile with the same EK elsewhere gains the
+    address (the same TPM reached another way). With *replace* an unreadable trust
+    file is replaced too (re-pinning is the way out of a corrupted one).
     """
     try:
         records = load_all(path)
     except BadInputError:
         if not replace:
             raise
-        records = {}
-    old = records.get(record.profile)
-    if old is not None and old.ek_name != record.ek_name and not replace:
-        raise TrustError(EK_MISMATCH,
-                         "if the TPM was really replaced or cleared, re-pin with "
-                         "`tpmseal provision --repin`")
-    if old is not None and old.ek_name == record.ek_name and not record.nv_sealed:
-        # a re-provision keeps the pins
-        record = _replace(record, nv_sealed=old.nv_sealed, nv_records=old.nv_records)
-    records[record.profile] = record
-    _write(path, records)
+        records = []
+    where = record.addresses[0] if record.addresses else None
+    pinned = pinned_at(records, record.profile, where)
+    if pinned is not None and pinned.ek_name != record.ek_name:
+        if not replace:
+            refuse_new_ek(pinned, record.ek_name, path, where)
+        records.remove(pinned)
+    same = next((r for r in records
+                 if r.profile == record.profile and r.ek_name == record.ek_name), None)
+    if same is not None:
+        records.remove(same)
+        if not record.nv_sealed:  # a re-provision keeps the pins
+            record = _replace(record, nv_sealed=same.nv_sealed, nv_records=same.nv_records)
+        record = _replace(record, addresses=tuple(dict.fromkeys(
+            (*same.addresses, *record.addresses))))
+    _write(path, [*records, record])
 
 
-def _write(path: Path, records: dict[str, TrustRecord]) -> None:
-    doc = {"format": FORMAT, "profiles": {k: v.to_json() for k, v in sorted(records.items())}}
+def _write(path: Path, records: list[TrustRecord]) -> None:
+    """Format 1 while every profile has one record (an older tpmseal reads it, ignoring
+    the addresses: a rollback keeps unsealing), else format 2."""
+    ordered = sorted(records, key=lambda r: (r.ek_name, r.profile))
+    doc: dict[str, Any]
+    if len({r.profile for r in ordered}) == len(ordered):
+        doc = {"format": FORMAT_1, "profiles": {r.profile: r.to_json() for r in ordered}}
+    else:
+        tpms: dict[str, dict[str, Any]] = {}
+        for r in ordered:
+            tpms.setdefault(r.ek_name.hex(), {"profiles": {}})["profiles"][r.profile] = \
+                r.to_json()
+        doc = {"format": FORMAT, "tpms": tpms}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
@@ -202,6 +375,24 @@ def _write(path: Path, records: dict[str, TrustRecord]) -> None:
     except OSError as e:
         raise UsageError(f"cannot write trust file {path}: {e.strerror or e}",
                          "pass a writable --trust-file PATH") from None
+
+
+@contextlib.contextmanager
+def naming(path: Path) -> Iterator[None]:
+    """Trust problems (:class:`TrustError`) raised in the block name the trust file *path*
+    if their message does not already (the layers below know no file)."""
+    try:
+        yield
+    except TrustError as e:
+        name_file(e, path)
+        raise
+
+
+def name_file(e: TrustError, path: Path) -> None:
+    """Add "(trust file PATH)" to *e*'s message unless it names that file already."""
+    if str(path) not in e.message:
+        e.message = f"{e.message} (trust file {path})"
+        e.args = (e.message,)
 
 
 def pin_sealed(record: TrustRecord, names: tuple[bytes, ...],
@@ -217,10 +408,11 @@ def pin_sealed(record: TrustRecord, names: tuple[bytes, ...],
     if names == record.nv_sealed and kept == record.nv_records:
         return record
     records = load_all(record.path)
-    updated = _replace(records.get(record.profile, record), nv_sealed=names, nv_records=kept,
-                       updated="", path=record.path)
-    records[record.profile] = updated
-    _write(record.path, records)
+    old = next((r for r in records
+                if (r.profile, r.ek_name) == (record.profile, record.ek_name)), None)
+    updated = _replace(old or record, nv_sealed=names, nv_records=kept, updated="",
+                       path=record.path)
+    _write(record.path, [r for r in records if r is not old] + [updated])
     return updated
 
 

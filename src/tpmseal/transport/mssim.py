@@ -8,8 +8,13 @@ recognises this framing too, so ``mssim:`` reaches an swtpm as well.
 
 The platform channel (port + 1) is not used: the simulator must already be
 powered on (``MS_SIM_POWER_ON``, ``MS_SIM_NV_ON``), as its start-up scripts or
-any tpm2-tools command over the mssim TCTI leave it. A powered-off simulator
-answers with an empty response, reported as such.
+any tpm2-tools command over the mssim TCTI leave it (tpm2-tss' TCTI sends both
+at every initialisation). A powered-off simulator answers with an empty
+response, reported as such. tpmseal sends neither because port + 1 of an swtpm
+is swtpm's own control channel (``--ctrl type=tcp``), whose commands share the
+numbers with other meanings: 1 is CMD_GET_CAPABILITY there (swtpm answers with 8
+bytes, not the 4 the platform protocol has), 11 is CMD_RESET_TPMESTABLISHED
+(swtpm 0.7 drops the connection for the missing locality byte).
 """
 
 from __future__ import annotations
