@@ -1,4 +1,4 @@
-"""Attack 20: answer at one pinned TPM's address with another pinned TPM.
+"""Attack 22: answer at one pinned TPM's address with another pinned TPM.
 
 One trust file pins two TPMs: the board's (A, at the address the user opens) and a
 software simulator (B) whose state directory, and so its EK's private key, the
