@@ -32,14 +32,11 @@ class LoggedTransport:
         self._opened = time.monotonic()
 
     def send(self, command: bytes) -> bytes:
-        from tpmseal.wire.constants import TPM_CC
+        from tpmseal.wire.constants import TPM_CC, enum_name
         from tpmseal.wire.rc import rc_name
 
         code = int.from_bytes(command[6:10], "big")
-        try:
-            name = TPM_CC(code).name
-        except ValueError:
-            name = f"{code:#x}"
+        name = enum_name(TPM_CC, code)
         start = time.monotonic()
         response = self.inner.send(command)
         took = time.monotonic() - start

@@ -53,11 +53,13 @@ from tpmseal.wire.constants import (
     HASH_SIZES,
     TPM_ALG,
     TPM_CAP,
+    TPM_CC,
     TPM_HT,
     TPM_PT,
     TPM_RH,
     TPM_SE,
     TPMA_SESSION,
+    enum_name,
     handle_type,
 )
 from tpmseal.wire.frames import build_command, parse_header, split_response
@@ -183,16 +185,16 @@ class Tpm:
                 break
             decoded = decode_rc(header.code)
             if decoded.name in RETRYABLE and attempt < self.retry_limit:
-                log.debug("TPM2_%s: %s, retrying in %.0f ms", cls.CC.name, decoded.name,
-                          delay * 1000)
+                log.debug("TPM2_%s: %s, retrying in %.0f ms", enum_name(TPM_CC, cls.CC),
+                          decoded.name, delay * 1000)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            raise _first_use_error(header.code, cls.CC.name, sessions)
+            raise _first_use_error(header.code, enum_name(TPM_CC, cls.CC), sessions)
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
-            raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
+            raise _malformed(enum_name(TPM_CC, cls.CC), e, authorized=pending is not None) from None
         params_bytes = frame_r.params
         try:
             if pending is not None:
@@ -205,7 +207,8 @@ class Tpm:
             try:
                 response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
             except DecodeError as e:
-                raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
+                raise _malformed(enum_name(TPM_CC, cls.CC), e,
+                                 authorized=pending is not None) from None
         except TpmsealError:
             # The TPM executed the command (it answered TPM_RC_SUCCESS) but the response
             # is rejected: flush any transient object it reports at close(), or a

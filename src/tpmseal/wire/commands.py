@@ -135,7 +135,7 @@ REGISTRY: dict[int, type[Command[Any]]] = {}
 class Command(Declared, Generic[R]):
     """Base of command declarations; subclasses register themselves."""
 
-    CC: ClassVar[TPM_CC]
+    CC: ClassVar[int]
     SECTION: ClassVar[str]
     RESPONSE: ClassVar[type[Any]]
 

@@ -22,7 +22,7 @@ from tpmseal.errors import DecodeError
 from tpmseal.records import record
 from tpmseal.wire.codecs import Codec
 from tpmseal.wire.commands import REGISTRY, Layout
-from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name
+from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name, members
 from tpmseal.wire.handles import CommandShape, shape
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
 
@@ -69,7 +69,7 @@ class AuthResponse:
 
 def session_attrs_text(attrs: int) -> str:
     """E.g. ``continueSession|decrypt``; ``0`` when no bit is set."""
-    names = [a.name or "" for a in TPMA_SESSION if attrs & a]
+    names = [name for name, bit in members(TPMA_SESSION).items() if attrs & bit]
     return "|".join(names) if names else "0"
 
 
