@@ -118,7 +118,7 @@ def profile_of(args: argparse.Namespace) -> Profile:
     return get_profile(args.profile)
 
 
-def trust_of(args: argparse.Namespace) -> Any:
+def trust_of(args: argparse.Namespace) -> str:
     return trust_path(args.trust_file)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import (
@@ -217,7 +217,7 @@ def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
     if args.nv:
         return NvStore.for_profile(profile, pcrs, rec, pin,
                                    getattr(args, "accept_sealed_object", False))
-    return FileStore(Path(args.blob))
+    return FileStore(args.blob)
 
 
 def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
@@ -332,9 +332,9 @@ def run_unseal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lock_target(args: argparse.Namespace) -> Path:
+def _lock_target(args: argparse.Namespace) -> str:
     """What a rewrite locks: the blob file, or for NV the TPM's trust file."""
-    return Path(trust_of(args)) if args.nv else Path(args.blob)
+    return trust_of(args) if args.nv else str(args.blob)
 
 
 def run_reseal(args: argparse.Namespace) -> int:
@@ -346,12 +346,12 @@ def run_reseal(args: argparse.Namespace) -> int:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
-        target = FileStore(Path(args.output)) if args.output else None
+        target = FileStore(args.output) if args.output else None
         if target is not None and args.nv:
             raise UsageError("--output applies to blob files, not --nv",
                              hint="drop --output: reseal --nv rewrites the NV indices in place")
         in_place = target is not None and (
-            Path(args.output).resolve() == Path(args.blob).resolve())
+            os.path.realpath(args.output) == os.path.realpath(args.blob))
         if (target is not None and not args.force and not in_place
                 and first_candidate(tpm, target) is not None):
             raise UsageError(f"{args.output} already holds a sealed secret",
@@ -398,7 +398,7 @@ def run_import(args: argparse.Namespace) -> int:
     except DecodeError as e:
         raise BadInputError(f"--private {args.private} is not a TPM2B_PRIVATE: {e.message}",
                             "pass the file `tpm2_create -r` wrote") from None
-    out = FileStore(Path(args.output))
+    out = FileStore(args.output)
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")

@@ -33,8 +33,8 @@ A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
-from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, UsageError
@@ -177,7 +177,7 @@ def _aes_refused(tpm: Tpm, ek: KeyState) -> bool:
                               "consistent"))
 
 
-def _pinned(path: Path, profile: str) -> trust.TrustRecord | None:
+def _pinned(path: str | os.PathLike[str], profile: str) -> trust.TrustRecord | None:
     try:
         return trust.load_all(path).get(profile)
     except BadInputError:
@@ -233,7 +233,7 @@ def choose_ek_type(tpm: Tpm, profile: Profile, pinned: trust.TrustRecord | None,
 
 
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
-              trust_file: Path | None = None, ek_ca: str | None = None,
+              trust_file: str | os.PathLike[str] | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
     """Create the profile's EK and SRK if missing, and pin them in the trust file.
 

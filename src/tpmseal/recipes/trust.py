@@ -31,7 +31,6 @@ import base64
 import binascii
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from tpmseal import safejson
@@ -62,9 +61,9 @@ __all__ = ["EK_MISMATCH", "TrustRecord", "load", "load_all", "salted_session", "
            "start_salted", "trust_path"]
 
 
-def trust_path(explicit: str | None = None) -> Path:
+def trust_path(explicit: str | None = None) -> str:
     """--trust-file, else $TPMSEAL_TRUST_FILE, else /var/lib/tpmseal/trust.json."""
-    return Path(explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
+    return (explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
 
 
 @record
@@ -82,7 +81,7 @@ class TrustRecord:
     #: Names of the sealed objects tpmseal stored in the profile's NV layout
     nv_sealed: tuple[bytes, ...] = ()
     #: the trust file this record was read from (not part of it)
-    path: Path | None = field(default=None, repr=False)
+    path: str | None = field(default=None, repr=False)
 
     @property
     def ek_name(self) -> bytes:
@@ -109,7 +108,7 @@ class TrustRecord:
                       handle_field(d["srk"]["handle"], f"trust file {where}: SRK"),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
-                      tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])), Path(where))
+                      tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])), where)
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
@@ -122,7 +121,7 @@ class TrustRecord:
         return rec
 
 
-def load_all(path: Path) -> dict[str, TrustRecord]:
+def load_all(path: str | os.PathLike[str]) -> dict[str, TrustRecord]:
     """Every profile recorded in the trust file; empty if the file does not exist."""
     raw = read_capped(path, "trust file", MAX_TRUST_FILE)
     if raw is None:
@@ -146,7 +145,7 @@ def load_all(path: Path) -> dict[str, TrustRecord]:
     return records
 
 
-def load(path: Path, profile: str) -> TrustRecord:
+def load(path: str | os.PathLike[str], profile: str) -> TrustRecord:
     """The record for *profile*, or :class:`NotFoundError` saying to provision."""
     rec = load_all(path).get(profile)
     if rec is None:
@@ -156,7 +155,7 @@ def load(path: Path, profile: str) -> TrustRecord:
     return rec
 
 
-def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
+def save(path: str | os.PathLike[str], record: TrustRecord, *, replace: bool = False) -> None:
     """Add or update *record*; refuse to change a pinned EK unless *replace*.
 
     With *replace* an unreadable trust file is replaced too (re-pinning is the
@@ -179,10 +178,10 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
     _write(path, records)
 
 
-def _write(path: Path, records: dict[str, TrustRecord]) -> None:
+def _write(path: str | os.PathLike[str], records: dict[str, TrustRecord]) -> None:
     doc = {"format": FORMAT, "profiles": {k: v.to_json() for k, v in sorted(records.items())}}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
         write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
     except PermissionError:
         raise UsageError(f"permission denied writing trust file {path}",
