@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
@@ -14,6 +13,9 @@ from tpmseal.log import INFO, get_logger
 from tpmseal.recipes.profiles import PROFILES, Profile, get_profile
 from tpmseal.recipes.trust import trust_path
 from tpmseal.transport.base import Transport, default_uri, parse_uri
+
+if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
+    import argparse
 
 log = get_logger("tpmseal.cli")
 

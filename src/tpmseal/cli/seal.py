@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 from typing import TYPE_CHECKING, Any
@@ -39,7 +38,9 @@ from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
 
-if TYPE_CHECKING:  # signed policies load on use only
+if TYPE_CHECKING:  # signed policies load on use only; argparse when parsing needs it
+    import argparse
+
     from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.cli")
@@ -66,16 +67,23 @@ def _pcr_spec(text: str) -> PcrSelectionList:
     try:
         return parse_pcrs(text)
     except UsageError as e:
-        raise argparse.ArgumentTypeError(e.one_line()) from None
+        raise _type_error(e.one_line()) from None
+
+
+def _type_error(message: str) -> Exception:
+    """argparse's error for a value its ``type`` refuses (argparse loads on errors only)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 def _nv_index(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an NV index") from None
+        raise _type_error(f"{text!r} is not an NV index") from None
     if value >> 24 != 0x01:
-        raise argparse.ArgumentTypeError(f"{text} is not an NV index (0x01xxxxxx)")
+        raise _type_error(f"{text} is not an NV index (0x01xxxxxx)")
     return value
 
 
