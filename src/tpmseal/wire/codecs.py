@@ -9,10 +9,15 @@ sized buffer is encrypted, and only its data bytes).
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tpmseal.records import record
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
+
+if TYPE_CHECKING:
+    from typing import Generic as Parametric
+else:  # no typing aliases at run time (start-up time)
+    from tpmseal.records import Parametric
 
 T = TypeVar("T")
 S = TypeVar("S", bound="Marshalable")
@@ -27,7 +32,7 @@ class Marshalable(Protocol):
     def unmarshal(cls, r: Reader) -> Any: ...
 
 
-class Codec(Generic[T]):
+class Codec(Parametric[T]):
     """Writes and reads one field; ``is_2b`` marks size-prefixed buffers."""
 
     tpm_type: str = "?"
