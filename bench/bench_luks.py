@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Unlocking LUKS2 volumes: tpmseal against systemd 252 and clevis 19 on one swtpm.
 
-Makes three LUKS2 images (cryptsetup 2.6, PBKDF2 at minimum cost): one with a
+Makes five LUKS2 images (cryptsetup 2.6, PBKDF2 at minimum cost): one with a
 tpmseal token (``tpmseal luks enroll``), one enrolled by ``systemd-cryptenroll
---tpm2-pcrs=7``, one bound by ``clevis luks bind … tpm2``. Each volume's TPM
-secret is then unsealed by tpmseal (in-process, ``unlockers.KINDS[...].unseal``)
-and by the stack that made it (``systemd-cryptsetup attach``, which stops after
-unsealing without device-mapper; ``clevis luks pass``), through tpmseal's
-recording proxy, which counts the TPM commands and runs the leak scanner for the
-keyslot passphrase and the secret it derives from.
+--tpm2-pcrs=7``, one by ``systemd-cryptenroll --tpm2-public-key
+--tpm2-public-key-pcrs=11`` (signed PCR 11, PCR 7 fixed; the signature from
+``tpmseal policy sign --format systemd``), one with a systemd 254 ``tpm2_srk``
+token (sealed under the SRK with tpm2-tools, as systemd 254+ does; 252 cannot),
+one bound by ``clevis luks bind … tpm2``. Each volume's TPM secret is then
+unsealed by tpmseal (in-process, ``unlockers.KINDS[...].unseal``) and by the
+stack that made it where it runs here (``systemd-cryptsetup attach``, which
+stops after unsealing without device-mapper; ``clevis luks pass``), through
+tpmseal's recording proxy, which counts the TPM commands and runs the leak
+scanner for the keyslot passphrase and the secret it derives from.
 
 Columns: ``cmds`` TPM commands of one unlock (retries excluded), ``wall`` median
 wall time (in-process for tpmseal, the whole process for the peers, both behind
@@ -67,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, metavar="N")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    missing = [t for t in ("systemd-cryptenroll", "clevis") if shutil.which(t) is None]
+    missing = [t for t in ("systemd-cryptenroll", "clevis", "tpm2_create")
+               if shutil.which(t) is None]
     if missing or not os.access(SYSTEMD_CRYPTSETUP, os.X_OK):
         raise SystemExit(f"missing: {', '.join(missing) or SYSTEMD_CRYPTSETUP} "
                          "(apt-get install systemd clevis clevis-luks clevis-tpm2)")
@@ -81,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'volume':<14} {'unlocked by':<26} {'cmds':>5} {'wall ms':>8}  key on bus")
+    print(f"{'volume':<15} {'unlocked by':<26} {'cmds':>5} {'wall ms':>8}  key on bus")
     for r in rows:
-        print(f"{r['volume']:<14} {r['by']:<26} {r['cmds']:>5} {r['wall_ms']:>8.1f}  "
+        print(f"{r['volume']:<15} {r['by']:<26} {r['cmds']:>5} {r['wall_ms']:>8.1f}  "
               f"{r['leak'] or 'no'}")
     return 0
 
@@ -93,51 +98,104 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
     pw = base / "pw"
     pw.write_bytes(b"bench passphrase")
     pw.chmod(0o600)
-    images = {k: base / f"{k}.img" for k in ("tpmseal", "systemd-tpm2", "clevis")}
+    images = {k: base / f"{k}.img" for k in ("tpmseal", "systemd-tpm2", "systemd-signed",
+                                             "systemd-srk", "clevis")}
     for img in images.values():
         make_image(img, pw)
     env = {"TPMSEAL_TPM": uri, "TPMSEAL_TRUST_FILE": str(trust_file)}
+    signer, sig = base / "signer.pem", base / "signature.json"
     for cmd in ([*tpmseal_cli(), "luks", "enroll", str(images["tpmseal"]), "--pcrs",
                  "sha256:7", "--unlock-key-file", str(pw)],
                 ["systemd-cryptenroll", f"--tpm2-device={tcti}", "--tpm2-pcrs=7",
                  f"--unlock-key-file={pw}", str(images["systemd-tpm2"])],
+                [*tpmseal_cli(), "policy", "keygen", "--type", "rsa", "--output", str(signer)],
+                ["systemd-cryptenroll", f"--tpm2-device={tcti}", f"--unlock-key-file={pw}",
+                 f"--tpm2-public-key={signer.with_suffix('.pub')}",
+                 "--tpm2-public-key-pcrs=11", str(images["systemd-signed"])],
+                [*tpmseal_cli(), "policy", "sign", "--key", str(signer), "--pcrs", "sha256:11",
+                 "--current", "--format", "systemd", "--output", str(sig)],
                 ["clevis", "luks", "bind", "-y", "-k", str(pw), "-d", str(images["clevis"]),
                  "tpm2", '{"pcr_ids":"7","pcr_bank":"sha256"}']):
         done = _run(cmd, {**env, "TPM2TOOLS_TCTI": tcti})
         flush_leftovers(uri)
         if done.returncode != 0:
             raise SystemExit(f"{cmd[0]} failed: {done.stderr.decode()[-400:]}")
+    srk_volume(images["systemd-srk"], pw, base / "srk", tcti)
+    flush_leftovers(uri)
     tokens = {k: cryptsetup.header(str(img)).tokens[0] for k, img in images.items()}
-    secrets = _secrets(uri, tokens, trust)
+    from tpmseal.recipes import signed
+
+    offered = {"systemd-signed": tuple(signed.load_policies([str(sig)]))}
+    secrets = _secrets(uri, tokens, trust, offered)
     for kind, img in images.items():  # every passphrase checked by cryptsetup itself
         cryptsetup.test_key(str(img), secrets[kind][0], 1)
     rows = []
     with Proxy(f"unix:{base / 'bus.sock'}", uri) as proxy:
-        for kind, token in tokens.items():
-            def ours(kind: str = kind, token: dict[str, Any] = token) -> None:
+        for volume, token in tokens.items():
+            def ours(volume: str = volume, token: dict[str, Any] = token) -> None:
                 with Tpm.open(proxy.uri) as tpm:
-                    unlockers.KINDS[kind].unseal(tpm, token, 0, trust, None)
-            rows.append(row(proxy, kind, "tpmseal", ours, runs, secrets[kind]))
-        rows.append(row(proxy, "systemd-tpm2", "systemd-cryptsetup attach", lambda: _peer(
-            [SYSTEMD_CRYPTSETUP, "attach", "bench", str(images["systemd-tpm2"]), "-",
-             f"tpm2-device={proxy.tools_tcti},headless"], {"SYSTEMD_LOG_LEVEL": "debug"},
-            b"Completed TPM2 key unsealing"), runs, secrets["systemd-tpm2"]))
+                    unlockers.unseal_with(tpm, token, 0, trust, None, offered.get(volume, ()))
+            rows.append(row(proxy, volume, "tpmseal", ours, runs, secrets[volume]))
+        for volume, extra in (("systemd-tpm2", ""), ("systemd-signed", f",tpm2-signature={sig}")):
+            def theirs(volume: str = volume, extra: str = extra) -> None:
+                _peer([SYSTEMD_CRYPTSETUP, "attach", "bench", str(images[volume]), "-",
+                       f"tpm2-device={proxy.tools_tcti},headless{extra}"],
+                      {"SYSTEMD_LOG_LEVEL": "debug"}, b"Completed TPM2 key unsealing")
+            rows.append(row(proxy, volume, "systemd-cryptsetup attach", theirs, runs,
+                            secrets[volume]))
         rows.append(row(proxy, "clevis", "clevis luks pass", lambda: _peer(
             ["clevis", "luks", "pass", "-d", str(images["clevis"]), "-s", "1"],
             {"TPM2TOOLS_TCTI": proxy.tools_tcti}), runs, secrets["clevis"]))
     return rows
 
 
-def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any) -> dict[str, list[bytes]]:
+def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any,
+             offered: dict[str, tuple[Any, ...]]) -> dict[str, list[bytes]]:
     """Per volume: the keyslot passphrase, then what it derives from (the TPM secret)."""
     with Tpm.open(uri) as tpm:
-        got = {k: unlockers.KINDS[k].unseal(tpm, t, 0, trust, None) for k, t in tokens.items()}
+        got = {k: unlockers.unseal_with(tpm, t, 0, trust, None, offered.get(k, ()))
+               for k, t in tokens.items()}
         b = clevis.ClevisBinding.parse(tokens["clevis"], 0)
         jwk = unseal_under_primary(tpm, SealedUnderPrimary(b.public, b.private, b.pcrs,
                                                            b.primary_alg, "clevis"), trust, None)
-    return {"tpmseal": [got["tpmseal"]],
-            "systemd-tpm2": [got["systemd-tpm2"], base64.b64decode(got["systemd-tpm2"])],
-            "clevis": [got["clevis"], clevis.jwk_key(jwk)]}
+    out = {k: [v, base64.b64decode(v)] for k, v in got.items() if k.startswith("systemd")}
+    return {**out, "tpmseal": [got["tpmseal"]], "clevis": [got["clevis"], clevis.jwk_key(jwk)]}
+
+
+def srk_volume(img: Path, pw: Path, work: Path, tcti: str) -> None:
+    """Keyslot 1 and a systemd 254 ``tpm2_srk`` token on *img*: a secret sealed with
+    tpm2-tools under the SRK at 0x81000001 to PolicyPCR(sha256:7), as systemd 254+ seals."""
+    work.mkdir()
+    secret = os.urandom(32)
+    (work / "secret").write_bytes(secret)
+    env = {"TPM2TOOLS_TCTI": tcti}
+    for cmd in (["tpm2_readpublic", "-c", "0x81000001", "-t", "srk.tr"],
+                ["tpm2_startauthsession", "-S", "trial.ctx"],
+                ["tpm2_policypcr", "-S", "trial.ctx", "-l", "sha256:7", "-L", "policy"],
+                ["tpm2_flushcontext", "trial.ctx"],
+                ["tpm2_create", "-C", "0x81000001", "-g", "sha256", "-a", "fixedtpm|fixedparent",
+                 "-L", "policy", "-i", "secret", "-u", "obj.pub", "-r", "obj.priv"]):
+        done = subprocess.run(cmd, cwd=work, capture_output=True, env={**os.environ, **env},
+                              timeout=120, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"{cmd[0]} failed: {done.stderr.decode()[-400:]}")
+    (work / "new").write_bytes(base64.b64encode(secret))
+    token = {"type": "systemd-tpm2", "keyslots": ["1"], "tpm2-pcrs": [7],
+             "tpm2-pcr-bank": "sha256", "tpm2-primary-alg": "ecc", "tpm2-pin": False,
+             "tpm2-blob": base64.b64encode((work / "obj.priv").read_bytes()
+                                           + (work / "obj.pub").read_bytes()).decode(),
+             "tpm2-policy-hash": (work / "policy").read_bytes().hex(),
+             "tpm2_srk": base64.b64encode((work / "srk.tr").read_bytes()).decode()}
+    (work / "token.json").write_text(json.dumps(token))
+    for cmd in ([cryptsetup.binary(), "luksAddKey", "--batch-mode", "--key-file", str(pw),
+                 "--key-slot", "1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+                 str(img), str(work / "new")],
+                [cryptsetup.binary(), "token", "import", "--json-file", str(work / "token.json"),
+                 "--token-id", "0", str(img)]):
+        done = _run(cmd)
+        if done.returncode != 0:
+            raise SystemExit(f"{cmd[1]} failed: {done.stderr.decode()[-400:]}")
+    shutil.rmtree(work)
 
 
 def _peer(argv: list[str], env: dict[str, str], ok: bytes | None = None) -> None:

@@ -60,6 +60,7 @@ from tpmseal.recipes import sealing, signed, signer
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, unseal_stored
 from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.policies import signed_by
 from tpmseal.recipes.profiles import EVE, TCG, Profile
 from tpmseal.recipes.provision import provision
 from tpmseal.recipes.stores import FileStore, NvStore
@@ -519,8 +520,8 @@ class Bench:
         sel = m.profile.default_pcrs
         store = FileStore(files / f"signed-{target.proxy is not None}.json")
         with Tpm.open(target.uri) as tpm:
-            blob = sealing.seal(tpm, secret, sel, profile=m.profile, trust=m.trust,
-                                authorizer=signer.authorizer_for(key.public_key()))
+            blob = sealing.seal(tpm, secret, signed_by(key.public_key(), sel),
+                                profile=m.profile, trust=m.trust)
             store.save(tpm, blob)
             values = tpm.pcr_read(sel)
             pol = signed.sign(key, sel, pcr_digest(TPM_ALG.SHA256,

@@ -23,6 +23,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SealedBlob
+from tpmseal.recipes.policies import pcr_policy
 from tpmseal.recipes.profiles import EVE
 from tpmseal.recipes.stores import NvStore
 from tpmseal.sniff.capture.hooks import HookContext, Verdict, success_response
@@ -39,7 +40,7 @@ NOT_OURS = "is not the one tpmseal sealed"
 def attacker_object(sim: Simulator, key: bytes) -> SealedBlob:
     """The attacker's own object under EVE's SRK, sealed to the current PCR values."""
     with Tpm.open(sim.uri) as t:
-        return sealing.seal(t, key, EVE.default_pcrs, profile=EVE, legacy=True)
+        return sealing.seal(t, key, pcr_policy(EVE.default_pcrs), profile=EVE, legacy=True)
 
 
 def write_pair(sim: Simulator, blob: SealedBlob) -> None:

@@ -153,7 +153,7 @@ def test_luks_json(tcg_sim: Simulator, tmp_path: Path) -> None:
     assert r.rc == 0, r.err
     assert json.loads(r.out) == {"command": "luks enroll", "device": str(img),
                                  "token_type": "tpmseal", "token_id": 0, "keyslot": 1,
-                                 "pcrs": "sha256:0,7", "pin": False}
+                                 "pcrs": "sha256:0,7", "pin": False, "signed": False}
     r = cli(["luks", "test", str(img), "--json"])
     assert json.loads(r.out) == {"command": "luks test", "device": str(img), "token_id": 0,
                                  "token_type": "tpmseal", "keyslot": 1}

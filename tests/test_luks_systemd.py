@@ -110,20 +110,33 @@ def test_pcr_change(tcg_sim: Simulator, enrolled: Path) -> None:
                           "sha256:7 changed")
 
 
-@pytest.mark.parametrize("field", ["tpm2_srk", "tpm2_salt", "tpm2_pcrlock", "tpm2-pubkey"])
-def test_newer_fields_refused(enrolled: Path, field: str) -> None:
-    token = dict(_token(enrolled), **{field: "AAAA"})
-    assert cryptsetup("token", "import", "--json-file=-", "--token-id", "5", "--key-slot",
-                      "1", str(enrolled), stdin=json.dumps(token).encode()).returncode == 0
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("tpm2_pcrlock", True, "'tpm2_pcrlock'"),
+    ("tpm2-blob", ["AAAA", "AAAA"], "several sealed shards"),
+    ("tpm2-blob", "seed", "sealed offline")])
+def test_unsupported_fields_refused(enrolled: Path, field: str, value: object,
+                                    needle: str) -> None:
+    """pcrlock (PolicyAuthorizeNV), sharded blobs and blobs sealed offline (an import
+    seed after the public area): one precise line, exit 2."""
+    token = dict(_token(enrolled))
+    if value == "seed":  # a TPM2B_ENCRYPTED_SECRET after private ‖ public
+        value = base64.b64encode(base64.b64decode(str(token[field])) + b"\x00\x02ab").decode()
+    token[field] = value
+    assert cryptsetup("token", "import", "--disable-external-tokens", "--json-file=-",
+                      "--token-id", "5", "--key-slot", "1", str(enrolled),
+                      stdin=json.dumps(token).encode()).returncode == 0
     assert_one_line_error(cli(["luks", "test", str(enrolled), "--token-id", "5"]),
-                          ExitCode.USAGE, repr(field), "not support")
+                          ExitCode.USAGE, needle, "not support")
 
 
 def test_malformed_tokens(enrolled: Path) -> None:
     good = _token(enrolled)
-    for i, bad in enumerate([{"tpm2-blob": "!!"}, {"tpm2-blob": "AAAA"},
-                             {"tpm2-pcrs": "7"}, {"tpm2-policy-hash": "00" * 32},
-                             {"tpm2-pin": "yes"}], start=10):
+    bads: list[dict[str, object]] = [{"tpm2-blob": "!!"}, {"tpm2-blob": "AAAA"},
+                                  {"tpm2-pcrs": "7"}, {"tpm2-policy-hash": "00" * 32},
+                                  {"tpm2-pin": "yes"}, {"tpm2_srk": "AAAA"},
+                                  {"tpm2_pubkey_pcrs": [11]}, {"tpm2_pubkey": "AAAA"},
+                                  {"tpm2_salt": "!!"}]
+    for i, bad in enumerate(bads, start=10):
         token = dict(good, **bad)
         # systemd's token plugin would refuse to import these: an attacker with the disk
         # writes the header without it

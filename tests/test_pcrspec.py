@@ -15,6 +15,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
 from tpmseal.recipes import sealing, trust
 from tpmseal.recipes.pcrspec import format_pcrs, from_dict, parse_pcrs, to_dict
+from tpmseal.recipes.policies import pcr_policy
 from tpmseal.recipes.profiles import get_profile
 from tpmseal.recipes.provision import provision
 from tpmseal.transport.simulator import Simulator
@@ -155,7 +156,7 @@ def test_seal_two_banks_api_policy_matches_tpm(banks_sim: Simulator) -> None:
     secret = secret_bytes()
     with Tpm.open(banks_sim.uri) as t:
         for spec in ("sha384:0,4+sha256:0,7", "sha1:0,4+sha512:2+sha256:0,1,2,3,4,5,6,7,8"):
-            blob = sealing.seal(t, secret, parse_pcrs(spec), trust=rec)
+            blob = sealing.seal(t, secret, pcr_policy(spec), trust=rec)
             assert sealing.unseal(t, blob, trust=rec) == secret
             assert sealing.unseal(t, blob, trust=rec, legacy=True, allow_downgrade=True) == secret
 

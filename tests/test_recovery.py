@@ -51,12 +51,36 @@ def test_find_selection_eve_vectors(pcrs: tuple[int, ...]) -> None:
 # ------------------------------------------------------------------------------ NV
 
 
+def _forget_records(sim: Simulator) -> None:
+    """Drop the trust file's NV policy records, keeping the pins."""
+    path = sim.state / "trust.json"
+    doc = json.loads(path.read_text())
+    doc["profiles"]["eve"].pop("nv_records", None)
+    path.write_text(json.dumps(doc))
+
+
+def test_nv_record_names_the_pcrs(eve_sim: Simulator, tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the trust file's record, `unseal --nv` knows the PCRs: no --pcrs, no search,
+    and a failure names the PCRs that changed."""
+    key = write(tmp_path / "key", secret_bytes())
+    assert cli(["seal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,2,7,9",
+                "--input", str(key)]).rc == 0
+    log = TpmLog().install(monkeypatch)
+    r = cli(["unseal", "--profile", "eve", "--nv"])
+    assert (r.rc, r.out) == (0, key.read_bytes()), r.err
+    assert "PCR_Read" not in log.names()
+    extend(eve_sim.uri, 9)
+    assert_one_line_error(cli(["unseal", "--profile", "eve", "--nv"]), 5, "sha256 PCR 9 changed")
+
+
 def test_nv_subset_recovered_with_default_and_wrong_pcrs(
         eve_sim: Simulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     key = write(tmp_path / "key", secret_bytes())
     assert cli(["seal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,2,7,9",
                 "--input", str(key)]).rc == 0
+    _forget_records(eve_sim)  # as for an object EVE sealed: nothing says which PCRs
     caplog.set_level(logging.WARNING, logger="tpmseal")
     # the default list (what EVE would use with its policy file missing)
     r = cli(["unseal", "--profile", "eve", "--nv"])

@@ -20,7 +20,7 @@ from test_seal_support import (
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode, PolicyMismatchError, UsageError
 from tpmseal.recipes import sealing, trust
-from tpmseal.recipes.pcrspec import parse_pcrs
+from tpmseal.recipes.policies import pcr_policy
 from tpmseal.transport.simulator import Simulator
 
 
@@ -46,7 +46,7 @@ def test_extend_names_the_changed_pcr(tcg_sim: Simulator, tmp_path: Path, legacy
 def test_extend_api_reports_changed(tcg_sim: Simulator) -> None:
     rec = trust.load(tcg_sim.state / "trust.json", "tcg")
     with Tpm.open(tcg_sim.uri) as t:
-        blob = sealing.seal(t, secret_bytes(), parse_pcrs("sha256:0,4,6,7,14"), trust=rec)
+        blob = sealing.seal(t, secret_bytes(), pcr_policy("sha256:0,4,6,7,14"), trust=rec)
     extend(tcg_sim.uri, 14)
     extend(tcg_sim.uri, 6)
     with Tpm.open(tcg_sim.uri) as t, pytest.raises(PolicyMismatchError) as e:

@@ -277,6 +277,9 @@ def test_unversioned_signature_is_refused_by_the_tpm(tcg_sim: Simulator, tmp_pat
     assert secret not in r.out
 
 
+_SOME_STATE = {"sha256": {"0": "0a" * 32, "4": "0b" * 32, "7": "0c" * 32}}
+
+
 def test_format_2_blobs_round_trip_and_refuse_edits(tcg_sim: Simulator, tmp_path: Path) -> None:
     key = _keygen(tcg_sim, tmp_path)
     _, blob = _sealed(tcg_sim, tmp_path, key, "--min-version-nv", COUNTER)
@@ -290,6 +293,8 @@ def test_format_2_blobs_round_trip_and_refuse_edits(tcg_sim: Simulator, tmp_path
         "counter": lambda d: d["policy"].update(revocation_nv="0x01500021"),
         "one state": lambda d: d["policy"].update(states=[d["pcr_values"]]),
         "nine states": lambda d: d["policy"].update(states=[d["pcr_values"]] * 9),
+        "states and a signer": lambda d: d.update(pcr_values=_SOME_STATE) or d["policy"].update(
+            states=[_SOME_STATE, {"sha256": {"0": "01" * 32, "4": "02" * 32, "7": "03" * 32}}]),
     }
     for edit in edits.values():
         d = json.loads(json.dumps(doc))
@@ -330,7 +335,17 @@ def test_reseal_adds_and_drops_states(tcg_sim: Simulator, tmp_path: Path) -> Non
                         str(tmp_path / "now.json")), ExitCode.PCR_MISMATCH)
 
 
+def _nv_record(sim: Simulator) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The trust file and the one policy record of the EVE profile's NV object."""
+    doc = json.loads((sim.state / "trust.json").read_text())
+    records = doc["profiles"]["eve"]["nv_records"]
+    assert list(records) == doc["profiles"]["eve"]["nv_sealed"]
+    return doc, next(iter(records.values()))
+
+
 def test_signed_policy_in_eves_nv_layout(eve_sim: Simulator, tmp_path: Path) -> None:
+    """The trust file records the signer next to the pinned Name: `unseal --nv` needs
+    only the signed policy, before and after an update."""
     key = _keygen(eve_sim, tmp_path)
     secret = os.urandom(32)
     (tmp_path / "key").write_bytes(secret)
@@ -338,29 +353,88 @@ def test_signed_policy_in_eves_nv_layout(eve_sim: Simulator, tmp_path: Path) -> 
     r = direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(tmp_path / "key"),
                "--authorized-by", pub, "--pcrs", PCRS, "--min-version-nv", COUNTER)
     assert r.rc == 0, r.err
+    _, rec = _nv_record(eve_sim)
+    assert rec["policy"]["authorizer"] and rec["policy"]["revocation_nv"] == COUNTER
     pol = _sign(eve_sim, key, tmp_path / "p.json", "--current", "--version", "5",
                 "--nv-index", COUNTER)
-    nv = ("unseal", "--profile", "eve", "--nv", "--policy", str(pol))
-    expect_ok(direct(eve_sim, *nv, "--authorized-by", pub, "--min-version-nv", COUNTER), secret)
+    nv = ("unseal", "--profile", "eve", "--nv")
+    expect_ok(direct(eve_sim, *nv, "--policy", str(pol)), secret)
     _extend(eve_sim)
     pol2 = _sign(eve_sim, key, tmp_path / "p2.json", "--current", "--version", "6",
                  "--nv-index", COUNTER)
-    expect_ok(direct(eve_sim, *nv, "--policy", str(pol2), "--authorized-by", pub,
-                     "--min-version-nv", COUNTER), secret)
-    expect_error(direct(eve_sim, *nv, "--authorized-by", pub), ExitCode.BAD_INPUT,
-                 "--min-version-nv")
+    expect_ok(direct(eve_sim, *nv, "--policy", str(pol2)), secret)
+    expect_error(direct(eve_sim, *nv), ExitCode.USAGE, "sealed to a policy signer")
+    # reseal --nv keeps the signer and records the new object
+    r = direct(eve_sim, "reseal", "--profile", "eve", "--nv", "--policy", str(pol2))
+    assert r.rc == 0, r.err
+    assert _nv_record(eve_sim)[1]["policy"] == rec["policy"]
+    expect_ok(direct(eve_sim, *nv, "--policy", str(pol2)), secret)
 
 
-def test_nv_layout_refuses_several_states(eve_sim: Simulator, tmp_path: Path) -> None:
-    (tmp_path / "key").write_bytes(os.urandom(32))
+def test_several_states_in_eves_nv_layout(eve_sim: Simulator, tmp_path: Path) -> None:
+    """PolicyOR states in the NV layout: recorded in the trust file, no flags at unseal."""
+    secret = os.urandom(32)
+    (tmp_path / "key").write_bytes(secret)
     now = direct(eve_sim, "pcrs", "show", "--pcrs", PCRS, "--json").out
     (tmp_path / "a.json").write_bytes(now)
-    (tmp_path / "b.json").write_text(json.dumps({"sha256": {str(i): "44" * 32
-                                                             for i in (0, 4, 7)}}))
+    _extend(eve_sim)
+    (tmp_path / "b.json").write_bytes(direct(eve_sim, "pcrs", "show", "--pcrs", PCRS,
+                                             "--json").out)
     r = direct(eve_sim, "seal", "--profile", "eve", "--nv", "--pcrs", PCRS, "--input",
                str(tmp_path / "key"), "--pcr-values", str(tmp_path / "a.json"),
                "--pcr-values", str(tmp_path / "b.json"))
-    expect_error(r, ExitCode.USAGE, "records no PolicyOR states")
+    assert r.rc == 0, r.err
+    assert len(_nv_record(eve_sim)[1]["policy"]["states"]) == 2
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), secret)  # state b
+    _extend(eve_sim)  # neither state
+    expect_error(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), ExitCode.PCR_MISMATCH,
+                 "none of the 2 states")
+    (tmp_path / "c.json").write_bytes(direct(eve_sim, "pcrs", "show", "--pcrs", PCRS,
+                                             "--json").out)
+    expect_error(direct(eve_sim, "reseal", "--profile", "eve", "--nv", "--add-state",
+                        str(tmp_path / "c.json")), ExitCode.PCR_MISMATCH)
+
+
+def test_tampered_nv_record_denies_but_never_leaks(eve_sim: Simulator, tmp_path: Path) -> None:
+    """Attack: the NV record is a local file, not an HMAC-checked answer. An attacker who
+    rewrites it (their own signer and its policy for this state; the signer removed;
+    another PolicyOR state added) gets a refusal, never the secret: the record must
+    give the pinned object's authPolicy, and the TPM's policy check still decides."""
+    key = _keygen(eve_sim, tmp_path)
+    evil = _keygen(eve_sim, tmp_path, "evil")
+    secret = os.urandom(32)
+    (tmp_path / "key").write_bytes(secret)
+    r = direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(tmp_path / "key"),
+               "--authorized-by", str(key.with_suffix(".pub")), "--pcrs", PCRS)
+    assert r.rc == 0, r.err
+    theirs = _sign(eve_sim, evil, tmp_path / "evil.json", "--current")
+    mine = _sign(eve_sim, key, tmp_path / "mine.json", "--current")
+    doc, _ = _nv_record(eve_sim)
+    evil_pub = direct(eve_sim, "seal", "--profile", "eve", "--output",
+                      str(tmp_path / "evil-blob.json"), "--input", str(tmp_path / "key"),
+                      "--authorized-by", str(evil.with_suffix(".pub")), "--pcrs", PCRS)
+    assert evil_pub.rc == 0, evil_pub.err
+    evil_auth = json.loads((tmp_path / "evil-blob.json").read_text())["policy"]["authorizer"]
+    now = json.loads(direct(eve_sim, "pcrs", "show", "--pcrs", PCRS, "--json").out)
+    now.pop("authenticated", None)
+    nv = ("unseal", "--profile", "eve", "--nv")
+    edits: list[tuple[str, Callable[[dict[str, Any]], Any], Path | None, int]] = [
+            ("another signer", lambda r: r["policy"].update(authorizer=evil_auth), theirs,
+             ExitCode.BAD_INPUT),
+            ("no signer: plain PolicyPCR over the current values", lambda r: r.pop("policy"),
+             None, ExitCode.PCR_MISMATCH),
+            ("the current state instead of the signer", lambda r: r.update(
+                pcr_values=now, policy=None), None, ExitCode.BAD_INPUT),
+            ("a wrong check value", lambda r: r.update(check="00" * 32), mine,
+             ExitCode.INTEGRITY)]
+    for what, edit, policy, code in edits:
+        bad = json.loads(json.dumps(doc))
+        edit(next(iter(bad["profiles"]["eve"]["nv_records"].values())))
+        (eve_sim.state / "trust.json").write_text(json.dumps(bad))
+        r = direct(eve_sim, *nv, *(("--policy", str(policy)) if policy else ()))
+        assert r.out == b"" and r.rc == code, (what, r.rc, r.err)
+    (eve_sim.state / "trust.json").write_text(json.dumps(doc))
+    expect_ok(direct(eve_sim, *nv, "--policy", str(mine)), secret)
 
 
 def test_reseal_keeps_the_signer(tcg_sim: Simulator, tmp_path: Path) -> None:

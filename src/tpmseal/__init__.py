@@ -2,7 +2,8 @@
 
 The library API (docs/API.md) is reachable from here: ``tpmseal.open_tpm``,
 ``tpmseal.provision``, ``tpmseal.seal``, ``tpmseal.unseal``, ``tpmseal.reseal``,
-``tpmseal.vault_key``, ``tpmseal.SealedBlob`` and the error classes. Each is imported
+``tpmseal.vault_key``, ``tpmseal.SealedBlob``, the policy constructors
+(``tpmseal.pcr_policy``, ``any_of_states``, ``signed_by``) and the error classes. Each is imported
 on first use (module ``__getattr__``, PEP 562), so ``import tpmseal`` — which every
 ``tpmseal`` command does — costs nothing.
 
@@ -20,13 +21,13 @@ _ERRORS = ("ExitCode", "TpmsealError", "UsageError", "DecodeError", "TransportEr
            "AuthFailedError", "BadInputError", "MissingToolError", "NotFoundError",
            "LeakFoundError")
 _API = ("open_tpm", "provision", "seal", "unseal", "reseal", "vault_key", "SealedBlob",
-        "VaultResult", "Tpm")
+        "VaultResult", "Tpm", "SealPolicy", "pcr_policy", "any_of_states", "signed_by")
 _LAZY = {**dict.fromkeys(_ERRORS, "tpmseal.errors"), **dict.fromkeys(_API, "tpmseal.api")}
 
 __all__ = [  # noqa: RUF022 - grouped as above
     "__version__",
     "open_tpm", "provision", "seal", "unseal", "reseal", "vault_key", "SealedBlob",
-    "VaultResult", "Tpm",
+    "VaultResult", "Tpm", "SealPolicy", "pcr_policy", "any_of_states", "signed_by",
     "ExitCode", "TpmsealError", "UsageError", "DecodeError", "TransportError",
     "IntegrityError", "ResponseIntegrityError", "TrustError", "PolicyMismatchError",
     "AuthFailedError", "BadInputError", "MissingToolError", "NotFoundError",
@@ -36,12 +37,16 @@ __all__ = [  # noqa: RUF022 - grouped as above
 if TYPE_CHECKING:
     from tpmseal.api import (
         SealedBlob,
+        SealPolicy,
         Tpm,
         VaultResult,
+        any_of_states,
         open_tpm,
+        pcr_policy,
         provision,
         reseal,
         seal,
+        signed_by,
         unseal,
         vault_key,
     )

@@ -22,7 +22,7 @@ The same rules as the CLI hold: sealing needs the EK pinned by :func:`provision`
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,16 +33,18 @@ from tpmseal.recipes import lifecycle, trust
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, VaultResult
 from tpmseal.recipes.pcrspec import parse_pcrs
+from tpmseal.recipes.policies import SealPolicy, any_of_states, pcr_policy, signed_by
 from tpmseal.recipes.profiles import Profile, get_profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store
 
 if TYPE_CHECKING:
     from tpmseal.recipes.provision import ProvisionResult
+    from tpmseal.recipes.signed import SignedPolicy
     from tpmseal.recipes.trust import TrustRecord
     from tpmseal.wire.structures import PcrSelectionList
 
-__all__ = ["SealedBlob", "Tpm", "VaultResult", "open_tpm", "provision", "reseal", "seal",
-           "unseal", "vault_key"]
+__all__ = ["SealPolicy", "SealedBlob", "Tpm", "VaultResult", "any_of_states", "open_tpm",
+           "pcr_policy", "provision", "reseal", "seal", "signed_by", "unseal", "vault_key"]
 
 def open_tpm(uri: str | None = None, *, timeout: float | None = None) -> Tpm:
     """Open the TPM named by *uri*: ``device:/dev/tpmrm0``, ``unix:PATH``, ``tcp:H:P``,
@@ -90,12 +92,14 @@ def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
                repin=repin, allow_legacy=allow_legacy)
 
 
-def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
+def seal(tpm: Tpm, secret: bytes, *, policy: SealPolicy | None = None,
+         pcrs: str | PcrSelectionList | None = None,
          output: str | PathLike[str] | None = None, nv: bool = False, force: bool = False,
          profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,
          pin: bytes | None = None, legacy: bool = False, allow_downgrade: bool = False,
          allow_unmeasured: bool = False) -> SealedBlob:
-    """Seal *secret* to the current values of *pcrs* (default: the profile's list).
+    """Seal *secret* under *policy* (:func:`pcr_policy`, :func:`any_of_states`,
+    :func:`signed_by`; default: the current values of *pcrs*, or of the profile's list).
 
     With *output*, the blob is written there (atomically, mode 0600; an existing sealed
     secret is replaced only with *force*); with *nv*, into the profile's NV layout;
@@ -108,18 +112,19 @@ def seal(tpm: Tpm, secret: bytes, *, pcrs: str | PcrSelectionList | None = None,
     rec = _record(trust_file, prof, required=not legacy)
     lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
     sel = _pcrs(pcrs)
+    chosen = (policy or pcr_policy()).with_pcrs(sel)
     if output is not None and nv:
         raise UsageError("seal got both output and nv", "give one of them")
     if output is None and not nv:
         from tpmseal.recipes import sealing
 
         with lifecycle.shared_session(tpm, rec, legacy) as session:
-            return sealing.seal(tpm, secret, sel, profile=prof, trust=rec, legacy=legacy,
+            return sealing.seal(tpm, secret, chosen, profile=prof, trust=rec, legacy=legacy,
                                 allow_unmeasured=allow_unmeasured, pin=pin, session=session)
-    store: Store = (NvStore.for_profile(prof, sel, rec, pin is not None) if nv
+    store: Store = (NvStore.for_profile(prof, chosen.pcrs, rec, pin is not None) if nv
                     else FileStore(Path(output or "")))
-    return lifecycle.seal_into(tpm, store, secret, sel, prof, rec, force=force, legacy=legacy,
-                               allow_unmeasured=allow_unmeasured, pin=pin)
+    return lifecycle.seal_into(tpm, store, secret, chosen, prof, rec, force=force,
+                               legacy=legacy, allow_unmeasured=allow_unmeasured, pin=pin)
 
 
 def _source(source: str | PathLike[str] | SealedBlob, profile: Profile,
@@ -155,12 +160,15 @@ class _Given:
 def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
            profile: str | Profile = "tcg", trust_file: str | PathLike[str] | None = None,
            pcrs: str | PcrSelectionList | None = None, pin: bytes | None = None,
-           legacy: bool = False, allow_downgrade: bool = False, recover: bool = True) -> bytes:
+           legacy: bool = False, allow_downgrade: bool = False, recover: bool = True,
+           policies: Sequence[str | PathLike[str]] = ()) -> bytes:
     """Unseal the secret in *source*: a blob file path, a :class:`SealedBlob`, or ``"nv"``
     (the string: the profile's NV layout; a file named nv is ``Path("nv")`` or ``"./nv"``).
 
-    *pcrs* applies to ``"nv"`` only (a blob records its PCRs). With *recover*, a policy
-    failure of a blob without recorded values searches for the PCR list it covers.
+    *pcrs* applies to ``"nv"`` only (a blob records its PCRs; so does the trust file for
+    an object tpmseal stored in NV). With *recover*, a policy failure of a blob without
+    recorded values searches for the PCR list it covers. *policies*: signed policy files
+    or directories, for a secret sealed :func:`signed_by` a key.
     Raises :class:`~tpmseal.errors.PolicyMismatchError` (5) naming the changed PCRs,
     :class:`~tpmseal.errors.AuthFailedError` (9) for a wrong PIN,
     :class:`~tpmseal.errors.IntegrityError` (6) when a response fails its checks.
@@ -169,30 +177,45 @@ def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
     rec = _record(trust_file, prof, required=False)
     store = _source(source, prof, rec, _pcrs(pcrs), pin is not None)
     return lifecycle.unseal_stored(tpm, store, UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec, recover=recover))
+        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec, recover=recover,
+        policies=_signed(policies)))
 
 
-def reseal(tpm: Tpm, source: str | PathLike[str], *,
+def _signed(paths: Sequence[str | PathLike[str]]) -> tuple[SignedPolicy, ...]:
+    if not paths:
+        return ()
+    from tpmseal.recipes import signed
+
+    return tuple(signed.load_policies([str(p) for p in paths]))
+
+
+def reseal(tpm: Tpm, source: str | PathLike[str], *, policy: SealPolicy | None = None,
            pcrs: str | PcrSelectionList | None = None,
            output: str | PathLike[str] | None = None, profile: str | Profile = "tcg",
            trust_file: str | PathLike[str] | None = None,
            old_pcrs: str | PcrSelectionList | None = None, pin: bytes | None = None,
            legacy: bool = False, allow_downgrade: bool = False,
-           allow_unmeasured: bool = False) -> SealedBlob:
-    """Move the secret in *source* (a blob path or ``"nv"``) to *pcrs* (default: the ones it
-    is sealed to now), crash-safely: at every moment one copy unseals.
+           allow_unmeasured: bool = False,
+           policies: Sequence[str | PathLike[str]] = ()) -> SealedBlob:
+    """Move the secret in *source* (a blob path or ``"nv"``) under *policy*, or to the
+    current values of *pcrs* (default: the same signer or states, else the current values
+    of the PCRs it is sealed to now), crash-safely: at every moment one copy unseals.
 
     *output* writes the new blob elsewhere instead of replacing *source*. *old_pcrs*: with
-    ``"nv"``, the PCRs it is sealed to now.
+    ``"nv"``, the PCRs an object with no record is sealed to now. *policies*: signed
+    policies, for a secret sealed to a signer.
     """
     prof = _profile(profile)
     rec = _record(trust_file, prof, required=not legacy)
     lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
     store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
     target = FileStore(Path(output)) if output is not None else None
-    return lifecycle.reseal(tpm, store, _pcrs(pcrs), UnsealOptions(
-        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec), prof,
-        allow_unmeasured=allow_unmeasured, target=target)
+    sel = _pcrs(pcrs)
+    new: lifecycle.NewPolicy = policy.with_pcrs(sel) if policy is not None else (
+        lambda old: old.renewed(sel))
+    return lifecycle.reseal(tpm, store, new, UnsealOptions(
+        legacy=legacy, allow_downgrade=allow_downgrade, pin=pin, trust=rec,
+        policies=_signed(policies)), prof, allow_unmeasured=allow_unmeasured, target=target)
 
 
 def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,

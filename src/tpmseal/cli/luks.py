@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import (
     add_json,
@@ -19,11 +19,14 @@ from tpmseal.cli.common import (
     profile_of,
     trust_of,
 )
-from tpmseal.cli.seal import _pcr_spec
+from tpmseal.cli.seal import _pcr_spec, add_policy_options, seal_policy
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
 from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, trust, unlockers
 from tpmseal.recipes.pcrspec import format_pcrs
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 
 def register(sub: Any) -> None:
@@ -46,6 +49,7 @@ def register(sub: Any) -> None:
                         "cryptsetup; default: ask on the terminal)")
     e.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    add_policy_options(e, " (tpmseal tokens only)")
     e.add_argument("--token-type", choices=(luks.TOKEN_TYPE, systemd_tpm2.TOKEN_TYPE),
                    default=luks.TOKEN_TYPE,
                    help="tpmseal (default), or systemd-tpm2: a token systemd-cryptsetup and "
@@ -108,6 +112,7 @@ def register(sub: Any) -> None:
                     help="the tpmseal token (default: the only one)")
     rs.add_argument("--allow-unmeasured", action="store_true",
                     help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
+    _policy_option(rs)
     add_pin_options(rs, prompt=False)
     add_json(rs)
     rs.set_defaults(handler=run_reseal)
@@ -123,7 +128,24 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
                    help="use only this token (default: every supported TPM token in turn)")
     p.add_argument("--token-type", choices=sorted(unlockers.KINDS),
                    help="use only tokens of this type")
+    _policy_option(p)
     add_pin_options(p, prompt=False)
+
+
+def _policy_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
+                   help="signed policy (`tpmseal policy sign` or systemd-measure's JSON), or a "
+                        "directory of them, for a token enrolled --authorized-by or a "
+                        "systemd-tpm2 token with tpm2_pubkey (default for those: "
+                        "tpm2-pcr-signature.json where systemd looks); repeatable")
+
+
+def _signed(args: argparse.Namespace) -> tuple[SignedPolicy, ...]:
+    if not args.policy:
+        return ()
+    from tpmseal.recipes import signed
+
+    return tuple(signed.load_policies(args.policy))
 
 
 def _existing_passphrase(args: argparse.Namespace) -> bytes | None:
@@ -150,6 +172,9 @@ def run_enroll(args: argparse.Namespace) -> int:
     pin = read_pin(args, needed=False, confirm=True)
     passphrase = _existing_passphrase(args)
     if args.token_type == systemd_tpm2.TOKEN_TYPE:
+        if args.authorized_by or args.pcr_values or args.min_version_nv is not None:
+            raise UsageError("--authorized-by, --pcr-values and --min-version-nv apply to "
+                             "tpmseal tokens", "drop them, or --token-type systemd-tpm2")
         with open_tpm(args) as tpm:
             sd = systemd_enroll.enroll_systemd(
                 tpm, args.device, rec, args.pcrs or profile.default_pcrs, pin=pin,
@@ -162,14 +187,15 @@ def run_enroll(args: argparse.Namespace) -> int:
               "pin": sd.pin})
         return 0
     with open_tpm(args) as tpm:
-        done = luks.enroll(tpm, args.device, rec, profile=profile, pcrs=args.pcrs, pin=pin,
-                           key_file=args.unlock_key_file, passphrase=passphrase,
+        done = luks.enroll(tpm, args.device, rec, profile=profile, policy=seal_policy(args),
+                           pin=pin, key_file=args.unlock_key_file, passphrase=passphrase,
                            allow_unmeasured=args.allow_unmeasured)
+    signer = " signed by the key" if done.blob.authorizer is not None else ""
     _say(args, f"enrolled keyslot {done.keyslot} (token {done.token_id}) sealed to "
-               f"{format_pcrs(done.blob.pcrs)}{' with PIN' if done.blob.pin else ''}",
+               f"{format_pcrs(done.blob.pcrs)}{signer}{' with PIN' if done.blob.pin else ''}",
          {"command": "luks enroll", "device": args.device, "token_type": args.token_type,
           "token_id": done.token_id, "keyslot": done.keyslot, "pcrs": format_pcrs(done.blob.pcrs),
-          "pin": done.blob.pin})
+          "pin": done.blob.pin, "signed": done.blob.authorizer is not None})
     return 0
 
 
@@ -179,8 +205,9 @@ def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
     kinds = (args.token_type,) if args.token_type else None
     cands = unlockers.candidates(args.device, args.token_id, kinds)
     pin = read_pin(args, needed=any(c.needs_pin() for c in cands), confirm=False)
+    offered = _signed(args)
     with open_tpm(args) as tpm:
-        return unlockers.unlock_key(tpm, args.device, cands, rec, pin)
+        return unlockers.unlock_key(tpm, args.device, cands, rec, pin, offered)
 
 
 def run_test(args: argparse.Namespace) -> int:
@@ -243,9 +270,11 @@ def run_reseal(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.device} has {len(cands)} tpmseal tokens",
                          "choose one with --token-id")
     pin = read_pin(args, needed=cands[0].needs_pin(), confirm=False)
+    offered = _signed(args)
     with open_tpm(args) as tpm:
         done = luks.reseal(tpm, args.device, cands[0].token_id, rec, profile=profile,
-                           pcrs=args.pcrs, pin=pin, allow_unmeasured=args.allow_unmeasured)
+                           pcrs=args.pcrs, pin=pin, allow_unmeasured=args.allow_unmeasured,
+                           policies=offered)
     _say(args, f"resealed keyslot {done.keyslot} to {format_pcrs(done.blob.pcrs)} "
                f"(token {done.token_id})",
          {"command": "luks reseal", "device": args.device, "token_id": done.token_id,

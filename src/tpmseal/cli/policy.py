@@ -12,7 +12,8 @@ from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import write_atomic
 from tpmseal.log import get_logger
 from tpmseal.recipes import pcrspec, revocation, signed, signer, trust
-from tpmseal.recipes.blob import PcrValues, read_values_file
+from tpmseal.recipes.blob import read_values_file
+from tpmseal.recipes.policies import PcrValues
 from tpmseal.session.policy import pcr_digest
 from tpmseal.wire.constants import TPM_ALG, TPMA_SESSION
 from tpmseal.wire.structures import PcrSelectionList

@@ -21,7 +21,7 @@ from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import locked, read_input
 from tpmseal.log import get_logger
-from tpmseal.recipes import revocation, sealing, trust
+from tpmseal.recipes import policies, sealing, trust
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob, read_values_file
 from tpmseal.recipes.lifecycle import (
     UnsealOptions,
@@ -31,6 +31,7 @@ from tpmseal.recipes.lifecycle import (
     unseal_stored,
 )
 from tpmseal.recipes.pcrspec import format_pcrs, parse_pcrs
+from tpmseal.recipes.policies import SealPolicy
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store, first_candidate
 from tpmseal.recipes.trust import TrustRecord
@@ -116,20 +117,25 @@ def _register_seal(sub: Any) -> None:
     p.add_argument("--no-check-value", action="store_true",
                    help="do not store a check value (automatic for passphrase-like secrets)")
     p.add_argument("--ek-ca", metavar="FILE|DIR", help="verify the EK certificate first")
+    add_policy_options(p)
+    add_pin_options(p, prompt=True)
+    add_json(p)
+    p.set_defaults(handler=run_seal)
+
+
+def add_policy_options(p: argparse.ArgumentParser, scope: str = "") -> None:
+    """--authorized-by | --pcr-values, and --min-version-nv: read by :func:`seal_policy`."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--authorized-by", metavar="SIGNER.pub",
                    help="unseal in any PCR state this key signs (`tpmseal policy sign`), "
-                        "so updates need no reseal; --pcrs names the PCRs its policies use")
+                        f"so updates need no reseal; --pcrs names the PCRs its policies use{scope}")
     g.add_argument("--pcr-values", metavar="FILE", action="append", default=[],
                    help="seal to these PCR values (`pcrs show --json` output) instead of the "
-                        "current ones; repeat for up to 8 allowed states (PolicyOR)")
+                        f"current ones; repeat for up to 8 allowed states (PolicyOR){scope}")
     p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
                    help="with --authorized-by: accept only signed policies gated by this NV "
                         "counter (defined if missing), so `policy revoke-below` can revoke "
                         "old ones")
-    add_pin_options(p, prompt=True)
-    add_json(p)
-    p.set_defaults(handler=run_seal)
 
 
 def _register_unseal(sub: Any) -> None:
@@ -151,14 +157,18 @@ def _register_unseal(sub: Any) -> None:
     p.add_argument("--policy", metavar="FILE|DIR", action="append", default=[],
                    help="signed policy (`tpmseal policy sign` or systemd-measure's JSON), or "
                         "a directory of them, for a secret sealed --authorized-by; repeatable")
-    p.add_argument("--authorized-by", metavar="SIGNER.pub",
-                   help="with --nv: the signer the secret was sealed to (a blob file "
-                        "records it)")
-    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
-                   help="with --nv --authorized-by: the revocation counter it was sealed with")
+    _nv_signer_options(p)
     add_pin_options(p, prompt=False)
     add_json(p)
     p.set_defaults(handler=run_unseal)
+
+
+def _nv_signer_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--authorized-by", metavar="SIGNER.pub",
+                   help="with --nv, for an object the trust file has no record of (sealed by "
+                        "an older tpmseal): the signer it was sealed to")
+    p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
+                   help="with --nv --authorized-by: the revocation counter it was sealed with")
 
 
 def _register_reseal(sub: Any) -> None:
@@ -186,6 +196,7 @@ def _register_reseal(sub: Any) -> None:
                    help="also allow these PCR values (`pcrs show --json` output); repeatable")
     p.add_argument("--drop-state", metavar="FILE", action="append", default=[],
                    help="no longer allow these PCR values; repeatable")
+    _nv_signer_options(p)
     add_accept_sealed_object(p)
     add_pin_options(p, prompt=False)
     add_json(p)
@@ -250,21 +261,23 @@ def _report(blob: SealedBlob, store: Store, profile: Profile) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- handlers
 
 
-def _no_states_in_nv(args: argparse.Namespace, n: int) -> None:
-    if args.nv and n > 1:
-        raise UsageError("EVE's NV layout records no PolicyOR states",
-                         "seal several PCR states into a blob file (--output), or use a "
-                         "signer (--authorized-by)")
+def seal_policy(args: argparse.Namespace) -> SealPolicy:
+    """The policy the seal options describe (recipes/policies.py)."""
+    if args.authorized_by:
+        return policies.signed_by(args.authorized_by, args.pcrs,
+                                  min_version_nv=args.min_version_nv)
+    if args.min_version_nv is not None:
+        raise UsageError("--min-version-nv needs --authorized-by",
+                         "add --authorized-by SIGNER.pub, or drop --min-version-nv")
+    if args.pcr_values:
+        return policies.any_of_states([read_values_file(f) for f in args.pcr_values],
+                                      args.pcrs)
+    return policies.pcr_policy(args.pcrs)
 
 
 def run_seal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    _no_states_in_nv(args, len(args.pcr_values))
-    authorizer = None
-    if args.authorized_by:
-        from tpmseal.recipes import signer
-
-        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by))
+    policy = seal_policy(args)
     rec = _trust(args, profile, required=not args.legacy)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     secret = read_secret(args.input)
@@ -275,11 +288,9 @@ def run_seal(args: argparse.Namespace) -> int:
         tpm = stack.enter_context(open_tpm(args))
         store = _store(args, profile, rec, args.pcrs, pin is not None)
         _verify_ek(tpm, args, rec.ek_public if rec else None, rec.ek_handle if rec else None)
-        blob = seal_into(tpm, store, secret, args.pcrs, profile, rec, force=args.force,
+        blob = seal_into(tpm, store, secret, policy, profile, rec, force=args.force,
                          legacy=args.legacy, allow_unmeasured=args.allow_unmeasured, pin=pin,
-                         check=False if args.no_check_value else None,
-                         states=[read_values_file(f) for f in args.pcr_values],
-                         authorizer=authorizer, revocation_nv=args.min_version_nv)
+                         check=False if args.no_check_value else None)
     log.info("sealed %d bytes to %s (%s) in %s", len(secret), format_pcrs(blob.pcrs),
              blob.sealed_with, store.describe())
     if args.json:
@@ -289,24 +300,21 @@ def run_seal(args: argparse.Namespace) -> int:
 
 def _unseal_options(args: argparse.Namespace, rec: TrustRecord | None,
                     pin: bytes | None) -> UnsealOptions:
-    policies: tuple[SignedPolicy, ...] = ()
-    authorizer = None
-    nv = getattr(args, "min_version_nv", None)
+    offered: tuple[SignedPolicy, ...] = ()
+    signer = None
     if getattr(args, "policy", None):
         from tpmseal.recipes import signed
 
-        policies = tuple(signed.load_policies(args.policy))
+        offered = tuple(signed.load_policies(args.policy))
     if getattr(args, "authorized_by", None):
         if not args.nv:
             raise UsageError("--authorized-by applies to --nv at unseal (a blob file records "
                              "its signer)", "drop --authorized-by")
-        from tpmseal.recipes import signer
-
-        authorizer = signer.authorizer_for(signer.load_public(args.authorized_by),
-                                           b"" if nv is None else revocation.revocation_ref(nv))
+        signer = policies.signed_by(args.authorized_by,
+                                    min_version_nv=getattr(args, "min_version_nv", None))
     return UnsealOptions(legacy=args.legacy, allow_downgrade=args.allow_downgrade, pin=pin,
                          trust=rec, recover=not getattr(args, "no_recover", False),
-                         policies=policies, authorizer=authorizer, revocation_nv=nv)
+                         policies=offered, nv_signer=signer)
 
 
 def _pin_for(args: argparse.Namespace, store: Store, tpm: Tpm) -> bytes | None:
@@ -347,7 +355,13 @@ def _lock_target(args: argparse.Namespace) -> str:
 
 def run_reseal(args: argparse.Namespace) -> int:
     profile = profile_of(args)
-    _no_states_in_nv(args, 2 if args.add_state else 0)
+    add = [read_values_file(f) for f in args.add_state]
+    drop = [read_values_file(f) for f in args.drop_state]
+
+    def new_policy(old: SealPolicy) -> SealPolicy:
+        return old.change_states(add, drop, args.pcrs) if add or drop else \
+            old.renewed(args.pcrs)
+
     rec = _trust(args, profile, required=not args.legacy)
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with locked(_lock_target(args)), open_tpm(args) as tpm:
@@ -365,11 +379,9 @@ def run_reseal(args: argparse.Namespace) -> int:
             raise UsageError(f"{args.output} already holds a sealed secret",
                              "choose another --output, or pass --force to replace it (its "
                              "secret is then lost)")
-        blob = reseal(tpm, store, args.pcrs, _unseal_options(args, rec, pin), profile,
+        blob = reseal(tpm, store, new_policy, _unseal_options(args, rec, pin), profile,
                       allow_unmeasured=args.allow_unmeasured, target=target,
-                      force=args.force or in_place,
-                      add_states=[read_values_file(f) for f in args.add_state],
-                      drop_states=[read_values_file(f) for f in args.drop_state])
+                      force=args.force or in_place)
     log.info("resealed to %s", format_pcrs(blob.pcrs))
     if args.json:
         print_json({"command": "reseal", **_report(blob, target or store, profile)})

@@ -26,11 +26,11 @@ from tpmseal.digests import hmac_digest
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
+from tpmseal.recipes.policies import PcrValues, SealPolicy
 from tpmseal.recipes.revocation import revocation_ref
-from tpmseal.records import field, record
+from tpmseal.records import field, record, replace
 from tpmseal.session import salt
-from tpmseal.session.policy import MAX_BRANCHES, Authorizer, PcrStep, Policy, pcr_digest
-from tpmseal.wire.constants import TPM_ALG
+from tpmseal.session.policy import MAX_BRANCHES, Authorizer, Policy
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
 from tpmseal.wire.structures import PcrSelectionList, Public
 
@@ -44,7 +44,6 @@ def _now() -> str:
 
 
 FORMAT_2 = "tpmseal-sealed/2"
-PcrValues = dict[tuple[int, int], bytes]
 
 
 ENCRYPTED = "aes-128-cfb"
@@ -82,13 +81,17 @@ class SealedBlob:
     authorizer: Authorizer | None = None
     revocation_nv: int | None = None  # signed policies must be gated by this NV counter
 
+    @property
+    def sealed_policy(self) -> SealPolicy:
+        """What the secret is sealed to (recipes/policies.py); without seal-time values
+        (EVE's NV layout with no record) that is "the current values of its PCRs"."""
+        return SealPolicy(self.pcrs, self.states or ((self.pcr_values,) if self.pcr_values
+                                                     else ()),
+                          self.authorizer, self.revocation_nv, self.pin)
+
     def policy(self) -> Policy:
-        """The authPolicy as a value (session/policy.py); needs seal-time values or a signer."""
-        if self.authorizer is not None:
-            return Policy((), self.authorizer, self.pin)
-        return Policy(tuple(PcrStep(self.pcrs, pcr_digest(
-            TPM_ALG.SHA256, [v[k] for k in self.pcrs.pairs()]))
-            for v in (self.states or (self.pcr_values,))), pin=self.pin)
+        """The authPolicy as steps (session/policy.py); needs seal-time values or a signer."""
+        return self.sealed_policy.session_policy()
 
     @property
     def policy_digest(self) -> bytes:
@@ -99,24 +102,15 @@ class SealedBlob:
         """The sealed object's Name."""
         return self.public.name()
 
-    def to_json(self) -> str:
-        values = values_to_dict(self.pcr_values)
+    def policy_record(self) -> dict[str, Any]:
+        """What the blob records beyond the object and its keys: the policy and the check
+        value. Also what the trust file records for an object in EVE's NV layout, which
+        has no room for it (recipes/stores.py); read back with :meth:`with_record`."""
         doc: dict[str, Any] = {
-            "format": FORMAT if not (self.states or self.authorizer) else FORMAT_2,
-            "public": base64.b64encode(self.public.sized()).decode(),
-            "private": base64.b64encode(tpm2b(self.private)).decode(),
             "pcrs": pcrspec.to_dict(self.pcrs),
-            "pcr_values": values,
-            "policy_digest": self.policy_digest.hex(),
-            "parent": {"handle": f"{self.parent_handle:#010x}", "name": self.parent_name.hex()},
-            "salt_key": None if self.salt_key is None else {
-                "handle": f"{self.salt_key.handle:#010x}",
-                "name": self.salt_key.name.hex(),
-                "public": base64.b64encode(self.salt_key.public.sized()).decode()},
-            "sealed_with": self.sealed_with,
+            "pcr_values": values_to_dict(self.pcr_values),
             "pin": self.pin,
             "check": None if self.check is None else self.check.hex(),
-            "created": self.created,
         }
         if self.states or self.authorizer:
             doc["policy"] = {
@@ -127,7 +121,51 @@ class SealedBlob:
                     "policy_ref": self.authorizer.policy_ref.hex()},
                 "revocation_nv": None if self.revocation_nv is None
                 else f"{self.revocation_nv:#010x}"}
-        return json.dumps(doc, indent=2) + "\n"
+        return doc
+
+    def with_record(self, doc: Any, where: str) -> SealedBlob:
+        """This object with the policy and check value of *doc* (:meth:`policy_record`).
+
+        *doc* is only as trustworthy as the file it came from: it must give the
+        object's own authPolicy (else :class:`BadInputError`), and the TPM's policy
+        check still decides; a wrong record can only make the unseal fail.
+        """
+        try:
+            if not isinstance(doc, dict):
+                raise TypeError("not a JSON object")
+            out = _with_policy(self, doc)
+        except BadInputError as e:
+            raise BadInputError(f"{where}: {e.message}", e.hint) from None
+        except (KeyError, TypeError, ValueError, binascii.Error, AttributeError, UsageError,
+                IndexError, OverflowError, DecodeError) as e:
+            raise BadInputError(f"{where} is malformed ({type(e).__name__}: {e})",
+                                "restore it, or unseal with the options it was sealed "
+                                "with") from None
+        if (out.states or out.authorizer or out.pcr_values) and \
+                out.sealed_policy.digest() != self.policy_digest:
+            raise BadInputError(f"{where} does not give the sealed object's authPolicy",
+                                "it was edited or belongs to another object: restore it")
+        return out
+
+    def to_json(self) -> str:
+        doc: dict[str, Any] = {
+            "format": FORMAT if not (self.states or self.authorizer) else FORMAT_2,
+            "public": base64.b64encode(self.public.sized()).decode(),
+            "private": base64.b64encode(tpm2b(self.private)).decode(),
+            "pcrs": None,
+            "pcr_values": None,
+            "policy_digest": self.policy_digest.hex(),
+            "parent": {"handle": f"{self.parent_handle:#010x}", "name": self.parent_name.hex()},
+            "salt_key": None if self.salt_key is None else {
+                "handle": f"{self.salt_key.handle:#010x}",
+                "name": self.salt_key.name.hex(),
+                "public": base64.b64encode(self.salt_key.public.sized()).decode()},
+            "sealed_with": self.sealed_with,
+            "pin": None,
+            "check": None,
+            "created": self.created,
+        }
+        return json.dumps(doc | self.policy_record(), indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "blob") -> SealedBlob:
@@ -221,8 +259,6 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
     public = Public.from_sized(_b64(doc, "public"))
     private = parse_exact(_b64(doc, "private"), lambda r: Reader.tpm2b(r, "TPM2B_PRIVATE"),
                           "TPM2B_PRIVATE")
-    pcrs = pcrspec.from_dict(doc["pcrs"])
-    values = values_from_dict(doc.get("pcr_values") or {})
     if bytes.fromhex(doc["policy_digest"]) != public.auth_policy:
         raise BadInputError("policy_digest does not match the sealed object's authPolicy",
                             "the file was edited or corrupted; restore it")
@@ -239,6 +275,17 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
     if sealed_with not in (ENCRYPTED, LEGACY):
         raise BadInputError(f"unknown sealed_with {str(sealed_with)[:40]!r}",
                             f"expected {ENCRYPTED!r} or {LEGACY!r}; restore the file")
+    bare = SealedBlob(public, private, PcrSelectionList(), {},
+                      handle_field(doc["parent"]["handle"], "parent"),
+                      bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with,
+                      created=str(doc.get("created", "")))
+    return _with_policy(bare, doc)
+
+
+def _with_policy(blob: SealedBlob, doc: dict[str, Any]) -> SealedBlob:
+    """*blob* with the policy fields of *doc* (a blob file, or an NV record)."""
+    pcrs = pcrspec.from_dict(doc["pcrs"])
+    values = values_from_dict(doc.get("pcr_values") or {})
     check = doc.get("check")
     pol = doc.get("policy") or {}
     states = tuple(values_from_dict(v) for v in pol.get("states") or ())
@@ -259,11 +306,11 @@ def _parse(doc: dict[str, Any]) -> SealedBlob:
                            or authorizer.policy_ref != revocation_ref(int(nv, 16))):
         raise BadInputError("revocation_nv does not match the authorizer's policy_ref",
                             "the file was edited or corrupted; restore it")
-    return SealedBlob(
-        public, private, pcrs, values, handle_field(doc["parent"]["handle"], "parent"),
-        bytes.fromhex(doc["parent"]["name"]), salt_key, sealed_with, bool(doc.get("pin")),
-        None if check is None else bytes.fromhex(check), str(doc.get("created", "")),
-        states, authorizer, None if nv is None else int(nv, 16))
+    out = replace(blob, pcrs=pcrs, pcr_values=values, pin=bool(doc.get("pin")),
+                  check=None if check is None else bytes.fromhex(check), states=states,
+                  authorizer=authorizer, revocation_nv=None if nv is None else int(nv, 16))
+    _ = out.sealed_policy  # states and a signer together: UsageError, reported as malformed
+    return out
 
 
 def check_value(secret: bytes, name: bytes) -> bytes:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes import sealing
+from tpmseal.recipes.policies import SealPolicy
 from tpmseal.recipes.profiles import TCG
 from tpmseal.recipes.provision import ProvisionResult, provision
 from tpmseal.recipes.trust import TrustRecord, load
@@ -102,7 +103,7 @@ def _run_path(proxy: Proxy, tpm: Tpm, secret: bytes, rec: TrustRecord,
               legacy: bool) -> PathRun:
     proxy.clear()
     start = tpm.commands_sent
-    blob = sealing.seal(tpm, secret, TCG.default_pcrs, trust=rec, legacy=legacy)
+    blob = sealing.seal(tpm, secret, SealPolicy(TCG.default_pcrs), trust=rec, legacy=legacy)
     seal_ex = list(proxy.wait_for(tpm.commands_sent - start))
     proxy.clear()
     start = tpm.commands_sent

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from itertools import chain
 from typing import TYPE_CHECKING
 
@@ -32,8 +32,9 @@ from tpmseal.errors import (
 )
 from tpmseal.log import get_logger
 from tpmseal.recipes import sealing
-from tpmseal.recipes.blob import PcrValues, SealedBlob
+from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.policies import SealPolicy
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.stores import (
     NvStore,
@@ -45,9 +46,8 @@ from tpmseal.recipes.stores import (
 from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.records import field, record, replace
 from tpmseal.session.auth import AuthSession, Session
-from tpmseal.session.policy import Authorizer
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
-from tpmseal.wire.structures import NvPublic, PcrSelectionList
+from tpmseal.wire.structures import NvPublic
 
 if TYPE_CHECKING:  # signed policies load on use only
     from tpmseal.recipes.signed import SignedPolicy
@@ -65,9 +65,9 @@ class UnsealOptions:
     trust: TrustRecord | None = None
     recover: bool = True
     policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
-    #: the signer of an NV-stored object (the NV layout records only public and private)
-    authorizer: Authorizer | None = None
-    revocation_nv: int | None = None
+    #: the signer of an NV-stored object that has no record in the trust file
+    #: (sealed before records, or by other software); a record wins
+    nv_signer: SealPolicy | None = None
 
 
 def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
@@ -75,8 +75,6 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
                               pin=opts.pin, trust=opts.trust, policies=opts.policies)
 
-    if opts.authorizer is not None and blob.authorizer is None and not blob.pcr_values:
-        blob = replace(blob, authorizer=opts.authorizer, revocation_nv=opts.revocation_nv)
     try:
         return attempt(blob)
     except PolicyMismatchError:
@@ -115,6 +113,14 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
             "retry; if it persists, suspect an interposer on the TPM bus") from None
 
 
+def _with_signer(blob: SealedBlob, signer: SealPolicy | None) -> SealedBlob:
+    """*blob* sealed to *signer* (``--authorized-by`` at unseal) when it records no
+    policy of its own: an NV object the trust file has no record of."""
+    if signer is None or blob.authorizer is not None or blob.pcr_values:
+        return blob
+    return replace(blob, authorizer=signer.authorizer, revocation_nv=signer.revocation_nv)
+
+
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
     """Unseal the first stored copy that unseals; report the first copy's failure."""
     return unseal_source(tpm, store, opts)[0]
@@ -127,7 +133,8 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
     *blobs*: the store's candidates if the caller has just read them.
     """
     first_error: TpmsealError | None = None
-    for blob in blobs if blobs is not None else require_candidates(tpm, store):
+    for stored in blobs if blobs is not None else require_candidates(tpm, store):
+        blob = _with_signer(stored, opts.nv_signer)
         try:
             secret = _unseal_one(tpm, blob, opts)
         except TpmsealError as e:
@@ -141,33 +148,33 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
     raise first_error
 
 
-def reseal(tpm: Tpm, store: Store, new_pcrs: PcrSelectionList | None, opts: UnsealOptions,
+#: what reseal seals to: a policy, or one computed from the old one (None: renewed)
+NewPolicy = SealPolicy | Callable[[SealPolicy], SealPolicy] | None
+
+
+def reseal(tpm: Tpm, store: Store, policy: NewPolicy, opts: UnsealOptions,
            profile: Profile, *, allow_unmeasured: bool = False,
-           target: Store | None = None, force: bool = False,
-           add_states: Sequence[PcrValues] = (),
-           drop_states: Sequence[PcrValues] = ()) -> SealedBlob:
-    """Unseal from *store* and seal the same secret to *new_pcrs* into *target* (default: store).
+           target: Store | None = None, force: bool = False) -> SealedBlob:
+    """Unseal from *store* and seal the same secret under *policy* into *target*
+    (default: store).
+
+    *policy* (recipes/policies.py): a new policy, a function of the old one (e.g.
+    ``lambda old: old.change_states(add, drop)`` for ``--add-state/--drop-state``),
+    or None for :meth:`~tpmseal.recipes.policies.SealPolicy.renewed`: the same
+    signer or PolicyOR states, else the current values of the same PCRs.
 
     Two EK-salted sessions: the unseal's policy session, which must carry the
     Unseal response's encryption itself (a salted HMAC session next to an unsalted
     policy session authorizes nothing, so an interposer could delete it and read
     the plaintext: session/auth.py, required-session rule), and the seal's. A
     *target* is created exclusively unless *force* (then it is replaced).
-
-    *add_states* / *drop_states* change the set of allowed PCR states (PolicyOR,
-    sealing.seal): the old states (or the old values), minus those dropped, plus
-    those added.
     """
     secret, old = unseal_source(tpm, store, opts)
-    same_pcrs = new_pcrs is None or new_pcrs == old.pcrs
-    states = old.states if same_pcrs else ()
-    if add_states or drop_states:
-        states = sealing.change_states(old, new_pcrs or old.pcrs, add_states, drop_states)
-    blob = sealing.seal(tpm, secret, new_pcrs or old.pcrs, profile=profile,
-                        trust=opts.trust, legacy=opts.legacy,
-                        allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                        check=old.check is not None or None, states=states,
-                        authorizer=old.authorizer, revocation_nv=old.revocation_nv)
+    was = old.sealed_policy
+    new = was.renewed() if policy is None else policy(was) if callable(policy) else policy
+    blob = sealing.seal(tpm, secret, new, profile=profile, trust=opts.trust,
+                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                        check=old.check is not None or None)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:
@@ -237,13 +244,12 @@ def refuse_downgrade(legacy: bool, trust: TrustRecord | None, allow_downgrade: b
                          "drop --legacy, or pass --allow-downgrade if you really mean it")
 
 
-def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | None,
+def seal_into(tpm: Tpm, store: Store, secret: bytes, policy: SealPolicy | None,
               profile: Profile, trust: TrustRecord | None, *, force: bool = False,
               legacy: bool = False, allow_unmeasured: bool = False, pin: bytes | None = None,
-              check: bool | None = None, states: Sequence[PcrValues] = (),
-              authorizer: Authorizer | None = None,
-              revocation_nv: int | None = None) -> SealedBlob:
-    """Seal *secret* into an empty *store* (or replace its content with *force*).
+              check: bool | None = None) -> SealedBlob:
+    """Seal *secret* under *policy* (sealing.seal) into an empty *store* (or replace its
+    content with *force*).
 
     An NV store that looks empty is confirmed empty through the same salted
     session the seal then uses, so a forged "no such index" cannot make this
@@ -260,10 +266,9 @@ def seal_into(tpm: Tpm, store: Store, secret: bytes, pcrs: PcrSelectionList | No
             listing = nv.listing(tpm, session)
             if not force:
                 nv.refuse_occupied(listing, looked_empty=False)
-        blob = sealing.seal(tpm, secret, pcrs, profile=profile, trust=trust, legacy=legacy,
+        blob = sealing.seal(tpm, secret, policy, profile=profile, trust=trust, legacy=legacy,
                             allow_unmeasured=allow_unmeasured, pin=pin, check=check,
-                            session=session, states=states, authorizer=authorizer,
-                            revocation_nv=revocation_nv)
+                            session=session)
     if nv is not None:
         nv.save(tpm, blob, listing=listing, exclusive=not force)
     else:
@@ -308,7 +313,7 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
         key, action = (legacy, "migrated") if legacy is not None else (
             fresh_key(tpm, session), "generated")
         log.info("%s vault key: sealing it", action)
-        blob = sealing.seal(tpm, key, store.pcrs, profile=profile, trust=opts.trust,
+        blob = sealing.seal(tpm, key, SealPolicy(store.pcrs), profile=profile, trust=opts.trust,
                             legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
                             session=session)
     store.save(tpm, blob, listing=listing)

@@ -23,18 +23,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, UsageError
 from tpmseal.recipes import cryptsetup, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.policies import SealPolicy
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.trust import TrustRecord
 from tpmseal.wire.structures import PcrSelectionList
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = logging.getLogger("tpmseal.luks")
 
@@ -66,15 +70,20 @@ def token_for(blob: SealedBlob, keyslot: int | None = None) -> dict[str, Any]:
 
 
 def enroll(tpm: Tpm, device: str, trust: TrustRecord, *, profile: Profile,
-           pcrs: PcrSelectionList | None, pin: bytes | None = None,
+           policy: SealPolicy | None, pin: bytes | None = None,
            key_file: str | None = None, passphrase: bytes | None = None,
            allow_unmeasured: bool = False) -> Enrolled:
-    """Seal a fresh key, add it as a keyslot (authorised by an existing passphrase or
-    key file) and store the sealed blob as a tpmseal token for that keyslot."""
+    """Seal a fresh key under *policy* (recipes/policies.py: the current PCR values, PolicyOR
+    states, or a signer), add it as a keyslot (authorised by an existing passphrase or key
+    file) and store the sealed blob as a tpmseal token for that keyslot.
+
+    TPM commands: StartAuthSession, PCR_Read, Create; to a signer 2 (no PCR_Read), plus the
+    revocation counter's NV_ReadPublic with ``min_version_nv`` (tests/test_policy_counts.py).
+    """
     hdr = cryptsetup.header(device)
     slot, token_id = hdr.free_slot(), hdr.free_token()
     key = os.urandom(KEY_BYTES)
-    blob = sealing.seal(tpm, key, pcrs, profile=profile, trust=trust, pin=pin,
+    blob = sealing.seal(tpm, key, policy, profile=profile, trust=trust, pin=pin,
                         allow_unmeasured=allow_unmeasured)
     cryptsetup.add_key(device, key, slot, key_file=key_file, passphrase=passphrase)
     cryptsetup.test_key(device, key, slot)
@@ -84,15 +93,23 @@ def enroll(tpm: Tpm, device: str, trust: TrustRecord, *, profile: Profile,
 
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
-                 trust: TrustRecord | None, pin: bytes | None) -> bytes:
-    """The keyslot key of a tpmseal token (unsealed on the encrypted path)."""
-    return sealing.unseal(tpm, blob_of(token, token_id), trust=trust, pin=pin)
+                 trust: TrustRecord | None, pin: bytes | None,
+                 policies: Sequence[SignedPolicy] = ()) -> bytes:
+    """The keyslot key of a tpmseal token (unsealed on the encrypted path); *policies*:
+    the signed policies offered for a token sealed to a signer."""
+    return sealing.unseal(tpm, blob_of(token, token_id), trust=trust, pin=pin,
+                          policies=policies)
 
 
 def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:
     blob = blob_of(token, token_id)
-    return {"pcrs": format_pcrs(blob.pcrs), "pin": blob.pin, "sealed_with": blob.sealed_with,
-            "created": blob.created}
+    out = {"pcrs": format_pcrs(blob.pcrs), "pin": blob.pin, "sealed_with": blob.sealed_with,
+           "created": blob.created}
+    if blob.authorizer is not None:
+        out["signer"] = blob.authorizer.name.hex()
+    if blob.states:
+        out["states"] = len(blob.states)
+    return out
 
 
 def remove(device: str, token_id: int) -> list[int]:
@@ -117,8 +134,9 @@ def remove(device: str, token_id: int) -> list[int]:
 
 def reseal(tpm: Tpm, device: str, token_id: int, trust: TrustRecord, *, profile: Profile,
            pcrs: PcrSelectionList | None, pin: bytes | None = None,
-           allow_unmeasured: bool = False) -> Enrolled:
-    """Move a tpmseal token's key to new PCRs: the new token is stored before the old goes."""
+           allow_unmeasured: bool = False, policies: Sequence[SignedPolicy] = ()) -> Enrolled:
+    """Move a tpmseal token's key to new PCRs (a token sealed to a signer stays sealed to
+    it): the new token is stored before the old goes."""
     hdr = cryptsetup.header(device)
     token = hdr.tokens.get(token_id)
     if token is None or token.get("type") != TOKEN_TYPE:
@@ -129,10 +147,11 @@ def reseal(tpm: Tpm, device: str, token_id: int, trust: TrustRecord, *, profile:
         raise BadInputError(f"tpmseal token {token_id} is assigned to {len(slots)} keyslots, "
                             "not one", "enrol again and remove this token")
     old = blob_of(token, token_id)
-    key = sealing.unseal(tpm, old, trust=trust, pin=pin)
+    key = sealing.unseal(tpm, old, trust=trust, pin=pin, policies=policies)
     cryptsetup.test_key(device, key, slots[0])
-    blob = sealing.seal(tpm, key, pcrs or old.pcrs, profile=profile, trust=trust, pin=pin,
-                        allow_unmeasured=allow_unmeasured, check=old.check is not None or None)
+    blob = sealing.seal(tpm, key, old.sealed_policy.renewed(pcrs), profile=profile,
+                        trust=trust, pin=pin, allow_unmeasured=allow_unmeasured,
+                        check=old.check is not None or None)
     new_id = hdr.free_token()
     cryptsetup.import_token(device, new_id, token_for(blob), slots[0])
     cryptsetup.remove_token(device, token_id)

@@ -15,21 +15,48 @@ parent: :func:`tpmseal.recipes.sealing.unseal` runs the policy session salted
 with the EK pinned at provisioning, with the response encrypted, so the secret
 never crosses the bus readable. A substituted primary gains an interposer
 nothing: it could not load the object.
+
+systemd 254 and later seal under a *persistent* SRK instead and store its
+public area in the token (:class:`PersistentParent`). Its Name, computed from
+that public area and never read back with the unauthenticated ReadPublic,
+joins the cpHash of Load, which the salted session authenticates (Part 1
+§16, §19.6): if the key at the handle is another one, the TPM rejects the
+command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy
+starts with PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py),
+followed by PolicyPCR over the fixed PCRs if any (systemd-cryptenroll's default
+binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import PolicyMismatchError, UsageError
+from tpmseal.errors import (
+    EK_MISMATCH,
+    IntegrityError,
+    PolicyMismatchError,
+    TrustError,
+    UsageError,
+)
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import compute_policy
+from tpmseal.session.auth import AuthSession
+from tpmseal.session.policy import (
+    Authorizer,
+    AuthorizeStep,
+    AuthValueStep,
+    PcrStep,
+    PolicyStep,
+    compute_policy,
+)
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
+from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     AES_128_CFB,
     EccParms,
@@ -39,6 +66,9 @@ from tpmseal.wire.structures import (
     RsaParms,
     SensitiveCreate,
 )
+
+if TYPE_CHECKING:
+    from tpmseal.recipes.signed import SignedPolicy
 
 _ATTRS = (TPMA_OBJECT.restricted | TPMA_OBJECT.decrypt | TPMA_OBJECT.fixedTPM
           | TPMA_OBJECT.fixedParent | TPMA_OBJECT.sensitiveDataOrigin | TPMA_OBJECT.userWithAuth)
@@ -54,40 +84,126 @@ PRIMARY_ALGS = tuple(PRIMARY_TEMPLATES)
 
 
 @dataclass(frozen=True)
+class PersistentParent:
+    """A persistent storage key given by its handle and public area (systemd's SRK)."""
+
+    handle: int
+    public: Public
+
+
+@dataclass(frozen=True)
 class SealedUnderPrimary:
-    """A sealed object, its PolicyPCR selection and its parent's algorithm."""
+    """A sealed object, its PolicyPCR selection and its parent: a transient primary of
+    *primary_alg*, or *parent* when that is set."""
 
     public: Public
     private: bytes  # TPM2B_PRIVATE contents
-    pcrs: PcrSelectionList
+    pcrs: PcrSelectionList  # PolicyPCR over their current values; may be empty if signed
     primary_alg: str
     what: str  # for messages: "systemd-tpm2 token", "clevis binding"
+    parent: PersistentParent | None = None
+    authorizer: Authorizer | None = None  # PolicyAuthorize first, by this signer
+    signed_pcrs: PcrSelectionList | None = None  # what the signer's policies cover
+
+    def steps(self, values: dict[tuple[int, int], bytes] | None, pin: bool) -> list[PolicyStep]:
+        """The policy: [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR with
+        the digest of *values*, or an empty one (the TPM's current values) without."""
+        steps: list[PolicyStep] = []
+        if self.authorizer is not None:
+            steps.append(AuthorizeStep(self.authorizer.name, self.authorizer.policy_ref))
+        if self.pcrs.selections:
+            steps.append(PcrStep(self.pcrs, b"") if values is None
+                         else sealing.pcr_step(self.pcrs, values))
+        return steps + ([AuthValueStep()] if pin else [])
 
 
 def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord | None,
-                         auth: bytes | None) -> bytes:
-    """Recreate the parent, then unseal *obj* on tpmseal's encrypted path.
+                         auth: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
+    """Recreate the parent (or name the persistent one), then unseal *obj* on tpmseal's
+    encrypted path.
 
-    *auth* is the object's authValue when its policy ends in PolicyAuthValue.
-    The PCR values are compared with the policy first, for a clear message when
-    they moved (the TPM enforces the policy either way).
+    *auth* is the object's authValue when its policy ends in PolicyAuthValue;
+    *policies* are the signed policies for an object with an authorizer. The
+    PCR values are compared with a PolicyPCR policy first, for a clear message
+    when they moved (the TPM enforces the policy either way).
     """
     if trust is None:
         raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
                          "run `tpmseal provision` first, or pass the right --trust-file")
-    values = tpm.pcr_read(obj.pcrs)
-    steps = sealing.policy_steps(obj.pcrs, values, auth is not None)
-    if not hmac.compare_digest(compute_policy(steps), obj.public.auth_policy):
-        raise PolicyMismatchError(
-            f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-            f"{obj.what} was made, or its policy is not PolicyPCR"
-            + (" with a PIN" if auth is not None else ""),
-            hint="boot the measured configuration again, or unlock with the recovery "
-                 "passphrase and enrol again")
+    if obj.parent is not None and obj.parent.handle == trust.srk_handle and (
+            obj.parent.public.name() != trust.srk_name):
+        raise IntegrityError(
+            f"the {obj.what} names a storage key at {obj.parent.handle:#x} that is not the "
+            "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
+            "a substituted key over the bus (interposer)",
+            "unlock with the recovery passphrase and enrol again on this TPM")
+    if obj.pcrs.selections:
+        values = tpm.pcr_read(obj.pcrs)
+        if not hmac.compare_digest(compute_policy(obj.steps(values, auth is not None)),
+                                   obj.public.auth_policy):
+            raise PolicyMismatchError(
+                f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+                f"{obj.what} was made, or its policy is not PolicyPCR"
+                + (" with a PIN" if auth is not None else ""),
+                hint="boot the measured configuration again, or unlock with the recovery "
+                     "passphrase and enrol again")
+    salt = SaltKey(trust.ek_handle, trust.ek_public)
+
+    def unseal(parent: int, parent_name: bytes) -> bytes:
+        blob = SealedBlob(obj.public, obj.private, obj.signed_pcrs or obj.pcrs, {}, parent,
+                          parent_name, salt, ENCRYPTED, auth is not None,
+                          authorizer=obj.authorizer)
+        if obj.authorizer is not None and obj.pcrs.selections:
+            return _signed_then_fixed(tpm, obj, blob, trust, auth, policies)
+        return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+
+    if obj.parent is not None:
+        try:
+            return unseal(obj.parent.handle, obj.parent.public.name())
+        except TrustError as e:
+            if e.message != EK_MISMATCH:
+                raise
+            # the first HMAC checked is Load's, which covers the parent's Name too
+            raise TrustError(
+                f"the TPM rejected the HMAC of TPM2_Load: the key at {obj.parent.handle:#x} is "
+                f"not the one the {obj.what} names, or the endorsement key is not the pinned "
+                "one, or the command was altered in transit (possible interposer)",
+                e.hint) from None
     created = tpm.run(cmds.CreatePrimary(TPM_RH.OWNER, SensitiveCreate(),
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
-        blob = SealedBlob(obj.public, obj.private, obj.pcrs, {}, parent, created.name,
-                          SaltKey(trust.ek_handle, trust.ek_public), ENCRYPTED,
-                          auth is not None)
-        return sealing.unseal(tpm, blob, trust=trust, pin=auth)
+        return unseal(parent, created.name)
+
+
+def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
+                       auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
+    """PolicyAuthorize with a signed policy, then PolicyPCR over the fixed PCRs (and
+    PolicyAuthValue), in the one EK-salted session :func:`sealing.unseal` would use —
+    a policy shape its blob records do not describe, so this runs the same steps."""
+    from tpmseal.recipes import signed, signer
+
+    assert obj.authorizer is not None and blob.salt_key is not None
+    if not trust.aes_128_cfb:
+        raise UsageError(f"unsealing this {obj.what} needs AES-128-CFB parameter encryption, "
+                         "which the trust file says this TPM lacks",
+                         "unlock it with the recovery passphrase")
+    authorizer = obj.authorizer
+    candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
+                               authorizer.policy_ref)
+
+    def run(session: AuthSession) -> None:
+        signed.satisfy(tpm, session, authorizer, candidates)
+        tpm.run_policy(session, obj.steps(None, auth is not None)[1:])
+
+    try:  # sealing's own session flow and error wording, with this runner
+        return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
+    except TpmResponseError as e:
+        if e.command == "Unseal" and e.name == "POLICY_FAIL":
+            # PolicyPCR without a pcrDigest takes the current values: a change shows here
+            raise PolicyMismatchError(
+                f"PCR policy check failed at TPM2_Unseal: {pcrspec.format_pcrs(obj.pcrs)} do "
+                f"not hold the values the {obj.what} was sealed to (they were read without "
+                "bus protection before), or a command was altered in transit", None,
+                "boot the measured configuration again, or unlock with the recovery "
+                "passphrase and enrol again") from None
+        raise sealing._explain(e, trust, auth is not None) from None

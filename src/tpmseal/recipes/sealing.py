@@ -45,23 +45,20 @@ from tpmseal.recipes import pcrspec, revocation
 from tpmseal.recipes.blob import (
     ENCRYPTED,
     LEGACY,
-    PcrValues,
     SaltKey,
     SealedBlob,
     check_value,
     key_like,
 )
+from tpmseal.recipes.policies import PcrValues, SealPolicy
 from tpmseal.recipes.profiles import TCG, Profile
 from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
 from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
 from tpmseal.session.policy import (
-    MAX_BRANCHES,
-    Authorizer,
     AuthValueStep,
     PcrStep,
-    Policy,
     PolicyStep,
     compute_policy,
     pcr_digest,
@@ -120,45 +117,39 @@ def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList
             "seal on a measured boot, or pass --allow-unmeasured if you accept that")
 
 
-def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
+def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
-         check: bool | None = None, session: AuthSession | None = None,
-         states: Sequence[PcrValues] = (), authorizer: Authorizer | None = None,
-         revocation_nv: int | None = None) -> SealedBlob:
-    """Seal *secret* to the current values of *pcrs* under the profile's SRK.
+         check: bool | None = None, session: AuthSession | None = None) -> SealedBlob:
+    """Seal *secret* under *policy* (recipes/policies.py; default: PolicyPCR over the
+    current values of the profile's PCRs) under the profile's SRK.
 
     *session*: an EK-salted HMAC session the caller already started (see
     :func:`~tpmseal.recipes.trust.salted_session`) to use instead of a new one;
     it ends with the Create command.
 
-    The policy (a :class:`~tpmseal.session.policy.Policy` value, recorded in the
-    blob) is PolicyPCR over the current values by default; with *states* (2 to 8
-    maps of PCR values, e.g. from ``pcrs show --json``) PolicyOR over one
-    PolicyPCR per state, no PCR read needed; with *authorizer*
-    PolicyAuthorize(key Name, policyRef): any state the signer signs, and
-    *pcrs* is only recorded as the selection its signed policies use.
-    *revocation_nv* (with *authorizer*): the NV counter signed policies must be
-    gated by (recipes/signed.py, revocation); defined here if missing.
+    A policy that reads the PCRs (:func:`~tpmseal.recipes.policies.pcr_policy`) reads
+    them in that session, audited; given states (PolicyOR) and a signer
+    (PolicyAuthorize) need no read. The blob records the policy. *pin*: the
+    object's authValue, for a policy with a PIN (given alone, it adds one).
+    A signer gated by a revocation counter (``min_version_nv``) gets the counter
+    defined here if it is missing.
     """
-    if revocation_nv is not None:
-        if authorizer is None:
-            raise UsageError("--min-version-nv needs --authorized-by",
-                             "add --authorized-by SIGNER.pub, or drop --min-version-nv")
-        authorizer = replace(authorizer, policy_ref=revocation.revocation_ref(revocation_nv))
-    if states and authorizer is not None:
-        raise UsageError("--pcr-values and --authorized-by exclude each other",
-                         "a signed policy names its PCR values itself")
+    policy = policy or SealPolicy()
+    if policy.pin and pin is None:
+        raise UsageError("the policy asks for a PIN and none was given",
+                         "pass the PIN (--pin-file), or a policy without one")
     if not secret:
         raise UsageError("refusing to seal an empty secret",
                          hint="pass a non-empty secret")
     if len(secret) > MAX_SECRET:
         raise UsageError(f"secret is {len(secret)} bytes; a TPM seals at most {MAX_SECRET}",
                          "seal a key and encrypt larger data with it")
-    pcrs = pcrs or profile.default_pcrs
+    pcrs = policy.pcrs or profile.default_pcrs
     if not pcrs.selections:
         raise UsageError("no PCRs selected",
                          hint="name at least one PCR with --pcrs")
+    policy = replace(policy.with_pcrs(pcrs), pin=pin is not None)
     encrypted = not legacy and trust is not None and trust.aes_128_cfb
     if not legacy:
         if trust is None:
@@ -185,30 +176,26 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
     read_sel = pcrs if allow_unmeasured else _with_anchors(pcrs)
     if not encrypted:
         session = None
-    given = _given_states(pcrs, states)
-    if revocation_nv is not None:
-        start = revocation.define_counter(tpm, revocation_nv)
+    if policy.revocation_nv is not None:
+        start = revocation.define_counter(tpm, policy.revocation_nv)
         log.info("revocation counter %#x is at %d: signed policies need a version of at "
-                 "least %d", revocation_nv, start, start)
+                 "least %d", policy.revocation_nv, start, start)
     try:
         if encrypted:
             assert trust is not None
             session = session or salted_session(tpm, trust)
-        if given or authorizer is not None:
-            values = given[0] if given else {}
-        elif session is not None:
-            session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
-            values = tpm.pcr_read(read_sel, session)
-        else:
-            values = tpm.pcr_read(read_sel)
-        if not allow_unmeasured and authorizer is None:
-            for v in given or (values,):
+        if policy.reads_pcrs:
+            if session is not None:
+                session.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
+                values = tpm.pcr_read(read_sel, session)
+            else:
+                values = tpm.pcr_read(read_sel)
+            if not allow_unmeasured:
+                _check_measured(values, pcrs)
+            policy = policy.at(values)
+        elif not allow_unmeasured:
+            for v in policy.states:
                 _check_measured(v, pcrs)
-        if authorizer is not None:
-            policy = Policy((), authorizer, pin is not None)
-        else:
-            policy = Policy(tuple(pcr_step(pcrs, v) for v in given or (values,)),
-                            pin=pin is not None)
         template = sealed_template(policy.digest())
         sensitive = SensitiveCreate(pin or b"", secret)
         if session is not None:
@@ -231,60 +218,15 @@ def seal(tpm: Tpm, secret: bytes, pcrs: PcrSelectionList | None = None, *,
         raise IntegrityError("TPM returned a different public area than the one sent: "
                              "possible bus tampering",
                              hint=BUS_HINT)
-    sealed_values = {k: values[k] for k in pcrs.pairs()} if values else {}
     use_check = key_like(secret) if check is None else check
     salt = SaltKey(trust.ek_handle, trust.ek_public) if trust else None
     parent_name = trust.srk_name if trust else tpm.name_of(srk)
-    return SealedBlob(public, r.out_private, pcrs, sealed_values, srk, parent_name, salt,
-                      ENCRYPTED if encrypted else LEGACY, pin is not None,
+    states = policy.states
+    return SealedBlob(public, r.out_private, pcrs, dict(states[0]) if states else {}, srk,
+                      parent_name, salt, ENCRYPTED if encrypted else LEGACY, pin is not None,
                       check_value(secret, public.name()) if use_check else None,
-                      states=tuple(given) if len(given) > 1 else (), authorizer=authorizer,
-                      revocation_nv=revocation_nv)
-
-
-def change_states(old: SealedBlob, pcrs: PcrSelectionList, add: Sequence[PcrValues],
-                  drop: Sequence[PcrValues]) -> tuple[PcrValues, ...]:
-    """The allowed states of *old* (its states, or its one set of values) restricted to
-    *pcrs*, minus *drop*, plus *add* — for ``reseal --add-state/--drop-state``."""
-    if old.authorizer is not None:
-        raise UsageError("this secret is sealed to a policy signer: its states are whatever "
-                         "the signer signs", "drop --add-state/--drop-state")
-    base = list(old.states or ((old.pcr_values,) if old.pcr_values else ()))
-    if any(set(pcrs.pairs()) - set(v) for v in base):
-        raise UsageError("the old states do not cover the new --pcrs",
-                         "give every state with --add-state, or keep the PCR list")
-
-    def cut(v: PcrValues) -> PcrValues:
-        return {k: v[k] for k in pcrs.pairs() if k in v}
-
-    gone = [cut(v) for v in drop]
-    missing = [n for n, v in enumerate(gone, 1) if v not in [cut(b) for b in base]]
-    if missing:
-        raise UsageError(f"--drop-state {missing[0]} is not one of the sealed states",
-                         "give a file with the values of a sealed state (see the blob's states)")
-    kept = [cut(v) for v in base if cut(v) not in gone] + [dict(v) for v in add]
-    if not kept:
-        raise UsageError("dropping every allowed state would leave nothing to unseal in",
-                         "keep at least one state, or --add-state another")
-    return tuple(kept)
-
-
-def _given_states(pcrs: PcrSelectionList, states: Sequence[PcrValues]) -> list[PcrValues]:
-    """The PolicyOR states restricted to *pcrs*; each must give every selected PCR."""
-    if len(states) > MAX_BRANCHES:
-        raise UsageError(f"{len(states)} PCR states given; PolicyOR allows at most "
-                         f"{MAX_BRANCHES}", "seal to fewer states, or use a signer")
-    out = []
-    for n, v in enumerate(states, 1):
-        missing = [f"{pcrspec.bank_name(b)}:{i}" for b, i in pcrs.pairs() if (b, i) not in v]
-        if missing:
-            raise UsageError(f"PCR state {n} has no value for {', '.join(missing)}",
-                             "give `pcrs show --json` output that covers --pcrs")
-        out.append({k: v[k] for k in pcrs.pairs()})
-    unique: dict[tuple[tuple[tuple[int, int], bytes], ...], PcrValues] = {}
-    for v in out:
-        unique.setdefault(tuple(sorted(v.items())), v)
-    return list(unique.values())
+                      states=states if len(states) > 1 else (), authorizer=policy.authorizer,
+                      revocation_nv=policy.revocation_nv)
 
 
 def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:

@@ -25,6 +25,16 @@ leaves at least one complete copy that unseals (the old or the new).
   the trust file pins (``nv_sealed``, recipes/trust.py); it pins the new Name
   before a save writes anything and drops the old one after, and pins on first
   use an object found on a device whose trust file has no pin yet (docs/SECURITY.md).
+
+  What a blob file records beyond the object (its policy: PolicyOR states, the
+  signer, the PIN flag, the check value) has no room in EVE's layout, so a save
+  records it in the trust file next to the pinned Name (``nv_records``) and the
+  store reads it back for that Name: ``unseal --nv`` of a signed or PolicyOR
+  secret needs no extra options. The record is a local file, not an
+  HMAC-verified answer, so it is treated as input that can be wrong: it must give
+  the object's own authPolicy (which the pinned Name covers), and the TPM's
+  policy check at Unseal still decides; a tampered record can make an unseal
+  fail, never succeed where the object's policy would not.
 """
 
 from __future__ import annotations
@@ -197,9 +207,11 @@ def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> None:
 
 @mutable_record
 class NvStore:
-    """EVE's NV layout. It has no metadata, so the caller says which PCRs the object
-    was sealed to (*pcrs*) and whether it needs a PIN. *accept_any*: take whatever
-    object is stored and pin it (after other software, e.g. EVE, re-sealed it)."""
+    """EVE's NV layout. It has no metadata: the policy of an object tpmseal stored
+    comes from its record in the trust file; for another object (sealed by EVE, or
+    before records) the caller says which PCRs it was sealed to (*pcrs*) and whether
+    it needs a PIN. *accept_any*: take whatever object is stored and pin it (after
+    other software, e.g. EVE, re-sealed it)."""
 
     layout: NvLayout
     pcrs: PcrSelectionList
@@ -253,8 +265,18 @@ class NvStore:
             blob = self._pair(tpm, priv, pub)
             if blob is not None:
                 self._check_pinned(blob, priv, pub)
+                blob = self._recorded(blob)
                 self._origin[blob.private] = priv
                 yield blob
+
+    def _recorded(self, blob: SealedBlob) -> SealedBlob:
+        """*blob* with the policy the trust file records for its Name, if any."""
+        t = self.trust
+        doc = t.nv_records.get(blob.name.hex()) if t is not None else None
+        if doc is None:
+            return blob
+        return blob.with_record(doc, f"trust file {t.path if t else ''}: the record of NV "
+                                     f"object {blob.name.hex()[:16]}")
 
     def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
         t = self.trust
@@ -279,9 +301,10 @@ class NvStore:
         except UsageError as e:
             log.warning("could not pin the sealed object: %s", e.one_line())
 
-    def _pin(self, names: tuple[bytes, ...]) -> None:
+    def _pin(self, names: tuple[bytes, ...], blob: SealedBlob) -> None:
+        """Pin *names*, recording *blob*'s policy for its Name."""
         if self.trust is not None and self.trust.path is not None:
-            self.trust = pin_sealed(self.trust, names)
+            self.trust = pin_sealed(self.trust, names, {blob.name.hex(): blob.policy_record()})
 
     def listing(self, tpm: Tpm, session: AuthSession | None = None,
                 also: Sequence[int] = (), *, authenticate: bool = True) -> NvListing:
@@ -350,7 +373,7 @@ class NvStore:
         listing = listing or self.listing(tpm, authenticate=False)  # crash safety only
         priv, pub = blob.private, blob.public.marshal()
         old = self.trust.nv_sealed if self.trust is not None else ()
-        self._pin(tuple(dict.fromkeys((*old, blob.name))))  # both, while the pair swaps
+        self._pin(tuple(dict.fromkeys((*old, blob.name))), blob)  # both, while the pair swaps
         staged = False
         origin = self._origin.get(keep.private) if keep is not None else None
         if origin is not None:
@@ -379,7 +402,7 @@ class NvStore:
         for index in (lay.staging_public, lay.staging_private):
             if staged or index in listing.pubs:
                 nv_undefine(tpm, index)
-        self._pin((blob.name,))
+        self._pin((blob.name,), blob)
 
     def _main_holds(self, tpm: Tpm, listing: NvListing, keep: SealedBlob) -> bool:
         """Whether the main pair holds *keep* (both halves: a save that stopped between

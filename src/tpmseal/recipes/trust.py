@@ -13,7 +13,11 @@ sealed objects tpmseal stored there (``nv_sealed``): the layout has no metadata
 and the SRK's authorization is empty, so anyone on the bus can store an object
 of their own sealed to the current PCRs; a Name that is not pinned is refused
 (recipes/stores.py). The list briefly holds two Names while a re-seal swaps the
-pair, so a crash at any moment leaves a pinned copy.
+pair, so a crash at any moment leaves a pinned copy. ``nv_records`` keeps, per
+pinned Name, what a blob file would record beyond the object (its policy: PCR
+states, signer, PIN; recipes/blob.py ``policy_record``), which the layout has no
+room for; the stores treat it as untrusted input that the TPM's policy check
+overrules.
 
 Format (JSON, not secret, written atomically)::
 
@@ -22,6 +26,7 @@ Format (JSON, not secret, written atomically)::
                           "srk": {"handle": "0x81000001", "name": HEX},
                           "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
                           "nv_sealed": [HEX, ...],  (profiles with an NV layout)
+                          "nv_records": {HEX: {...}},  (optional, per pinned Name)
                           "updated": ISO-8601}}}
 """
 
@@ -80,6 +85,8 @@ class TrustRecord:
     updated: str = ""
     #: Names of the sealed objects tpmseal stored in the profile's NV layout
     nv_sealed: tuple[bytes, ...] = ()
+    #: per pinned Name (hex), its policy record (recipes/blob.py ``policy_record``)
+    nv_records: dict[str, Any] = field(default_factory=dict)
     #: the trust file this record was read from (not part of it)
     path: str | None = field(default=None, repr=False)
 
@@ -89,7 +96,10 @@ class TrustRecord:
 
     def to_json(self) -> dict[str, Any]:
         from datetime import datetime, timezone  # only to save a record
-        extra = {"nv_sealed": [n.hex() for n in self.nv_sealed]} if self.nv_sealed else {}
+        extra: dict[str, Any] = {"nv_sealed": [n.hex() for n in self.nv_sealed]} \
+            if self.nv_sealed else {}
+        if self.nv_records:
+            extra["nv_records"] = self.nv_records
         return extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},
@@ -108,7 +118,8 @@ class TrustRecord:
                       handle_field(d["srk"]["handle"], f"trust file {where}: SRK"),
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
-                      tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])), where)
+                      tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])),
+                      dict(d.get("nv_records") or {}), where)
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
@@ -173,7 +184,8 @@ def save(path: str | os.PathLike[str], record: TrustRecord, *, replace: bool = F
                          "if the TPM was really replaced or cleared, re-pin with "
                          "`tpmseal provision --repin`")
     if old is not None and old.ek_name == record.ek_name and not record.nv_sealed:
-        record = _replace(record, nv_sealed=old.nv_sealed)  # a re-provision keeps the pins
+        # a re-provision keeps the pins
+        record = _replace(record, nv_sealed=old.nv_sealed, nv_records=old.nv_records)
     records[record.profile] = record
     _write(path, records)
 
@@ -191,16 +203,21 @@ def _write(path: str | os.PathLike[str], records: dict[str, TrustRecord]) -> Non
                          "pass a writable --trust-file PATH") from None
 
 
-def pin_sealed(record: TrustRecord, names: tuple[bytes, ...]) -> TrustRecord:
-    """Record *names* as the sealed objects of the profile's NV layout; return the record."""
+def pin_sealed(record: TrustRecord, names: tuple[bytes, ...],
+               policies: dict[str, Any] | None = None) -> TrustRecord:
+    """Record *names* as the sealed objects of the profile's NV layout, with the policy
+    records in *policies* (by Name in hex) added; records of other Names are dropped.
+    Returns the record."""
     if record.path is None:
         raise UsageError("this trust record was not read from a trust file",
                          "load it with trust.load() to pin sealed objects")
-    if names == record.nv_sealed:
+    kept = {n.hex(): r for n in names
+            if (r := (policies or {}).get(n.hex(), record.nv_records.get(n.hex()))) is not None}
+    if names == record.nv_sealed and kept == record.nv_records:
         return record
     records = load_all(record.path)
-    updated = _replace(records.get(record.profile, record), nv_sealed=names, updated="",
-                       path=record.path)
+    updated = _replace(records.get(record.profile, record), nv_sealed=names, nv_records=kept,
+                       updated="", path=record.path)
     records[record.profile] = updated
     _write(record.path, records)
     return updated

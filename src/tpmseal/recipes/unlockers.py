@@ -10,14 +10,17 @@ itself (``--test-passphrase``) or used to open the volume, always on a pipe.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
 from tpmseal.recipes import clevis, cryptsetup, luks, systemd_tpm2
 from tpmseal.recipes.trust import TrustRecord
+
+if TYPE_CHECKING:  # signed policies load on use only
+    from tpmseal.recipes.signed import SignedPolicy
 
 log = logging.getLogger("tpmseal.luks")
 
@@ -39,6 +42,19 @@ KINDS: dict[str, Kind] = {
                                   systemd_tpm2.needs_pin),
     clevis.TOKEN_TYPE: Kind(clevis.unseal_token, clevis.describe, clevis.needs_pin),
 }
+
+#: The unsealers that also take signed policies (``policies=``).
+SIGNED: dict[str, Callable[..., bytes]] = {luks.TOKEN_TYPE: luks.unseal_token,
+                                           systemd_tpm2.TOKEN_TYPE: systemd_tpm2.unseal_token}
+
+
+def unseal_with(tpm: Tpm, token: Mapping[str, Any], token_id: int, trust: TrustRecord | None,
+                pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
+    """The keyslot passphrase of *token*, offering *policies* to the types that take them."""
+    kind = str(token.get("type", ""))
+    if policies and kind in SIGNED:
+        return SIGNED[kind](tpm, token, token_id, trust, pin, policies=policies)
+    return KINDS[kind].unseal(tpm, token, token_id, trust, pin)
 
 
 @dataclass(frozen=True)
@@ -113,16 +129,18 @@ class Unlocked:
 
 
 def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord | None,
-               pin: bytes | None) -> Unlocked:
+               pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> Unlocked:
     """The first candidate whose unsealed passphrase cryptsetup accepts for its keyslot.
 
-    The first failure is reported if none works (later ones are logged).
+    *policies*: signed policies, offered to tokens sealed to a signer (tpmseal tokens
+    enrolled --authorized-by, systemd-tpm2 tokens with tpm2_pubkey). The first
+    failure is reported if none works (later ones are logged).
     """
     first: TpmsealError | None = None
     for c in cands:
         try:
-            secret = KINDS[c.kind].unseal(tpm, c.token, c.token_id, trust,
-                                          pin if c.needs_pin() else None)
+            secret = unseal_with(tpm, c.token, c.token_id, trust,
+                                 pin if c.needs_pin() else None, policies)
             for slot in c.keyslots:
                 try:
                     cryptsetup.test_key(device, secret, slot)
