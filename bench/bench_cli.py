@@ -120,8 +120,11 @@ def install(venv: Path) -> Path:
     runs at each start-up); this interpreter's pip installs into it."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-                    "--no-cache-dir", str(SOURCE)], check=True, capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                           "-q", "--no-cache-dir", str(SOURCE)], capture_output=True, check=False)
+    if done.returncode:
+        raise SystemExit("could not pip install this tree into the bench's virtual environment: "
+                         f"{done.stderr.decode(errors='replace').strip()[-600:]}")
     return python
 
 
