@@ -8,7 +8,13 @@ the context swaps of Linux's /dev/tpmrm0 resource manager). Rows:
 
 * tpmseal: the ``tpmseal`` CLI as a process (``unseal``, ``seal``, ``unseal
   --profile eve --nv``, ``vault-key --profile eve``), plus ``unseal`` on a TPM
-  provisioned with the ECC EK (``--ek-type auto`` on a fresh TPM);
+  provisioned with the ECC EK (``--ek-type auto`` on a fresh TPM). Under the
+  /dev/tpmrm0 model, as root with ``unshare``, the CLI really opens a
+  /dev/tpmrm0: the pty of tests/ptyrelay.py bound there in a private mount
+  namespace (tests/tpmrm_relay.py), relaying to the proxy, so it leaves its last
+  flushes to the resource manager as it does on a device. What the relay flushes
+  when the CLI has closed is not modelled for objects (the kernel holds only
+  their saved contexts by then) and costs one FlushContext per session;
 * tpm2-tools: tests/peers/tpm2_tools_flow.sh ``unseal`` / ``seal``;
 * EVE: its command sequences replayed with tpmseal's client (bench/eve_replay.py,
   read from EVE's evetpm code), checked against what crossed the proxy.
@@ -37,14 +43,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import eve_replay
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the pty relay
 from bench_unseal import TOOLS_FLOW, Machine, flush_leftovers, simulator, tools_version
 from bench_unseal import tpmseal_cli as _cli
 from chip_model import CHIPS, ChipModel, table_lines
 
+from ptyrelay import PtyRelay
+from tpmrm_relay import run_with_tpmrm
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import EVE, TCG
 from tpmseal.recipes.provision import provision
 from tpmseal.sniff.capture.proxy import Proxy
+from tpmseal.transport.base import parse_uri
+
+#: tpmseal can open a real /dev/tpmrm0 (the relay's pty, in a mount namespace)
+TPMRM = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
 @dataclass
@@ -65,6 +79,24 @@ class Op:
     machine: str  # "tcg", "ecc" or "eve"
     run: Callable[[str, str], object]  # (tpmseal URI, tools TCTI)
     expected: Callable[[], list[str]] | None = None
+    #: run through /dev/tpmrm0 under the resource-manager model (the tpmseal CLI)
+    device: bool = False
+
+
+class Relay(PtyRelay):
+    """The pty relay, noting what the proxy and the model saw when the client closed,
+    before its own clean-up (which the kernel does without commands for objects)."""
+
+    def __init__(self, proxy: Proxy, model: ChipModel) -> None:
+        self.proxy, self.model = proxy, model
+        self.at_close: tuple[list[str], float, int] | None = None
+        super().__init__(parse_uri(proxy.uri))
+
+    def _client_closed(self) -> None:
+        if self._dirty and self.at_close is None:
+            self.at_close = ([e.name for e in self.proxy.exchanges], self.model.modelled_ms,
+                             self.model.swaps)
+        super()._client_closed()
 
 
 class Bench:
@@ -81,6 +113,7 @@ class Bench:
         self.tools = TOOLS_FLOW.exists() and tools_version() is not None
         self.eve_seq: list[str] = []
         self.vault_key = b""
+        self.relay: Relay | None = None  # set while a tpmseal row runs on /dev/tpmrm0
 
     def tpmseal(self, machine: str, *args: str, check: bytes | None = None
                 ) -> Callable[[str, str], object]:
@@ -88,8 +121,12 @@ class Bench:
 
         def run(uri: str, _tcti: str) -> None:
             argv = [*self.cli, "--tpm", uri, "--trust-file", str(m.trust_file), *args]
-            done = subprocess.run(argv, env=self.env, capture_output=True, check=False,
-                                  timeout=300)
+            if self.relay is not None:
+                argv[argv.index(uri)] = "device:/dev/tpmrm0"
+                done = run_with_tpmrm(self.relay, argv, self.base, env=self.env)
+            else:
+                done = subprocess.run(argv, env=self.env, capture_output=True, check=False,
+                                      timeout=300)
             if done.returncode:
                 raise SystemExit(f"tpmseal {' '.join(args)} failed: {done.stderr.decode()}")
             if check is not None and done.stdout != check:
@@ -127,21 +164,22 @@ class Bench:
         seq = lambda: self.eve_seq  # noqa: E731
         ops = [
             Op("unseal a blob", "tpmseal CLI", "tcg",
-               self.tpmseal("tcg", "unseal", "--input", blob, "--output", "-", check=self.key)),
+               self.tpmseal("tcg", "unseal", "--input", blob, "--output", "-", check=self.key),
+               device=True),
             Op("unseal a blob", "tpmseal CLI, ECC EK", "ecc",
                self.tpmseal("ecc", "unseal", "--input", str(self.base / "blob-ecc.json"),
-                            "--output", "-", check=self.key)),
+                            "--output", "-", check=self.key), device=True),
             Op("seal a blob", "tpmseal CLI", "tcg",
                self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
-                            str(self.base / "blob2.json"), "--force")),
+                            str(self.base / "blob2.json"), "--force"), device=True),
             Op("NV unseal (EVE layout)", "tpmseal CLI", "eve",
                # EVE's SealDiskKey below re-seals the pair: accepted, as on a device
                self.tpmseal("eve", "unseal", "--profile", "eve", "--nv", "--output", "-",
-                            "--accept-sealed-object", check=vault)),
+                            "--accept-sealed-object", check=vault), device=True),
             Op("NV unseal (EVE layout)", "EVE UnsealDiskKey", "eve", eve_unseal, seq),
             Op("vault key, every boot", "tpmseal CLI", "eve",
                self.tpmseal("eve", "vault-key", "--profile", "eve", "--accept-sealed-object",
-                            check=vault)),
+                            check=vault), device=True),
             Op("vault key, every boot", "EVE FetchSealedVaultKey", "eve", eve_fetch, seq),
             Op("NV seal (EVE layout)", "EVE SealDiskKey", "eve", eve_seal, seq),
         ]
@@ -176,6 +214,24 @@ def proxies(bench: Bench, model: ChipModel) -> Iterator[dict[str, Proxy]]:
         yield out
 
 
+def _on_tpmrm(bench: Bench, op: Op, proxy: Proxy, model: ChipModel
+              ) -> tuple[list[str], float, int]:
+    """Run a tpmseal row through /dev/tpmrm0: commands, chip ms and swaps until it closed,
+    plus a FlushContext for each session it left (the kernel flushes those on the TPM)."""
+    relay = Relay(proxy, model)
+    with relay:
+        bench.relay = relay
+        try:
+            op.run(proxy.uri, "")
+        finally:
+            bench.relay = None
+        relay.wait_idle()
+    assert relay.at_close is not None
+    names, ms, swaps = relay.at_close
+    sessions = [h for h in relay.flushed if h >> 24 in (0x02, 0x03)]
+    return names + ["FlushContext"] * len(sessions), ms + len(sessions) * model.chip.base, swaps
+
+
 def run(runs: int, chips: list[str], base: Path) -> list[Result]:
     with simulator(base, TCG) as tcg, simulator(base, EVE) as eve, \
             simulator(base / "ecc", TCG) as ecc0:
@@ -203,11 +259,15 @@ def run(runs: int, chips: list[str], base: Path) -> list[Result]:
                             p.clear()
                             model.reset()
                             t0 = time.perf_counter()
-                            op.run(p.uri, p.tools_tcti)
+                            if rm and op.device and TPMRM:
+                                res.commands, ms, swaps = _on_tpmrm(bench, op, p, model)
+                            else:
+                                op.run(p.uri, p.tools_tcti)
+                                res.commands = [e.name for e in p.exchanges]
+                                ms, swaps = model.modelled_ms, model.swaps
                             res.wall.append((time.perf_counter() - t0) * 1000)
-                            res.commands = [e.name for e in p.exchanges]
-                            res.modelled.append(model.modelled_ms)
-                            res.swaps.append(model.swaps)
+                            res.modelled.append(ms)
+                            res.swaps.append(swaps)
                             if op.expected is not None and op.expected() != res.commands:
                                 raise SystemExit(f"{op.who}: the bus carried {res.commands}, "
                                                  f"the replay meant {op.expected()}")
@@ -217,7 +277,11 @@ def run(runs: int, chips: list[str], base: Path) -> list[Result]:
 
 
 def table(results: list[Result], runs: int) -> str:
+    via = ("the tpmseal CLI opens /dev/tpmrm0 (a relay in a mount namespace)" if TPMRM else
+           "the tpmseal CLI connects to the proxy's socket (not root or no unshare: "
+           "it flushes as on /dev/tpm0)")
     out = ["tpmseal vs tpm2-tools vs EVE on modelled SPI TPMs (bench/bench_chip.py)",
+           f"under the /dev/tpmrm0 model {via}",
            f"{runs} run(s) per row; chip ms = modelled TPM time (sum of delays, no host "
            "time); swaps = ContextLoad/Save/Flush added by /dev/tpmrm0; wall = host + chip, "
            "median; ratio = chip ms / EVE's chip ms for the same operation", ""]

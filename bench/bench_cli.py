@@ -7,11 +7,14 @@ times, interleaved round by round (the order rotating each round):
 
 * ``tpmseal unseal``, ``seal``, ``vault-key`` (EVE's NV layout, the every-boot
   path: the key exists and is unsealed) and ``provision`` (already provisioned:
-  what a boot script runs), each the installed console script;
+  what a boot script runs), each the console script of a normal, non-editable
+  ``pip install`` of this tree into a private virtual environment (an editable
+  install adds import hooks and ``.pth`` files to every start-up);
 * tpm2-tools' salted unseal and seal sequences (tests/peers/tpm2_tools_flow.sh:
   7 and 5 tool processes);
 * the floor: bench/floor_unseal.py sending tpmseal unseal's 5 commands with the
-  same checks, once with ``cryptography`` and once with the standard library only.
+  same checks, once with ``cryptography`` and once with the standard library only,
+  on the interpreter of that same virtual environment.
 
 Per row: the median wall and CPU (user+sys, the process and its children) time,
 the peak RSS (one more run under GNU time, Debian package ``time``), and the TPM
@@ -46,13 +49,13 @@ from bench_unseal import (
     machine_info,
     simulator,
     tools_version,
-    tpmseal_cli,
 )
 
 from tpmseal.recipes.profiles import EVE, TCG
 from tpmseal.sniff.capture.proxy import Proxy
 
 FLOOR = Path(__file__).resolve().parent / "floor_unseal.py"
+SOURCE = FLOOR.parent.parent
 TOOLS_BASE = "tpm2-tools unseal"
 FLOOR_BASE = "floor (cryptography)"
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None  # GNU time, for %M
@@ -110,6 +113,21 @@ def peak_rss(row: Row, report: Path) -> None:
     row.rss = [int(report.read_text().split()[-1]) / 1024]
 
 
+def install(venv: Path) -> Path:
+    """A normal (non-editable) ``pip install`` of this tree into *venv*; its python.
+
+    The venv has no pip or setuptools of its own (so no ``distutils-precedence.pth``
+    runs at each start-up); this interpreter's pip installs into it."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                           "-q", "--no-cache-dir", str(SOURCE)], capture_output=True, check=False)
+    if done.returncode:
+        raise SystemExit("could not pip install this tree into the bench's virtual environment: "
+                         f"{done.stderr.decode(errors='replace').strip()[-600:]}")
+    return python
+
+
 def expect(what: str, want: bytes) -> Callable[[bytes], None]:
     def check(out: bytes) -> None:
         if out != want:
@@ -125,7 +143,8 @@ class Setup:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")  # run from compiled bytecode
         self.env = env
-        self.cli = tpmseal_cli()
+        self.python = str(install(base / "venv"))
+        self.cli = [str(base / "venv" / "bin" / "tpmseal")]
         self.key = os.urandom(32)
         (base / "key.bin").write_bytes(self.key)
         self.tools_dir = base / "tools"
@@ -157,10 +176,10 @@ class Setup:
             Row("tpmseal vault-key", self.cli_argv(eve, eve_uri, "vault-key", "--profile", "eve"),
                 self.env, expect("tpmseal vault-key", self.vault_key)),
             Row("tpmseal provision", self.cli_argv(tcg, tcg_uri, "provision"), self.env),
-            Row(FLOOR_BASE, [sys.executable, str(FLOOR), tcg_uri.removeprefix("unix:"),
+            Row(FLOOR_BASE, [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
                              str(tcg.trust_file), "tcg", blob, "crypto"], self.env,
                 expect("floor", self.key)),
-            Row("floor (stdlib only)", [sys.executable, str(FLOOR), tcg_uri.removeprefix("unix:"),
+            Row("floor (stdlib only)", [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
                                         str(tcg.trust_file), "tcg", blob, "stdlib"], self.env,
                 expect("floor", self.key)),
         ]

@@ -39,7 +39,7 @@ from tpmseal.recipes.stores import NvStore, nv_undefine
 from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import HASH_SIZES, TPM_CC
+from tpmseal.wire.constants import HASH_SIZES, TPM_CC, enum_name
 from tpmseal.wire.structures import DigestValues, digest
 
 LAYOUT = (0x01800000, 0x01900000)
@@ -48,7 +48,7 @@ LEFTOVER_RANGES = (0x80000000, 0x02000000, 0x03000000)
 
 def _name(code: int) -> str:
     try:
-        return TPM_CC(code).name
+        return enum_name(TPM_CC, code)
     except ValueError:
         return f"{code:#x}"
 

@@ -30,7 +30,7 @@ from tpmseal.recipes.stores import NvStore
 from tpmseal.sniff.capture.hooks import HookContext, Verdict, success_response
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_NV, TPMA_SESSION
+from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_NV, TPMA_SESSION, enum_name
 from tpmseal.wire.frames import AuthResponse
 from tpmseal.wire.structures import NvPublic
 
@@ -110,7 +110,7 @@ def test_forged_nv_reads_are_refused(eve_sim: Simulator, vault: bytes) -> None:
     with interposer(eve_sim, on_response=forge) as p:
         r = tpm(p, "vault-key")
         expect_error(r, ExitCode.INTEGRITY, NOT_OURS)
-        assert "Unseal" not in [TPM_CC(e.code).name for e in p.exchanges]
+        assert "Unseal" not in [enum_name(TPM_CC, e.code) for e in p.exchanges]
     watch.check()
     expect_ok(direct(eve_sim, "vault-key"), vault)
 

@@ -47,7 +47,7 @@ from tpmseal.sniff.capture.hooks import (
     set_session_attributes,
 )
 from tpmseal.transport.simulator import Simulator
-from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION
+from tpmseal.wire.constants import TPM_CC, TPM_ST, TPMA_SESSION, members
 
 HMAC_SIZE = 32
 HEADER_TAG, HEADER_SIZE_LSB, HEADER_RC_LSB = 1, 5, 9
@@ -235,7 +235,7 @@ def test_truncated_response_is_a_transport_error(tcg_sim: Simulator,
                                                  command: str) -> None:
     secret, blob = sealed
     watch = unchanged(tcg_sim, blob)
-    code = TPM_CC[command]
+    code = members(TPM_CC)[command]
 
     def truncate(ctx: HookContext) -> Verdict:
         assert ctx.response is not None

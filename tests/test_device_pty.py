@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,36 @@ def test_tpm2_tools_through_the_device(relay: PtyRelay, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     relay.wait_idle()  # tpm2-tools left the primary loaded: the relay flushed it
     assert any(h >> 24 == 0x80 for h in relay.flushed), relay.events
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
+                    reason="needs root and unshare to bind the relay's pty on /dev/tpmrm0")
+def test_unseal_on_tpmrm0_leaves_the_last_flush_to_the_resource_manager(
+        relay: PtyRelay, tmp_path: Path) -> None:
+    """Through /dev/tpmrm0 the kernel flushes what a connection leaves when it closes:
+    unseal sends 4 commands, not 5, and the sealed object it loaded is gone after."""
+    from tpmrm_relay import run_with_tpmrm
+
+    secret = secret_bytes()
+    blob = tmp_path / "disk.json"
+    r = cli(["--tpm", relay.uri, "seal", "--pcrs", "sha256:0,7", "--output", str(blob)],
+            stdin=secret)
+    assert r.rc == 0, r.err
+    relay.wait_idle()
+    before = relay.commands
+    done = run_with_tpmrm(relay, [sys.executable, "-m", "tpmseal.cli.main", "--tpm",
+                                  "device:/dev/tpmrm0", "unseal", "--input", str(blob),
+                                  "--output", "-"], tmp_path)
+    assert (done.returncode, done.stdout) == (0, secret), done.stderr.decode()
+    assert relay.commands - before == 4, relay.events  # no FlushContext of its own
+    assert [h >> 24 for h in relay.flushed] == [0x80], relay.events  # the object, by the RM
+    with Tpm(open_transport(relay.uri)) as again:
+        assert again.handles(0x80000000) == [] and again.handles(0x03000000) == []
+
+
+def test_only_a_resource_manager_device_flushes_on_close(relay: PtyRelay) -> None:
+    t = DeviceTransport(relay.path, 1.0)
+    try:
+        assert not t.flushes_on_close  # a pty standing in for /dev/tpm0: no kernel RM
+    finally:
+        t.close()

@@ -33,7 +33,7 @@ from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.transport.base import Transport, open_transport
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_CAP, TPM_CC
+from tpmseal.wire.constants import TPM_CAP, TPM_CC, enum_name
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList
 
 #: EVE's default PCR list, and the TCG profile's.
@@ -128,7 +128,7 @@ class TpmLog:
 
 def cc_name(code: int) -> str:
     try:
-        return TPM_CC(code).name
+        return enum_name(TPM_CC, code)
     except ValueError:
         return f"{code:#x}"
 

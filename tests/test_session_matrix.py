@@ -35,14 +35,14 @@ from tpmseal.recipes.templates import sealed_template
 from tpmseal.session.auth import PasswordSession
 from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.wire import commands as c
-from tpmseal.wire.constants import TPM_CC, TPM_SE, TPMA_SESSION
+from tpmseal.wire.constants import TPM_CC, TPM_SE, TPMA_SESSION, enum_name
 
 DIRECTIONS = {"decrypt": DEC, "encrypt": ENC, "both": DEC | ENC}
 
 
 def _exchange(bus: CapturingTransport, code: int) -> tuple[bytes, bytes]:
     found = [e for e in bus.exchanges if e.code == code]
-    assert len(found) == 1, [TPM_CC(x).name for x in bus.codes()]
+    assert len(found) == 1, [enum_name(TPM_CC, x) for x in bus.codes()]
     return found[0].command, found[0].response or b""
 
 

@@ -16,7 +16,7 @@ from tpmseal.sniff.analysis.render import render_exchange
 from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.wire.commands import REGISTRY, Command
-from tpmseal.wire.constants import TPM_CC, TPM_RH, TPMA_SESSION
+from tpmseal.wire.constants import TPM_CC, TPM_RH, TPMA_SESSION, enum_name, members
 from tpmseal.wire.frames import (
     AuthCommand,
     AuthResponse,
@@ -33,10 +33,10 @@ CONT = TPMA_SESSION.continueSession
 
 
 @pytest.mark.parametrize("cls", [REGISTRY[cc] for cc in sorted(REGISTRY)],
-                         ids=lambda cls: cls.CC.name)
+                         ids=lambda cls: enum_name(TPM_CC, cls.CC))
 def test_table_agrees_with_the_registry(cls: type[Command[Any]]) -> None:
     s = shape(int(cls.CC))
-    assert s is not None and s.name == cls.CC.name
+    assert s is not None and s.name == enum_name(TPM_CC, cls.CC)
     lay, rlay = cls.layout(), cls.RESPONSE.layout()
     auth = [h.auth for h in lay.handles]
     assert len(auth) == s.handles
@@ -47,9 +47,9 @@ def test_table_agrees_with_the_registry(cls: type[Command[Any]]) -> None:
 
 
 def test_table_covers_every_command_code() -> None:
-    for cc in TPM_CC:
-        s = shape(int(cc))
-        assert s is not None and s.name == cc.name, cc
+    for name, cc in members(TPM_CC).items():
+        s = shape(cc)
+        assert s is not None and s.name == name, name
     assert all(0 <= s.auth_handles <= s.handles <= 3 for s in SHAPES.values())
     assert {s.code for s in SHAPES.values() if s.response_handles} == {
         TPM_CC.CreatePrimary, TPM_CC.Load, TPM_CC.LoadExternal, TPM_CC.CreateLoaded,

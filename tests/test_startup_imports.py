@@ -25,7 +25,8 @@ FORBIDDEN_CRYPTOGRAPHY = ("cryptography.x509", "cryptography.hazmat.primitives.s
                           "cryptography.hazmat.backends")
 #: what start-up work removed, on any Python version
 FORBIDDEN_STDLIB = {"logging", "hashlib", "hmac", "dataclasses", "inspect", "tempfile", "shutil",
-                    "datetime", "getpass", "json.tool", "email"}
+                    "datetime", "getpass", "json.tool", "email", "pathlib", "urllib", "fcntl",
+                    "threading", "argparse", "gettext", "locale"}
 
 RECORD = """\
 import atexit, sys

@@ -33,6 +33,7 @@ from tpmseal.wire.constants import (
     TPMA_NV,
     TPMA_OBJECT,
     TPMA_SESSION,
+    enum_name,
 )
 from tpmseal.wire.frames import AuthCommand, AuthResponse, build_command, build_response
 from tpmseal.wire.marshal import Reader, parse_exact, tpm2b
@@ -157,7 +158,7 @@ def _instance(cls: type[Any], index: int = 0) -> Any:
 
 
 COMMANDS = sorted(REGISTRY.items())
-CMD_IDS = [TPM_CC(cc).name for cc, _ in COMMANDS]
+CMD_IDS = [enum_name(TPM_CC, cc) for cc, _ in COMMANDS]
 
 
 def test_registry_covers_the_foundation_issue() -> None:
@@ -167,9 +168,9 @@ def test_registry_covers_the_foundation_issue() -> None:
               "PolicyAuthValue", "PolicyPassword", "PCR_Read", "PCR_Extend", "NV_DefineSpace",
               "NV_UndefineSpace", "NV_ReadPublic", "NV_Read", "NV_Write", "ContextSave",
               "ContextLoad", "Clear"}
-    assert wanted <= {TPM_CC(cc).name for cc in REGISTRY}
+    assert wanted <= {enum_name(TPM_CC, cc) for cc in REGISTRY}
     for cc, cls in REGISTRY.items():
-        assert cc == cls.CC and cls.__name__ == TPM_CC(cc).name
+        assert cc == cls.CC and cls.__name__ == enum_name(TPM_CC, cc)
         assert cls.SECTION.startswith("Part 3 §")
         assert issubclass(cls.RESPONSE, Response)
 
@@ -236,7 +237,7 @@ def test_response_params_truncated_and_overlong(cc: int, cls: type[Command[Any]]
 
 def test_first_parameter_encryptable_flags() -> None:
     """The registry flag that drives parameter encryption (Part 1 §21.1)."""
-    flags = {TPM_CC(cc).name: (cls.layout().first_param_encryptable,
+    flags = {enum_name(TPM_CC, cc): (cls.layout().first_param_encryptable,
                                cls.RESPONSE.layout().first_param_encryptable)
              for cc, cls in REGISTRY.items()}
     assert flags["Create"] == (True, True)          # inSensitive / outPrivate
@@ -288,7 +289,7 @@ def test_structure_round_trip(cls: type[Any], i: int, value: Any) -> None:
         assert "at byte offset" in str(e.value)
 
 
-@pytest.mark.parametrize("value", STRUCT_SAMPLES[Public], ids=lambda p: TPM_ALG(p.type).name)
+@pytest.mark.parametrize("value", STRUCT_SAMPLES[Public], ids=lambda p: enum_name(TPM_ALG, p.type))
 def test_public_sized_round_trip_and_inner_slack(value: Public) -> None:
     sized = value.sized()
     assert Public.from_sized(sized) == value

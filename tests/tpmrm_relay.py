@@ -20,8 +20,8 @@ from ptyrelay import PtyRelay
 _DEV_NODES = ("null", "zero", "urandom", "random", "full", "tty", "pts", "ptmx")
 
 
-def run_with_tpmrm(relay: PtyRelay, argv: Sequence[str], tmp: Path,
-                   stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+def run_with_tpmrm(relay: PtyRelay, argv: Sequence[str], tmp: Path, stdin: bytes = b"",
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run *argv* where /dev/tpmrm0 is the relay's pty and /sys/class/tpmrm lists it."""
     old = tmp / "olddev"
     old.mkdir(exist_ok=True)
@@ -31,6 +31,6 @@ def run_with_tpmrm(relay: PtyRelay, argv: Sequence[str], tmp: Path,
               "&& mount -t tmpfs none /sys/class && mkdir -p /sys/class/tpmrm/tpmrm0 "
               '&& exec "$@"')
     done = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", *argv], input=stdin,
-                          capture_output=True, timeout=60, check=False)
+                          capture_output=True, timeout=60, check=False, env=env)
     relay.wait_idle()  # the peer closed the device: the relay flushed what it left
     return done

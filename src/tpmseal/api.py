@@ -68,7 +68,7 @@ def _pcrs(pcrs: str | PcrSelectionList | None) -> PcrSelectionList | None:
     return parse_pcrs(pcrs) if isinstance(pcrs, str) else pcrs
 
 
-def _path(trust_file: str | PathLike[str] | None) -> Path:
+def _path(trust_file: str | PathLike[str] | None) -> str:
     return trust.trust_path(None if trust_file is None else str(trust_file))
 
 

@@ -26,12 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import stat
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.interrupt import deferred
@@ -64,21 +62,21 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def _check_directory(target: Path) -> Path:
-    directory = target.parent if str(target.parent) else Path(".")
-    if not directory.is_dir():
+def _check_directory(target: str) -> str:
+    directory = os.path.dirname(target) or "."
+    if not os.path.isdir(directory):
         raise UsageError(f"cannot write {target}: directory {directory} does not exist",
                          "create the directory or choose another path")
-    if target.is_dir():
+    if os.path.isdir(target):
         raise UsageError(f"cannot write {target}: it is a directory", "name a file")
     return directory
 
 
-def _tmp_name(directory: Path, target: Path) -> Path:
-    return directory / f".{target.name}.{os.urandom(4).hex()}.tmp"
+def _tmp_name(directory: str, target: str) -> str:
+    return os.path.join(directory, f".{os.path.basename(target)}.{os.urandom(4).hex()}.tmp")
 
 
-def _unnamed(directory: Path, mode: int) -> int | None:
+def _unnamed(directory: str, mode: int) -> int | None:
     """An fd on an unnamed regular file in *directory*, or None if not supported."""
     flag = getattr(os, "O_TMPFILE", 0)
     if not flag or not os.path.isdir("/proc/self/fd"):
@@ -91,7 +89,7 @@ def _unnamed(directory: Path, mode: int) -> int | None:
         raise
 
 
-def _link_fd(fd: int, directory: Path, name: str) -> None:
+def _link_fd(fd: int, directory: str, name: str) -> None:
     """linkat(/proc/self/fd/FD, DIR/NAME, AT_SYMLINK_FOLLOW): name the unnamed file *fd*.
 
     ``os.link`` calls plain link(2), which would try to link the /proc symlink
@@ -105,16 +103,16 @@ def _link_fd(fd: int, directory: Path, name: str) -> None:
         os.close(dfd)
 
 
-def _name_unnamed(fd: int, directory: Path, target: Path, exclusive: bool) -> None:
+def _name_unnamed(fd: int, directory: str, target: str, exclusive: bool) -> None:
     """Give the unnamed file *fd* the name *target* (exclusively, or replacing it)."""
     if exclusive:
-        _link_fd(fd, directory, target.name)
+        _link_fd(fd, directory, os.path.basename(target))
         return
     with deferred():
         while True:
             tmp = _tmp_name(directory, target)
             try:
-                _link_fd(fd, directory, tmp.name)
+                _link_fd(fd, directory, os.path.basename(tmp))
                 break
             except FileExistsError:
                 continue
@@ -126,7 +124,7 @@ def _name_unnamed(fd: int, directory: Path, target: Path, exclusive: bool) -> No
             raise
 
 
-def _write_named(directory: Path, target: Path, data: bytes, mode: int,
+def _write_named(directory: str, target: str, data: bytes, mode: int,
                  exclusive: bool) -> None:
     """The fallback without O_TMPFILE: a named 0600 temp file, removed on any failure."""
     with deferred():
@@ -160,7 +158,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o600, *
     With *exclusive* the file must not exist: if another process created it
     meanwhile, :class:`UsageError` (exit 2) and nothing is changed.
     """
-    target = Path(path)
+    target = os.fspath(path)
     directory = _check_directory(target)
     try:
         fd = _unnamed(directory, mode)
@@ -204,8 +202,11 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
     lock two different files). If the directory does not exist or is not writable,
     the block runs unlocked: the write itself will fail or is not ours to protect.
     """
-    target = Path(path)
-    lock = target.parent / f".{target.name}.lock"
+    import fcntl  # only the commands that rewrite a file lock it
+
+    target = os.fspath(path)
+    head, name = os.path.split(target)
+    lock = os.path.join(head, f".{name}.lock")
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as e:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -62,10 +61,13 @@ def installed() -> Iterator[None]:
 
     Off the main thread (where Python cannot set handlers) the block runs as is.
     """
-    if threading.current_thread() is not threading.main_thread():
+    try:
+        saved = {s: signal.signal(s, _handler) for s in SIGNALS}
+    except ValueError:  # signal.signal() refuses off the main thread (no threading import)
+        saved = {}
+    if not saved:
         yield
         return
-    saved = {s: signal.signal(s, _handler) for s in SIGNALS}
     try:
         yield
     finally:

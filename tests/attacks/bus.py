@@ -21,7 +21,7 @@ from tpmseal.sniff.analysis.leaks import find, scan
 from tpmseal.sniff.analysis.record import Exchange
 from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.transport.simulator import Simulator
-from tpmseal.wire.constants import TPM_CC, TPM_HT, TPM_RH, TPMA_NV, handle_type
+from tpmseal.wire.constants import TPM_CC, TPM_HT, TPM_RH, TPMA_NV, enum_name, handle_type
 from tpmseal.wire.rc import TpmResponseError
 
 NV_FIRST = 0x01000000
@@ -208,7 +208,7 @@ def names(exchanges: Sequence[Exchange]) -> list[str]:
     out = []
     for e in exchanges:
         try:
-            out.append(TPM_CC(e.code).name)
+            out.append(enum_name(TPM_CC, e.code))
         except ValueError:
             out.append(f"{e.code:#x}")
     return out

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import UsageError
@@ -16,6 +14,10 @@ from tpmseal.recipes import trust
 from tpmseal.recipes.profiles import PROFILES, Profile, get_profile
 from tpmseal.recipes.trust import TrustRecord, trust_path
 from tpmseal.transport.base import Transport, default_uri, parse_uri
+
+if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
+    import argparse
+    from collections.abc import Callable
 
 log = get_logger("tpmseal.cli")
 
@@ -34,14 +36,11 @@ class LoggedTransport:
         self._opened = time.monotonic()
 
     def send(self, command: bytes) -> bytes:
-        from tpmseal.wire.constants import TPM_CC
+        from tpmseal.wire.constants import TPM_CC, enum_name
         from tpmseal.wire.rc import rc_name
 
         code = int.from_bytes(command[6:10], "big")
-        try:
-            name = TPM_CC(code).name
-        except ValueError:
-            name = f"{code:#x}"
+        name = enum_name(TPM_CC, code)
         start = time.monotonic()
         response = self.inner.send(command)
         took = time.monotonic() - start
@@ -123,7 +122,7 @@ def profile_of(args: argparse.Namespace) -> Profile:
     return get_profile(args.profile)
 
 
-def trust_of(args: argparse.Namespace) -> Any:
+def trust_of(args: argparse.Namespace) -> str:
     return trust_path(args.trust_file)
 
 

@@ -7,20 +7,27 @@ traceback is printed only with ``--debug``. Nothing here prints key material.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import errno
 import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from tpmseal import __version__, interrupt, log
+from tpmseal.cli import quick
 from tpmseal.errors import ExitCode, TpmsealError, TrustError
 from tpmseal.files import guard_stdio
 from tpmseal.interrupt import Interrupted
+
+if TYPE_CHECKING:  # argparse loads only when the command line needs it (cli/quick.py)
+    import argparse
+    from collections.abc import Callable, Sequence
+
+    from tpmseal.cli.parser import Parser
+
+    Handler = Callable[[argparse.Namespace], int]
 
 #: Each sub-command and the module whose ``register(subparsers)`` defines it (its help
 #: text lives there). Only the module of the command being run is imported, and only that
@@ -44,46 +51,6 @@ COMMANDS: dict[str, str] = {
 }
 _GLOBAL_WITH_VALUE = ("--tpm", "--trust-file")
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-class _Formatter(argparse.HelpFormatter):
-    """argparse's formatter, sized without :mod:`shutil` (and its bz2, lzma, fnmatch).
-
-    argparse makes a formatter for every ``add_argument``, and the stock one
-    imports shutil for the terminal width; this reads it as shutil does.
-    """
-
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
-                 width: int | None = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position,
-                         width if width is not None else _columns() - 2)
-
-
-def _columns() -> int:
-    try:
-        return int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        pass
-    out = sys.__stdout__
-    try:
-        return (os.get_terminal_size(out.fileno()).columns if out else 0) or 80
-    except (AttributeError, ValueError, OSError):
-        return 80
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors, the usage exit code and a cheap formatter."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
-        raise SystemExit(ExitCode.USAGE)
-
-
 def _command_in(argv: Sequence[str]) -> str | None:
     """The sub-command named in *argv* (the first word that is not a global option)."""
     skip = False
@@ -97,12 +64,10 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
-def build_parser(argv: Sequence[str] | None = None) -> Parser:
-    """The parser; with *argv*, only the named command's module is imported."""
-    parser = Parser(
-        prog="tpmseal",
-        description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
-                    "with the secret never crossing the TPM bus in plaintext.")
+def _declare(parser: Any) -> Any:
+    """Declare the global options on *parser*; its sub-command parsers' ``add_subparsers``.
+
+    For argparse's parser and for cli/quick.py's recorder alike: declared once."""
     parser.add_argument("--tpm", metavar="URI",
                         help="TPM to use: device:/dev/tpmrm0 (default), unix:PATH, tcp:HOST:PORT, "
                              "sim:STATE_DIR, or a tpm2-tools TCTI (swtpm:path=P, "
@@ -116,24 +81,43 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log the flow: TPM commands, counts, timing (never secrets)")
     parser.add_argument("--version", action="version", version=f"tpmseal {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
+    return parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+
+def _register(sub: Any, wanted: str) -> None:
+    """Declare the sub-command *wanted* (only its parser: each costs start-up time)."""
+    module = importlib.import_module(COMMANDS[wanted])
+    one = getattr(module, "register_one", None)
+    if one is not None:
+        one(sub, wanted)
+    else:
+        module.register(sub)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """The argparse parser; with *argv*, only the named command's module is imported."""
+    from tpmseal.cli.parser import Parser
+
+    parser = Parser(
+        prog="tpmseal",
+        description="Seal a secret into a TPM 2.0 under a PCR policy and unseal it, "
+                    "with the secret never crossing the TPM bus in plaintext.")
+    sub = _declare(parser)
     wanted = _command_in(argv) if argv is not None else None
     if wanted in COMMANDS:
-        # only the named command's parser: each argparse parser costs start-up time
-        # (gettext looks for translations on disk for every one of its messages)
-        module = importlib.import_module(COMMANDS[wanted])
-        one = getattr(module, "register_one", None)
-        if one is not None:
-            one(sub, wanted)
-        else:
-            module.register(sub)
+        # gettext looks for translations on disk for every message of every parser
+        _register(sub, wanted)
         return parser
     if argv is not None and "--version" in argv:
         return parser  # answered before any command is looked at
     for name in dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).register(sub)
     return parser
+
+
+def _quick_register(sub: Any, wanted: str) -> None:
+    if wanted in COMMANDS:
+        _register(sub, wanted)
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
@@ -175,8 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     try:
-        parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        args = quick.parse(argv, _declare, _quick_register)
+        if args is None:  # help, an error, or an unusual line: argparse decides
+            args = build_parser(argv).parse_args(argv)
     except KeyboardInterrupt as e:
         return _interrupted(e)
     level = log.DEBUG if args.debug else log.INFO if args.verbose else log.WARNING

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
 from tpmseal.errors import UsageError
 from tpmseal.files import locked
 from tpmseal.recipes.profiles import Profile, conflicts
 from tpmseal.recipes.provision import EK_TYPES, provision
+
+if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
+    import argparse
 
 
 def register(sub: Any) -> None:

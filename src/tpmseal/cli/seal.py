@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-from pathlib import Path
+import os
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import (
@@ -41,7 +40,9 @@ from tpmseal.session.policy import compute_policy
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelectionList, Public
 
-if TYPE_CHECKING:  # signed policies load on use only
+if TYPE_CHECKING:  # signed policies load on use only; argparse when parsing needs it
+    import argparse
+
     from tpmseal.recipes.signed import SignedPolicy
 
 log = get_logger("tpmseal.cli")
@@ -68,16 +69,23 @@ def _pcr_spec(text: str) -> PcrSelectionList:
     try:
         return parse_pcrs(text)
     except UsageError as e:
-        raise argparse.ArgumentTypeError(e.one_line()) from None
+        raise _type_error(e.one_line()) from None
+
+
+def _type_error(message: str) -> Exception:
+    """argparse's error for a value its ``type`` refuses (argparse loads on errors only)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
 
 
 def _nv_index(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an NV index") from None
+        raise _type_error(f"{text!r} is not an NV index") from None
     if value >> 24 != 0x01:
-        raise argparse.ArgumentTypeError(f"{text} is not an NV index (0x01xxxxxx)")
+        raise _type_error(f"{text} is not an NV index (0x01xxxxxx)")
     return value
 
 
@@ -223,7 +231,7 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool,
     one pinning the salt key the blob records (the file is not from the bus:
     recipes/trust.py, select)."""
     def salt() -> bytes | None:
-        stored = FileStore(Path(args.blob)).read()
+        stored = FileStore(args.blob).read()
         return stored.salt_key.name if stored is not None and stored.salt_key else None
 
     return record_of(args, profile, required=required,
@@ -235,7 +243,7 @@ def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
     if args.nv:
         return NvStore.for_profile(profile, pcrs, rec, pin,
                                    getattr(args, "accept_sealed_object", False))
-    return FileStore(Path(args.blob))
+    return FileStore(args.blob)
 
 
 def _verify_ek(tpm: Tpm, args: argparse.Namespace, public: Public | None,
@@ -347,9 +355,9 @@ def run_unseal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lock_target(args: argparse.Namespace) -> Path:
+def _lock_target(args: argparse.Namespace) -> str:
     """What a rewrite locks: the blob file, or for NV the TPM's trust file."""
-    return Path(trust_of(args)) if args.nv else Path(args.blob)
+    return trust_of(args) if args.nv else str(args.blob)
 
 
 def run_reseal(args: argparse.Namespace) -> int:
@@ -367,12 +375,12 @@ def run_reseal(args: argparse.Namespace) -> int:
         pin_given = bool(args.pin_file)
         store = _store(args, profile, rec, args.old_pcrs, pin_given)
         pin = _pin_for(args, store, tpm)
-        target = FileStore(Path(args.output)) if args.output else None
+        target = FileStore(args.output) if args.output else None
         if target is not None and args.nv:
             raise UsageError("--output applies to blob files, not --nv",
                              hint="drop --output: reseal --nv rewrites the NV indices in place")
         in_place = target is not None and (
-            Path(args.output).resolve() == Path(args.blob).resolve())
+            os.path.realpath(args.output) == os.path.realpath(args.blob))
         if (target is not None and not args.force and not in_place
                 and first_candidate(tpm, target) is not None):
             raise UsageError(f"{args.output} already holds a sealed secret",
@@ -417,7 +425,7 @@ def run_import(args: argparse.Namespace) -> int:
     except DecodeError as e:
         raise BadInputError(f"--private {args.private} is not a TPM2B_PRIVATE: {e.message}",
                             "pass the file `tpm2_create -r` wrote") from None
-    out = FileStore(Path(args.output))
+    out = FileStore(args.output)
     with open_tpm(args) as tpm:
         if not args.force and first_candidate(tpm, out) is not None:
             raise UsageError(f"{args.output} already exists", "pass --force to replace it")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from tpmseal.errors import UsageError
 from tpmseal.files import read_input, write_output
+
+if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
+    import argparse
 
 
 def _prompt(text: str, what: str, instead: str) -> bytes:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.cli.common import (
     add_accept_sealed_object,
@@ -22,6 +21,9 @@ from tpmseal.files import locked
 from tpmseal.log import get_logger
 from tpmseal.recipes.lifecycle import UnsealOptions, require_nv, vault_key
 from tpmseal.recipes.stores import NvStore
+
+if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
+    import argparse
 
 log = get_logger("tpmseal.cli")
 

@@ -53,11 +53,13 @@ from tpmseal.wire.constants import (
     HASH_SIZES,
     TPM_ALG,
     TPM_CAP,
+    TPM_CC,
     TPM_HT,
     TPM_PT,
     TPM_RH,
     TPM_SE,
     TPMA_SESSION,
+    enum_name,
     handle_type,
 )
 from tpmseal.wire.frames import build_command, parse_header, split_response
@@ -100,6 +102,9 @@ class Tpm:
         self._nv: dict[int, NvPublic] = {}
         self._transients: set[int] = set()
         self._sessions: dict[int, AuthSession] = {}
+        #: handles whose scope ended, flushed before the next command (or by the kernel
+        #: resource manager when the connection closes first: see :meth:`scoped`)
+        self._done: list[int] = []
         self.commands_sent = 0
         #: the transport error after which the connection is out of step (see run())
         self.broken: TransportError | None = None
@@ -123,11 +128,18 @@ class Tpm:
         """
         with deferred():
             try:
-                for h in sorted(self._transients | set(self._sessions)):
-                    with contextlib.suppress(Exception):
-                        self.flush(h)
+                if not self.flushed_on_close:
+                    for h in sorted(self._transients | set(self._sessions)):
+                        with contextlib.suppress(Exception):
+                            self.flush(h)
             finally:
                 self.transport.close()
+
+    @property
+    def flushed_on_close(self) -> bool:
+        """Whether closing the transport flushes what this connection left loaded
+        (/dev/tpmrmN: the kernel resource manager does, a raw device or socket does not)."""
+        return bool(getattr(self.transport, "flushes_on_close", False))
 
     # ------------------------------------------------------------------ commands
 
@@ -137,8 +149,16 @@ class Tpm:
         A SIGINT/SIGTERM during the command is raised when it returns, after what
         it loaded is tracked for :meth:`close` (:func:`tpmseal.interrupt.deferred`).
         """
+        if self._done:
+            self._flush_done()
         with deferred():
             return self._run(cmd, *sessions)
+
+    def _flush_done(self) -> None:
+        done, self._done = self._done, []
+        for h in done:
+            if h in self._transients or h in self._sessions:
+                self.flush(h)
 
     def _run(self, cmd: Command[R], *sessions: Session) -> R:
         if self.broken is not None:
@@ -183,16 +203,16 @@ class Tpm:
                 break
             decoded = decode_rc(header.code)
             if decoded.name in RETRYABLE and attempt < self.retry_limit:
-                log.debug("TPM2_%s: %s, retrying in %.0f ms", cls.CC.name, decoded.name,
-                          delay * 1000)
+                log.debug("TPM2_%s: %s, retrying in %.0f ms", enum_name(TPM_CC, cls.CC),
+                          decoded.name, delay * 1000)
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
                 continue
-            raise _first_use_error(header.code, cls.CC.name, sessions)
+            raise _first_use_error(header.code, enum_name(TPM_CC, cls.CC), sessions)
         try:
             frame_r = split_response(raw, len(resp_layout.handles), len(sessions))
         except DecodeError as e:
-            raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
+            raise _malformed(enum_name(TPM_CC, cls.CC), e, authorized=pending is not None) from None
         params_bytes = frame_r.params
         try:
             if pending is not None:
@@ -205,7 +225,8 @@ class Tpm:
             try:
                 response: R = cls.RESPONSE.from_wire(frame_r.handles, reader)
             except DecodeError as e:
-                raise _malformed(cls.CC.name, e, authorized=pending is not None) from None
+                raise _malformed(enum_name(TPM_CC, cls.CC), e,
+                                 authorized=pending is not None) from None
         except TpmsealError:
             # The TPM executed the command (it answered TPM_RC_SUCCESS) but the response
             # is rejected: flush any transient object it reports at close(), or a
@@ -298,6 +319,12 @@ class Tpm:
         When the block raised, a failing flush is ignored: the block's error is
         the one that explains what happened (e.g. a tampered response to a command
         that ended the session, after which the TPM answers TPM_RC_HANDLE).
+
+        Through the kernel resource manager (:attr:`flushed_on_close`) a block that
+        ends normally leaves the FlushContext for later: it is sent before the next
+        command, or never, when the connection closes first and the kernel flushes
+        the handle itself. That saves the last command of an unseal and the context
+        swap the resource manager makes for it.
         """
         try:
             yield handle
@@ -307,7 +334,10 @@ class Tpm:
                     self.flush(handle)
             raise
         if handle in self._transients or handle in self._sessions:
-            self.flush(handle)
+            if self.flushed_on_close:
+                self._done.append(handle)
+            else:
+                self.flush(handle)
 
     def read_public(self, handle: int, *sessions: Session) -> Public:
         """TPM2_ReadPublic, verifying that the Name matches the public area."""

@@ -31,7 +31,7 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.log import get_logger
-from tpmseal.recipes import recovery, sealing
+from tpmseal.recipes import sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.policies import SealPolicy
@@ -80,6 +80,8 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     except PolicyMismatchError:
         if blob.pcr_values or blob.authorizer is not None or not opts.recover:
             raise
+        from tpmseal.recipes import recovery  # only after a policy failure
+
         authenticated = not opts.legacy and opts.trust is not None and opts.trust.aes_128_cfb
         if authenticated:
             assert opts.trust is not None

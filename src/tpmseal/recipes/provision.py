@@ -34,8 +34,8 @@ A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable
-from pathlib import Path
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, TpmsealError, UsageError
@@ -206,7 +206,7 @@ def _aes_refused(tpm: Tpm, ek: Planned) -> bool:
                               "consistent"))
 
 
-def _records(path: Path, repin: bool) -> list[trust.TrustRecord]:
+def _records(path: str | os.PathLike[str], repin: bool) -> list[trust.TrustRecord]:
     """The trust file's records, read before anything is created: an unreadable file is
     refused now (with *repin*, it is replaced: the way out of a corrupted one)."""
     try:
@@ -266,7 +266,7 @@ def choose_ek_type(tpm: Tpm, profile: Profile, pinned: trust.TrustRecord | None,
 
 
 def provision(tpm: Tpm, profile: Profile, *, ek_type: str = "rsa",
-              trust_file: Path | None = None, ek_ca: str | None = None,
+              trust_file: str | os.PathLike[str] | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
     """Create the profile's EK and SRK if missing, and pin them in the trust file.
 

@@ -40,9 +40,9 @@ leaves at least one complete copy that unseals (the old or the new).
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Collection, Iterator, Sequence
 from itertools import chain
-from pathlib import Path
 from typing import Protocol
 
 from tpmseal.client.tpm import Tpm
@@ -103,14 +103,14 @@ class Store(Protocol):
 
 @record
 class FileStore:
-    path: Path
+    path: str | os.PathLike[str]
 
     def describe(self) -> str:
         return str(self.path)
 
     def read(self) -> SealedBlob | None:
         """The blob in the file; None if there is none (a file needs no TPM to read)."""
-        if self.path.exists() and not self.path.is_file():
+        if os.path.exists(self.path) and not os.path.isfile(self.path):
             raise UsageError(f"{self.path} is not a regular file",
                              "a sealed blob is a JSON file: name a file path")
         text = read_capped(self.path, "blob", MAX_BLOB_FILE)

@@ -62,7 +62,6 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from tpmseal import safejson
@@ -97,9 +96,9 @@ __all__ = ["EK_MISMATCH", "TrustRecord", "address", "address_of", "find", "load"
            "save", "select", "start_salted", "trust_path"]
 
 
-def trust_path(explicit: str | None = None) -> Path:
+def trust_path(explicit: str | None = None) -> str:
     """--trust-file, else $TPMSEAL_TRUST_FILE, else /var/lib/tpmseal/trust.json."""
-    return Path(explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH)
+    return explicit or os.environ.get("TPMSEAL_TRUST_FILE") or DEFAULT_PATH
 
 
 def address(uri: str) -> str:
@@ -151,7 +150,7 @@ class TrustRecord:
     #: record written before they were recorded
     addresses: tuple[str, ...] = ()
     #: the trust file this record was read from (not part of it)
-    path: Path | None = field(default=None, repr=False)
+    path: str | None = field(default=None, repr=False)
 
     @property
     def ek_name(self) -> bytes:
@@ -191,7 +190,7 @@ class TrustRecord:
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
                       tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])),
-                      dict(d.get("nv_records") or {}), tuple(addresses), Path(where))
+                      dict(d.get("nv_records") or {}), tuple(addresses), where)
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
@@ -203,13 +202,13 @@ class TrustRecord:
         return rec
 
 
-def _object(value: Any, what: str, path: Path) -> dict[str, Any]:
+def _object(value: Any, what: str, path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadInputError(f"trust file {path}: {what} is not a JSON object", _REPAIR)
     return value
 
 
-def load_all(path: Path) -> list[TrustRecord]:
+def load_all(path: str | os.PathLike[str]) -> list[TrustRecord]:
     """Every record in the trust file (format 2, or 1: one record per profile); empty if
     the file does not exist."""
     raw = read_capped(path, "trust file", MAX_TRUST_FILE)
@@ -243,7 +242,7 @@ def _at(records: list[TrustRecord], where: str | None) -> TrustRecord | None:
     return next((r for r in records if where is not None and where in r.addresses), None)
 
 
-def select(records: list[TrustRecord], profile: str, path: Path, *,
+def select(records: list[TrustRecord], profile: str, path: str | os.PathLike[str], *,
            address: str | None = None, salt_name: bytes | None = None) -> TrustRecord | None:
     """The record of *profile* a flow at *address* uses; None if the profile has none.
 
@@ -274,19 +273,19 @@ def select(records: list[TrustRecord], profile: str, path: Path, *,
         "`tpmseal provision` at this address to pin this TPM")
 
 
-def find(path: Path, profile: str, *, address: str | None = None,
+def find(path: str | os.PathLike[str], profile: str, *, address: str | None = None,
          salt_name: bytes | None = None) -> TrustRecord | None:
     """:func:`select` over the trust file at *path*."""
     return select(load_all(path), profile, path, address=address, salt_name=salt_name)
 
 
-def load(path: Path, profile: str, *, address: str | None = None,
+def load(path: str | os.PathLike[str], profile: str, *, address: str | None = None,
          salt_name: bytes | None = None) -> TrustRecord:
     """Like :func:`find`, but :class:`NotFoundError` saying to provision if there is none."""
     return required(find(path, profile, address=address, salt_name=salt_name), path, profile)
 
 
-def required(rec: TrustRecord | None, path: Path, profile: str) -> TrustRecord:
+def required(rec: TrustRecord | None, path: str | os.PathLike[str], profile: str) -> TrustRecord:
     """*rec*, or :class:`NotFoundError` saying to provision *profile*."""
     if rec is None:
         raise NotFoundError(f"no trusted endorsement key for profile {profile!r} in trust "
@@ -305,7 +304,7 @@ def pinned_at(records: list[TrustRecord], profile: str,
     return _at(mine, where) or next((r for r in mine if not r.addresses), None)
 
 
-def refuse_new_ek(pinned: TrustRecord | None, ek_name: bytes, path: Path,
+def refuse_new_ek(pinned: TrustRecord | None, ek_name: bytes, path: str | os.PathLike[str],
                   where: str | None) -> None:
     """:class:`TrustError` if *pinned* (see :func:`pinned_at`) pins another EK than the
     one found at *where*."""
@@ -321,7 +320,7 @@ def refuse_new_ek(pinned: TrustRecord | None, ek_name: bytes, path: Path,
            "provision` on the pinned one (it records its address)"))
 
 
-def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
+def save(path: str | os.PathLike[str], record: TrustRecord, *, replace: bool = False) -> None:
     """Add or update *record*, provisioned at ``record.addresses`` (one address).
 
     A record pinned at that address (or one without addresses) must have the same EK,
@@ -353,7 +352,7 @@ def save(path: Path, record: TrustRecord, *, replace: bool = False) -> None:
     _write(path, [*records, record])
 
 
-def _write(path: Path, records: list[TrustRecord]) -> None:
+def _write(path: str | os.PathLike[str], records: list[TrustRecord]) -> None:
     """Format 1 while every profile has one record (an older tpmseal reads it, ignoring
     the addresses: a rollback keeps unsealing), else format 2."""
     ordered = sorted(records, key=lambda r: (r.ek_name, r.profile))
@@ -367,7 +366,7 @@ def _write(path: Path, records: list[TrustRecord]) -> None:
                 r.to_json()
         doc = {"format": FORMAT, "tpms": tpms}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode(), mode=0o644)
     except PermissionError:
         raise UsageError(f"permission denied writing trust file {path}",
@@ -378,7 +377,7 @@ def _write(path: Path, records: list[TrustRecord]) -> None:
 
 
 @contextlib.contextmanager
-def naming(path: Path) -> Iterator[None]:
+def naming(path: str | os.PathLike[str]) -> Iterator[None]:
     """Trust problems (:class:`TrustError`) raised in the block name the trust file *path*
     if their message does not already (the layers below know no file)."""
     try:
@@ -388,7 +387,7 @@ def naming(path: Path) -> Iterator[None]:
         raise
 
 
-def name_file(e: TrustError, path: Path) -> None:
+def name_file(e: TrustError, path: str | os.PathLike[str]) -> None:
     """Add "(trust file PATH)" to *e*'s message unless it names that file already."""
     if str(path) not in e.message:
         e.message = f"{e.message} (trust file {path})"

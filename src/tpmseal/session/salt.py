@@ -18,9 +18,10 @@ only does the arithmetic on a :class:`~tpmseal.wire.structures.Public`.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tpmseal.errors import UsageError
 from tpmseal.records import record
@@ -28,10 +29,16 @@ from tpmseal.session.kdf import LABEL_SECRET, kdfe
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_ECC, enum_name
 from tpmseal.wire.structures import EccParms, EccPoint, Public, RsaParms
 
-_CURVES: dict[int, ec.EllipticCurve] = {
-    TPM_ECC.NIST_P256: ec.SECP256R1(),
-    TPM_ECC.NIST_P384: ec.SECP384R1(),
-    TPM_ECC.NIST_P521: ec.SECP521R1(),
+if TYPE_CHECKING:  # ECC loads on use: an RSA-salted unseal does not need it
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+
+#: the curves, by their class names in ``cryptography.hazmat.primitives.asymmetric.ec``
+_CURVES: dict[int, str] = {
+    TPM_ECC.NIST_P256: "SECP256R1",
+    TPM_ECC.NIST_P384: "SECP384R1",
+    TPM_ECC.NIST_P521: "SECP521R1",
 }
 
 _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
@@ -40,8 +47,6 @@ _HASHES: dict[int, type[hashes.HashAlgorithm]] = {
     TPM_ALG.SHA384: hashes.SHA384,
     TPM_ALG.SHA512: hashes.SHA512,
 }
-
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 
 def crypto_hash(alg: int) -> hashes.HashAlgorithm:
@@ -54,11 +59,14 @@ def crypto_hash(alg: int) -> hashes.HashAlgorithm:
 
 
 def _curve(curve_id: int) -> ec.EllipticCurve:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     try:
-        return _CURVES[curve_id]
+        curve: type[ec.EllipticCurve] = getattr(ec, _CURVES[curve_id])
     except KeyError:
         raise UsageError(f"unsupported ECC curve {enum_name(TPM_ECC, curve_id)}",
                          hint="use NIST P-256, P-384 or P-521") from None
+    return curve()
 
 
 def public_key(pub: Public) -> PublicKey:
@@ -70,6 +78,8 @@ def public_key(pub: Public) -> PublicKey:
     if pub.type == TPM_ALG.ECC and isinstance(pub.parameters, EccParms):
         assert isinstance(pub.unique, EccPoint)
         curve = _curve(pub.parameters.curve_id)
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         x = int.from_bytes(pub.unique.x, "big")
         y = int.from_bytes(pub.unique.y, "big")
         return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
@@ -129,6 +139,8 @@ def make_salt(pub: Public) -> Salt:
         h = crypto_hash(pub.name_alg)
         pad = padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=LABEL_SECRET)
         return Salt(value, key.encrypt(value, pad))
+    from cryptography.hazmat.primitives.asymmetric import ec
+
     eph = ec.generate_private_key(key.curve)
     z = eph.exchange(ec.ECDH(), key)
     n = (key.curve.key_size + 7) // 8

@@ -117,12 +117,13 @@ def default_timeout() -> float:
 def open_transport(uri: str | None = None, timeout: float | None = None) -> Transport:
     """Open the TPM named by *uri* (default: :func:`default_uri`)."""
     timeout = default_timeout() if timeout is None else timeout
-    from tpmseal.transport.device import DeviceTransport
-    from tpmseal.transport.stream import StreamTransport
-
     parsed = parse_uri(uri or default_uri())
     if parsed.scheme == "device":
+        from tpmseal.transport.device import DeviceTransport
+
         return DeviceTransport(parsed.path, timeout)
+    from tpmseal.transport.stream import StreamTransport
+
     if parsed.scheme == "sim":
         from tpmseal.transport.simulator import Simulator
 

@@ -5,6 +5,12 @@ response per read() (drivers/char/tpm/tpm-dev-common.c),
 so the response is read with a single read after poll() signals it is ready.
 The suite runs this transport through a pty relay to swtpm (tests/ptyrelay.py),
 hence O_NOCTTY: a terminal standing in for the device never becomes ours.
+
+Through ``/dev/tpmrmN`` the kernel flushes every object and session the connection
+left when it is closed (drivers/char/tpm/tpm2-space.c, ``tpm2_del_space``):
+:attr:`DeviceTransport.flushes_on_close` tells the client so, and it then leaves
+its last FlushContexts to the kernel. A raw ``/dev/tpmN`` keeps whatever was left
+until the TPM is reset: there the client flushes everything itself.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ class DeviceTransport:
     def __init__(self, path: str, timeout: float):
         self.uri = f"device:{path}"
         self._timeout = timeout
+        #: the kernel resource manager's device: it flushes what we leave on close
+        self.flushes_on_close = os.path.basename(os.path.realpath(path)).startswith("tpmrm")
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOCTTY)
         except FileNotFoundError:

@@ -9,14 +9,15 @@ sized buffer is encrypted, and only its data bytes).
 
 from __future__ import annotations
 
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tpmseal.records import record
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
 
-T = TypeVar("T")
-S = TypeVar("S", bound="Marshalable")
-
+if TYPE_CHECKING:
+    from typing import Generic as Parametric
+else:  # no typing aliases at run time (start-up time)
+    from tpmseal.records import Parametric
 
 class Marshalable(Protocol):
     """A structure with ``marshal()`` and a ``unmarshal(reader)`` class method."""
@@ -27,7 +28,12 @@ class Marshalable(Protocol):
     def unmarshal(cls, r: Reader) -> Any: ...
 
 
-class Codec(Generic[T]):
+T = TypeVar("T")
+#: bound to the class, not its name: a string bound makes typing compile() it (~1 ms)
+S = TypeVar("S", bound=Marshalable)
+
+
+class Codec(Parametric[T]):
     """Writes and reads one field; ``is_2b`` marks size-prefixed buffers."""
 
     tpm_type: str = "?"

@@ -17,7 +17,7 @@ Sections refer to TPM 2.0 Library Specification Part 3 ("Commands").
 from __future__ import annotations
 
 from functools import cache
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from tpmseal.records import MISSING, fields, record
 from tpmseal.records import field as _field
@@ -40,6 +40,11 @@ from tpmseal.wire.structures import (
     SymDef,
     Ticket,
 )
+
+if TYPE_CHECKING:
+    from typing import Generic as Parametric
+else:  # no typing aliases at run time (start-up time)
+    from tpmseal.records import Parametric
 
 
 def handle(*, auth: bool = False, default: int | None = None) -> Any:
@@ -132,10 +137,10 @@ R = TypeVar("R", bound=Response)
 REGISTRY: dict[int, type[Command[Any]]] = {}
 
 
-class Command(Declared, Generic[R]):
+class Command(Declared, Parametric[R]):
     """Base of command declarations; subclasses register themselves."""
 
-    CC: ClassVar[TPM_CC]
+    CC: ClassVar[int]
     SECTION: ClassVar[str]
     RESPONSE: ClassVar[type[Any]]
 

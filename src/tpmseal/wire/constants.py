@@ -4,14 +4,17 @@ Every value comes from TPM 2.0 Library Specification Part 2 ("Structures"),
 revision 1.59; the section is given on each class. Nothing else in the package
 spells a command code, algorithm identifier, handle or attribute bit as a bare
 number.
+
+Each table is a plain class of ``int`` attributes, not an ``IntEnum``: defining
+the ~330 members of these enums was the largest single cost of the modules every
+``tpmseal unseal`` imports. :func:`enum_name` and :func:`members` give the names
+back (the sniffer, error messages), from a reverse table built on first use.
 """
 
 from __future__ import annotations
 
-from enum import IntEnum, IntFlag
 
-
-class TPM_CC(IntEnum):
+class TPM_CC:
     """Command codes (Part 2 §6.5.2)."""
 
     NV_UndefineSpaceSpecial = 0x11F
@@ -128,7 +131,7 @@ class TPM_CC(IntEnum):
     EncryptDecrypt2 = 0x193
 
 
-class TPM_ALG(IntEnum):
+class TPM_ALG:
     """Algorithm identifiers (Part 2 §6.3)."""
 
     ERROR = 0x0000
@@ -172,7 +175,7 @@ class TPM_ALG(IntEnum):
     ECB = 0x0044
 
 
-class TPM_ECC(IntEnum):
+class TPM_ECC:
     """ECC curve identifiers (Part 2 §6.4)."""
 
     NONE = 0x0000
@@ -186,7 +189,7 @@ class TPM_ECC(IntEnum):
     SM2_P256 = 0x0020
 
 
-class TPM_ST(IntEnum):
+class TPM_ST:
     """Structure tags (Part 2 §6.9)."""
 
     RSP_COMMAND = 0x00C4
@@ -207,14 +210,14 @@ class TPM_ST(IntEnum):
     AUTH_SIGNED = 0x8025
 
 
-class TPM_SU(IntEnum):
+class TPM_SU:
     """Startup types (Part 2 §6.10)."""
 
     CLEAR = 0x0000
     STATE = 0x0001
 
 
-class TPM_SE(IntEnum):
+class TPM_SE:
     """Session types (Part 2 §6.11)."""
 
     HMAC = 0x00
@@ -222,7 +225,7 @@ class TPM_SE(IntEnum):
     TRIAL = 0x03
 
 
-class TPM_CAP(IntEnum):
+class TPM_CAP:
     """Capability selectors (Part 2 §6.12)."""
 
     ALGS = 0x00
@@ -238,7 +241,7 @@ class TPM_CAP(IntEnum):
     ACT = 0x0A
 
 
-class TPM_PT(IntEnum):
+class TPM_PT:
     """Fixed and variable TPM properties (Part 2 §6.13)."""
 
     FAMILY_INDICATOR = 0x100
@@ -297,7 +300,7 @@ class TPM_PT(IntEnum):
     LOCKOUT_RECOVERY = 0x211
 
 
-class TPM_HT(IntEnum):
+class TPM_HT:
     """Handle types: the most significant octet of a handle (Part 2 §7.2)."""
 
     PCR = 0x00
@@ -310,7 +313,7 @@ class TPM_HT(IntEnum):
     AC = 0x90
 
 
-class TPM_RH(IntEnum):
+class TPM_RH:
     """Permanent handles (Part 2 §7.4)."""
 
     SRK = 0x40000000
@@ -329,7 +332,7 @@ class TPM_RH(IntEnum):
     PLATFORM_NV = 0x4000000D
 
 
-class TPMA_OBJECT(IntFlag):
+class TPMA_OBJECT:
     """Object attributes (Part 2 §8.3)."""
 
     fixedTPM = 1 << 1
@@ -346,7 +349,7 @@ class TPMA_OBJECT(IntFlag):
     x509sign = 1 << 19
 
 
-class TPMA_SESSION(IntFlag):
+class TPMA_SESSION:
     """Session attributes (Part 2 §8.4)."""
 
     continueSession = 0x01
@@ -357,7 +360,7 @@ class TPMA_SESSION(IntFlag):
     audit = 0x80
 
 
-class TPMA_NV(IntFlag):
+class TPMA_NV:
     """NV index attributes (Part 2 §13.4); bits 4..7 hold TPM_NT."""
 
     PPWRITE = 1 << 0
@@ -383,7 +386,7 @@ class TPMA_NV(IntFlag):
     READ_STCLEAR = 1 << 31
 
 
-class TPM_EO(IntEnum):
+class TPM_EO:
     """Comparison operators of TPM2_PolicyNV and PolicyCounterTimer (Part 2 §6.8)."""
 
     EQ = 0x0000
@@ -426,9 +429,21 @@ def handle_type(handle: int) -> int:
     return (handle >> 24) & 0xFF
 
 
-def enum_name(enum: type[IntEnum], value: int) -> str:
-    """The member name for *value*, or its hex spelling when the table lacks it."""
-    try:
-        return enum(value).name
-    except ValueError:
-        return f"0x{value:x}"
+def members(table: type) -> dict[str, int]:
+    """The names and values of a table, in declaration order."""
+    return {k: v for k, v in vars(table).items() if not k.startswith("_") and type(v) is int}
+
+
+_NAMES: dict[type, dict[int, str]] = {}
+
+
+def enum_name(table: type, value: int) -> str:
+    """The member name for *value* (the first declared, as with an enum), or its hex
+    spelling when the table lacks it."""
+    names = _NAMES.get(table)
+    if names is None:
+        names = {}
+        for k, v in members(table).items():
+            names.setdefault(v, k)
+        _NAMES[table] = names
+    return names.get(value) or f"0x{value:x}"

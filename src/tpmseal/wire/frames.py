@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.errors import DecodeError
 from tpmseal.records import record
 from tpmseal.wire.codecs import Codec
 from tpmseal.wire.commands import REGISTRY, Layout
-from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name
-from tpmseal.wire.handles import CommandShape, shape
+from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name, members
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
+
+if TYPE_CHECKING:
+    from tpmseal.wire.handles import CommandShape
 
 HEADER_SIZE = 10
 
@@ -69,7 +71,7 @@ class AuthResponse:
 
 def session_attrs_text(attrs: int) -> str:
     """E.g. ``continueSession|decrypt``; ``0`` when no bit is set."""
-    names = [a.name or "" for a in TPMA_SESSION if attrs & a]
+    names = [name for name, bit in members(TPMA_SESSION).items() if attrs & bit]
     return "|".join(names) if names else "0"
 
 
@@ -241,6 +243,8 @@ def command_name(code: int) -> str:
     """``Create``; a Part 3 command tpmseal's enum lacks by its table name; else hex."""
     name = enum_name(TPM_CC, code)
     if name.startswith("0x"):
+        from tpmseal.wire.handles import shape
+
         s = shape(code)
         if s is not None:
             return s.name
@@ -321,6 +325,8 @@ def decode_command(data: bytes, deciphered: Deciphered | None = None) -> Decoded
     carries what was decoded and an ``error`` sentence, since captured
     traffic can be anything.
     """
+    from tpmseal.wire.handles import shape  # the sniffer's table, off the client's path
+
     h = parse_header(data)
     name = command_name(h.code)
     cls = REGISTRY.get(h.code)
@@ -370,6 +376,8 @@ def decode_response(data: bytes, command: DecodedCommand | None,
     h = parse_header(data)
     if h.code != 0 or command is None:
         return DecodedResponse(h.tag, h.size, h.code, [], [], [])
+    from tpmseal.wire.handles import shape
+
     cls = REGISTRY.get(command.code)
     s = shape(command.code)
     if cls is None and s is None:

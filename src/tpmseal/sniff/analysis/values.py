@@ -10,7 +10,6 @@ It is the sniffer: bytes are shown in full, key material included.
 
 from __future__ import annotations
 
-from enum import IntEnum, IntFlag
 from typing import Any
 
 from tpmseal.records import fields, is_record
@@ -27,6 +26,7 @@ from tpmseal.wire.constants import (
     TPMA_OBJECT,
     enum_name,
     handle_type,
+    members,
 )
 
 #: TCG-registered handles worth naming (TCG EK Credential Profile §2.2.1.4, §2.2.1.5).
@@ -71,13 +71,13 @@ def handle_text(handle: int) -> str:
     return f"0x{handle:08x} ({handle_label(handle)})"
 
 
-def flags_text(flags: type[IntFlag], value: int, width: int = 8) -> str:
+def flags_text(flags: type, value: int, width: int = 8) -> str:
     """E.g. ``fixedTPM|fixedParent (0x00000012)``."""
-    names = [f.name or "" for f in flags if f.value and value & f.value == f.value]
+    names = [name for name, bit in members(flags).items() if bit and value & bit == bit]
     return f"{'|'.join(names) or '0'} (0x{value:0{width}x})"
 
 
-def _enum_text(enum: type[IntEnum], value: int, width: int = 4) -> str:
+def _enum_text(enum: type, value: int, width: int = 4) -> str:
     return f"{enum_name(enum, value)} (0x{value:0{width}x})"
 
 

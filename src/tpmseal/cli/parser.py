@@ -1,0 +1,53 @@
+"""argparse as tpmseal uses it: one-line errors with the usage exit code, a cheap formatter.
+
+Loaded only when cli/quick.py leaves a command line to argparse (``--help``, an
+error, an unusual spelling) and by tools/cli_docs.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn
+
+from tpmseal.errors import ExitCode
+
+
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter, sized without :mod:`shutil` (and its bz2, lzma, fnmatch).
+
+    argparse makes a formatter for every ``add_argument``, and the stock one
+    imports shutil for the terminal width; this reads it as shutil does.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position,
+                         width if width is not None else _columns() - 2)
+
+
+def _columns() -> int:
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        pass
+    out = sys.__stdout__
+    try:
+        return (os.get_terminal_size(out.fileno()).columns if out else 0) or 80
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, the usage exit code and a cheap formatter."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+        raise SystemExit(ExitCode.USAGE)
+
+
