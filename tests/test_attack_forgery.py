@@ -280,6 +280,27 @@ def test_control_forged_pcr_values_steer_a_legacy_seal(tcg_sim: Simulator,
 
 EVE_SEALED = (0x01800000, 0x01900000, 0x01800001, 0x01900001)  # main and staging pairs
 RC_HANDLE_NV = 0x18B  # TPM_RC_HANDLE, handle 1: "no such NV index"
+RC_HANDLE_NV_2 = 0x28B  # the same for NV_Read's second handle, the index
+RC_NV_UNINITIALIZED = 0x14A  # TPM_RC_NV_UNINITIALIZED: "never written"
+
+
+def _read_of(ctx: HookContext) -> int | None:
+    """The NV index an NV_ReadPublic or NV_Read reads, else None. A trust file that
+    keeps the pair's public areas reads it with NV_Read alone; the reader falls back
+    to NV_ReadPublic when that fails, so forging absence takes both."""
+    if ctx.code == TPM_CC.NV_ReadPublic:
+        return int.from_bytes(ctx.command[10:14], "big")
+    if ctx.code == TPM_CC.NV_Read:
+        return int.from_bytes(ctx.command[14:18], "big")
+    return None
+
+
+def _hide(ctx: HookContext, indices: tuple[int, ...]) -> Verdict:
+    """'No such index' for a read of *indices*."""
+    if _read_of(ctx) in indices:
+        return Respond(error_response(RC_HANDLE_NV if ctx.code == TPM_CC.NV_ReadPublic
+                                      else RC_HANDLE_NV_2))
+    return None
 
 
 def test_forged_absence_does_not_replace_the_sealed_vault_key(eve_sim: Simulator) -> None:
@@ -295,10 +316,12 @@ def test_forged_absence_does_not_replace_the_sealed_vault_key(eve_sim: Simulator
     forged = {"left": 2}
 
     def hide(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_Read:
+            return _hide(ctx, EVE_SEALED)
         if ctx.code == TPM_CC.NV_ReadPublic and forged["left"] and \
-                int.from_bytes(ctx.command[10:14], "big") in EVE_SEALED:
+                _read_of(ctx) in EVE_SEALED:
             forged["left"] -= 1
-            return Respond(error_response(RC_HANDLE_NV))
+            return _hide(ctx, EVE_SEALED)
         return None
 
     with interposer(eve_sim, on_command=hide) as p:
@@ -335,9 +358,11 @@ def test_forged_absence_does_not_let_seal_overwrite_nv(eve_sim: Simulator,
 def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
         eve_sim: Simulator) -> None:
     """NV_ReadPublic answers carry no HMAC unless audited: forging "never written" for
-    0x1900000 on every read hides the pair from the plain reads and makes the listing
-    (whose GetCapability is audited, so the indices cannot vanish) show a torn layout.
-    That is refused (exit 12) and nothing is written: never a new key over the old."""
+    0x1900000 on every read (and NV_UNINITIALIZED on NV_Read, which the trust file's
+    size hint reads it with first) hides the pair from the plain reads and makes the
+    listing (whose GetCapability is audited, so the indices cannot vanish) show a torn
+    layout. That is refused (exit 12) and nothing is written: never a new key over the
+    old."""
     with interposer(eve_sim) as p:
         first = tpm(p, "vault-key")
         expect_ok(first, size=32)
@@ -353,7 +378,12 @@ def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
         fake = replace(real.nv_public, attributes=real.nv_public.attributes & ~TPMA_NV.WRITTEN)
         return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
 
-    with interposer(eve_sim, on_response=unwritten) as p:
+    def uninitialized(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_Read and _read_of(ctx) == 0x01900000:
+            return Respond(error_response(RC_NV_UNINITIALIZED))
+        return None
+
+    with interposer(eve_sim, on_command=uninitialized, on_response=unwritten) as p:
         r = tpm(p, "vault-key")
         expect_error(r, ExitCode.TORN_STORE, "0x1900000 (never written)", "nothing was changed")
         assert not {"Create", "NV_Write", "NV_DefineSpace", "NV_UndefineSpace"} & set(
@@ -362,6 +392,60 @@ def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
     watch.check()
     with interposer(eve_sim) as p:
         expect_ok(tpm(p, "vault-key"), first.out, what="the next boot's vault key")
+
+
+def test_forged_nv_read_public_is_not_asked_with_the_pinned_public_areas(
+        eve_sim: Simulator) -> None:
+    """With the pair's public areas in the trust file (nv_public), vault-key's every boot
+    sends no NV_ReadPublic: the same "never written" forger finds nothing to answer, and
+    the pinned key unseals. A pair forged through NV_Read alone is still an object
+    whose Name is not pinned (test_attack_substitute.py)."""
+    with interposer(eve_sim) as p:
+        first = tpm(p, "vault-key")
+        expect_ok(first, size=32)
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+
+    def unwritten(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
+                ctx.response[6:10] != bytes(4):
+            return None
+        real, auths = parse_response(ctx.response, ctx.command)
+        assert isinstance(real, cmds.NV_ReadPublicResponse)
+        fake = replace(real.nv_public, attributes=real.nv_public.attributes & ~TPMA_NV.WRITTEN,
+                       data_size=1)
+        return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
+
+    with interposer(eve_sim, on_response=unwritten) as p:
+        expect_ok(tpm(p, "vault-key"), first.out, what="the vault key")
+        assert names(p.exchanges)[:3] == ["NV_Read", "NV_Read", "StartAuthSession"]
+        assert "NV_ReadPublic" not in names(p.exchanges)
+        assert_no_leak(p.exchanges, first.out)
+    watch.check()
+
+
+def test_forged_error_on_the_hinted_read_falls_back_to_the_ordinary_reads(
+        eve_sim: Simulator) -> None:
+    """A forged error on the NV_Read that uses the trust file's sizes only costs the
+    ordinary reads (NV_ReadPublic, NV_Read): the pinned key still unseals, and the
+    trust file is not rewritten (its hint was right)."""
+    with interposer(eve_sim) as p:
+        first = tpm(p, "vault-key")
+        expect_ok(first, size=32)
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+    forged = {"left": 1}
+
+    def once(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.NV_Read and forged["left"]:
+            forged["left"] -= 1
+            return _hide(ctx, EVE_SEALED)
+        return None
+
+    with interposer(eve_sim, on_command=once) as p:
+        expect_ok(tpm(p, "vault-key"), first.out, what="the vault key")
+        assert names(p.exchanges)[:5] == ["NV_Read", "NV_ReadPublic", "NV_ReadPublic",
+                                          "NV_Read", "NV_Read"]
+        assert_no_leak(p.exchanges, first.out)
+    watch.check()
 
 
 @pytest.mark.parametrize("rc", [RC_SYMMETRIC_P4, RC_VALUE_P2, RC_FAILURE],
@@ -433,10 +517,7 @@ def test_forged_empty_nv_read_fails_fast(eve_sim: Simulator) -> None:
 
 
 def _hide_sealed(ctx: HookContext) -> Verdict:
-    if ctx.code == TPM_CC.NV_ReadPublic and \
-            int.from_bytes(ctx.command[10:14], "big") in EVE_SEALED:
-        return Respond(error_response(RC_HANDLE_NV))
-    return None
+    return _hide(ctx, EVE_SEALED)
 
 
 @pytest.mark.parametrize("command", ["unseal", "reseal"])
@@ -468,14 +549,12 @@ def test_forged_reread_during_reseal_nv_cannot_lose_the_secret(eve_sim: Simulato
     key = tmp_path / "key"
     key.write_bytes(os.urandom(32))
     assert direct(eve_sim, "seal", "--profile", "eve", "--nv", "--input", str(key)).rc == 0
-    seen = {"main_reads": 0}
+    seen = {"unsealed": False}
 
     def attack(ctx: HookContext) -> Verdict:
-        if ctx.code == TPM_CC.NV_ReadPublic and \
-                int.from_bytes(ctx.command[10:14], "big") == EVE_SEALED[0]:
-            seen["main_reads"] += 1
-            if seen["main_reads"] == 2:  # save's re-read, after the unseal
-                return Respond(error_response(RC_HANDLE_NV))
+        seen["unsealed"] |= ctx.code == TPM_CC.Unseal
+        if ctx.code == TPM_CC.NV_ReadPublic and seen["unsealed"]:
+            return _hide(ctx, EVE_SEALED[:1])  # save's re-read, after the unseal
         if ctx.code == TPM_CC.NV_DefineSpace:
             cmd, _ = ctx.parse()
             assert isinstance(cmd, cmds.NV_DefineSpace)

@@ -214,6 +214,10 @@ def test_interposer_name_alg_in_read_public(tcg_sim: Simulator, tmp_path: Path) 
 def test_interposer_name_alg_in_nv_read_public(eve_sim: Simulator, tmp_path: Path) -> None:
     assert cli(["seal", "--profile", "eve", "--nv", "--input",
                 str(write(tmp_path / "k", os.urandom(32)))]).rc == 0
+    trust = eve_sim.state / "trust.json"  # without the pair's public areas (as from
+    doc = json.loads(trust.read_text())  # before nv_public), unseal asks NV_ReadPublic
+    del pinned_json(doc, "eve")["nv_public"]
+    trust.write_text(json.dumps(doc))
     # header(10) TPM2B_NV_PUBLIC.size(2) nvIndex(4) nameAlg(2)
     with _proxy(eve_sim, tmp_path) as p, p.interpose(
             on_response=_name_alg_hook("NV_ReadPublic", 16)):

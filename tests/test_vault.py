@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,6 +19,7 @@ from test_seal_support import (
     assert_one_line_error,
     cli,
     flush_leftovers,
+    pinned_json,
     secret_bytes,
     tools,
     tools_flush,
@@ -63,11 +66,10 @@ def test_generated_then_unsealed(eve_sim: Simulator, tmp_path: Path,
     caplog.clear()
     second = cli(["vault-key"])
     assert (second.rc, second.out) == (0, first.out)
-    # the every-boot path: read the pair, unseal - one salted session, 9 commands (the
-    # legacy key is left alone, as EVE does)
-    assert log.names() == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
-                           "StartAuthSession", "Load", "PolicyPCR", "Unseal",
-                           "FlushContext"]
+    # the every-boot path: read the pair (sizes from the trust file: no NV_ReadPublic),
+    # unseal - one salted session, 7 commands (the legacy key is left alone, as EVE does)
+    assert log.names() == ["NV_Read", "NV_Read", "StartAuthSession", "Load", "PolicyPCR",
+                           "Unseal", "FlushContext"]
     assert any("vault key unsealed" in m for m in caplog.messages)
     # the same key through plain unseal of EVE's layout
     assert cli(["unseal", "--profile", "eve", "--nv"]).out == first.out
@@ -191,6 +193,48 @@ def test_vault_key_refuses_unmeasured(unmeasured_eve: Simulator, tmp_path: Path)
     assert (r.rc, r.out) == (0, legacy)
 
 
+def test_pinned_public_areas_are_only_a_hint(eve_sim: Simulator,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trust file's nv_public (the pair's public areas as the last save left them)
+    spares the two NV_ReadPublic. A trust file without it (from before), or with one
+    that no longer describes the pair (the index redefined behind tpmseal's back, here
+    by editing the sizes), reads the pair the ordinary way, unseals, and records what
+    it read, so the next boot is back to two NV_Reads."""
+    trust = eve_sim.state / "trust.json"
+    log = TpmLog().install(monkeypatch)
+    first = cli(["vault-key"])
+    assert first.rc == 0, first.err
+    hint = pinned_json(json.loads(trust.read_text()), "eve")["nv_public"]
+    assert sorted(hint) == ["0x01800000", "0x01900000"]
+    ordinary = ["NV_ReadPublic", "NV_ReadPublic", "NV_Read", "NV_Read", "StartAuthSession"]
+
+    def edit(change: Callable[[dict[str, Any]], None]) -> None:
+        doc = json.loads(trust.read_text())
+        change(pinned_json(doc, "eve"))
+        trust.write_text(json.dumps(doc))
+
+    def shrink(rec: dict[str, Any]) -> None:  # dataSize is the last two bytes
+        rec["nv_public"] = {i: h[:-4] + f"{int(h[-4:], 16) - 1:04x}"
+                            for i, h in rec["nv_public"].items()}
+
+    def grow(rec: dict[str, Any]) -> None:
+        rec["nv_public"] = {i: h[:-4] + f"{int(h[-4:], 16) + 7:04x}"
+                            for i, h in rec["nv_public"].items()}
+
+    for change, before in ((lambda rec: rec.pop("nv_public"), ordinary),
+                           (shrink, ["NV_Read", "NV_Read", *ordinary]),  # a prefix
+                           (grow, ["NV_Read", *ordinary])):  # past the end
+        edit(change)
+        log.clear()
+        r = cli(["vault-key"])
+        assert (r.rc, r.out) == (0, first.out), r.err
+        assert log.names()[:len(before)] == before
+        assert pinned_json(json.loads(trust.read_text()), "eve")["nv_public"] == hint
+        log.clear()
+        assert cli(["vault-key"]).out == first.out
+        assert log.names()[:3] == ["NV_Read", "NV_Read", "StartAuthSession"]
+
+
 def test_nv_command_counts(eve_sim: Simulator, tmp_path: Path,
                            monkeypatch: pytest.MonkeyPatch) -> None:
     """What crash safety needs and no more: one listing instead of a probe per index,
@@ -218,7 +262,9 @@ def test_nv_command_counts(eve_sim: Simulator, tmp_path: Path,
         for i in (PRIV_NV, PUB_NV):
             t.run(cmds.NV_UndefineSpace(TPM_RH.OWNER, i))
     generate = run("vault-key")
-    assert len(generate) == 17 and generate.count("StartAuthSession") == 2
-    assert run("vault-key") == ["NV_ReadPublic", "NV_Read", "NV_ReadPublic", "NV_Read",
-                                "StartAuthSession", "Load", "PolicyPCR", "Unseal",
-                                "FlushContext"]
+    # 17, and one NV_Read first: the trust file still describes the pair removed above
+    # (a stale hint costs that failed read, then the ordinary reads find no pair)
+    assert generate[:3] == ["NV_Read", "NV_ReadPublic", "NV_ReadPublic"]
+    assert len(generate) == 18 and generate.count("StartAuthSession") == 2
+    assert run("vault-key") == ["NV_Read", "NV_Read", "StartAuthSession", "Load", "PolicyPCR",
+                                "Unseal", "FlushContext"]

@@ -291,7 +291,8 @@ def vault_key(tpm: Tpm, profile: Profile, store: NvStore, opts: UnsealOptions, *
     else (only when the authenticated listing shows no sealed pair, no staging pair
     and no legacy key) generate one. The legacy key stays unless *remove_legacy*.
 
-    Every boot (a sealed key): read the pair, unseal: 9 commands.
+    Every boot (a sealed key): read the pair (two NV_Reads with the sizes the trust
+    file keeps, stores.py), unseal: 7 commands.
     """
     assert profile.nv is not None
     legacy_index = profile.nv.legacy_key

@@ -35,6 +35,20 @@ leaves at least one complete copy that unseals (the old or the new).
   the object's own authPolicy (which the pinned Name covers), and the TPM's
   policy check at Unseal still decides; a tampered record can make an unseal
   fail, never succeed where the object's policy would not.
+
+  Reading a pair costs NV_ReadPublic (size, "written") and NV_Read per index.
+  The trust record also keeps the main pair's public areas as the last save left
+  them (``nv_public``), and with them the pair is read with two NV_Reads. That
+  gives up nothing: NV_ReadPublic's answer carries no HMAC, and the NV_Reads are
+  authorized by the owner's empty password, so no HMAC covers the index Name
+  either way; what authenticates the content is the pinned object Name, the
+  SRK's integrity check of the private part at Load and the salted policy
+  session at Unseal. The hint is never taken for the layout's state: a pair that
+  does not read with it (an error answer, a part that does not parse, a Name
+  that is not pinned, or a copy that then does not unseal) is read again the
+  ordinary way, so a stale hint (the index redefined) costs two commands and
+  absence is still concluded only from plain reads, confirmed by the audited
+  listing. An ordinary read of the main pair that differs from the hint updates it.
 """
 
 from __future__ import annotations
@@ -60,7 +74,7 @@ from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
 from tpmseal.recipes.profiles import NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
 from tpmseal.records import field, mutable_record, record
-from tpmseal.session.auth import AuthSession, Session
+from tpmseal.session.auth import AuthSession
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
@@ -142,14 +156,6 @@ def nv_public(tpm: Tpm, index: int) -> NvPublic | None:
         raise
 
 
-def nv_read_index(tpm: Tpm, index: int, *sessions: Session) -> bytes | None:
-    """The whole content of an owner-readable index; None if undefined or never written."""
-    pub = nv_public(tpm, index)
-    if pub is None or not pub.attributes & TPMA_NV.WRITTEN:
-        return None
-    return tpm.nv_read(index, pub.data_size, TPM_RH.OWNER, *sessions)
-
-
 def nv_undefine(tpm: Tpm, index: int) -> None:
     """Remove an index; nothing happens if it does not exist."""
     try:
@@ -159,11 +165,13 @@ def nv_undefine(tpm: Tpm, index: int) -> None:
             raise
 
 
-def nv_define_write(tpm: Tpm, index: int, data: bytes) -> None:
-    """Define an ordinary owner read/write index of exactly len(data) bytes and fill it."""
-    tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", NvPublic(
-        index, TPM_ALG.SHA256, NV_ATTRS, b"", len(data))))
+def nv_define_write(tpm: Tpm, index: int, data: bytes) -> NvPublic:
+    """Define an ordinary owner read/write index of exactly len(data) bytes and fill it;
+    returns its public area."""
+    pub = NvPublic(index, TPM_ALG.SHA256, NV_ATTRS, b"", len(data))
+    tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", pub))
     tpm.nv_write(index, data)
+    return pub.written()
 
 
 @record
@@ -197,17 +205,18 @@ def nv_listing(tpm: Tpm, indices: Sequence[int], trust: TrustRecord | None,
     return NvListing({i: tpm.nv_read_public(i) for i in sorted(defined)}, False)
 
 
-def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> None:
+def _put(tpm: Tpm, listing: NvListing, index: int, data: bytes) -> NvPublic:
     """Make *index* hold exactly *data*: written in place when the index already has
-    the right size and attributes (one command), else (re)defined and written."""
+    the right size and attributes (one command), else (re)defined and written.
+    Returns the index's public area as it then is (as far as the listing tells)."""
     old = listing.pubs.get(index)
     if old is not None:
         if old.data_size == len(data) and old.attributes & NV_ATTRS == NV_ATTRS and \
                 not old.attributes & (TPMA_NV.WRITELOCKED | NT_MASK):
             tpm.nv_write(index, data)
-            return
+            return old.written()
         nv_undefine(tpm, index)
-    nv_define_write(tpm, index, data)
+    return nv_define_write(tpm, index, data)
 
 
 @mutable_record
@@ -224,9 +233,11 @@ class NvStore:
     trust: TrustRecord | None
     pin: bool = False
     accept_any: bool = False
-    #: the private index each candidate was read from (by its private part)
     #: the index each candidate's private part was read from (by private part)
     _origin: dict[bytes, int] = field(default_factory=dict, repr=False)
+    #: the main pair's public areas as an ordinary read found them (by private part),
+    #: where they differ from the trust record's hint
+    _seen: dict[bytes, dict[int, NvPublic]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
@@ -248,10 +259,44 @@ class NvStore:
         return lay.private, lay.public, lay.staging_private, lay.staging_public
 
     def _pair(self, tpm: Tpm, private: int, public: int) -> SealedBlob | None:
-        priv = nv_read_index(tpm, private)
-        pub = nv_read_index(tpm, public) if priv is not None else None
-        if priv is None or pub is None:
+        """The pair read the ordinary way: NV_ReadPublic and NV_Read of each index."""
+        parts: dict[int, NvPublic] = {}
+        for index in (private, public):  # the public index only if the private one is there
+            p = nv_public(tpm, index)
+            if p is None or not p.attributes & TPMA_NV.WRITTEN:
+                return None
+            parts[index] = p
+        priv, pub = (tpm.nv_read(i, p.data_size) for i, p in parts.items())
+        blob = self._blob(priv, pub, public)
+        if blob is not None and private == self.layout.private and self._hint() != parts:
+            self._seen[blob.private] = parts
+        return blob
+
+    def _hint(self) -> dict[int, NvPublic] | None:
+        """The trust record's public areas of the main pair, if it has both."""
+        lay, t = self.layout, self.trust
+        if t is None or self.accept_any or not t.nv_sealed:
             return None
+        hint = {i: t.nv_public[i] for i in (lay.private, lay.public) if i in t.nv_public}
+        return hint if len(hint) == 2 else None
+
+    def _hinted(self, tpm: Tpm, hint: dict[int, NvPublic]) -> SealedBlob | None:
+        """The main pair read with the hint's sizes (two NV_Reads), or None if it does
+        not read as the pinned object that way (see the module docstring)."""
+        lay = self.layout
+        try:
+            blob = self._blob(tpm.nv_read(lay.private, hint[lay.private].data_size),
+                              tpm.nv_read(lay.public, hint[lay.public].data_size), lay.public)
+        except TpmResponseError as e:
+            blob = None
+            log.info("NV %#x/%#x did not read as last written (%s): reading its public "
+                     "areas", lay.private, lay.public, e.rc.describe())
+        if blob is not None and self.trust is not None and blob.name in self.trust.nv_sealed:
+            return blob
+        return None
+
+    def _blob(self, priv: bytes, pub: bytes, public: int) -> SealedBlob | None:
+        """The blob of a pair's contents; None if NV *public* holds no public area."""
         try:
             public_area = Public.from_bytes(pub)
         except DecodeError as e:
@@ -264,11 +309,18 @@ class NvStore:
                           salt, sealed_with, self.pin)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
-        # staging is read only if the main pair is missing or did not unseal
-        for priv, pub in ((self.layout.private, self.layout.public),
-                          (self.layout.staging_private, self.layout.staging_public)):
+        # staging is read only if the main pair is missing or did not unseal; a main pair
+        # read with the hint is read again the ordinary way if it did not unseal
+        lay = self.layout
+        hint = self._hint()
+        fast = self._hinted(tpm, hint) if hint is not None else None
+        if fast is not None:
+            self._origin[fast.private] = lay.private
+            yield self._recorded(fast)
+        for priv, pub in ((lay.private, lay.public), (lay.staging_private, lay.staging_public)):
             blob = self._pair(tpm, priv, pub)
-            if blob is not None:
+            if blob is not None and (fast is None or (blob.private, blob.public) !=
+                                     (fast.private, fast.public)):
                 self._check_pinned(blob, priv, pub)
                 blob = self._recorded(blob)
                 self._origin[blob.private] = priv
@@ -297,19 +349,28 @@ class NvStore:
         """Pin on first use: a trust file without a pin (from before pinning, or a device
         EVE sealed) learns the Name of the object that just unsealed."""
         t = self.trust
-        if t is None or (t.nv_sealed and not self.accept_any) or t.nv_sealed == (blob.name,):
+        if t is None:
+            return
+        seen = self._seen.get(blob.private)
+        if (t.nv_sealed and not self.accept_any) or t.nv_sealed == (blob.name,):
+            if seen is not None and t.path is not None:  # the hint is out of date
+                with contextlib.suppress(UsageError):  # only a hint: the next read retries
+                    self.trust = pin_sealed(t, t.nv_sealed, publics=seen)
             return
         log.warning("pinning the sealed object in %s (Name %s) in %s", self.describe(),
                     blob.name.hex()[:16], t.path)
         try:
-            self.trust = pin_sealed(t, (blob.name,))
+            self.trust = pin_sealed(t, (blob.name,), publics=seen or {})
         except UsageError as e:
             log.warning("could not pin the sealed object: %s", e.one_line())
 
-    def _pin(self, names: tuple[bytes, ...], blob: SealedBlob) -> None:
-        """Pin *names*, recording *blob*'s policy for its Name."""
+    def _pin(self, names: tuple[bytes, ...], blob: SealedBlob,
+             publics: dict[int, NvPublic] | None = None) -> None:
+        """Pin *names*, recording *blob*'s policy for its Name (and *publics*, the main
+        pair's public areas, as the read hint)."""
         if self.trust is not None and self.trust.path is not None:
-            self.trust = pin_sealed(self.trust, names, {blob.name.hex(): blob.policy_record()})
+            self.trust = pin_sealed(self.trust, names, {blob.name.hex(): blob.policy_record()},
+                                    publics)
 
     def listing(self, tpm: Tpm, session: AuthSession | None = None,
                 also: Sequence[int] = (), *, authenticate: bool = True) -> NvListing:
@@ -401,13 +462,13 @@ class NvStore:
         # only good copy, so it stays until the main pair is complete again.
         # 2. the main pair, private first as EVE writes it (staging covers the moment
         #    it is incomplete or mixed)
-        _put(tpm, listing, lay.private, priv)
-        _put(tpm, listing, lay.public, pub)
+        publics = {lay.private: _put(tpm, listing, lay.private, priv),
+                   lay.public: _put(tpm, listing, lay.public, pub)}
         # 3. drop staging
         for index in (lay.staging_public, lay.staging_private):
             if staged or index in listing.pubs:
                 nv_undefine(tpm, index)
-        self._pin((blob.name,), blob)
+        self._pin((blob.name,), blob, publics)
 
     def _main_holds(self, tpm: Tpm, listing: NvListing, keep: SealedBlob) -> bool:
         """Whether the main pair holds *keep* (both halves: a save that stopped between

@@ -17,7 +17,9 @@ pair, so a crash at any moment leaves a pinned copy. ``nv_records`` keeps, per
 pinned Name, what a blob file would record beyond the object (its policy: PCR
 states, signer, PIN; recipes/blob.py ``policy_record``), which the layout has no
 room for; the stores treat it as untrusted input that the TPM's policy check
-overrules.
+overrules. ``nv_public`` keeps the public areas (TPMS_NV_PUBLIC) of the layout's
+main pair as tpmseal last left them, so reading the pair needs no NV_ReadPublic:
+a hint about sizes, not a pin (stores.py says why nothing rests on it).
 
 Several TPMs share one trust file (a simulator next to the board's TPM, a second
 TPM, a replaced board): records are keyed by the salt key's Name, one per
@@ -43,6 +45,7 @@ Format (JSON, not secret, written atomically)::
                   "aes_128_cfb": true, "ek_certificate": "verified"|"not checked",
                   "nv_sealed": [HEX, ...],  (profiles with an NV layout)
                   "nv_records": {HEX: {...}},  (optional, per pinned Name)
+                  "nv_public": {"0x01800000": HEX, ...},  (optional: TPMS_NV_PUBLIC)
                   "updated": ISO-8601}}}}}
 
 Format 1 (``"profiles": {"tcg": {RECORD}}``, one record per profile) is what a
@@ -80,8 +83,9 @@ from tpmseal.records import field, record
 from tpmseal.records import replace as _replace
 from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
+from tpmseal.wire.marshal import parse_exact
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import Public
+from tpmseal.wire.structures import NvPublic, Public
 
 FORMAT = "tpmseal-trust/2"
 #: one record per profile: still written while it can hold the file (rollback)
@@ -146,6 +150,9 @@ class TrustRecord:
     nv_sealed: tuple[bytes, ...] = ()
     #: per pinned Name (hex), its policy record (recipes/blob.py ``policy_record``)
     nv_records: dict[str, Any] = field(default_factory=dict)
+    #: the public areas of the NV layout's main pair as tpmseal last wrote them, by
+    #: index: lets a read skip NV_ReadPublic (a hint, never trusted: recipes/stores.py)
+    nv_public: dict[int, NvPublic] = field(default_factory=dict)
     #: canonical TPM URIs this record was provisioned at (:func:`address`); none for a
     #: record written before they were recorded
     addresses: tuple[str, ...] = ()
@@ -167,6 +174,9 @@ class TrustRecord:
             if self.nv_sealed else {}
         if self.nv_records:
             extra["nv_records"] = self.nv_records
+        if self.nv_public:
+            extra["nv_public"] = {f"{i:#010x}": p.marshal().hex()
+                                  for i, p in sorted(self.nv_public.items())}
         return {"addresses": list(self.addresses)} | extra | {
             "ek": {"handle": f"{self.ek_handle:#010x}", "name": self.ek_name.hex(),
                    "public": base64.b64encode(self.ek_public.sized()).decode()},
@@ -190,7 +200,8 @@ class TrustRecord:
                       bytes.fromhex(d["srk"]["name"]), bool(d["aes_128_cfb"]),
                       str(d.get("ek_certificate", "not checked")), str(d.get("updated", "")),
                       tuple(bytes.fromhex(n) for n in d.get("nv_sealed", [])),
-                      dict(d.get("nv_records") or {}), tuple(addresses), where)
+                      dict(d.get("nv_records") or {}), _nv_public(d.get("nv_public") or {}),
+                      tuple(addresses), where)
             name = bytes.fromhex(d["ek"]["name"])
         except (KeyError, TypeError, ValueError, binascii.Error, DecodeError, AttributeError,
                 IndexError) as e:
@@ -200,6 +211,17 @@ class TrustRecord:
             raise BadInputError(f"trust file {where}: EK name does not match its public area",
                                 "the file was edited or corrupted; re-run `tpmseal provision`")
         return rec
+
+
+def _nv_public(d: dict[str, str]) -> dict[int, NvPublic]:
+    """The ``nv_public`` hints: TPMS_NV_PUBLIC hex by index; each must describe its index."""
+    out = {}
+    for key, value in d.items():
+        pub = parse_exact(bytes.fromhex(value), NvPublic.unmarshal, "TPMS_NV_PUBLIC")
+        if pub.nv_index != int(key, 16):
+            raise ValueError(f"nv_public {key} describes NV {pub.nv_index:#x}")
+        out[pub.nv_index] = pub
+    return out
 
 
 def _object(value: Any, what: str, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -346,7 +368,8 @@ def save(path: str | os.PathLike[str], record: TrustRecord, *, replace: bool = F
     if same is not None:
         records.remove(same)
         if not record.nv_sealed:  # a re-provision keeps the pins
-            record = _replace(record, nv_sealed=same.nv_sealed, nv_records=same.nv_records)
+            record = _replace(record, nv_sealed=same.nv_sealed, nv_records=same.nv_records,
+                              nv_public=same.nv_public)
         record = _replace(record, addresses=tuple(dict.fromkeys(
             (*same.addresses, *record.addresses))))
     _write(path, [*records, record])
@@ -395,22 +418,25 @@ def name_file(e: TrustError, path: str | os.PathLike[str]) -> None:
 
 
 def pin_sealed(record: TrustRecord, names: tuple[bytes, ...],
-               policies: dict[str, Any] | None = None) -> TrustRecord:
+               policies: dict[str, Any] | None = None,
+               publics: dict[int, NvPublic] | None = None) -> TrustRecord:
     """Record *names* as the sealed objects of the profile's NV layout, with the policy
     records in *policies* (by Name in hex) added; records of other Names are dropped.
-    Returns the record."""
+    *publics* replaces the ``nv_public`` hints (None keeps them). Returns the record."""
     if record.path is None:
         raise UsageError("this trust record was not read from a trust file",
                          "load it with trust.load() to pin sealed objects")
     kept = {n.hex(): r for n in names
             if (r := (policies or {}).get(n.hex(), record.nv_records.get(n.hex()))) is not None}
-    if names == record.nv_sealed and kept == record.nv_records:
+    publics = record.nv_public if publics is None else publics
+    if names == record.nv_sealed and kept == record.nv_records and \
+            publics == record.nv_public:
         return record
     records = load_all(record.path)
     old = next((r for r in records
                 if (r.profile, r.ek_name) == (record.profile, record.ek_name)), None)
-    updated = _replace(old or record, nv_sealed=names, nv_records=kept, updated="",
-                       path=record.path)
+    updated = _replace(old or record, nv_sealed=names, nv_records=kept, nv_public=publics,
+                       updated="", path=record.path)
     _write(record.path, [r for r in records if r is not old] + [updated])
     return updated
 
