@@ -84,7 +84,8 @@ def test_stripping_robs_tpm2_tools_salted_unseal(tcg_sim: Simulator, tmp_path: P
 
 
 def _weakened_unseal(tpm_: Tpm, blob: SealedBlob, salt: SaltKey | None,
-                     run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
+                     run: Callable[[AuthSession], None], pin: bytes | None,
+                     keep: list[AuthSession] | None = None) -> bytes:
     """tpmseal's unseal before the confirmation rule: the first response HMAC it
     checks is the encrypted Unseal response's."""
     assert salt is not None

@@ -68,12 +68,17 @@ class UnsealOptions:
     #: the signer of an NV-stored object that has no record in the trust file
     #: (sealed before records, or by other software); a record wins
     nv_signer: SealPolicy | None = None
+    #: reseal: for the copy about to be unsealed, the list that receives its confirmed
+    #: salted session kept alive (sealing.unseal *keep*), or None to end it at Unseal
+    keep: Callable[[SealedBlob], list[AuthSession] | None] | None = field(default=None,
+                                                                        repr=False)
 
 
 def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
     def attempt(b: SealedBlob) -> bytes:
         return sealing.unseal(tpm, b, legacy=opts.legacy, allow_downgrade=opts.allow_downgrade,
-                              pin=opts.pin, trust=opts.trust, policies=opts.policies)
+                              pin=opts.pin, trust=opts.trust, policies=opts.policies,
+                              keep=opts.keep(b) if opts.keep is not None else None)
 
     try:
         return attempt(blob)
@@ -163,18 +168,39 @@ def reseal(tpm: Tpm, store: Store, policy: NewPolicy, opts: UnsealOptions,
     or None for :meth:`~tpmseal.recipes.policies.SealPolicy.renewed`: the same
     signer or PolicyOR states, else the current values of the same PCRs.
 
-    Two EK-salted sessions: the unseal's policy session, which must carry the
-    Unseal response's encryption itself (a salted HMAC session next to an unsalted
-    policy session authorizes nothing, so an interposer could delete it and read
-    the plaintext: session/auth.py, required-session rule), and the seal's. A
-    *target* is created exclusively unless *force* (then it is replaced).
+    The unseal's policy session is EK-salted and must carry the Unseal response's
+    encryption itself (a salted HMAC session next to an unsalted policy session
+    authorizes nothing, so an interposer could delete it and read the plaintext:
+    session/auth.py, required-session rule). It stays open after Unseal, and a new
+    policy that reads no PCRs (a signer, PolicyOR states, given values) is sealed
+    with it as Create's decrypt-only carrier (sealing.seal *carrier*): one salted
+    StartAuthSession in all. A policy over the current PCR values needs the audited
+    PCR_Read, which needs an HMAC session: a second salted session. A *target* is
+    created exclusively unless *force* (then it is replaced).
     """
-    secret, old = unseal_source(tpm, store, opts)
-    was = old.sealed_policy
-    new = was.renewed() if policy is None else policy(was) if callable(policy) else policy
-    blob = sealing.seal(tpm, secret, new, profile=profile, trust=opts.trust,
-                        legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
-                        check=old.check is not None or None)
+    def new_policy(b: SealedBlob) -> SealPolicy:
+        was = b.sealed_policy
+        return was.renewed() if policy is None else policy(was) if callable(policy) else policy
+
+    kept: list[AuthSession] = []
+
+    def keep(b: SealedBlob) -> list[AuthSession] | None:
+        try:
+            return None if new_policy(b).reads_pcrs else kept
+        except TpmsealError:  # reported after the unseal, whose errors come first
+            return None
+
+    secret, old = unseal_source(tpm, store, replace(opts, keep=keep))
+    carrier = kept[-1] if kept else None  # copies that failed flushed theirs
+    try:
+        new = new_policy(old)
+        blob = sealing.seal(tpm, secret, new, profile=profile, trust=opts.trust,
+                            legacy=opts.legacy, allow_unmeasured=allow_unmeasured, pin=opts.pin,
+                            check=old.check is not None or None, carrier=carrier)
+    finally:
+        if carrier is not None and not carrier.ended:
+            with contextlib.suppress(TpmsealError):
+                tpm.flush(carrier.handle)
     if target is None:
         store.save(tpm, blob, keep=old)  # the copy that unsealed stays until blob is stored
     else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
@@ -120,13 +120,29 @@ def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList
 def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
          profile: Profile = TCG, trust: TrustRecord | None = None, legacy: bool = False,
          allow_unmeasured: bool = False, pin: bytes | None = None,
-         check: bool | None = None, session: AuthSession | None = None) -> SealedBlob:
+         check: bool | None = None, session: AuthSession | None = None,
+         carrier: AuthSession | None = None) -> SealedBlob:
     """Seal *secret* under *policy* (recipes/policies.py; default: PolicyPCR over the
     current values of the profile's PCRs) under the profile's SRK.
 
     *session*: an EK-salted HMAC session the caller already started (see
     :func:`~tpmseal.recipes.trust.salted_session`) to use instead of a new one;
     it ends with the Create command.
+
+    *carrier*: a confirmed EK-salted session the caller holds (reseal's unseal
+    session, :func:`unseal` with *keep*): for a policy that reads no PCRs, Create
+    is then authorized by the SRK's empty password and the carrier only decrypts
+    inSensitive, exactly as it decrypted Load's inPrivate, so no salted session of
+    our own is started. The required-session rule (session/auth.py) concerns
+    ``encrypt`` only: deleting a decrypt-only session leaks nothing, since the
+    client already encrypted inSensitive (the TPM would take the ciphertext for
+    the secret, and the response then lacks the carrier's HMAC, refused); and the
+    TPM checks a non-authorizing session's command HMAC (reference code,
+    SessionProcess.c: "check HMAC for encrypt/decrypt/audit only sessions"),
+    whose cpHash covers the SRK's pinned Name, so the parent cannot be swapped.
+    Its response HMAC authenticates outPrivate/outPublic. It ends with Create (the
+    caller flushes it if Create is not reached); a policy that reads PCRs needs an
+    HMAC session for the audit and ignores it.
 
     A policy that reads the PCRs (:func:`~tpmseal.recipes.policies.pcr_policy`) reads
     them in that session, audited; given states (PolicyOR) and a signer
@@ -180,8 +196,10 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
         start = revocation.define_counter(tpm, policy.revocation_nv)
         log.info("revocation counter %#x is at %d: signed policies need a version of at "
                  "least %d", policy.revocation_nv, start, start)
+    if not encrypted or policy.reads_pcrs:
+        carrier = None
     try:
-        if encrypted:
+        if encrypted and carrier is None:
             assert trust is not None
             session = session or salted_session(tpm, trust)
         if policy.reads_pcrs:
@@ -203,6 +221,11 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
             tpm.names[srk] = trust.srk_name
             session.attributes = TPMA_SESSION.decrypt  # ends with this command
             r = tpm.run(cmds.Create(srk, sensitive, template), session)
+        elif carrier is not None:
+            assert trust is not None
+            tpm.names[srk] = trust.srk_name
+            carrier.attributes = TPMA_SESSION.decrypt  # ends with this command
+            r = tpm.run(cmds.Create(srk, sensitive, template), PasswordSession(), carrier)
         else:
             r = tpm.run(cmds.Create(srk, sensitive, template))
     except TpmResponseError as e:
@@ -309,7 +332,8 @@ def mismatch_error(changed: dict[str, list[int]], *,
 
 def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade: bool = False,
            pin: bytes | None = None, trust: TrustRecord | None = None,
-           policies: Sequence[SignedPolicy] = ()) -> bytes:
+           policies: Sequence[SignedPolicy] = (),
+           keep: list[AuthSession] | None = None) -> bytes:
     """Unseal *blob*; the secret crosses the bus encrypted unless on the legacy path.
 
     A blob without seal-time PCR values (EVE's NV layout) gets PolicyPCR with an
@@ -319,6 +343,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     *policies*: the signed policies offered for a blob sealed to a signer
     (recipes/signed.py); forged, unsigned and other keys' policies are refused
     before any TPM command, and the TPM picks the one that covers the PCRs.
+
+    *keep*: on the encrypted path, the confirmed salted policy session is kept
+    alive after Unseal and appended to *keep*, for :func:`seal`'s *carrier*; the
+    caller flushes it. On any failure it is flushed here.
     """
     if legacy and blob.sealed_with == ENCRYPTED and not allow_downgrade:
         raise UsageError("refusing to unseal on the legacy path: the secret would cross the "
@@ -387,8 +415,27 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         steps = [PcrStep(blob.pcrs, b"")] + ([AuthValueStep()] if blob.pin else [])
     if not (blob.authorizer is not None or blob.states):
         run = functools.partial(tpm.run_policy, steps=steps)
+    kept: list[AuthSession] = []
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, run, pin)
+        secret = _checked_unseal(tpm, blob, salt if encrypted else None, run, pin, trust,
+                                 kept if keep is not None else None)
+    except BaseException:
+        for s in kept:
+            if not s.ended:
+                with contextlib.suppress(TpmsealError):
+                    tpm.flush(s.handle)
+        raise
+    if keep is not None:
+        keep.extend(kept)
+    return secret
+
+
+def _checked_unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+                    run: Callable[[AuthSession], None], pin: bytes | None,
+                    trust: TrustRecord | None, keep: list[AuthSession] | None) -> bytes:
+    """:func:`_unseal` with its errors explained and the check value verified."""
+    try:
+        secret = _unseal(tpm, blob, salt, run, pin, keep)
     except TrustError as e:
         if trust is not None:
             raise
@@ -402,7 +449,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                  "pass policies signed for this secret; if they are, check "
                                  "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
-            changed = changed_pcrs(tpm, blob, salt if encrypted else None)
+            changed = changed_pcrs(tpm, blob, salt)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
                 # the policy: a handle or command was altered on the bus
@@ -411,7 +458,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                     "holds its sealed value: a command or handle was altered in transit, "
                     "possible interposer",
                     hint=BUS_HINT) from None
-            raise mismatch_error(changed, authenticated=encrypted) from None
+            raise mismatch_error(changed, authenticated=salt is not None) from None
         raise _explain(e, trust, blob.pin) from None
     if blob.check is not None and not equal(
             check_value(secret, blob.name), blob.check):
@@ -461,7 +508,8 @@ def _branch_runner(tpm: Tpm, blob: SealedBlob) -> Callable[[AuthSession], None]:
 
 
 def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
-            run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
+            run: Callable[[AuthSession], None], pin: bytes | None,
+            keep: list[AuthSession] | None = None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
     Encrypted path: the policy session is salted to the pinned EK and used first
@@ -476,13 +524,17 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
     session next to an unsalted policy session: such a session authorizes
     nothing, an interposer can delete it and the TPM then returns outData in
     plaintext (session/auth.py, required-session rule).
+
+    *keep*: on the encrypted path, Unseal continues the session, which is appended
+    to *keep* instead of flushed (:func:`unseal`).
     """
     if salt is None:
         session = tpm.start_session(TPM_SE.POLICY, symmetric=SymDef(), attributes=0)
     else:
         session = start_salted(tpm, salt.public, salt.handle, TPM_SE.POLICY)
     encrypting = session if salt is not None else None
-    with tpm.scoped(session.handle):
+    keeping = keep is not None and encrypting is not None
+    with tpm.scoped(session.handle) if not keeping else _flushed_on_error(tpm, session.handle):
         confirm: tuple[AuthSession, ...] = ()
         if encrypting is not None and not encrypting.confirmed:
             confirm = (encrypting,)
@@ -498,6 +550,22 @@ def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
             # the authValue keys the response encryption (Part 1 §21.3): only with a PIN
             session.auth_value = (pin or b"") if blob.pin else b""
             if encrypting is not None:
-                session.attributes = TPMA_SESSION.encrypt
+                session.attributes = TPMA_SESSION.encrypt | (
+                    TPMA_SESSION.continueSession if keeping else 0)
             out = tpm.run(cmds.Unseal(handle), session).out_data
+    if keeping:
+        assert keep is not None
+        keep.append(session)
     return out
+
+
+@contextlib.contextmanager
+def _flushed_on_error(tpm: Tpm, handle: int) -> Iterator[None]:
+    """Flush *handle* if the block raises (a failing flush is ignored: the block's error
+    says what happened); keep it otherwise."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(TpmsealError):
+            tpm.flush(handle)
+        raise
