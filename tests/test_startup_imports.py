@@ -26,7 +26,7 @@ FORBIDDEN_CRYPTOGRAPHY = ("cryptography.x509", "cryptography.hazmat.primitives.s
 #: what start-up work removed, on any Python version
 FORBIDDEN_STDLIB = {"logging", "hashlib", "hmac", "dataclasses", "inspect", "tempfile", "shutil",
                     "datetime", "getpass", "json.tool", "email", "pathlib", "urllib", "fcntl",
-                    "threading", "argparse", "gettext", "locale"}
+                    "threading", "argparse", "gettext", "locale", "signal"}
 
 RECORD = """\
 import atexit, sys

@@ -11,7 +11,6 @@ import contextlib
 import errno
 import importlib
 import os
-import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -121,6 +120,8 @@ def _quick_register(sub: Any, wanted: str) -> None:
 
 
 def _interrupted(e: KeyboardInterrupt) -> int:
+    import signal  # only to name it: its IntEnums cost start-up (interrupt.py)
+
     code = e.exit_code if isinstance(e, Interrupted) else 130
     name = signal.Signals(code - 128).name
     sys.stderr.write(f"tpmseal: error: interrupted by {name}; run the command again to "
