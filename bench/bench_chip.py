@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import statistics
@@ -172,6 +173,14 @@ class Bench:
             Op("seal a blob", "tpmseal CLI", "tcg",
                self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
                             str(self.base / "blob2.json"), "--force"), device=True),
+            # renewed in place: the same PCRs' current values (an audited PCR_Read, so a
+            # second salted session), the same two PolicyOR states (no PCR read: one)
+            Op("reseal, current PCRs", "tpmseal CLI", "tcg",
+               self.tpmseal("tcg", "reseal", "--input", str(self.base / "blob-r.json")),
+               device=True),
+            Op("reseal, PolicyOR states", "tpmseal CLI", "tcg",
+               self.tpmseal("tcg", "reseal", "--input", str(self.base / "blob-or.json")),
+               device=True),
             Op("NV unseal (EVE layout)", "tpmseal CLI", "eve",
                # EVE's SealDiskKey below re-seals the pair: accepted, as on a device
                self.tpmseal("eve", "unseal", "--profile", "eve", "--nv", "--output", "-",
@@ -194,6 +203,17 @@ class Bench:
             self.tpmseal("tcg" if m is tcg else "ecc", "seal", "--input",
                          str(self.base / "key.bin"), "--output", str(self.base / out))(
                 m.sim.uri, "")
+        states = [self.base / "now.json", self.base / "other.json"]
+        shown = subprocess.run([*self.cli, "--tpm", tcg.sim.uri, "--trust-file",
+                                str(tcg.trust_file), "pcrs", "show", "--json"],
+                               env=self.env, check=True, capture_output=True).stdout
+        states[0].write_bytes(shown)
+        states[1].write_bytes(_other_state(shown))
+        self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
+                     str(self.base / "blob-r.json"))(tcg.sim.uri, "")
+        self.tpmseal("tcg", "seal", "--input", str(self.base / "key.bin"), "--output",
+                     str(self.base / "blob-or.json"), "--pcr-values", str(states[0]),
+                     "--pcr-values", str(states[1]))(tcg.sim.uri, "")
         argv = [*self.cli, "--tpm", eve.sim.uri, "--trust-file", str(eve.trust_file),
                 "vault-key", "--profile", "eve"]
         self.vault_key = subprocess.run(argv, env=self.env, check=True,
@@ -201,6 +221,15 @@ class Bench:
         if self.tools:
             self.tools_flow("seal")(tcg.sim.uri, tcg.sim.tools_tcti)
             flush_leftovers(tcg.sim.uri)
+
+
+def _other_state(shown: bytes) -> bytes:
+    """`pcrs show --json` output with its last PCR of each bank set to another value."""
+    doc = json.loads(shown)
+    for bank in (v for v in doc.values() if isinstance(v, dict)):
+        last = max(bank, key=int)
+        bank[last] = "33" * (len(bank[last]) // 2)
+    return json.dumps(doc).encode()
 
 
 @contextlib.contextmanager

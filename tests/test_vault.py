@@ -233,6 +233,10 @@ def test_pinned_public_areas_are_only_a_hint(eve_sim: Simulator,
         log.clear()
         assert cli(["vault-key"]).out == first.out
         assert log.names()[:3] == ["NV_Read", "NV_Read", "StartAuthSession"]
+    log.clear()  # accepting whatever is stored reads it the same way
+    assert cli(["vault-key", "--accept-sealed-object"]).out == first.out
+    assert log.names()[:3] == ["NV_Read", "NV_Read", "StartAuthSession"]
+    assert pinned_json(json.loads(trust.read_text()), "eve")["nv_public"] == hint
 
 
 def test_nv_command_counts(eve_sim: Simulator, tmp_path: Path,

@@ -275,14 +275,15 @@ class NvStore:
     def _hint(self) -> dict[int, NvPublic] | None:
         """The trust record's public areas of the main pair, if it has both."""
         lay, t = self.layout, self.trust
-        if t is None or self.accept_any or not t.nv_sealed:
+        if t is None or not t.nv_sealed:
             return None
         hint = {i: t.nv_public[i] for i in (lay.private, lay.public) if i in t.nv_public}
         return hint if len(hint) == 2 else None
 
     def _hinted(self, tpm: Tpm, hint: dict[int, NvPublic]) -> SealedBlob | None:
         """The main pair read with the hint's sizes (two NV_Reads), or None if it does
-        not read as the pinned object that way (see the module docstring)."""
+        not read as the pinned object (any object with *accept_any*) that way (see the
+        module docstring)."""
         lay = self.layout
         try:
             blob = self._blob(tpm.nv_read(lay.private, hint[lay.private].data_size),
@@ -291,7 +292,8 @@ class NvStore:
             blob = None
             log.info("NV %#x/%#x did not read as last written (%s): reading its public "
                      "areas", lay.private, lay.public, e.rc.describe())
-        if blob is not None and self.trust is not None and blob.name in self.trust.nv_sealed:
+        if blob is not None and self.trust is not None and (
+                self.accept_any or blob.name in self.trust.nv_sealed):
             return blob
         return None
 
@@ -360,7 +362,7 @@ class NvStore:
         log.warning("pinning the sealed object in %s (Name %s) in %s", self.describe(),
                     blob.name.hex()[:16], t.path)
         try:
-            self.trust = pin_sealed(t, (blob.name,), publics=seen or {})
+            self.trust = pin_sealed(t, (blob.name,), publics=seen)
         except UsageError as e:
             log.warning("could not pin the sealed object: %s", e.one_line())
 
