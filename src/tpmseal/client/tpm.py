@@ -19,7 +19,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from tpmseal.digests import equal
 from tpmseal.errors import (
@@ -256,46 +256,57 @@ class Tpm:
         return name
 
     def _after(self, cmd: Command[Any], response: Response) -> None:
-        """Bookkeeping of Names, transients and sessions after a successful command."""
-        if (isinstance(cmd, cmds.Load | cmds.LoadExternal)
-                and isinstance(response, cmds.LoadResponse | cmds.LoadExternalResponse)):
-            expected = cmd.in_public.name()
-            if not equal(expected, response.name):
-                self._transients.add(response.object_handle)
+        """Bookkeeping of Names, transients and sessions after a successful command.
+
+        Dispatched on the command code, not ``isinstance``: naming a class of the
+        registry's cold half (wire/commands_cold.py) would define it on every command.
+        """
+        cc = type(cmd).CC
+        if cc in (TPM_CC.Load, TPM_CC.LoadExternal):
+            loaded = cast("cmds.Load", cmd)
+            r = cast("cmds.LoadResponse", response)
+            expected = loaded.in_public.name()
+            if not equal(expected, r.name):
+                self._transients.add(r.object_handle)
                 raise IntegrityError("TPM returned a Name for the loaded object that does "
                                      "not match its public area: possible bus tampering",
                                      hint=BUS_HINT)
-            self._track_object(response.object_handle, response.name)
-        elif isinstance(cmd, cmds.CreatePrimary) and isinstance(response,
-                                                                cmds.CreatePrimaryResponse):
-            self._transients.add(response.object_handle)
-            if response.out_public.name() != response.name:
+            self._track_object(r.object_handle, r.name)
+        elif cc == TPM_CC.CreatePrimary:
+            primary = cast("cmds.CreatePrimaryResponse", response)
+            self._transients.add(primary.object_handle)
+            if primary.out_public.name() != primary.name:
                 raise IntegrityError("TPM returned a Name for the primary object that does "
                                      "not match its public area: possible bus tampering",
                                      hint=BUS_HINT)
-            self._track_object(response.object_handle, response.name)
-        elif isinstance(cmd, cmds.ContextLoad) and isinstance(response,
-                                                              cmds.ContextLoadResponse):
-            if handle_type(response.loaded_handle) == TPM_HT.TRANSIENT:
-                self._transients.add(response.loaded_handle)
-        elif isinstance(cmd, cmds.FlushContext):
-            self._transients.discard(cmd.flush_handle)
-            self.names.pop(cmd.flush_handle, None)
-            s = self._sessions.pop(cmd.flush_handle, None)
+            self._track_object(primary.object_handle, primary.name)
+        elif cc == TPM_CC.ContextLoad:
+            handle = cast("cmds.ContextLoadResponse", response).loaded_handle
+            if handle_type(handle) == TPM_HT.TRANSIENT:
+                self._transients.add(handle)
+        elif cc == TPM_CC.FlushContext:
+            flushed = cast("cmds.FlushContext", cmd).flush_handle
+            self._transients.discard(flushed)
+            self.names.pop(flushed, None)
+            s = self._sessions.pop(flushed, None)
             if s is not None:
                 s.ended = True
-        elif isinstance(cmd, cmds.EvictControl):
-            if handle_type(cmd.object_handle) == TPM_HT.PERSISTENT:
-                self.names.pop(cmd.object_handle, None)
-            elif cmd.object_handle in self.names:
-                self.names[cmd.persistent_handle] = self.names[cmd.object_handle]
-        elif isinstance(cmd, cmds.NV_Write | cmds.NV_Increment) and cmd.nv_index in self._nv:
-            self._track_nv(self._nv[cmd.nv_index].written())
-        elif isinstance(cmd, cmds.NV_DefineSpace):
-            self._track_nv(cmd.public_info)
-        elif isinstance(cmd, cmds.NV_UndefineSpace):
-            self._nv.pop(cmd.nv_index, None)
-            self.names.pop(cmd.nv_index, None)
+        elif cc == TPM_CC.EvictControl:
+            evict = cast("cmds.EvictControl", cmd)
+            if handle_type(evict.object_handle) == TPM_HT.PERSISTENT:
+                self.names.pop(evict.object_handle, None)
+            elif evict.object_handle in self.names:
+                self.names[evict.persistent_handle] = self.names[evict.object_handle]
+        elif cc in (TPM_CC.NV_Write, TPM_CC.NV_Increment):
+            index = cast("cmds.NV_Write", cmd).nv_index
+            if index in self._nv:
+                self._track_nv(self._nv[index].written())
+        elif cc == TPM_CC.NV_DefineSpace:
+            self._track_nv(cast("cmds.NV_DefineSpace", cmd).public_info)
+        elif cc == TPM_CC.NV_UndefineSpace:
+            index = cast("cmds.NV_UndefineSpace", cmd).nv_index
+            self._nv.pop(index, None)
+            self.names.pop(index, None)
 
     def _track_object(self, handle: int, name: bytes) -> None:
         if handle_type(handle) == TPM_HT.TRANSIENT:
@@ -433,10 +444,12 @@ class Tpm:
     def run_policy(self, session: AuthSession, steps: list[PolicyStep]) -> None:
         """Execute policy *steps* in *session*, recording what changes its HMAC rules."""
         for step in steps:
-            self.run(step.command(session.handle))
-            if isinstance(step.command(session.handle), cmds.PolicyAuthValue):
+            command = step.command(session.handle)
+            self.run(command)
+            cc = type(command).CC  # not isinstance: PolicyPassword is in the cold half
+            if cc == TPM_CC.PolicyAuthValue:
                 session.policy_auth_value, session.policy_password = True, False
-            elif isinstance(step.command(session.handle), cmds.PolicyPassword):
+            elif cc == TPM_CC.PolicyPassword:
                 session.policy_password, session.policy_auth_value = True, False
 
     def policy_digest(self, session: AuthSession) -> bytes:

@@ -28,15 +28,8 @@ from __future__ import annotations
 from typing import Any
 
 from tpmseal.records import record
-from tpmseal.wire.commands import (
-    Command,
-    PolicyAuthorize,
-    PolicyAuthValue,
-    PolicyNV,
-    PolicyOR,
-    PolicyPassword,
-    PolicyPCR,
-)
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.commands import Command, PolicyAuthValue, PolicyPCR
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_CC
 from tpmseal.wire.marshal import u16, u32
 from tpmseal.wire.structures import DigestList, PcrSelectionList, Public, Ticket, digest
@@ -97,8 +90,8 @@ class PasswordStep(PolicyStep):
     def update(self, alg: int, old: bytes) -> bytes:
         return digest(alg, old + u32(TPM_CC.PolicyAuthValue))
 
-    def command(self, session_handle: int) -> PolicyPassword:
-        return PolicyPassword(session_handle)
+    def command(self, session_handle: int) -> cmds.PolicyPassword:
+        return cmds.PolicyPassword(session_handle)
 
 
 @record
@@ -111,8 +104,8 @@ class OrStep(PolicyStep):
         return digest(alg, bytes(HASH_SIZES[alg]) + u32(TPM_CC.PolicyOR)
                       + b"".join(self.branches))
 
-    def command(self, session_handle: int) -> PolicyOR:
-        return PolicyOR(session_handle, DigestList(self.branches))
+    def command(self, session_handle: int) -> cmds.PolicyOR:
+        return cmds.PolicyOR(session_handle, DigestList(self.branches))
 
 
 @record
@@ -132,10 +125,10 @@ class AuthorizeStep(PolicyStep):
         first = digest(alg, bytes(HASH_SIZES[alg]) + u32(TPM_CC.PolicyAuthorize) + self.key_name)
         return digest(alg, first + self.policy_ref)
 
-    def command(self, session_handle: int) -> PolicyAuthorize:
+    def command(self, session_handle: int) -> cmds.PolicyAuthorize:
         if self.ticket is None:
             raise ValueError("PolicyAuthorize needs the ticket of TPM2_VerifySignature")
-        return PolicyAuthorize(session_handle, self.approved_policy, self.policy_ref,
+        return cmds.PolicyAuthorize(session_handle, self.approved_policy, self.policy_ref,
                                self.key_name, self.ticket)
 
 
@@ -157,9 +150,9 @@ class NvStep(PolicyStep):
         args = digest(alg, self.operand + u16(self.offset) + u16(self.operation))
         return digest(alg, old + u32(TPM_CC.PolicyNV) + args + self.nv_name)
 
-    def command(self, session_handle: int) -> PolicyNV:
+    def command(self, session_handle: int) -> cmds.PolicyNV:
         auth = self.nv_index if self.auth_handle is None else self.auth_handle
-        return PolicyNV(auth, self.nv_index, session_handle, self.operand, self.offset,
+        return cmds.PolicyNV(auth, self.nv_index, session_handle, self.operand, self.offset,
                         self.operation)
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from tpmseal.errors import DecodeError
 from tpmseal.records import record
 from tpmseal.wire.codecs import Codec
-from tpmseal.wire.commands import REGISTRY, Layout
+from tpmseal.wire.commands import Layout, registry
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPM_ST, TPMA_SESSION, enum_name, members
 from tpmseal.wire.marshal import Reader, tpm2b, u8, u16, u32
 
@@ -329,7 +329,7 @@ def decode_command(data: bytes, deciphered: Deciphered | None = None) -> Decoded
 
     h = parse_header(data)
     name = command_name(h.code)
-    cls = REGISTRY.get(h.code)
+    cls = registry().get(h.code)
     s = shape(h.code)
     handles: list[tuple[str, int]] = []
     sessions: list[AuthCommand] = []
@@ -378,7 +378,7 @@ def decode_response(data: bytes, command: DecodedCommand | None,
         return DecodedResponse(h.tag, h.size, h.code, [], [], [])
     from tpmseal.wire.handles import shape
 
-    cls = REGISTRY.get(command.code)
+    cls = registry().get(command.code)
     s = shape(command.code)
     if cls is None and s is None:
         return DecodedResponse(h.tag, h.size, h.code, [], [], [],
