@@ -196,7 +196,7 @@ def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trus
         tpm.run_policy(session, obj.steps(None, auth is not None)[1:])
 
     try:  # sealing's own session flow and error wording, with this runner
-        return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
+        return sealing.unseal_object(tpm, blob, blob.salt_key, run, auth)
     except TpmResponseError as e:
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here
@@ -206,4 +206,4 @@ def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trus
                 "bus protection before), or a command was altered in transit", None,
                 "boot the measured configuration again, or unlock with the recovery "
                 "passphrase and enrol again") from None
-        raise sealing._explain(e, trust, auth is not None) from None
+        raise sealing.explain_error(e, trust, auth is not None) from None

@@ -206,7 +206,7 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
         else:
             r = tpm.run(cmds.Create(srk, sensitive, template))
     except TpmResponseError as e:
-        raise _explain(e, trust) from None
+        raise explain_error(e, trust) from None
     finally:
         if session is not None and not session.ended:
             # only reached when something failed: that error, not the flush's, says what
@@ -229,7 +229,7 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
                       revocation_nv=policy.revocation_nv)
 
 
-def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
+def explain_error(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
     """Turn TPM errors of the seal/unseal flows into what they mean here.
 
     A TPM that rejects an HMAC we computed correctly means the command changed
@@ -388,7 +388,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     if not (blob.authorizer is not None or blob.states):
         run = functools.partial(tpm.run_policy, steps=steps)
     try:
-        secret = _unseal(tpm, blob, salt if encrypted else None, run, pin)
+        secret = unseal_object(tpm, blob, salt if encrypted else None, run, pin)
     except TrustError as e:
         if trust is not None:
             raise
@@ -412,7 +412,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                     "possible interposer",
                     hint=BUS_HINT) from None
             raise mismatch_error(changed, authenticated=encrypted) from None
-        raise _explain(e, trust, blob.pin) from None
+        raise explain_error(e, trust, blob.pin) from None
     if blob.check is not None and not equal(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "
@@ -460,7 +460,7 @@ def _branch_runner(tpm: Tpm, blob: SealedBlob) -> Callable[[AuthSession], None]:
     return run
 
 
-def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+def unseal_object(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
             run: Callable[[AuthSession], None], pin: bytes | None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
