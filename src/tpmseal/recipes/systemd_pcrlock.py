@@ -29,7 +29,7 @@ against the sealed object's authPolicy. The TPM enforces the rest: it compares
 the session digest with the index's contents and replaces it by a digest of
 *its own* copy of the index's Name (Part 3 §23.22), so an interposer naming
 another index, or rewriting PolicyPCR/PolicyOR, leaves a digest Unseal
-refuses; a tampered ``pcrLock.json`` prediction leaves one PolicyAuthorizeNV
+refuses; a tampered ``pcrlock.json`` prediction leaves one PolicyAuthorizeNV
 refuses.
 """
 
@@ -40,6 +40,7 @@ import binascii
 import hmac
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tpmseal import files, safejson
@@ -76,13 +77,15 @@ MAX_SIZE = 1 << 20
 MAX_PCR = 24
 
 
+@dataclass(frozen=True)
 class PcrlockPolicy:
     """A parsed ``pcrlock.json``: the allowed values per PCR, and the NV index."""
 
-    def __init__(self, path: str, bank: int, values: dict[int, tuple[bytes, ...]],
-                 nv: NvPublic, nv_handle: bytes) -> None:
-        self.path, self.bank, self.values, self.nv, self.nv_handle = (
-            path, bank, values, nv, nv_handle)
+    path: str
+    bank: int
+    values: dict[int, tuple[bytes, ...]]  # PCR -> allowed values, in the file's order
+    nv: NvPublic  # nvPublic, as defined (before the first write)
+    nv_handle: bytes  # nvHandle, the serialized ESYS_TR (compared, not parsed)
 
     @property
     def nv_name(self) -> bytes:
@@ -221,16 +224,13 @@ def parse(text: bytes, path: str) -> PcrlockPolicy:
 def load(path: str | None, token_nv: bytes | None) -> PcrlockPolicy:
     """The pcrlock policy at *path*, or where systemd looks; *token_nv* (the token's
     ``tpm2_pcrlock_nv``) must name the same index when both are known."""
-    if path is not None:
-        text = files.read_input(path, "pcrlock policy", MAX_SIZE)
-    else:
+    if path is None:
         path = next((p for p in PATHS if os.path.exists(p)), None)
         if path is None:
             raise UsageError("this systemd-tpm2 token is sealed to a systemd-pcrlock policy "
                              f"and there is no {' or '.join(PATHS)} (the boot credential "
                              "copy is not read)", "pass the policy with --pcrlock FILE")
-        text = files.read_input(path, "pcrlock policy", MAX_SIZE)
-    pol = parse(text, path)
+    pol = parse(files.read_input(path, "pcrlock policy", MAX_SIZE), path)
     if token_nv and pol.nv_handle and not hmac.compare_digest(token_nv, pol.nv_handle):
         raise BadInputError(f"{_where(path)} is for another NV index than the token's "
                             "tpm2_pcrlock_nv", HINT)
