@@ -237,15 +237,18 @@ def test_tampered_policy_file_is_denied(tcg_sim: Simulator,
     """An attacker who moved PCR 11 and wrote its new value into pcrlock.json passes the
     fold, but the index holds the old one: PolicyAuthorizeNV refuses. An edited index
     description is refused before any policy command."""
-    img, lock, _ = enrolled
+    img, lock, secret = enrolled
     doc = json.loads(lock.read_text())
     extend(tcg_sim.uri, 11)
     now = read_pcrs(tcg_sim.uri, TPM_ALG.SHA256, [11])[(TPM_ALG.SHA256, 11)]
     values = [dict(e, values=[*e["values"], now.hex()]) if e["pcr"] == 11 else e
               for e in doc["pcrValues"]]
-    assert_one_line_error(cli(["luks", "test", str(img), "--pcrlock",
-                               str(_edited(lock, pcrValues=values))]),
-                          ExitCode.BAD_INPUT, "PolicyAuthorizeNV", "does not hold")
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(_edited(lock, pcrValues=values)))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.BAD_INPUT, "PolicyAuthorizeNV", "does not hold")
+    assert "PolicyOR" in names(exchanges) and "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
     nv = NvPublic(INDEX, TPM_ALG.SHA256, ATTRS | TPMA_NV.AUTHREAD, b"\x00" * 32, 34)
     for change, needle in (({"nvPublic": _b64(tpm2b(nv.marshal()))}, "not PolicyAuthorizeNV"),
                            ({"nvIndex": OTHER}, "nvIndex"),
