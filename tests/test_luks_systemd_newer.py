@@ -291,7 +291,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 30) | st.text(m
                      max_leaves=6)
 _FIELDS = ["tpm2-blob", "tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-policy-hash",
            "tpm2-pin", "tpm2_srk", "tpm2_salt", "tpm2_pubkey", "tpm2_pubkey_pcrs",
-           "tpm2_pcrlock"]
+           "tpm2_pcrlock", "tpm2_pcrlock_nv"]
 
 
 @functools.cache

@@ -21,7 +21,10 @@ public area in the token (:class:`PersistentParent`). Its Name, computed from
 that public area and never read back with the unauthenticated ReadPublic,
 joins the cpHash of Load, which the salted session authenticates (Part 1
 §16, §19.6): if the key at the handle is another one, the TPM rejects the
-command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy
+command's HMAC. A *lead* of steps runs first when set: systemd-pcrlock's fold of
+PolicyPCR/PolicyOR and PolicyAuthorizeNV (recipes/systemd_pcrlock.py), which resets
+the digest, so only the index's Name counts offline. With an *authorizer*
+(systemd's ``tpm2_pubkey``) the policy
 starts with PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py),
 followed by PolicyPCR over the fixed PCRs if any (systemd-cryptenroll's default
 binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
@@ -29,8 +32,9 @@ binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -104,11 +108,12 @@ class SealedUnderPrimary:
     parent: PersistentParent | None = None
     authorizer: Authorizer | None = None  # PolicyAuthorize first, by this signer
     signed_pcrs: PcrSelectionList | None = None  # what the signer's policies cover
+    lead: tuple[PolicyStep, ...] = ()  # run first: pcrlock's fold and PolicyAuthorizeNV
 
     def steps(self, values: dict[tuple[int, int], bytes] | None, pin: bool) -> list[PolicyStep]:
-        """The policy: [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR with
-        the digest of *values*, or an empty one (the TPM's current values) without."""
-        steps: list[PolicyStep] = []
+        """The policy: [lead,] [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR
+        with the digest of *values*, or an empty one (the TPM's current values) without."""
+        steps: list[PolicyStep] = list(self.lead)
         if self.authorizer is not None:
             steps.append(AuthorizeStep(self.authorizer.name, self.authorizer.policy_ref))
         if self.pcrs.selections:
@@ -153,8 +158,8 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
         blob = SealedBlob(obj.public, obj.private, obj.signed_pcrs or obj.pcrs, {}, parent,
                           parent_name, salt, ENCRYPTED, auth is not None,
                           authorizer=obj.authorizer)
-        if obj.authorizer is not None and obj.pcrs.selections:
-            return _signed_then_fixed(tpm, obj, blob, trust, auth, policies)
+        if obj.lead or (obj.authorizer is not None and obj.pcrs.selections):
+            return _own_steps(tpm, obj, blob, trust, auth, policies)
         return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
 
     if obj.parent is not None:
@@ -175,29 +180,36 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
         return unseal(parent, created.name)
 
 
-def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
-                       auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
-    """PolicyAuthorize with a signed policy, then PolicyPCR over the fixed PCRs (and
-    PolicyAuthValue), in the one EK-salted session :func:`sealing.unseal` would use —
-    a policy shape its blob records do not describe, so this runs the same steps."""
-    from tpmseal.recipes import signed, signer
-
-    assert obj.authorizer is not None and blob.salt_key is not None
+def _own_steps(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
+               auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
+    """*obj*'s steps — the lead, or PolicyAuthorize with a signed policy, then PolicyPCR
+    over the fixed PCRs (and PolicyAuthValue) — in the one EK-salted session
+    :func:`sealing.unseal` would use: policy shapes its blob records do not describe.
+    Errors of a lead's steps are the caller's to explain."""
+    assert blob.salt_key is not None
     if not trust.aes_128_cfb:
         raise UsageError(f"unsealing this {obj.what} needs AES-128-CFB parameter encryption, "
                          "which the trust file says this TPM lacks",
                          "unlock it with the recovery passphrase")
-    authorizer = obj.authorizer
-    candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
-                               authorizer.policy_ref)
+    steps = obj.steps(None, auth is not None)
+    run: Callable[[AuthSession], None] = functools.partial(tpm.run_policy, steps=steps)
+    if obj.authorizer is not None:
+        from tpmseal.recipes import signed, signer
 
-    def run(session: AuthSession) -> None:
-        signed.satisfy(tpm, session, authorizer, candidates)
-        tpm.run_policy(session, obj.steps(None, auth is not None)[1:])
+        authorizer = obj.authorizer
+        candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
+                                   authorizer.policy_ref)
 
+        def run_signed(session: AuthSession) -> None:
+            signed.satisfy(tpm, session, authorizer, candidates)
+            tpm.run_policy(session, steps[1:])
+
+        run = run_signed
     try:  # sealing's own session flow and error wording, with this runner
         return sealing.unseal_object(tpm, blob, blob.salt_key, run, auth)
     except TpmResponseError as e:
+        if obj.lead and (e.command.startswith("Policy") or e.name == "POLICY_FAIL"):
+            raise  # the lead's failures: its caller knows what they mean
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here
             raise PolicyMismatchError(
