@@ -19,7 +19,7 @@ import pytest
 from attacks.bus import direct, expect_error, interposer, tpm
 from attacks.mitm import ManInTheMiddle
 from luks_support import cryptsetup, make_image, needs_cryptsetup, opens
-from test_seal_support import cli
+from test_seal_support import cli, extend
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import ExitCode
 from tpmseal.recipes import cryptsetup as cs
@@ -103,3 +103,32 @@ def test_a_token_salt_key_is_never_trusted(tcg_sim: Simulator, tmp_path: Path,
     r = direct(tcg_sim, "luks", "test", str(img))
     expect_error(r, ExitCode.BAD_INPUT, "salt key is not the pinned endorsement key")
 
+
+def test_forged_pcr_read_is_not_reported_as_a_pcr_change(tcg_sim: Simulator,
+                                                          tmp_path: Path) -> None:
+    """A systemd-tpm2 token's PCRs are pre-checked with a PCR_Read nothing authenticates.
+    An interposer that alters its answer while the PCRs hold their sealed values must not
+    make tpmseal report "sha256:7 changed ... enrol again" (exit 5), the false diagnosis
+    SECURITY.md's authenticated diagnostics rule out: the values are read again in an
+    audited session and the forgery is reported as tampering."""
+    from tpmseal.sniff.capture.hooks import HookContext, Verdict
+    from tpmseal.wire.constants import TPM_CC, TPM_ST
+
+    img, pw = make_image(tmp_path)
+    r = cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--token-type",
+             "systemd-tpm2", "--pcrs", "sha256:7"])
+    assert r.rc == 0, r.err
+
+    def forge(ctx: HookContext) -> Verdict:
+        # only the unaudited read: an audited one (ST_SESSIONS) carries a response HMAC
+        if (ctx.code != TPM_CC.PCR_Read or ctx.response is None
+                or int.from_bytes(ctx.command[:2], "big") != TPM_ST.NO_SESSIONS):
+            return None
+        return ctx.response[:-1] + bytes([ctx.response[-1] ^ 1])  # PCR 7's last byte
+
+    with interposer(tcg_sim, on_response=forge) as p:
+        r = tpm(p, "luks", "test", str(img))
+    expect_error(r, ExitCode.INTEGRITY, "PCR_Read", "interposer")
+    assert cli(["luks", "test", str(img)]).rc == 0  # without the interposer it unlocks
+    extend(tcg_sim.uri, 7)  # a real change is still a PCR mismatch
+    expect_error(direct(tcg_sim, "luks", "test", str(img)), ExitCode.PCR_MISMATCH, "sha256:7")

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
+    BUS_HINT,
     EK_MISMATCH,
     IntegrityError,
     PolicyMismatchError,
@@ -44,7 +45,7 @@ from tpmseal.errors import (
 )
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
-from tpmseal.recipes.trust import TrustRecord
+from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import (
     Authorizer,
@@ -55,7 +56,7 @@ from tpmseal.session.policy import (
     compute_policy,
 )
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
+from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     AES_128_CFB,
@@ -125,7 +126,8 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     *auth* is the object's authValue when its policy ends in PolicyAuthValue;
     *policies* are the signed policies for an object with an authorizer. The
     PCR values are compared with a PolicyPCR policy first, for a clear message
-    when they moved (the TPM enforces the policy either way).
+    when they moved (the TPM enforces the policy either way); a mismatch is only
+    reported as one after an audited read agrees.
     """
     if trust is None:
         raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
@@ -137,16 +139,18 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
             "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
             "a substituted key over the bus (interposer)",
             "unlock with the recovery passphrase and enrol again on this TPM")
-    if obj.pcrs.selections:
-        values = tpm.pcr_read(obj.pcrs)
-        if not hmac.compare_digest(compute_policy(obj.steps(values, auth is not None)),
-                                   obj.public.auth_policy):
-            raise PolicyMismatchError(
-                f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-                f"{obj.what} was made, or its policy is not PolicyPCR"
-                + (" with a PIN" if auth is not None else ""),
-                hint="boot the measured configuration again, or unlock with the recovery "
-                     "passphrase and enrol again")
+    if obj.pcrs.selections and not _pcrs_match(tpm, obj, auth is not None, None):
+        if _pcrs_match(tpm, obj, auth is not None, trust):
+            raise IntegrityError(
+                f"PCR_Read said {pcrspec.format_pcrs(obj.pcrs)} changed, but the same PCRs "
+                "read through the pinned endorsement key satisfy the policy: a forged "
+                "answer (possible interposer)", BUS_HINT)
+        raise PolicyMismatchError(
+            f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+            f"{obj.what} was made, or its policy is not PolicyPCR"
+            + (" with a PIN" if auth is not None else ""),
+            hint="boot the measured configuration again, or unlock with the recovery "
+                 "passphrase and enrol again")
     salt = SaltKey(trust.ek_handle, trust.ek_public)
 
     def unseal(parent: int, parent_name: bytes) -> bytes:
@@ -173,6 +177,21 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
         return unseal(parent, created.name)
+
+
+def _pcrs_match(tpm: Tpm, obj: SealedUnderPrimary, pin: bool,
+                trust: TrustRecord | None) -> bool:
+    """Whether *obj*'s PolicyPCR over the current values gives its authPolicy: read plainly
+    (a pre-check for a clear message), or with *trust* in an audited session salted to the
+    pinned EK, whose response HMAC covers the values (before a PCR is ever named as
+    changed: SECURITY.md, authenticated diagnostics)."""
+    if trust is None:
+        values = tpm.pcr_read(obj.pcrs)
+    else:
+        audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+        with tpm.scoped(audit.handle):
+            values = tpm.pcr_read(obj.pcrs, audit)
+    return hmac.compare_digest(compute_policy(obj.steps(values, pin)), obj.public.auth_policy)
 
 
 def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
