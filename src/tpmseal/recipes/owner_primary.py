@@ -216,6 +216,9 @@ def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trus
 
     try:  # sealing's own session flow and error wording, with this runner
         return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
+    except PolicyMismatchError:  # no candidate fitted: unless forged (then exit 6)
+        sealing.forged_choice(tpm, blob.salt_key, blob, candidates)
+        raise
     except TpmResponseError as e:
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here

@@ -355,6 +355,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path",
                          hint="drop --legacy")
     run: Callable[[AuthSession], None]
+    candidates: list[SignedPolicy] = []
     if (blob.authorizer is not None or blob.states) and (
             blob.policy().digest() != blob.policy_digest):
         raise BadInputError("the sealed object's authPolicy (policy_digest) is not what its "
@@ -370,9 +371,9 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         from tpmseal.recipes import signed, signer
 
         key = signer.crypto_key(blob.authorizer.key)
-        run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
-                                                      blob.authorizer.policy_ref,
-                                                      blob.revocation_nv))
+        candidates = signed.usable(list(policies), key, blob.authorizer.policy_ref,
+                                   blob.revocation_nv)
+        run = _signed_runner(tpm, blob, candidates)
     elif blob.states:
         run = _branch_runner(tpm, blob)
     elif blob.pcr_values:
@@ -389,6 +390,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         run = functools.partial(tpm.run_policy, steps=steps)
     try:
         secret = _unseal(tpm, blob, salt if encrypted else None, run, pin)
+    except PolicyMismatchError:
+        if encrypted and salt is not None and (blob.states or candidates):
+            forged_choice(tpm, salt, blob, candidates)
+        raise
     except TrustError as e:
         if trust is not None:
             raise
@@ -419,6 +424,37 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                              "was altered or the blob does not match the object",
                              hint="retry; if it persists, restore the blob from a backup")
     return secret
+
+
+def forged_choice(tpm: Tpm, salt: SaltKey, blob: SealedBlob,
+                  candidates: Sequence[SignedPolicy]) -> None:
+    """Raise IntegrityError if PCR values read in an audited session salted to *salt*
+    (and, for revocable policies, the counter) fit one of *blob*'s PolicyOR states or one
+    of the signed *candidates*: asked after none fitted in the policy session, whose
+    TPM_RC_VALUE answers carry no HMAC, before a PCR mismatch is reported."""
+    audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
+                         TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    read: dict[PcrSelectionList, PcrStep] = {}
+
+    def now(pcrs: PcrSelectionList) -> PcrStep:
+        if pcrs not in read:
+            read[pcrs] = pcr_step(pcrs, tpm.pcr_read(pcrs, audit))
+        return read[pcrs]
+
+    def fits(cand: SignedPolicy) -> bool:
+        step = now(cand.pcrs)
+        covers = (step.pcr_digest == cand.pcr_digest if cand.pcr_digest is not None
+                  else compute_policy([step]) == cand.approved_policy)
+        return covers and (cand.nv_index is None or revocation.read_counter(
+            tpm, cand.nv_index, audit) <= (cand.version or 0))
+
+    with tpm.scoped(audit.handle):
+        forged = any(fits(c) for c in candidates) or (bool(blob.states) and (
+            now(blob.pcrs).pcr_digest in {b.pcr_digest for b in blob.policy().branches}))
+    if forged:
+        raise IntegrityError("the TPM answered that no allowed PCR state or signed policy "
+                             "fits, but the values read through the pinned endorsement key "
+                             "fit one: forged error responses (possible interposer)", BUS_HINT)
 
 
 def _signed_runner(tpm: Tpm, blob: SealedBlob,
