@@ -132,3 +132,24 @@ def test_forged_pcr_read_is_not_reported_as_a_pcr_change(tcg_sim: Simulator,
     assert cli(["luks", "test", str(img)]).rc == 0  # without the interposer it unlocks
     extend(tcg_sim.uri, 7)  # a real change is still a PCR mismatch
     expect_error(direct(tcg_sim, "luks", "test", str(img)), ExitCode.PCR_MISMATCH, "sha256:7")
+
+
+def test_forged_policy_failure_at_unseal_is_tampering(tcg_sim: Simulator,
+                                                      tmp_path: Path) -> None:
+    """TPM_RC_POLICY_FAIL from Unseal is an error response, without an HMAC. For a
+    systemd-tpm2 token (no seal-time values) it used to read "the PCR values ... differ"
+    (exit 5); the PCRs read through the pinned EK satisfy the policy, so it is tampering."""
+    from tpmseal.sniff.capture.hooks import HookContext, Respond, Verdict, error_response
+    from tpmseal.wire.constants import TPM_CC
+
+    img, pw = make_image(tmp_path)
+    r = cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--token-type",
+             "systemd-tpm2", "--pcrs", "sha256:7"])
+    assert r.rc == 0, r.err
+
+    def policy_fail(ctx: HookContext) -> Verdict:
+        return Respond(error_response(0x99D)) if ctx.code == TPM_CC.Unseal else None
+
+    with interposer(tcg_sim, on_command=policy_fail) as p:
+        r = tpm(p, "luks", "test", str(img))
+    expect_error(r, ExitCode.INTEGRITY, "interposer")

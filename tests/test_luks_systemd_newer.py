@@ -347,9 +347,10 @@ def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp
                                                          signer: Path) -> None:
     """PCR 7 of a signed token is pre-checked with an unauthenticated PCR_Read. An
     interposer replaying the old PCR_Read answer after PCR 7 changed gets past that check,
-    not past the TPM: Unseal fails its policy (exit 5)."""
+    not past the TPM: Unseal fails its policy, and the audited read that follows confirms
+    the change (exit 5)."""
     from tpmseal.sniff.capture.hooks import HookContext, Verdict
-    from tpmseal.wire.constants import TPM_CC
+    from tpmseal.wire.constants import TPM_CC, TPM_ST
 
     img, pw = make_image(tmp_path)
     pubkey_enroll(tcg_sim, img, pw, signer, fixed=True)
@@ -362,8 +363,9 @@ def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp
             old.append(ctx.response)
         return None
 
-    def replay(ctx: HookContext) -> Verdict:
-        return old[0] if ctx.code == TPM_CC.PCR_Read else None
+    def replay(ctx: HookContext) -> Verdict:  # the plain pre-check read, not the audited one
+        plain = int.from_bytes(ctx.command[:2], "big") == TPM_ST.NO_SESSIONS
+        return old[0] if ctx.code == TPM_CC.PCR_Read and plain else None
 
     with interposer(tcg_sim, on_response=record) as p:
         r = tpm(p, "luks", "test", str(img), "--policy", str(sig))

@@ -139,18 +139,10 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
             "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
             "a substituted key over the bus (interposer)",
             "unlock with the recovery passphrase and enrol again on this TPM")
-    if obj.pcrs.selections and not _pcrs_match(tpm, obj, auth is not None, None):
-        if _pcrs_match(tpm, obj, auth is not None, trust):
-            raise IntegrityError(
-                f"PCR_Read said {pcrspec.format_pcrs(obj.pcrs)} changed, but the same PCRs "
-                "read through the pinned endorsement key satisfy the policy: a forged "
-                "answer (possible interposer)", BUS_HINT)
-        raise PolicyMismatchError(
-            f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-            f"{obj.what} was made, or its policy is not PolicyPCR"
-            + (" with a PIN" if auth is not None else ""),
-            hint="boot the measured configuration again, or unlock with the recovery "
-                 "passphrase and enrol again")
+    pin = auth is not None
+    if obj.pcrs.selections and not _pcrs_match(tpm, obj, pin, None):
+        _forged_unless_changed(tpm, obj, pin, trust, "PCR_Read said")
+        raise _changed(obj, pin)
     salt = SaltKey(trust.ek_handle, trust.ek_public)
 
     def unseal(parent: int, parent_name: bytes) -> bytes:
@@ -159,7 +151,14 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                           authorizer=obj.authorizer)
         if obj.authorizer is not None and obj.pcrs.selections:
             return _signed_then_fixed(tpm, obj, blob, trust, auth, policies)
-        return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        try:
+            return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        except PolicyMismatchError:
+            if obj.authorizer is not None:
+                raise
+            # PolicyPCR failed at Unseal, whose POLICY_FAIL carries no HMAC
+            _forged_unless_changed(tpm, obj, pin, trust, "TPM2_Unseal said")
+            raise _changed(obj, pin) from None
 
     if obj.parent is not None:
         try:
@@ -177,6 +176,29 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
         return unseal(parent, created.name)
+
+
+ENROL_AGAIN = ("boot the measured configuration again, or unlock with the recovery "
+               "passphrase and enrol again")
+
+
+def _changed(obj: SealedUnderPrimary, pin: bool) -> PolicyMismatchError:
+    return PolicyMismatchError(
+        f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+        f"{obj.what} was made, or its policy is not PolicyPCR" + (" with a PIN" if pin else ""),
+        hint=ENROL_AGAIN)
+
+
+def _forged_unless_changed(tpm: Tpm, obj: SealedUnderPrimary, pin: bool, trust: TrustRecord,
+                           said: str) -> None:
+    """After a PolicyPCR failure (a plain PCR_Read or the TPM's error response, neither
+    HMAC-checked): IntegrityError if the PCRs read in an audited session satisfy the
+    policy, so a PCR change is only ever named on authenticated values."""
+    if _pcrs_match(tpm, obj, pin, trust):
+        raise IntegrityError(
+            f"{said} {pcrspec.format_pcrs(obj.pcrs)} do not fit, but the same PCRs read "
+            "through the pinned endorsement key satisfy the policy: a forged answer "
+            "(possible interposer)", BUS_HINT)
 
 
 def _pcrs_match(tpm: Tpm, obj: SealedUnderPrimary, pin: bool,
@@ -222,10 +244,10 @@ def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trus
     except TpmResponseError as e:
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here
+            _forged_unless_changed(tpm, obj, auth is not None, trust,
+                                   "TPM2_Unseal said")
             raise PolicyMismatchError(
                 f"PCR policy check failed at TPM2_Unseal: {pcrspec.format_pcrs(obj.pcrs)} do "
                 f"not hold the values the {obj.what} was sealed to (they were read without "
-                "bus protection before), or a command was altered in transit", None,
-                "boot the measured configuration again, or unlock with the recovery "
-                "passphrase and enrol again") from None
+                "bus protection before)", None, ENROL_AGAIN) from None
         raise sealing._explain(e, trust, auth is not None) from None
