@@ -81,3 +81,31 @@ def test_revoke_below_without_a_trust_record_refuses(tcg_sim: Simulator,
         expect_error(r, ExitCode.USAGE, "pinned endorsement key")
         assert not p.exchanges
     assert _counter(tcg_sim) == start
+
+
+def test_dropping_policy_nv_does_not_unrevoke(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """After revoke-below, the old release's policy fails PolicyNV. An interposer that
+    answers PolicyNV with success instead of forwarding it (an error-free, HMAC-free
+    response) leaves the session digest without the NV condition: the TPM refuses the
+    signed approvedPolicy at PolicyAuthorize, whatever ticket is presented."""
+    from attacks.bus import assert_no_leak
+    from tpmseal.sniff.capture.hooks import Respond
+
+    secret, blob, old, start = _setup(tcg_sim, tmp_path)
+    r = direct(tcg_sim, "policy", "revoke-below", str(start + 1), "--nv-index", COUNTER)
+    assert r.rc == 0, r.err
+    expect_error(direct(tcg_sim, "unseal", "--input", str(blob), "--policy", str(old)),
+                 ExitCode.PCR_MISMATCH, "revoked")
+    # success with the password session's empty answer: parameterSize 0, nonce, attrs, hmac
+    ok = (TPM_ST.SESSIONS.to_bytes(2, "big") + (19).to_bytes(4, "big") + bytes(8)
+          + b"\x00\x00\x01\x00\x00")
+
+    def drop_policy_nv(ctx: HookContext) -> Verdict:
+        return Respond(ok) if ctx.code == TPM_CC.PolicyNV else None
+
+    with interposer(tcg_sim, on_command=drop_policy_nv) as p:
+        r = tpm(p, "unseal", "--input", str(blob), "--policy", str(old))
+        expect_error(r, ExitCode.INTEGRITY, "PolicyAuthorize")
+        assert secret not in r.out
+        assert "Unseal" not in [e.name for e in p.exchanges]
+        assert_no_leak(p.exchanges, secret)
