@@ -88,3 +88,23 @@ def test_forged_policy_nv_failure_is_not_a_revocation(tcg_sim: Simulator,
         r = tpm(p, "unseal", "--input", str(blob), "--policy", str(pol))
     expect_error(r, ExitCode.INTEGRITY, "interposer")
     assert "revoked" not in r.err
+
+
+def test_forged_policy_failure_at_unseal_of_states_or_signed_is_tampering(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """TPM_RC_POLICY_FAIL from Unseal (no HMAC) after a branch or a signed policy was
+    accepted. For PolicyOR it used to read "sha256 PCR 7 changed since sealing" (exit 5:
+    the audited values compared with the first state only); they fit the second."""
+    blob = _two_states(tcg_sim, tmp_path)
+    key = _keygen(tcg_sim, tmp_path)
+    (tmp_path / "s").mkdir()
+    _, signed_blob = _sealed(tcg_sim, tmp_path / "s", key)
+    pol = _sign(tcg_sim, key, tmp_path / "p.json", "--current")
+
+    def policy_fail(ctx: HookContext) -> Verdict:
+        return Respond(error_response(0x99D)) if ctx.code == TPM_CC.Unseal else None
+
+    with interposer(tcg_sim, on_command=policy_fail) as p:
+        expect_error(tpm(p, "unseal", "--input", str(blob)), ExitCode.INTEGRITY, "interposer")
+        expect_error(tpm(p, "unseal", "--input", str(signed_blob), "--policy", str(pol)),
+                     ExitCode.INTEGRITY, "altered in transit")  # so it was already

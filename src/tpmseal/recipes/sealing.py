@@ -407,6 +407,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                  "pass policies signed for this secret; if they are, check "
                                  "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
+            if encrypted and salt is not None and blob.states:
+                forged_choice(tpm, salt, blob, candidates)  # the TPM accepted a branch
             changed = changed_pcrs(tpm, blob, salt if encrypted else None)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
