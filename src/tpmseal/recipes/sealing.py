@@ -253,11 +253,14 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
                                "lockout", "wait for the lockout to expire, or reset it with the "
                                           "lockout authorization")
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
+        # a salted session's first rejected HMAC is the EK diagnosis (client/tpm.py); this
+        # one is not about the EK, and `provision --repin` advice would, under a man in
+        # the middle, have the admin pin the interposer's key
         return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
-                          "the SRK or EK at the pinned handles is not the pinned one (possible "
-                          "interposer or replaced TPM)",
-                          hint=("check the TPM bus; if the TPM was replaced, re-pin with "
-                               "`tpmseal provision --repin`"))
+                          "the SRK at the pinned handle is not the pinned one (possible "
+                          "interposer, or a cleared TPM)",
+                          hint=("check the TPM bus; if the TPM was cleared, `tpmseal provision` "
+                                "pins its new SRK"))
     if e.name in ("AUTH_FAIL", "BAD_AUTH"):
         return IntegrityError(f"the TPM rejected the HMAC of TPM2_{e.command} "
                               f"({e.rc.describe()}): the command was altered in transit, "
