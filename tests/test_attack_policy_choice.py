@@ -30,17 +30,22 @@ def _no_branch_fits(ctx: HookContext) -> Verdict:
     return Respond(error_response(RC_VALUE_P1)) if ctx.code == TPM_CC.PolicyPCR else None
 
 
-def _two_states(sim: Simulator, d: Path) -> Path:
-    """A secret sealed to PolicyOR over the current state and another one."""
+def _states(sim: Simulator, d: Path) -> list[str]:
+    """A secret in d/key, and ``--pcr-values`` for another state and the current one."""
     (d / "key").write_bytes(os.urandom(32))
     now = direct(sim, "pcrs", "show", "--pcrs", PCRS, "--json")
     (d / "now.json").write_bytes(now.out)
     other = json.loads(now.out)
     other["sha256"]["7"] = "22" * 32
     (d / "other.json").write_text(json.dumps(other))
+    return ["--input", str(d / "key"), "--pcrs", PCRS, "--pcr-values", str(d / "other.json"),
+            "--pcr-values", str(d / "now.json")]
+
+
+def _two_states(sim: Simulator, d: Path) -> Path:
+    """A secret sealed to PolicyOR over the current state and another one."""
     blob = d / "blob.json"
-    r = direct(sim, "seal", "--input", str(d / "key"), "--output", str(blob), "--pcrs", PCRS,
-               "--pcr-values", str(d / "other.json"), "--pcr-values", str(d / "now.json"))
+    r = direct(sim, "seal", "--output", str(blob), *_states(sim, d))
     assert r.rc == 0, r.err
     return blob
 
@@ -108,3 +113,14 @@ def test_forged_policy_failure_at_unseal_of_states_or_signed_is_tampering(
         expect_error(tpm(p, "unseal", "--input", str(blob)), ExitCode.INTEGRITY, "interposer")
         expect_error(tpm(p, "unseal", "--input", str(signed_blob), "--policy", str(pol)),
                      ExitCode.INTEGRITY, "altered in transit")  # so it was already
+
+
+def test_forged_value_errors_on_eves_nv_layout_are_tampering(eve_sim: Simulator,
+                                                             tmp_path: Path) -> None:
+    """The same forgery on PolicyOR states recorded for EVE's NV layout (trust file)."""
+    r = direct(eve_sim, "seal", "--profile", "eve", "--nv", *_states(eve_sim, tmp_path))
+    assert r.rc == 0, r.err
+    with interposer(eve_sim, on_command=_no_branch_fits) as p:
+        r = tpm(p, "unseal", "--profile", "eve", "--nv")
+    expect_error(r, ExitCode.INTEGRITY, "interposer")
+    assert direct(eve_sim, "unseal", "--profile", "eve", "--nv").rc == 0
