@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
+    BUS_HINT,
     EK_MISMATCH,
     IntegrityError,
     PolicyMismatchError,
@@ -48,7 +49,7 @@ from tpmseal.errors import (
 )
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
-from tpmseal.recipes.trust import TrustRecord
+from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import (
     Authorizer,
@@ -59,7 +60,7 @@ from tpmseal.session.policy import (
     compute_policy,
 )
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
+from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     AES_128_CFB,
@@ -130,7 +131,8 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     *auth* is the object's authValue when its policy ends in PolicyAuthValue;
     *policies* are the signed policies for an object with an authorizer. The
     PCR values are compared with a PolicyPCR policy first, for a clear message
-    when they moved (the TPM enforces the policy either way).
+    when they moved (the TPM enforces the policy either way); a mismatch is only
+    reported as one after an audited read agrees.
     """
     if trust is None:
         raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
@@ -142,16 +144,10 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
             "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
             "a substituted key over the bus (interposer)",
             "unlock with the recovery passphrase and enrol again on this TPM")
-    if obj.pcrs.selections:
-        values = tpm.pcr_read(obj.pcrs)
-        if not hmac.compare_digest(compute_policy(obj.steps(values, auth is not None)),
-                                   obj.public.auth_policy):
-            raise PolicyMismatchError(
-                f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-                f"{obj.what} was made, or its policy is not PolicyPCR"
-                + (" with a PIN" if auth is not None else ""),
-                hint="boot the measured configuration again, or unlock with the recovery "
-                     "passphrase and enrol again")
+    pin = auth is not None
+    if obj.pcrs.selections and not _pcrs_match(tpm, obj, pin, None):
+        _forged_unless_changed(tpm, obj, pin, trust, "PCR_Read said")
+        raise _changed(obj, pin)
     salt = SaltKey(trust.ek_handle, trust.ek_public)
 
     def unseal(parent: int, parent_name: bytes) -> bytes:
@@ -160,7 +156,14 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                           authorizer=obj.authorizer)
         if obj.lead or (obj.authorizer is not None and obj.pcrs.selections):
             return _own_steps(tpm, obj, blob, trust, auth, policies)
-        return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        try:
+            return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        except PolicyMismatchError:
+            if obj.authorizer is not None:
+                raise
+            # PolicyPCR failed at Unseal, whose POLICY_FAIL carries no HMAC
+            _forged_unless_changed(tpm, obj, pin, trust, "TPM2_Unseal said")
+            raise _changed(obj, pin) from None
 
     if obj.parent is not None:
         try:
@@ -178,6 +181,44 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
                                          PRIMARY_TEMPLATES[obj.primary_alg]))
     with tpm.scoped(created.object_handle) as parent:
         return unseal(parent, created.name)
+
+
+ENROL_AGAIN = ("boot the measured configuration again, or unlock with the recovery "
+               "passphrase and enrol again")
+
+
+def _changed(obj: SealedUnderPrimary, pin: bool) -> PolicyMismatchError:
+    return PolicyMismatchError(
+        f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+        f"{obj.what} was made, or its policy is not PolicyPCR" + (" with a PIN" if pin else ""),
+        hint=ENROL_AGAIN)
+
+
+def _forged_unless_changed(tpm: Tpm, obj: SealedUnderPrimary, pin: bool, trust: TrustRecord,
+                           said: str) -> None:
+    """After a PolicyPCR failure (a plain PCR_Read or the TPM's error response, neither
+    HMAC-checked): IntegrityError if the PCRs read in an audited session satisfy the
+    policy, so a PCR change is only ever named on authenticated values."""
+    if _pcrs_match(tpm, obj, pin, trust):
+        raise IntegrityError(
+            f"{said} {pcrspec.format_pcrs(obj.pcrs)} do not fit, but the same PCRs read "
+            "through the pinned endorsement key satisfy the policy: a forged answer "
+            "(possible interposer)", BUS_HINT)
+
+
+def _pcrs_match(tpm: Tpm, obj: SealedUnderPrimary, pin: bool,
+                trust: TrustRecord | None) -> bool:
+    """Whether *obj*'s PolicyPCR over the current values gives its authPolicy: read plainly
+    (a pre-check for a clear message), or with *trust* in an audited session salted to the
+    pinned EK, whose response HMAC covers the values (before a PCR is ever named as
+    changed: SECURITY.md, authenticated diagnostics)."""
+    if trust is None:
+        values = tpm.pcr_read(obj.pcrs)
+    else:
+        audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+        with tpm.scoped(audit.handle):
+            values = tpm.pcr_read(obj.pcrs, audit)
+    return hmac.compare_digest(compute_policy(obj.steps(values, pin)), obj.public.auth_policy)
 
 
 def _own_steps(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
@@ -207,15 +248,19 @@ def _own_steps(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: Trust
         run = run_signed
     try:  # sealing's own session flow and error wording, with this runner
         return sealing.unseal_object(tpm, blob, blob.salt_key, run, auth)
+    except PolicyMismatchError:  # no candidate fitted: unless forged (then exit 6)
+        if obj.authorizer is not None:
+            sealing.forged_choice(tpm, blob.salt_key, blob, candidates)
+        raise
     except TpmResponseError as e:
         if obj.lead and (e.command.startswith("Policy") or e.name == "POLICY_FAIL"):
             raise  # the lead's failures: its caller knows what they mean
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here
+            _forged_unless_changed(tpm, obj, auth is not None, trust,
+                                   "TPM2_Unseal said")
             raise PolicyMismatchError(
                 f"PCR policy check failed at TPM2_Unseal: {pcrspec.format_pcrs(obj.pcrs)} do "
                 f"not hold the values the {obj.what} was sealed to (they were read without "
-                "bus protection before), or a command was altered in transit", None,
-                "boot the measured configuration again, or unlock with the recovery "
-                "passphrase and enrol again") from None
+                "bus protection before)", None, ENROL_AGAIN) from None
         raise sealing.explain_error(e, trust, auth is not None) from None

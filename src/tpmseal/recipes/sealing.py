@@ -253,11 +253,14 @@ def explain_error(e: TpmResponseError, trust: TrustRecord | None, pin: bool = Fa
                                "lockout", "wait for the lockout to expire, or reset it with the "
                                           "lockout authorization")
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
+        # a salted session's first rejected HMAC is the EK diagnosis (client/tpm.py); this
+        # one is not about the EK, and `provision --repin` advice would, under a man in
+        # the middle, have the admin pin the interposer's key
         return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
-                          "the SRK or EK at the pinned handles is not the pinned one (possible "
-                          "interposer or replaced TPM)",
-                          hint=("check the TPM bus; if the TPM was replaced, re-pin with "
-                               "`tpmseal provision --repin`"))
+                          "the SRK at the pinned handle is not the pinned one (possible "
+                          "interposer, or a cleared TPM)",
+                          hint=("check the TPM bus; if the TPM was cleared, `tpmseal provision` "
+                                "pins its new SRK"))
     if e.name in ("AUTH_FAIL", "BAD_AUTH"):
         return IntegrityError(f"the TPM rejected the HMAC of TPM2_{e.command} "
                               f"({e.rc.describe()}): the command was altered in transit, "
@@ -355,6 +358,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path",
                          hint="drop --legacy")
     run: Callable[[AuthSession], None]
+    candidates: list[SignedPolicy] = []
     if (blob.authorizer is not None or blob.states) and (
             blob.policy().digest() != blob.policy_digest):
         raise BadInputError("the sealed object's authPolicy (policy_digest) is not what its "
@@ -370,9 +374,9 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         from tpmseal.recipes import signed, signer
 
         key = signer.crypto_key(blob.authorizer.key)
-        run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
-                                                      blob.authorizer.policy_ref,
-                                                      blob.revocation_nv))
+        candidates = signed.usable(list(policies), key, blob.authorizer.policy_ref,
+                                   blob.revocation_nv)
+        run = _signed_runner(tpm, blob, candidates)
     elif blob.states:
         run = _branch_runner(tpm, blob)
     elif blob.pcr_values:
@@ -389,6 +393,10 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         run = functools.partial(tpm.run_policy, steps=steps)
     try:
         secret = unseal_object(tpm, blob, salt if encrypted else None, run, pin)
+    except PolicyMismatchError:
+        if encrypted and salt is not None and (blob.states or candidates):
+            forged_choice(tpm, salt, blob, candidates)
+        raise
     except TrustError as e:
         if trust is not None:
             raise
@@ -402,6 +410,8 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                                  "pass policies signed for this secret; if they are, check "
                                  "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
+            if encrypted and salt is not None and blob.states:
+                forged_choice(tpm, salt, blob, candidates)  # the TPM accepted a branch
             changed = changed_pcrs(tpm, blob, salt if encrypted else None)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
@@ -419,6 +429,37 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
                              "was altered or the blob does not match the object",
                              hint="retry; if it persists, restore the blob from a backup")
     return secret
+
+
+def forged_choice(tpm: Tpm, salt: SaltKey, blob: SealedBlob,
+                  candidates: Sequence[SignedPolicy]) -> None:
+    """Raise IntegrityError if PCR values read in an audited session salted to *salt*
+    (and, for revocable policies, the counter) fit one of *blob*'s PolicyOR states or one
+    of the signed *candidates*: asked after none fitted in the policy session, whose
+    TPM_RC_VALUE answers carry no HMAC, before a PCR mismatch is reported."""
+    audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
+                         TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    read: dict[PcrSelectionList, PcrStep] = {}
+
+    def now(pcrs: PcrSelectionList) -> PcrStep:
+        if pcrs not in read:
+            read[pcrs] = pcr_step(pcrs, tpm.pcr_read(pcrs, audit))
+        return read[pcrs]
+
+    def fits(cand: SignedPolicy) -> bool:
+        step = now(cand.pcrs)
+        covers = (step.pcr_digest == cand.pcr_digest if cand.pcr_digest is not None
+                  else compute_policy([step]) == cand.approved_policy)
+        return covers and (cand.nv_index is None or revocation.read_counter(
+            tpm, cand.nv_index, audit) <= (cand.version or 0))
+
+    with tpm.scoped(audit.handle):
+        forged = any(fits(c) for c in candidates) or (bool(blob.states) and (
+            now(blob.pcrs).pcr_digest in {b.pcr_digest for b in blob.policy().branches}))
+    if forged:
+        raise IntegrityError("the TPM answered that no allowed PCR state or signed policy "
+                             "fits, but the values read through the pinned endorsement key "
+                             "fit one: forged error responses (possible interposer)", BUS_HINT)
 
 
 def _signed_runner(tpm: Tpm, blob: SealedBlob,
