@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Unlocking LUKS2 volumes: tpmseal against systemd 252 and clevis 19 on one swtpm.
 
-Makes five LUKS2 images (cryptsetup 2.6, PBKDF2 at minimum cost): one with a
+Makes six LUKS2 images (cryptsetup 2.6, PBKDF2 at minimum cost): one with a
 tpmseal token (``tpmseal luks enroll``), one enrolled by ``systemd-cryptenroll
 --tpm2-pcrs=7``, one by ``systemd-cryptenroll --tpm2-public-key
 --tpm2-public-key-pcrs=11`` (signed PCR 11, PCR 7 fixed; the signature from
 ``tpmseal policy sign --format systemd``), one with a systemd 254 ``tpm2_srk``
 token (sealed under the SRK with tpm2-tools, as systemd 254+ does; 252 cannot),
-one bound by ``clevis luks bind … tpm2``. Each volume's TPM secret is then
+one with a systemd 255 ``tpm2_pcrlock`` token (an NV index, its fold of PCR 7 and of
+two allowed PCR 11 values, and ``pcrlock.json``, as systemd-pcrlock makes them, with
+tpm2-tools), one bound by ``clevis luks bind … tpm2``. Each volume's TPM secret is then
 unsealed by tpmseal (in-process, ``unlockers.KINDS[...].unseal``) and by the
 stack that made it where it runs here (``systemd-cryptsetup attach``, which
 stops after unsealing without device-mapper; ``clevis luks pass``), through
@@ -99,7 +101,7 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
     pw.write_bytes(b"bench passphrase")
     pw.chmod(0o600)
     images = {k: base / f"{k}.img" for k in ("tpmseal", "systemd-tpm2", "systemd-signed",
-                                             "systemd-srk", "clevis")}
+                                             "systemd-srk", "systemd-pcrlock", "clevis")}
     for img in images.values():
         make_image(img, pw)
     env = {"TPMSEAL_TPM": uri, "TPMSEAL_TRUST_FILE": str(trust_file)}
@@ -122,11 +124,14 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
             raise SystemExit(f"{cmd[0]} failed: {done.stderr.decode()[-400:]}")
     srk_volume(images["systemd-srk"], pw, base / "srk", tcti)
     flush_leftovers(uri)
+    lock = pcrlock_volume(images["systemd-pcrlock"], pw, base / "pcrlock", uri, tcti)
+    flush_leftovers(uri)
     tokens = {k: cryptsetup.header(str(img)).tokens[0] for k, img in images.items()}
     from tpmseal.recipes import signed
 
     offered = {"systemd-signed": tuple(signed.load_policies([str(sig)]))}
-    secrets = _secrets(uri, tokens, trust, offered)
+    locks = {"systemd-pcrlock": str(lock)}
+    secrets = _secrets(uri, tokens, trust, offered, locks)
     for kind, img in images.items():  # every passphrase checked by cryptsetup itself
         cryptsetup.test_key(str(img), secrets[kind][0], 1)
     rows = []
@@ -134,7 +139,8 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
         for volume, token in tokens.items():
             def ours(volume: str = volume, token: dict[str, Any] = token) -> None:
                 with Tpm.open(proxy.uri) as tpm:
-                    unlockers.unseal_with(tpm, token, 0, trust, None, offered.get(volume, ()))
+                    unlockers.unseal_with(tpm, token, 0, trust, None, offered.get(volume, ()),
+                                          locks.get(volume))
             rows.append(row(proxy, volume, "tpmseal", ours, runs, secrets[volume]))
         for volume, extra in (("systemd-tpm2", ""), ("systemd-signed", f",tpm2-signature={sig}")):
             def theirs(volume: str = volume, extra: str = extra) -> None:
@@ -150,10 +156,12 @@ def measure(uri: str, tcti: str, trust_file: Path, trust: Any, base: Path,
 
 
 def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any,
-             offered: dict[str, tuple[Any, ...]]) -> dict[str, list[bytes]]:
+             offered: dict[str, tuple[Any, ...]], locks: dict[str, str],
+             ) -> dict[str, list[bytes]]:
     """Per volume: the keyslot passphrase, then what it derives from (the TPM secret)."""
     with Tpm.open(uri) as tpm:
-        got = {k: unlockers.unseal_with(tpm, t, 0, trust, None, offered.get(k, ()))
+        got = {k: unlockers.unseal_with(tpm, t, 0, trust, None, offered.get(k, ()),
+                                        locks.get(k))
                for k, t in tokens.items()}
         b = clevis.ClevisBinding.parse(tokens["clevis"], 0)
         jwk = unseal_under_primary(tpm, SealedUnderPrimary(b.public, b.private, b.pcrs,
@@ -162,30 +170,18 @@ def _secrets(uri: str, tokens: dict[str, dict[str, Any]], trust: Any,
     return {**out, "tpmseal": [got["tpmseal"]], "clevis": [got["clevis"], clevis.jwk_key(jwk)]}
 
 
-def srk_volume(img: Path, pw: Path, work: Path, tcti: str) -> None:
-    """Keyslot 1 and a systemd 254 ``tpm2_srk`` token on *img*: a secret sealed with
-    tpm2-tools under the SRK at 0x81000001 to PolicyPCR(sha256:7), as systemd 254+ seals."""
-    work.mkdir()
-    secret = os.urandom(32)
-    (work / "secret").write_bytes(secret)
-    env = {"TPM2TOOLS_TCTI": tcti}
-    for cmd in (["tpm2_readpublic", "-c", "0x81000001", "-t", "srk.tr"],
-                ["tpm2_startauthsession", "-S", "trial.ctx"],
-                ["tpm2_policypcr", "-S", "trial.ctx", "-l", "sha256:7", "-L", "policy"],
-                ["tpm2_flushcontext", "trial.ctx"],
-                ["tpm2_create", "-C", "0x81000001", "-g", "sha256", "-a", "fixedtpm|fixedparent",
-                 "-L", "policy", "-i", "secret", "-u", "obj.pub", "-r", "obj.priv"]):
-        done = subprocess.run(cmd, cwd=work, capture_output=True, env={**os.environ, **env},
-                              timeout=120, check=False)
+def _tools(work: Path, tcti: str, *cmds: list[str]) -> None:
+    for cmd in cmds:
+        done = subprocess.run(cmd, cwd=work, capture_output=True,
+                              env={**os.environ, "TPM2TOOLS_TCTI": tcti}, timeout=120,
+                              check=False)
         if done.returncode != 0:
             raise SystemExit(f"{cmd[0]} failed: {done.stderr.decode()[-400:]}")
+
+
+def _add_token(img: Path, pw: Path, work: Path, secret: bytes, token: dict[str, Any]) -> None:
+    """Keyslot 1 with systemd's passphrase (base64 of *secret*), then *token* as token 0."""
     (work / "new").write_bytes(base64.b64encode(secret))
-    token = {"type": "systemd-tpm2", "keyslots": ["1"], "tpm2-pcrs": [7],
-             "tpm2-pcr-bank": "sha256", "tpm2-primary-alg": "ecc", "tpm2-pin": False,
-             "tpm2-blob": base64.b64encode((work / "obj.priv").read_bytes()
-                                           + (work / "obj.pub").read_bytes()).decode(),
-             "tpm2-policy-hash": (work / "policy").read_bytes().hex(),
-             "tpm2_srk": base64.b64encode((work / "srk.tr").read_bytes()).decode()}
     (work / "token.json").write_text(json.dumps(token))
     for cmd in ([cryptsetup.binary(), "luksAddKey", "--batch-mode", "--key-file", str(pw),
                  "--key-slot", "1", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
@@ -195,6 +191,85 @@ def srk_volume(img: Path, pw: Path, work: Path, tcti: str) -> None:
         done = _run(cmd)
         if done.returncode != 0:
             raise SystemExit(f"{cmd[1]} failed: {done.stderr.decode()[-400:]}")
+
+
+def _blob(work: Path) -> str:
+    return base64.b64encode((work / "obj.priv").read_bytes()
+                            + (work / "obj.pub").read_bytes()).decode()
+
+
+def pcrlock_volume(img: Path, pw: Path, work: Path, uri: str, tcti: str) -> Path:
+    """Keyslot 1 and a systemd 255 ``tpm2_pcrlock`` token on *img*; returns pcrlock.json.
+    The NV index has systemd-pcrlock's attributes (written here through
+    PolicyCommandCode instead of its recovery PIN's PolicySigned)."""
+    from tpmseal.recipes import systemd_pcrlock
+    from tpmseal.wire.constants import TPM_ALG, TPMA_NV
+    from tpmseal.wire.marshal import tpm2b, u32
+    from tpmseal.wire.structures import NvPublic, PcrSelection, PcrSelectionList
+
+    work.mkdir()
+    index = 0x01C1A5E0
+    with Tpm.open(uri) as tpm:
+        now = tpm.pcr_read(PcrSelectionList((PcrSelection(TPM_ALG.SHA256, (7, 11)),)))
+    _tools(work, tcti, ["tpm2_startauthsession", "-S", "t.ctx"],
+           ["tpm2_policycommandcode", "-S", "t.ctx", "-L", "write.policy", "TPM2_CC_NV_Write"],
+           ["tpm2_flushcontext", "t.ctx"])
+    nv = NvPublic(index, TPM_ALG.SHA256, TPMA_NV.WRITEALL | TPMA_NV.POLICYWRITE
+                  | TPMA_NV.OWNERREAD, (work / "write.policy").read_bytes(), 34)
+    handle = u32(index) + tpm2b(nv.name()) + u32(2) + tpm2b(nv.marshal())  # ESYS_TR
+    doc = {"pcrBank": "sha256", "nvIndex": index,
+           "pcrValues": [{"pcr": 7, "values": [now[(TPM_ALG.SHA256, 7)].hex()]},
+                         {"pcr": 11, "values": ["11" * 32, now[(TPM_ALG.SHA256, 11)].hex()]}],
+           "nvHandle": base64.b64encode(handle).decode(),
+           "nvPublic": base64.b64encode(tpm2b(nv.marshal())).decode(),
+           "srkHandle": "", "pinPublic": "", "pinPrivate": ""}
+    lock = work.parent / "pcrlock.json"
+    lock.write_text(json.dumps(doc))
+    (work / "nv.data").write_bytes(b"\x00\x0b"
+                                   + systemd_pcrlock.parse(lock.read_bytes(), "b").digest())
+    secret = os.urandom(32)
+    (work / "secret").write_bytes(secret)
+    _tools(work, tcti,
+           ["tpm2_nvdefine", "-C", "o", "-s", "34", "-a", "ownerread|policywrite|writeall",
+            "-L", "write.policy", hex(index)],
+           ["tpm2_startauthsession", "--policy-session", "-S", "w.ctx"],
+           ["tpm2_policycommandcode", "-S", "w.ctx", "TPM2_CC_NV_Write"],
+           ["tpm2_nvwrite", "-C", hex(index), "-P", "session:w.ctx", "-i", "nv.data",
+            hex(index)],
+           ["tpm2_flushcontext", "w.ctx"],
+           ["tpm2_readpublic", "-c", "0x81000001", "-t", "srk.tr"],
+           ["tpm2_startauthsession", "-S", "t.ctx"],
+           ["tpm2_policyauthorizenv", "-S", "t.ctx", "-C", "o", "-L", "policy", hex(index)],
+           ["tpm2_flushcontext", "t.ctx"],
+           ["tpm2_create", "-C", "0x81000001", "-g", "sha256", "-a", "fixedtpm|fixedparent",
+            "-L", "policy", "-i", "secret", "-u", "obj.pub", "-r", "obj.priv"])
+    _add_token(img, pw, work, secret, {
+        "type": "systemd-tpm2", "keyslots": ["1"], "tpm2-pcrs": [], "tpm2-pcr-bank": "sha256",
+        "tpm2-primary-alg": "ecc", "tpm2-pin": False, "tpm2-blob": _blob(work),
+        "tpm2-policy-hash": (work / "policy").read_bytes().hex(), "tpm2_pcrlock": True,
+        "tpm2_srk": base64.b64encode((work / "srk.tr").read_bytes()).decode(),
+        "tpm2_pcrlock_nv": doc["nvHandle"]})
+    shutil.rmtree(work)
+    return lock
+
+
+def srk_volume(img: Path, pw: Path, work: Path, tcti: str) -> None:
+    """Keyslot 1 and a systemd 254 ``tpm2_srk`` token on *img*: a secret sealed with
+    tpm2-tools under the SRK at 0x81000001 to PolicyPCR(sha256:7), as systemd 254+ seals."""
+    work.mkdir()
+    secret = os.urandom(32)
+    (work / "secret").write_bytes(secret)
+    _tools(work, tcti, ["tpm2_readpublic", "-c", "0x81000001", "-t", "srk.tr"],
+           ["tpm2_startauthsession", "-S", "trial.ctx"],
+           ["tpm2_policypcr", "-S", "trial.ctx", "-l", "sha256:7", "-L", "policy"],
+           ["tpm2_flushcontext", "trial.ctx"],
+           ["tpm2_create", "-C", "0x81000001", "-g", "sha256", "-a", "fixedtpm|fixedparent",
+            "-L", "policy", "-i", "secret", "-u", "obj.pub", "-r", "obj.priv"])
+    _add_token(img, pw, work, secret, {
+        "type": "systemd-tpm2", "keyslots": ["1"], "tpm2-pcrs": [7],
+        "tpm2-pcr-bank": "sha256", "tpm2-primary-alg": "ecc", "tpm2-pin": False,
+        "tpm2-blob": _blob(work), "tpm2-policy-hash": (work / "policy").read_bytes().hex(),
+        "tpm2_srk": base64.b64encode((work / "srk.tr").read_bytes()).decode()})
     shutil.rmtree(work)
 
 

@@ -159,3 +159,23 @@ def test_forged_policy_failure_on_the_nv_layout_is_tampering(eve_sim: Simulator,
         r = tpm(p, *argv)
     expect_error(r, ExitCode.INTEGRITY, "interposer")
     watch.check()
+
+
+def test_forged_hmac_rejection_after_confirmation_never_advises_a_repin(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """Create runs after the audited PCR_Read confirmed the EK-salted session: a forged
+    TPM_RC_AUTH_FAIL there cannot mean another EK, and `provision --repin` advice would
+    have the admin pin whatever key an interposer then hands out (without --ek-ca)."""
+    key = tmp_path / "key"
+    key.write_bytes(os.urandom(32))
+    watch = unchanged(tcg_sim, tcg_sim.state / "trust.json")
+
+    def auth_fail(ctx: HookContext) -> Verdict:
+        return Respond(error_response(0x98E)) if ctx.code == TPM_CC.Create else None
+
+    with interposer(tcg_sim, on_command=auth_fail) as p:
+        r = tpm(p, "seal", "--input", str(key), "--output", str(tmp_path / "b.json"))
+    expect_error(r, ExitCode.INTEGRITY, "altered in transit")
+    assert "--repin" not in r.err and "or EK" not in r.err
+    assert not (tmp_path / "b.json").exists()
+    watch.check()

@@ -106,7 +106,7 @@ def test_stripping_robs_a_weakened_tpmseal_unseal(tcg_sim: Simulator, tmp_path: 
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(secret)
     assert direct(tcg_sim, "seal", "--input", str(key), "--output", str(blob)).rc == 0
-    monkeypatch.setattr(sealing, "_unseal", _weakened_unseal)
+    monkeypatch.setattr(sealing, "unseal_object", _weakened_unseal)
     monkeypatch.setattr(AuthSession, "check_can_encrypt_response",
                         AuthSession.check_can_encrypt)
     atk = SaltStripper(mode, srk_names(tcg_sim))
@@ -123,7 +123,7 @@ def test_the_rule_refuses_the_weakened_flow_itself(tcg_sim: Simulator, tmp_path:
     key, blob = tmp_path / "key", tmp_path / "blob.json"
     key.write_bytes(os.urandom(32))
     assert direct(tcg_sim, "seal", "--input", str(key), "--output", str(blob)).rc == 0
-    monkeypatch.setattr(sealing, "_unseal", _weakened_unseal)
+    monkeypatch.setattr(sealing, "unseal_object", _weakened_unseal)
     r = direct(tcg_sim, "unseal", "--input", str(blob))
     assert r.rc == ExitCode.USAGE and "before a response HMAC has confirmed" in r.err
 

@@ -111,6 +111,41 @@ def test_deep_and_odd_json_in_every_file(tcg_sim: Simulator, tmp_path: Path) -> 
         assert_one_line_error(r, ExitCode.BAD_INPUT)
 
 
+ODD_POLICIES = {
+    "deep": "[" * 20000 + "]" * 20000,
+    "deep-entries": '{"sha256":' + "[" * 20000 + "]" * 20000 + "}",
+    "1e400": '{"sha256":[{"pcrs":[1e400],"pol":"00","pkfp":"00","sig":""}]}',
+    "float-pcr": '{"sha256":[{"pcrs":[11.9],"pol":"00","pkfp":"00","sig":""}]}',
+    "string-pcrs": '{"sha256":[{"pcrs":"11","pol":"00","pkfp":"00","sig":""}]}',
+    "bool-pcr": '{"sha256":[{"pcrs":[true],"pol":"00","pkfp":"00","sig":""}]}',
+}
+
+
+def test_deep_and_odd_json_in_policy_values_and_clevis_input(tcg_sim: Simulator,
+                                                             tmp_path: Path) -> None:
+    """Signed policy files (systemd-measure's too), PCR values files, a clevis token's
+    protected header and the JWK it unseals are untrusted JSON as well: typed errors only
+    (before: RecursionError or OverflowError, an internal error that also stopped
+    `luks test` from trying the volume's other tokens)."""
+    from tpmseal.errors import IntegrityError
+    from tpmseal.recipes import clevis, signed
+
+    for case, content in ODD_POLICIES.items():
+        f = write(tmp_path / f"{case}.json", content.encode())
+        with pytest.raises(BadInputError):
+            signed.load_policies([str(f)])
+    f = write(tmp_path / "values.json", ODD_POLICIES["deep"].encode())
+    key = write(tmp_path / "key", b"k" * 32)
+    assert_one_line_error(cli(["seal", "--input", str(key), "--pcr-values", str(f),
+                               "--output", str(tmp_path / "blob.json")]),
+                          ExitCode.BAD_INPUT, "PCR values")
+    deep = base64.urlsafe_b64encode(ODD_POLICIES["deep"].encode()).decode().rstrip("=")
+    with pytest.raises(BadInputError, match="clevis token 3"):
+        clevis.ClevisBinding.parse({"jwe": {"protected": deep}}, 3)
+    with pytest.raises(IntegrityError, match="not an A256GCM key"):
+        clevis.jwk_key(ODD_POLICIES["deep"].encode())
+
+
 # ----------------------------------------------------------------------- salt keys
 
 

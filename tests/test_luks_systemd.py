@@ -111,13 +111,12 @@ def test_pcr_change(tcg_sim: Simulator, enrolled: Path) -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "needle"), [
-    ("tpm2_pcrlock", True, "'tpm2_pcrlock'"),
     ("tpm2-blob", ["AAAA", "AAAA"], "several sealed shards"),
     ("tpm2-blob", "seed", "sealed offline")])
 def test_unsupported_fields_refused(enrolled: Path, field: str, value: object,
                                     needle: str) -> None:
-    """pcrlock (PolicyAuthorizeNV), sharded blobs and blobs sealed offline (an import
-    seed after the public area): one precise line, exit 2."""
+    """Sharded blobs and blobs sealed offline (an import seed after the public area): one
+    precise line, exit 2. (pcrlock tokens: tests/test_luks_systemd_pcrlock.py.)"""
     token = dict(_token(enrolled))
     if value == "seed":  # a TPM2B_ENCRYPTED_SECRET after private ‖ public
         value = base64.b64encode(base64.b64decode(str(token[field])) + b"\x00\x02ab").decode()

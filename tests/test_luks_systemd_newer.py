@@ -291,7 +291,7 @@ _JSON = st.recursive(st.none() | st.booleans() | st.integers(-2, 30) | st.text(m
                      max_leaves=6)
 _FIELDS = ["tpm2-blob", "tpm2-pcrs", "tpm2-pcr-bank", "tpm2-primary-alg", "tpm2-policy-hash",
            "tpm2-pin", "tpm2_srk", "tpm2_salt", "tpm2_pubkey", "tpm2_pubkey_pcrs",
-           "tpm2_pcrlock"]
+           "tpm2_pcrlock", "tpm2_pcrlock_nv"]
 
 
 @functools.cache
@@ -347,9 +347,10 @@ def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp
                                                          signer: Path) -> None:
     """PCR 7 of a signed token is pre-checked with an unauthenticated PCR_Read. An
     interposer replaying the old PCR_Read answer after PCR 7 changed gets past that check,
-    not past the TPM: Unseal fails its policy (exit 5)."""
+    not past the TPM: Unseal fails its policy, and the audited read that follows confirms
+    the change (exit 5)."""
     from tpmseal.sniff.capture.hooks import HookContext, Verdict
-    from tpmseal.wire.constants import TPM_CC
+    from tpmseal.wire.constants import TPM_CC, TPM_ST
 
     img, pw = make_image(tmp_path)
     pubkey_enroll(tcg_sim, img, pw, signer, fixed=True)
@@ -362,8 +363,9 @@ def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp
             old.append(ctx.response)
         return None
 
-    def replay(ctx: HookContext) -> Verdict:
-        return old[0] if ctx.code == TPM_CC.PCR_Read else None
+    def replay(ctx: HookContext) -> Verdict:  # the plain pre-check read, not the audited one
+        plain = int.from_bytes(ctx.command[:2], "big") == TPM_ST.NO_SESSIONS
+        return old[0] if ctx.code == TPM_CC.PCR_Read and plain else None
 
     with interposer(tcg_sim, on_response=record) as p:
         r = tpm(p, "luks", "test", str(img), "--policy", str(sig))
@@ -374,3 +376,29 @@ def test_forged_pcr_values_do_not_stretch_the_fixed_pcrs(tcg_sim: Simulator, tmp
         exchanges = p.exchanges
     expect_error(r, ExitCode.PCR_MISMATCH, "at TPM2_Unseal", "sha256:7")
     assert "Unseal" in names(exchanges)
+
+
+@needs_measure
+def test_forged_policy_digest_is_not_reported_as_no_signature_covering(
+        tcg_sim: Simulator, tmp_path: Path, signer: Path) -> None:
+    """systemd-measure's policies carry no pcrDigest: tpmseal runs PolicyPCR over the
+    current values and compares PolicyGetDigest's answer, which has no HMAC. A forged
+    digest makes no signature fit; the audited PCR read says one does (exit 6, not the
+    exit 5 "boot a release that one of them covers")."""
+    from tpmseal.sniff.capture.hooks import HookContext, Verdict
+    from tpmseal.wire.constants import TPM_CC
+
+    img, pw = make_image(tmp_path)
+    pubkey_enroll(tcg_sim, img, pw, signer, fixed=True)
+    sig = _measure(tcg_sim, tmp_path, signer)
+    _boot_to(tcg_sim, ["enter-initrd"])
+
+    def forge(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.PolicyGetDigest and ctx.response is not None:
+            return ctx.response[:-32] + bytes(32)
+        return None
+
+    with interposer(tcg_sim, on_response=forge) as p:
+        r = tpm(p, "luks", "test", str(img), "--policy", str(sig))
+    expect_error(r, ExitCode.INTEGRITY, "interposer")
+    assert cli(["luks", "test", str(img), "--policy", str(sig)]).rc == 0

@@ -129,6 +129,10 @@ def _unlock_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--token-type", choices=sorted(unlockers.KINDS),
                    help="use only tokens of this type")
     _policy_option(p)
+    p.add_argument("--pcrlock", metavar="FILE",
+                   help="systemd-pcrlock's policy for a systemd-tpm2 token with tpm2_pcrlock "
+                        "(default: /run/systemd/pcrlock.json, then "
+                        "/var/lib/systemd/pcrlock.json)")
     add_pin_options(p, prompt=False)
 
 
@@ -207,7 +211,7 @@ def _unlocked(args: argparse.Namespace) -> unlockers.Unlocked:
     pin = read_pin(args, needed=any(c.needs_pin() for c in cands), confirm=False)
     offered = _signed(args)
     with open_tpm(args) as tpm:
-        return unlockers.unlock_key(tpm, args.device, cands, rec, pin, offered)
+        return unlockers.unlock_key(tpm, args.device, cands, rec, pin, offered, args.pcrlock)
 
 
 def run_test(args: argparse.Namespace) -> int:

@@ -216,18 +216,21 @@ def values_from_dict(doc: dict[str, Any]) -> PcrValues:
     return values
 
 
+VALUES_HINT = "pass the output of `tpmseal pcrs show --json`"
+
+
 def read_values_file(path: str) -> PcrValues:
     """PCR values from a `pcrs show --json` file (its "authenticated" key is ignored)."""
     try:
-        doc = json.loads(read_input(path, "PCR values", limit=1 << 16))
+        doc = safejson.loads(read_input(path, "PCR values", limit=1 << 16),
+                             f"{path} is not a PCR values file", VALUES_HINT)
         if not isinstance(doc, dict):
             raise TypeError("not a JSON object")
         return values_from_dict(doc)
     except (json.JSONDecodeError, UnicodeDecodeError, TypeError, ValueError,
             AttributeError, UsageError) as e:
         msg = e.one_line() if isinstance(e, UsageError) else str(e)
-        raise BadInputError(f"{path} is not a PCR values file ({msg})",
-                            "pass the output of `tpmseal pcrs show --json`") from None
+        raise BadInputError(f"{path} is not a PCR values file ({msg})", VALUES_HINT) from None
 
 
 def _b64(doc: dict[str, Any], key: str) -> bytes:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from tpmseal import safejson
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, DecodeError, IntegrityError, UsageError
 from tpmseal.recipes import pcrspec
@@ -100,7 +100,8 @@ class ClevisBinding:
         if not isinstance(jwe, dict):
             raise BadInputError("jwe is not a JSON object", hint=JWE_HINT)
         protected = jwe["protected"]
-        header = json.loads(b64url(protected, "protected"))
+        header = safejson.loads(b64url(protected, "protected"), "the protected header",
+                                JWE_HINT)
         if not isinstance(header, dict):
             raise BadInputError("the protected header is not a JSON object", hint=JWE_HINT)
         pin = header.get("clevis", {}).get("pin")
@@ -145,9 +146,9 @@ class ClevisBinding:
 def jwk_key(jwk: bytes) -> bytes:
     """The AES-256 key ``k`` of the unsealed JWK."""
     try:
-        doc = json.loads(jwk)
+        doc = safejson.loads(jwk, "the JWK", "")  # its message is dropped: it is secret
         k = b64url(doc["k"], "the JWK's k") if isinstance(doc, dict) else b""
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, BadInputError):
+    except (KeyError, BadInputError):
         k = b""
     if len(k) != 32:  # says nothing about the content: it is secret
         raise IntegrityError("the unsealed clevis JWK is not an A256GCM key",

@@ -96,7 +96,17 @@ def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
                  trust: TrustRecord | None, pin: bytes | None,
                  policies: Sequence[SignedPolicy] = ()) -> bytes:
     """The keyslot key of a tpmseal token (unsealed on the encrypted path); *policies*:
-    the signed policies offered for a token sealed to a signer."""
+    the signed policies offered for a token sealed to a signer.
+
+    Needs the trust record: a blob *file* may name the key its unseal is salted to,
+    but the LUKS2 header is not authenticated, and a salt key rewritten into it would
+    let an interposer unwrap the salt and read the Unseal response (tests/
+    test_attack_luks_tokens.py)."""
+    if trust is None:
+        raise UsageError("unsealing a tpmseal LUKS2 token needs the pinned endorsement key "
+                         "(the token's own salt key is not authenticated)",
+                         "run `tpmseal provision` first, or pass the right --trust-file "
+                         "and --profile")
     return sealing.unseal(tpm, blob_of(token, token_id), trust=trust, pin=pin,
                           policies=policies)
 

@@ -21,7 +21,10 @@ public area in the token (:class:`PersistentParent`). Its Name, computed from
 that public area and never read back with the unauthenticated ReadPublic,
 joins the cpHash of Load, which the salted session authenticates (Part 1
 §16, §19.6): if the key at the handle is another one, the TPM rejects the
-command's HMAC. With an *authorizer* (systemd's ``tpm2_pubkey``) the policy
+command's HMAC. A *lead* of steps runs first when set: systemd-pcrlock's fold of
+PolicyPCR/PolicyOR and PolicyAuthorizeNV (recipes/systemd_pcrlock.py), which resets
+the digest, so only the index's Name counts offline. With an *authorizer*
+(systemd's ``tpm2_pubkey``) the policy
 starts with PolicyAuthorize over signed PolicyPCR digests (recipes/signed.py),
 followed by PolicyPCR over the fixed PCRs if any (systemd-cryptenroll's default
 binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
@@ -29,13 +32,15 @@ binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
+    BUS_HINT,
     EK_MISMATCH,
     IntegrityError,
     PolicyMismatchError,
@@ -44,7 +49,7 @@ from tpmseal.errors import (
 )
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
-from tpmseal.recipes.trust import TrustRecord
+from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import (
     Authorizer,
@@ -55,7 +60,7 @@ from tpmseal.session.policy import (
     compute_policy,
 )
 from tpmseal.wire import commands as cmds
-from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT
+from tpmseal.wire.constants import TPM_ALG, TPM_ECC, TPM_RH, TPMA_OBJECT, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import (
     AES_128_CFB,
@@ -104,11 +109,12 @@ class SealedUnderPrimary:
     parent: PersistentParent | None = None
     authorizer: Authorizer | None = None  # PolicyAuthorize first, by this signer
     signed_pcrs: PcrSelectionList | None = None  # what the signer's policies cover
+    lead: tuple[PolicyStep, ...] = ()  # run first: pcrlock's fold and PolicyAuthorizeNV
 
     def steps(self, values: dict[tuple[int, int], bytes] | None, pin: bool) -> list[PolicyStep]:
-        """The policy: [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR with
-        the digest of *values*, or an empty one (the TPM's current values) without."""
-        steps: list[PolicyStep] = []
+        """The policy: [lead,] [PolicyAuthorize,] [PolicyPCR,] [PolicyAuthValue] — PolicyPCR
+        with the digest of *values*, or an empty one (the TPM's current values) without."""
+        steps: list[PolicyStep] = list(self.lead)
         if self.authorizer is not None:
             steps.append(AuthorizeStep(self.authorizer.name, self.authorizer.policy_ref))
         if self.pcrs.selections:
@@ -125,7 +131,8 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     *auth* is the object's authValue when its policy ends in PolicyAuthValue;
     *policies* are the signed policies for an object with an authorizer. The
     PCR values are compared with a PolicyPCR policy first, for a clear message
-    when they moved (the TPM enforces the policy either way).
+    when they moved (the TPM enforces the policy either way); a mismatch is only
+    reported as one after an audited read agrees.
     """
     if trust is None:
         raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
@@ -137,25 +144,26 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
             "one pinned for this TPM: it was enrolled on another TPM, or its enrolment read "
             "a substituted key over the bus (interposer)",
             "unlock with the recovery passphrase and enrol again on this TPM")
-    if obj.pcrs.selections:
-        values = tpm.pcr_read(obj.pcrs)
-        if not hmac.compare_digest(compute_policy(obj.steps(values, auth is not None)),
-                                   obj.public.auth_policy):
-            raise PolicyMismatchError(
-                f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
-                f"{obj.what} was made, or its policy is not PolicyPCR"
-                + (" with a PIN" if auth is not None else ""),
-                hint="boot the measured configuration again, or unlock with the recovery "
-                     "passphrase and enrol again")
+    pin = auth is not None
+    if obj.pcrs.selections and not _pcrs_match(tpm, obj, pin, None):
+        _forged_unless_changed(tpm, obj, pin, trust, "PCR_Read said")
+        raise _changed(obj, pin)
     salt = SaltKey(trust.ek_handle, trust.ek_public)
 
     def unseal(parent: int, parent_name: bytes) -> bytes:
         blob = SealedBlob(obj.public, obj.private, obj.signed_pcrs or obj.pcrs, {}, parent,
                           parent_name, salt, ENCRYPTED, auth is not None,
                           authorizer=obj.authorizer)
-        if obj.authorizer is not None and obj.pcrs.selections:
-            return _signed_then_fixed(tpm, obj, blob, trust, auth, policies)
-        return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        if obj.lead or (obj.authorizer is not None and obj.pcrs.selections):
+            return _own_steps(tpm, obj, blob, trust, auth, policies)
+        try:
+            return sealing.unseal(tpm, blob, trust=trust, pin=auth, policies=policies)
+        except PolicyMismatchError:
+            if obj.authorizer is not None:
+                raise
+            # PolicyPCR failed at Unseal, whose POLICY_FAIL carries no HMAC
+            _forged_unless_changed(tpm, obj, pin, trust, "TPM2_Unseal said")
+            raise _changed(obj, pin) from None
 
     if obj.parent is not None:
         try:
@@ -175,35 +183,84 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
         return unseal(parent, created.name)
 
 
-def _signed_then_fixed(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
-                       auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
-    """PolicyAuthorize with a signed policy, then PolicyPCR over the fixed PCRs (and
-    PolicyAuthValue), in the one EK-salted session :func:`sealing.unseal` would use —
-    a policy shape its blob records do not describe, so this runs the same steps."""
-    from tpmseal.recipes import signed, signer
+ENROL_AGAIN = ("boot the measured configuration again, or unlock with the recovery "
+               "passphrase and enrol again")
 
-    assert obj.authorizer is not None and blob.salt_key is not None
+
+def _changed(obj: SealedUnderPrimary, pin: bool) -> PolicyMismatchError:
+    return PolicyMismatchError(
+        f"PCR policy check failed: {pcrspec.format_pcrs(obj.pcrs)} changed since the "
+        f"{obj.what} was made, or its policy is not PolicyPCR" + (" with a PIN" if pin else ""),
+        hint=ENROL_AGAIN)
+
+
+def _forged_unless_changed(tpm: Tpm, obj: SealedUnderPrimary, pin: bool, trust: TrustRecord,
+                           said: str) -> None:
+    """After a PolicyPCR failure (a plain PCR_Read or the TPM's error response, neither
+    HMAC-checked): IntegrityError if the PCRs read in an audited session satisfy the
+    policy, so a PCR change is only ever named on authenticated values."""
+    if _pcrs_match(tpm, obj, pin, trust):
+        raise IntegrityError(
+            f"{said} {pcrspec.format_pcrs(obj.pcrs)} do not fit, but the same PCRs read "
+            "through the pinned endorsement key satisfy the policy: a forged answer "
+            "(possible interposer)", BUS_HINT)
+
+
+def _pcrs_match(tpm: Tpm, obj: SealedUnderPrimary, pin: bool,
+                trust: TrustRecord | None) -> bool:
+    """Whether *obj*'s PolicyPCR over the current values gives its authPolicy: read plainly
+    (a pre-check for a clear message), or with *trust* in an audited session salted to the
+    pinned EK, whose response HMAC covers the values (before a PCR is ever named as
+    changed: SECURITY.md, authenticated diagnostics)."""
+    if trust is None:
+        values = tpm.pcr_read(obj.pcrs)
+    else:
+        audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+        with tpm.scoped(audit.handle):
+            values = tpm.pcr_read(obj.pcrs, audit)
+    return hmac.compare_digest(compute_policy(obj.steps(values, pin)), obj.public.auth_policy)
+
+
+def _own_steps(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,
+               auth: bytes | None, policies: Sequence[SignedPolicy]) -> bytes:
+    """*obj*'s steps — the lead, or PolicyAuthorize with a signed policy, then PolicyPCR
+    over the fixed PCRs (and PolicyAuthValue) — in the one EK-salted session
+    :func:`sealing.unseal` would use: policy shapes its blob records do not describe.
+    Errors of a lead's steps are the caller's to explain."""
+    assert blob.salt_key is not None
     if not trust.aes_128_cfb:
         raise UsageError(f"unsealing this {obj.what} needs AES-128-CFB parameter encryption, "
                          "which the trust file says this TPM lacks",
                          "unlock it with the recovery passphrase")
-    authorizer = obj.authorizer
-    candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
-                               authorizer.policy_ref)
+    steps = obj.steps(None, auth is not None)
+    run: Callable[[AuthSession], None] = functools.partial(tpm.run_policy, steps=steps)
+    if obj.authorizer is not None:
+        from tpmseal.recipes import signed, signer
 
-    def run(session: AuthSession) -> None:
-        signed.satisfy(tpm, session, authorizer, candidates)
-        tpm.run_policy(session, obj.steps(None, auth is not None)[1:])
+        authorizer = obj.authorizer
+        candidates = signed.usable(list(policies), signer.crypto_key(authorizer.key),
+                                   authorizer.policy_ref)
 
+        def run_signed(session: AuthSession) -> None:
+            signed.satisfy(tpm, session, authorizer, candidates)
+            tpm.run_policy(session, steps[1:])
+
+        run = run_signed
     try:  # sealing's own session flow and error wording, with this runner
-        return sealing._unseal(tpm, blob, blob.salt_key, run, auth)
+        return sealing.unseal_object(tpm, blob, blob.salt_key, run, auth)
+    except PolicyMismatchError:  # no candidate fitted: unless forged (then exit 6)
+        if obj.authorizer is not None:
+            sealing.forged_choice(tpm, blob.salt_key, blob, candidates)
+        raise
     except TpmResponseError as e:
+        if obj.lead and (e.command.startswith("Policy") or e.name == "POLICY_FAIL"):
+            raise  # the lead's failures: its caller knows what they mean
         if e.command == "Unseal" and e.name == "POLICY_FAIL":
             # PolicyPCR without a pcrDigest takes the current values: a change shows here
+            _forged_unless_changed(tpm, obj, auth is not None, trust,
+                                   "TPM2_Unseal said")
             raise PolicyMismatchError(
                 f"PCR policy check failed at TPM2_Unseal: {pcrspec.format_pcrs(obj.pcrs)} do "
                 f"not hold the values the {obj.what} was sealed to (they were read without "
-                "bus protection before), or a command was altered in transit", None,
-                "boot the measured configuration again, or unlock with the recovery "
-                "passphrase and enrol again") from None
-        raise sealing._explain(e, trust, auth is not None) from None
+                "bus protection before)", None, ENROL_AGAIN) from None
+        raise sealing.explain_error(e, trust, auth is not None) from None

@@ -75,9 +75,12 @@ def read_counter(tpm: Tpm, index: int, audit: AuthSession | None) -> int:
 MAX_INCREMENTS = 100_000
 
 
-def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession | None) -> int:
+def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession) -> int:
     """Increment the counter until it is at least *version*: every policy signed with
-    a lower version then fails PolicyNV. Returns the final (verified) value."""
+    a lower version then fails PolicyNV. Returns the final value, verified through
+    *audit* (a salted session): NV_Increment's index joins no HMAC (owner password),
+    so an interposer can redirect the increments and fake an unaudited read
+    (tests/test_attack_revocation.py)."""
     now = read_counter(tpm, index, audit)
     if version - now > MAX_INCREMENTS:
         raise UsageError(f"NV {index:#x} is at {now}; reaching {version} takes "

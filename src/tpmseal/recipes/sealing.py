@@ -229,7 +229,7 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
         else:
             r = tpm.run(cmds.Create(srk, sensitive, template))
     except TpmResponseError as e:
-        raise _explain(e, trust) from None
+        raise explain_error(e, trust) from None
     finally:
         if session is not None and not session.ended:
             # only reached when something failed: that error, not the flush's, says what
@@ -252,7 +252,7 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
                       revocation_nv=policy.revocation_nv)
 
 
-def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
+def explain_error(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) -> Exception:
     """Turn TPM errors of the seal/unseal flows into what they mean here.
 
     A TPM that rejects an HMAC we computed correctly means the command changed
@@ -276,11 +276,14 @@ def _explain(e: TpmResponseError, trust: TrustRecord | None, pin: bool = False) 
                                "lockout", "wait for the lockout to expire, or reset it with the "
                                           "lockout authorization")
     if e.command in ("Create", "Load") and e.name in ("AUTH_FAIL", "BAD_AUTH") and trust:
+        # a salted session's first rejected HMAC is the EK diagnosis (client/tpm.py); this
+        # one is not about the EK, and `provision --repin` advice would, under a man in
+        # the middle, have the admin pin the interposer's key
         return TrustError("the TPM rejected our HMAC: the command was altered in transit, or "
-                          "the SRK or EK at the pinned handles is not the pinned one (possible "
-                          "interposer or replaced TPM)",
-                          hint=("check the TPM bus; if the TPM was replaced, re-pin with "
-                               "`tpmseal provision --repin`"))
+                          "the SRK at the pinned handle is not the pinned one (possible "
+                          "interposer, or a cleared TPM)",
+                          hint=("check the TPM bus; if the TPM was cleared, `tpmseal provision` "
+                                "pins its new SRK"))
     if e.name in ("AUTH_FAIL", "BAD_AUTH"):
         return IntegrityError(f"the TPM rejected the HMAC of TPM2_{e.command} "
                               f"({e.rc.describe()}): the command was altered in transit, "
@@ -383,6 +386,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         raise UsageError("a PIN-protected secret can only be unsealed on the encrypted path",
                          hint="drop --legacy")
     run: Callable[[AuthSession], None]
+    candidates: list[SignedPolicy] = []
     if (blob.authorizer is not None or blob.states) and (
             blob.policy().digest() != blob.policy_digest):
         raise BadInputError("the sealed object's authPolicy (policy_digest) is not what its "
@@ -398,9 +402,9 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
         from tpmseal.recipes import signed, signer
 
         key = signer.crypto_key(blob.authorizer.key)
-        run = _signed_runner(tpm, blob, signed.usable(list(policies), key,
-                                                      blob.authorizer.policy_ref,
-                                                      blob.revocation_nv))
+        candidates = signed.usable(list(policies), key, blob.authorizer.policy_ref,
+                                   blob.revocation_nv)
+        run = _signed_runner(tpm, blob, candidates)
     elif blob.states:
         run = _branch_runner(tpm, blob)
     elif blob.pcr_values:
@@ -418,7 +422,7 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
     kept: list[AuthSession] = []
     try:
         secret = _checked_unseal(tpm, blob, salt if encrypted else None, run, pin, trust,
-                                 kept if keep is not None else None)
+                                 candidates, kept if keep is not None else None)
     except BaseException:
         for s in kept:
             if not s.ended:
@@ -432,10 +436,16 @@ def unseal(tpm: Tpm, blob: SealedBlob, *, legacy: bool = False, allow_downgrade:
 
 def _checked_unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
                     run: Callable[[AuthSession], None], pin: bytes | None,
-                    trust: TrustRecord | None, keep: list[AuthSession] | None) -> bytes:
-    """:func:`_unseal` with its errors explained and the check value verified."""
+                    trust: TrustRecord | None, candidates: Sequence[SignedPolicy],
+                    keep: list[AuthSession] | None) -> bytes:
+    """:func:`unseal_object` with its errors explained and the check value verified;
+    *salt* is None on the legacy path."""
     try:
-        secret = _unseal(tpm, blob, salt, run, pin, keep)
+        secret = unseal_object(tpm, blob, salt, run, pin, keep)
+    except PolicyMismatchError:
+        if salt is not None and (blob.states or candidates):
+            forged_choice(tpm, salt, blob, candidates)
+        raise
     except TrustError as e:
         if trust is not None:
             raise
@@ -449,6 +459,8 @@ def _checked_unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
                                  "pass policies signed for this secret; if they are, check "
                                  "the bus") from None
         if e.name in ("POLICY_FAIL", "VALUE") and e.command in ("PolicyPCR", "Unseal"):
+            if salt is not None and blob.states:
+                forged_choice(tpm, salt, blob, candidates)  # the TPM accepted a branch
             changed = changed_pcrs(tpm, blob, salt)
             if blob.pcr_values and not changed:
                 # the PCRs hold their sealed values, so an honest TPM would have passed
@@ -459,13 +471,44 @@ def _checked_unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
                     "possible interposer",
                     hint=BUS_HINT) from None
             raise mismatch_error(changed, authenticated=salt is not None) from None
-        raise _explain(e, trust, blob.pin) from None
+        raise explain_error(e, trust, blob.pin) from None
     if blob.check is not None and not equal(
             check_value(secret, blob.name), blob.check):
         raise IntegrityError("the unsealed secret failed its check value: the TPM response "
                              "was altered or the blob does not match the object",
                              hint="retry; if it persists, restore the blob from a backup")
     return secret
+
+
+def forged_choice(tpm: Tpm, salt: SaltKey, blob: SealedBlob,
+                  candidates: Sequence[SignedPolicy]) -> None:
+    """Raise IntegrityError if PCR values read in an audited session salted to *salt*
+    (and, for revocable policies, the counter) fit one of *blob*'s PolicyOR states or one
+    of the signed *candidates*: asked after none fitted in the policy session, whose
+    TPM_RC_VALUE answers carry no HMAC, before a PCR mismatch is reported."""
+    audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
+                         TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    read: dict[PcrSelectionList, PcrStep] = {}
+
+    def now(pcrs: PcrSelectionList) -> PcrStep:
+        if pcrs not in read:
+            read[pcrs] = pcr_step(pcrs, tpm.pcr_read(pcrs, audit))
+        return read[pcrs]
+
+    def fits(cand: SignedPolicy) -> bool:
+        step = now(cand.pcrs)
+        covers = (step.pcr_digest == cand.pcr_digest if cand.pcr_digest is not None
+                  else compute_policy([step]) == cand.approved_policy)
+        return covers and (cand.nv_index is None or revocation.read_counter(
+            tpm, cand.nv_index, audit) <= (cand.version or 0))
+
+    with tpm.scoped(audit.handle):
+        forged = any(fits(c) for c in candidates) or (bool(blob.states) and (
+            now(blob.pcrs).pcr_digest in {b.pcr_digest for b in blob.policy().branches}))
+    if forged:
+        raise IntegrityError("the TPM answered that no allowed PCR state or signed policy "
+                             "fits, but the values read through the pinned endorsement key "
+                             "fit one: forged error responses (possible interposer)", BUS_HINT)
 
 
 def _signed_runner(tpm: Tpm, blob: SealedBlob,
@@ -507,9 +550,9 @@ def _branch_runner(tpm: Tpm, blob: SealedBlob) -> Callable[[AuthSession], None]:
     return run
 
 
-def _unseal(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
-            run: Callable[[AuthSession], None], pin: bytes | None,
-            keep: list[AuthSession] | None = None) -> bytes:
+def unseal_object(tpm: Tpm, blob: SealedBlob, salt: SaltKey | None,
+                  run: Callable[[AuthSession], None], pin: bytes | None,
+                  keep: list[AuthSession] | None = None) -> bytes:
     """Load the object, satisfy its policy and unseal it.
 
     Encrypted path: the policy session is salted to the pinned EK and used first

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tpmseal import safejson
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, IntegrityError, PolicyMismatchError, UsageError
 from tpmseal.files import read_input
@@ -197,8 +198,9 @@ def load_policies(paths: list[str]) -> list[SignedPolicy]:
 
 def parse_policies(text: bytes, where: str) -> list[SignedPolicy]:
     """A tpmseal policy file, or systemd-measure's ``{"sha256": [{pcrs, pkfp, pol, sig}]}``."""
+    hint = "pass a file written by `tpmseal policy sign` or `systemd-measure sign`"
     try:
-        doc = json.loads(text)
+        doc = safejson.loads(text, f"{where} is not a signed policy", hint)
         if not isinstance(doc, dict):
             raise TypeError("not a JSON object")
         if doc.get("format") == FORMAT:
@@ -212,8 +214,7 @@ def parse_policies(text: bytes, where: str) -> list[SignedPolicy]:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
             AttributeError, binascii.Error) as e:
         raise BadInputError(f"{where} is not a signed policy ({type(e).__name__}: {e})",
-                            "pass a file written by `tpmseal policy sign` or "
-                            "`systemd-measure sign`") from None
+                            hint) from None
 
 
 def _parse_own(doc: dict[str, Any], where: str) -> SignedPolicy:
@@ -247,7 +248,11 @@ def _parse_systemd(doc: dict[str, Any], where: str) -> list[SignedPolicy]:
         if alg != TPM_ALG.SHA256:
             continue  # the policy session hashes with SHA-256: only that bank's entries fit
         for e in entries:
-            pcrs = pcrspec.from_dict({bank: [int(i) for i in e["pcrs"]]})
+            indices = e["pcrs"]
+            if not isinstance(indices, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in indices):
+                raise TypeError("pcrs is not a list of PCR indices")
+            pcrs = pcrspec.from_dict({bank: indices})
             out.append(SignedPolicy(pcrs, None, bytes.fromhex(e["pol"]), b"",
                                     bytes.fromhex(e["pkfp"]),
                                     base64.b64decode(e["sig"], validate=True), None, where))

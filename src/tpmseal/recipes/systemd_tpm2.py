@@ -28,9 +28,11 @@ salts with the pinned EK instead
 (:func:`~tpmseal.recipes.owner_primary.unseal_under_primary`).
 
 ``tpm2_pcrlock`` (v255: PolicyAuthorizeNV over an NV index systemd-pcrlock
-maintains), blobs sealed offline (v255 ``--tpm2-device-key``: a TPM2B_ENCRYPTED_SECRET
-seed after the public area, for TPM2_Import) and sharded blobs are refused with a
-message naming what they use.
+maintains, with ``tpm2_pcrlock_nv`` naming it) is unlocked with the policy in
+``pcrlock.json`` (:mod:`tpmseal.recipes.systemd_pcrlock`). Blobs sealed offline
+(v255 ``--tpm2-device-key``: a TPM2B_ENCRYPTED_SECRET seed after the public area,
+for TPM2_Import), sharded blobs and pcrlock combined with ``tpm2_pubkey`` (which
+systemd refuses too) are refused with a message naming what they use.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from tpmseal.recipes.owner_primary import (
     unseal_under_primary,
 )
 from tpmseal.recipes.trust import TrustRecord
-from tpmseal.session.policy import Authorizer, compute_policy
+from tpmseal.session.policy import Authorizer, PolicyStep, compute_policy
 from tpmseal.wire.constants import TPM_ALG, TPM_HT, handle_type
 from tpmseal.wire.marshal import Reader
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
@@ -141,21 +143,17 @@ class SystemdToken:
     salt: bytes | None = None
     authorizer: Authorizer | None = None  # tpm2_pubkey
     signed_pcrs: PcrSelectionList | None = None  # tpm2_pubkey_pcrs
+    pcrlock: bool = False  # tpm2_pcrlock: PolicyAuthorizeNV first
+    pcrlock_nv: bytes | None = None  # tpm2_pcrlock_nv: the index's serialized ESYS_TR
 
-    def sealed(self) -> SealedUnderPrimary:
+    def sealed(self, lead: tuple[PolicyStep, ...] = ()) -> SealedUnderPrimary:
         return SealedUnderPrimary(self.public, self.private, self.pcrs, self.primary_alg,
                                   "systemd-tpm2 token", self.srk, self.authorizer,
-                                  self.signed_pcrs)
+                                  self.signed_pcrs, lead)
 
     @classmethod
     def parse(cls, token: Mapping[str, Any], token_id: int) -> SystemdToken:
         where = f"systemd-tpm2 token {token_id}"
-        if token.get("tpm2_pcrlock") or token.get("tpm2_pcrlock_nv"):
-            raise UsageError(f"{where} uses a pcrlock policy (field 'tpm2_pcrlock', systemd "
-                             "255: PolicyAuthorizeNV over systemd-pcrlock's NV index), which "
-                             "tpmseal does not support",
-                             "unlock it with systemd-cryptsetup, or enrol a tpmseal token "
-                             "(`tpmseal luks enroll`)")
         try:
             raw = _b64(token, "tpm2-blob")
             r = Reader(raw)
@@ -178,6 +176,9 @@ class SystemdToken:
             srk = parse_srk(_b64(token, "tpm2_srk"), where) if token.get("tpm2_srk") else None
             salt = _b64(token, "tpm2_salt") if token.get("tpm2_salt") else None
             pubkey = _b64(token, "tpm2_pubkey") if token.get("tpm2_pubkey") else None
+            pcrlock = token.get("tpm2_pcrlock", False)
+            lock_nv = (_b64(token, "tpm2_pcrlock_nv") if token.get("tpm2_pcrlock_nv")
+                       else None)
         except (BadInputError, UsageError):
             raise
         except (KeyError, TypeError, ValueError, binascii.Error) as e:
@@ -193,8 +194,12 @@ class SystemdToken:
         if policy_hash and policy_hash != public.auth_policy:
             raise BadInputError(f"{where}: tpm2-policy-hash differs from the sealed object's "
                                 "authPolicy", "the token was edited or corrupted")
-        if not isinstance(pin, bool):
-            raise BadInputError(f"{where}: tpm2-pin is not a boolean", TOKEN_HINT)
+        if not isinstance(pin, bool) or not isinstance(pcrlock, bool):
+            raise BadInputError(f"{where}: tpm2-pin or tpm2_pcrlock is not a boolean",
+                                TOKEN_HINT)
+        if pcrlock and pubkey is not None:
+            raise UsageError(f"{where} combines a pcrlock policy with a signed one, which "
+                             "systemd does not unlock either", "enrol it again")
         authorizer = signed_pcrs = None
         if pubkey is not None:
             authorizer = _parse_pubkey(pubkey, where)
@@ -208,11 +213,12 @@ class SystemdToken:
             signed_pcrs = PcrSelectionList((PcrSelection(bank, signed),))
         elif signed:
             raise BadInputError(f"{where}: tpm2_pubkey_pcrs without tpm2_pubkey", TOKEN_HINT)
-        elif not indices:
+        elif not indices and not pcrlock:
             raise UsageError(f"{where} is bound to no PCR, which tpmseal does not unlock",
                              "unlock it with systemd-cryptsetup")
         pcrs = PcrSelectionList((PcrSelection(bank, indices),) if indices else ())
-        tok = cls(public, private, pcrs, alg, pin, srk, salt, authorizer, signed_pcrs)
+        tok = cls(public, private, pcrs, alg, pin, srk, salt, authorizer, signed_pcrs,
+                  pcrlock, lock_nv)
         if authorizer is not None and not indices and compute_policy(
                 tok.sealed().steps(None, pin)) != public.auth_policy:
             raise BadInputError(f"{where}: the sealed object's policy is not PolicyAuthorize "
@@ -243,12 +249,20 @@ def default_signatures() -> list[SignedPolicy]:
 
 
 def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
-                  pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
+                  pin: bytes | None, policies: Sequence[SignedPolicy] = (),
+                  pcrlock: str | None = None) -> bytes:
     """The token's sealed secret, unsealed through tpmseal's EK-salted encrypted session;
     *policies*: the signed policies for a token with ``tpm2_pubkey`` (default: systemd's
-    signature file)."""
+    signature file); *pcrlock*: the pcrlock.json for a ``tpm2_pcrlock`` token (default:
+    where systemd looks)."""
     if tok.pin and pin is None:
         raise UsageError("this systemd-tpm2 token needs its PIN", "pass --pin-file FILE")
+    auth = pin_auth(pin, tok.salt) if tok.pin and pin is not None else None
+    if tok.pcrlock:
+        from tpmseal.recipes import systemd_pcrlock
+
+        lock = systemd_pcrlock.load(pcrlock, tok.pcrlock_nv)
+        return systemd_pcrlock.unseal(tpm, tok.sealed(tuple(lock.steps())), lock, trust, auth)
     if tok.authorizer is not None:
         assert tok.signed_pcrs is not None
         offered = list(policies) or default_signatures()
@@ -258,16 +272,15 @@ def unseal_secret(tpm: Tpm, tok: SystemdToken, trust: TrustRecord | None,
                                 f"{pcrspec.format_pcrs(tok.signed_pcrs)}, the PCRs this "
                                 "token's signatures sign (tpm2_pubkey_pcrs)",
                                 "pass the signature made for them (systemd-measure sign)")
-    return unseal_under_primary(tpm, tok.sealed(), trust,
-                                pin_auth(pin, tok.salt) if tok.pin and pin is not None else None,
-                                policies)
+    return unseal_under_primary(tpm, tok.sealed(), trust, auth, policies)
 
 
 def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
                  trust: TrustRecord | None, pin: bytes | None,
-                 policies: Sequence[SignedPolicy] = ()) -> bytes:
+                 policies: Sequence[SignedPolicy] = (), pcrlock: str | None = None) -> bytes:
     """The keyslot passphrase of a systemd-tpm2 token: base64 of the unsealed secret."""
-    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin, policies)
+    secret = unseal_secret(tpm, SystemdToken.parse(token, token_id), trust, pin, policies,
+                           pcrlock)
     return base64.b64encode(secret)
 
 
@@ -277,6 +290,8 @@ def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:
                            "primary": (f"{tok.srk.handle:#010x}" if tok.srk else tok.primary_alg)}
     if tok.signed_pcrs is not None:
         out["signed_pcrs"] = pcrspec.format_pcrs(tok.signed_pcrs)
+    if tok.pcrlock:
+        out["pcrlock"] = True
     return out
 
 

@@ -43,15 +43,19 @@ KINDS: dict[str, Kind] = {
     clevis.TOKEN_TYPE: Kind(clevis.unseal_token, clevis.describe, clevis.needs_pin),
 }
 
-#: The unsealers that also take signed policies (``policies=``).
-SIGNED: dict[str, Callable[..., bytes]] = {luks.TOKEN_TYPE: luks.unseal_token,
-                                           systemd_tpm2.TOKEN_TYPE: systemd_tpm2.unseal_token}
+#: The unsealers that also take signed policies (``policies=``; systemd-tpm2's is
+#: called directly by :func:`unseal_with`).
+SIGNED: dict[str, Callable[..., bytes]] = {luks.TOKEN_TYPE: luks.unseal_token}
 
 
 def unseal_with(tpm: Tpm, token: Mapping[str, Any], token_id: int, trust: TrustRecord | None,
-                pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
-    """The keyslot passphrase of *token*, offering *policies* to the types that take them."""
+                pin: bytes | None, policies: Sequence[SignedPolicy] = (),
+                pcrlock: str | None = None) -> bytes:
+    """The keyslot passphrase of *token*, offering *policies* to the types that take them
+    and *pcrlock* (a pcrlock.json) to systemd-tpm2 tokens."""
     kind = str(token.get("type", ""))
+    if kind == systemd_tpm2.TOKEN_TYPE:
+        return systemd_tpm2.unseal_token(tpm, token, token_id, trust, pin, policies, pcrlock)
     if policies and kind in SIGNED:
         return SIGNED[kind](tpm, token, token_id, trust, pin, policies=policies)
     return KINDS[kind].unseal(tpm, token, token_id, trust, pin)
@@ -129,18 +133,20 @@ class Unlocked:
 
 
 def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord | None,
-               pin: bytes | None, policies: Sequence[SignedPolicy] = ()) -> Unlocked:
+               pin: bytes | None, policies: Sequence[SignedPolicy] = (),
+               pcrlock: str | None = None) -> Unlocked:
     """The first candidate whose unsealed passphrase cryptsetup accepts for its keyslot.
 
     *policies*: signed policies, offered to tokens sealed to a signer (tpmseal tokens
-    enrolled --authorized-by, systemd-tpm2 tokens with tpm2_pubkey). The first
+    enrolled --authorized-by, systemd-tpm2 tokens with tpm2_pubkey); *pcrlock*: the
+    systemd-pcrlock policy file for ``tpm2_pcrlock`` tokens. The first
     failure is reported if none works (later ones are logged).
     """
     first: TpmsealError | None = None
     for c in cands:
         try:
             secret = unseal_with(tpm, c.token, c.token_id, trust,
-                                 pin if c.needs_pin() else None, policies)
+                                 pin if c.needs_pin() else None, policies, pcrlock)
             for slot in c.keyslots:
                 try:
                     cryptsetup.test_key(device, secret, slot)

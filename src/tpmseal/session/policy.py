@@ -17,6 +17,11 @@ no round trips) and satisfies it on the TPM at unseal time.
   ``H(session digest ‖ policyRef)``.
 * PolicyNV (§23.9): ``H(old ‖ TPM_CC_PolicyNV ‖ H(operandB ‖ offset ‖ operation)
   ‖ nvIndexName)``.
+* PolicyAuthorizeNV (§23.22): the TPM first checks that the session's digest
+  equals the TPMT_HA stored in the index, then resets it to
+  ``H(zeros ‖ TPM_CC_PolicyAuthorizeNV ‖ nvIndexName)`` — the Name the TPM
+  computes from its own copy of the index's public area, so a caller that names
+  another index ends with another digest.
 
 :class:`Policy` is a whole policy as a value: PCR branches, an optional
 authorizer and a PIN. It computes the sealed object's ``authPolicy`` offline and
@@ -30,7 +35,7 @@ from typing import Any
 from tpmseal.records import record
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import Command, PolicyAuthValue, PolicyPCR
-from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_CC
+from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_CC, TPM_RH
 from tpmseal.wire.marshal import u16, u32
 from tpmseal.wire.structures import DigestList, PcrSelectionList, Public, Ticket, digest
 
@@ -154,6 +159,27 @@ class NvStep(PolicyStep):
         auth = self.nv_index if self.auth_handle is None else self.auth_handle
         return cmds.PolicyNV(auth, self.nv_index, session_handle, self.operand, self.offset,
                         self.operation)
+
+
+@record
+class AuthorizeNvStep(PolicyStep):
+    """TPM2_PolicyAuthorizeNV (Part 3 §23.22): the policy so far is the one stored in
+    *nv_index*, whose Name (public area with TPMA_NV_WRITTEN) is *nv_name*.
+
+    *auth_handle* authorizes reading the index: the owner (TPMA_NV_OWNERREAD,
+    systemd-pcrlock's index, empty owner authValue) by default.
+    """
+
+    nv_index: int
+    nv_name: bytes
+    auth_handle: int = TPM_RH.OWNER
+
+    def update(self, alg: int, old: bytes) -> bytes:
+        return digest(alg, bytes(HASH_SIZES[alg]) + u32(TPM_CC.PolicyAuthorizeNV)
+                      + self.nv_name)
+
+    def command(self, session_handle: int) -> cmds.PolicyAuthorizeNV:
+        return cmds.PolicyAuthorizeNV(self.auth_handle, self.nv_index, session_handle)
 
 
 @record

@@ -332,6 +332,20 @@ class PolicyNV(Command[Empty]):
 
 
 @record
+class PolicyAuthorizeNV(Command[Empty]):
+    """TPM2_PolicyAuthorizeNV (Part 3 §23.22): the session's digest equals the policy
+    stored in *nv_index* (a TPMT_HA); it then becomes H(0 ‖ CC ‖ the index's Name)."""
+
+    CC = TPM_CC.PolicyAuthorizeNV
+    SECTION = "Part 3 §23.22"
+    RESPONSE = Empty
+    auth_handle: int = handle(auth=True)
+    nv_index: int = handle()
+    policy_session: int = handle()
+
+
+
+@record
 class NV_Increment(Command[Empty]):
     """TPM2_NV_Increment (Part 3 §31.10): add one to an NV counter."""
 
