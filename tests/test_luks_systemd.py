@@ -36,10 +36,10 @@ PLUGIN = "/usr/lib/x86_64-linux-gnu/cryptsetup/libcryptsetup-token-systemd-tpm2.
 
 
 def systemd_enroll(sim: Simulator, img: Path, pw: Path, *extra: str,
-                   pin: bytes | None = None) -> None:
+                   pin: bytes | None = None, pcrs: str = "7") -> None:
     assert CRYPTENROLL is not None
     env = {**os.environ, "SYSTEMD_LOG_LEVEL": "warning"}
-    args = [CRYPTENROLL, f"--tpm2-device={sim.tools_tcti}", "--tpm2-pcrs=7",
+    args = [CRYPTENROLL, f"--tpm2-device={sim.tools_tcti}", f"--tpm2-pcrs={pcrs}",
             f"--unlock-key-file={pw}", *extra]
     if pin is not None:
         env["NEWPIN"] = pin.decode()

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from attacks.bus import assert_no_leak, expect_error, interposer, names, tpm
 from luks_support import cryptsetup, make_image, needs_cryptsetup, opens
+from test_luks_systemd import systemd_enroll
 from test_seal_support import assert_one_line_error, cli, extend, flush_leftovers, write
 from test_systemd_measure import MEASURE, _boot_to, _measure
 from tpmseal.client.tpm import Tpm
@@ -186,18 +187,8 @@ def pubkey_enroll(sim: Simulator, img: Path, pw: Path, key: Path,
                   pin: bytes | None = None, *, fixed: bool = False) -> None:
     """The real systemd-cryptenroll, bound to the signer *key* for PCR 11 — and with
     *fixed*, to PCR 7's current value too (its default --tpm2-pcrs)."""
-    assert CRYPTENROLL is not None
-    env = {**os.environ, "SYSTEMD_LOG_LEVEL": "warning"}
-    args = [CRYPTENROLL, f"--tpm2-device={sim.tools_tcti}", f"--unlock-key-file={pw}",
-            f"--tpm2-public-key={key.with_suffix('.pub')}", "--tpm2-public-key-pcrs=11",
-            *([] if fixed else ["--tpm2-pcrs="])]
-    if pin is not None:
-        env["NEWPIN"] = pin.decode()
-        args.append("--tpm2-with-pin=yes")
-    done = subprocess.run([*args, str(img)], env=env, capture_output=True, timeout=60,
-                          check=False)
-    flush_leftovers(sim.uri)
-    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    systemd_enroll(sim, img, pw, f"--tpm2-public-key={key.with_suffix('.pub')}",
+                   "--tpm2-public-key-pcrs=11", pin=pin, pcrs="7" if fixed else "")
 
 
 @pytest.fixture
