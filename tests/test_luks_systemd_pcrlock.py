@@ -393,3 +393,45 @@ def test_forged_pcr_answers_are_tampering_not_a_pcr_change(
     expect_error(r, ExitCode.INTEGRITY, "forged", "interposer")
     assert "Unseal" not in names(exchanges)
     assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+RC_AUTH_FAIL_S1 = 0x98E  # TPM_RC_AUTH_FAIL, session 1 (the owner's password)
+
+
+@pytest.mark.parametrize(("rc", "attack"), [(RC_VALUE_P1, "value"),
+                                            (RC_AUTH_FAIL_S1, "auth-fail")])
+def test_forged_policy_authorize_nv_refusal_is_tampering(
+        tcg_sim: Simulator, enrolled: tuple[Path, Path, bytes], rc: int, attack: str) -> None:
+    """Attack 32: PolicyAuthorizeNV's answer has no HMAC. A forged TPM_RC_VALUE read
+    "NV index does not hold the policy pcrlock.json predicts (the file is stale)" (exit
+    7, "run systemd-pcrlock make-policy again") and a forged AUTH_FAIL "the owner
+    hierarchy has a password … clear the owner password" (exit 2). The index read in
+    an EK-salted audit session (owner password, as systemd reads it) holds the fold of
+    this prediction: tampering, exit 6, no Unseal."""
+    img, lock, secret = enrolled
+    with interposer(tcg_sim, on_command=lambda ctx: Respond(error_response(rc))
+                    if ctx.code == TPM_CC.PolicyAuthorizeNV else None) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.INTEGRITY, "forged", "PolicyAuthorizeNV")
+    assert "Unseal" not in names(exchanges) and "NV_Read" in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+def test_redirected_policy_authorize_nv_to_a_stale_index_is_tampering(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The interposer points PolicyAuthorizeNV at an index of its own holding another
+    digest, so the TPM itself answers TPM_RC_VALUE: the real index, read audited, holds
+    this prediction's fold, so it is not reported as a stale pcrlock.json (exit 6)."""
+    img, pw = make_image(tmp_path)
+    secret = os.urandom(32)
+    token, lock = pcrlock_setup(tcg_sim, tmp_path / "t", secret)
+    add_token(img, pw, secret, token)
+    define_index(tcg_sim.tools_tcti, tmp_path / "t", OTHER, b"\x5a" * 32)
+    with interposer(tcg_sim) as p:
+        with p.interpose(on_command=_redirect(OTHER)):
+            r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.INTEGRITY, "forged", "PolicyAuthorizeNV")
+    assert "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))

@@ -60,6 +60,7 @@ from tpmseal.recipes.owner_primary import (
     unseal_under_primary,
 )
 from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.session.auth import PasswordSession
 from tpmseal.session.policy import (
     MAX_BRANCHES,
     AuthorizeNvStep,
@@ -73,11 +74,12 @@ from tpmseal.wire.constants import (
     HASH_SIZES,
     TPM_ALG,
     TPM_HT,
+    TPM_RH,
     TPMA_NV,
     TPMA_SESSION,
     handle_type,
 )
-from tpmseal.wire.marshal import parse_exact
+from tpmseal.wire.marshal import parse_exact, u16
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import NvPublic, PcrSelection, PcrSelectionList
 
@@ -263,6 +265,29 @@ def _forged_unless_changed(tpm: Tpm, lock: PcrlockPolicy, trust: TrustRecord,
                          "answer (possible interposer)", BUS_HINT)
 
 
+def _forged_unless_index_differs(tpm: Tpm, lock: PcrlockPolicy, trust: TrustRecord) -> None:
+    """After PolicyAuthorizeNV failed (its answer has no HMAC): IntegrityError if the index,
+    read as systemd reads it (the owner's empty password) in an audited session salted to
+    the pinned EK, holds the fold of this prediction, so the refusal was forged or the
+    command redirected (SECURITY.md row 32). The index's Name, from nvPublic, joins the
+    command HMAC, so the read cannot be pointed elsewhere. If the TPM refuses the read
+    too, the refusal's own explanation stands."""
+    index = lock.nv.nv_index
+    tpm.names[index] = lock.nv_name
+    audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    try:
+        with tpm.scoped(audit.handle):
+            held = tpm.nv_read(index, lock.nv.data_size, TPM_RH.OWNER, PasswordSession(),
+                               audit)
+    except TpmResponseError:
+        return
+    if hmac.compare_digest(held, u16(TPM_ALG.SHA256) + lock.digest()):
+        raise IntegrityError(
+            f"the TPM refused TPM2_PolicyAuthorizeNV, but NV index {index:#010x}, read through "
+            f"the pinned endorsement key, holds the policy {lock.path} predicts: a forged "
+            "answer or a redirected command (possible interposer)", BUS_HINT)
+
+
 def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustRecord | None,
            auth: bytes | None) -> bytes:
     """Unseal *obj*, whose policy *lock*'s steps lead (``obj.lead``), on tpmseal's encrypted
@@ -284,6 +309,8 @@ def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustR
     except TpmResponseError as e:
         if e.command in ("PolicyPCR", "PolicyOR") and e.name == "VALUE":
             _forged_unless_changed(tpm, lock, trust, f"TPM2_{e.command} said")
+        if e.command == "PolicyAuthorizeNV":
+            _forged_unless_index_differs(tpm, lock, trust)
         if e.command == "PolicyAuthorizeNV" and e.name == "VALUE":
             raise BadInputError(
                 f"the TPM refused TPM2_PolicyAuthorizeNV: NV index {lock.nv.nv_index:#010x} does "
