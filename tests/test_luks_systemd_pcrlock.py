@@ -435,3 +435,18 @@ def test_redirected_policy_authorize_nv_to_a_stale_index_is_tampering(
     expect_error(r, ExitCode.INTEGRITY, "forged", "PolicyAuthorizeNV")
     assert "Unseal" not in names(exchanges)
     assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+def test_a_real_owner_password_stays_a_usage_error(
+        tcg_sim: Simulator, enrolled: tuple[Path, Path, bytes], tmp_path: Path) -> None:
+    """The control for attack 32: with an owner password really set, the TPM refuses
+    PolicyAuthorizeNV and the audited read of the index alike, so the owner-password
+    explanation stands (exit 2), not "forged"."""
+    img, lock, secret = enrolled
+    _tools(tcg_sim.tools_tcti, tmp_path, "tpm2_changeauth", "-c", "o", "owner-secret")
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.USAGE, "owner hierarchy has a password")
+    assert "NV_Read" in names(exchanges) and "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))

@@ -318,7 +318,8 @@ def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustR
                 "or a command was altered in transit)", HINT) from None
         if e.command == "PolicyAuthorizeNV" and e.name in ("AUTH_FAIL", "BAD_AUTH"):
             raise UsageError("TPM2_PolicyAuthorizeNV needs the owner's authorization, and the "
-                             "owner hierarchy has a password (systemd cannot unlock it either)",
+                             "owner hierarchy has a password (systemd cannot unlock it either), "
+                             "or this answer and the audited read's were forged in transit",
                              "clear the owner password, or unlock with the recovery "
                              "passphrase") from None
         if e.command == "PolicyAuthorizeNV":
