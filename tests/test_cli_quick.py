@@ -142,7 +142,7 @@ def test_generated_lines_are_read_as_argparse_does_or_deferred() -> None:
     """Random lines over every command's own flags, abbreviations, ``--opt=value``,
     repeated and misplaced options and odd values: whatever the quick reader reads,
     argparse must accept with the same namespace (before the fix, ``--output=--``
-    was the file "--" here and [] — no --output, so stdout — for argparse)."""
+    was the file "--" here and [] for argparse)."""
     rng, read = random.Random(20261201), 0
     for name in COMMANDS:
         declared = _flags(name)
@@ -164,8 +164,8 @@ def test_generated_lines_are_read_as_argparse_does_or_deferred() -> None:
                                   ["--tpm=--", "seal", "--output", "b"]], ids=" ".join)
 def test_double_dash_as_an_explicit_value_is_a_usage_error(
         argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    """argparse would set the option to [] (read as absent: the secret to stdout, the
-    default TPM): one line, exit 2, nothing run."""
+    """argparse would set the option to [] (read as absent: the default TPM, a reseal in
+    place; or an internal error after the unseal): one line, exit 2, nothing run."""
     with pytest.raises(SystemExit) as e:
         main(argv)
     assert e.value.code == 2

@@ -48,8 +48,8 @@ class Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         """argparse's, refusing ``--name=--``: Python 3.11's argparse removes a ``--``
-        given as an option's explicit value and sets the option to ``[]``, which reads
-        as the option absent (``unseal --output=--`` would write to stdout)."""
+        given as an option's explicit value and sets the option to ``[]``: ``--tpm=--``
+        would open the default TPM, ``reseal --output=--`` reseal in place."""
         words = sys.argv[1:] if args is None else list(args)
         for word in words:
             if word == "--":  # what follows is positional
