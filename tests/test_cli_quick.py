@@ -41,6 +41,7 @@ READ = [
     ["reseal", "--input", "b.json", "--add-state", "s1", "--drop-state", "s2"],
     ["import", "--public", "p", "--private", "q", "--pcrs", "sha256:7", "--output", "o"],
     ["unseal", "--input", ""],
+    ["unseal", "--input=a=--"],  # the value a=--: only a bare "--" value is argparse's
 ]
 
 #: lines argparse must handle: help, version, errors, abbreviations, odd spellings
@@ -102,7 +103,8 @@ def test_unseal_parses_without_argparse() -> None:
 
 #: values for generated lines: options' values, choices, odd spellings argparse treats apart
 _VALUES = ["x", "-", "", "--", "-x", "-1", "a=b", "=", "sha256:7", "eve", "tcg", "0x01500000",
-           "5", "ecc", "auto", "a b", "-a b", "--input", "unseal", "1e3", " "]
+           "5", "ecc", "auto", "a b", "-a b", "--input", "unseal", "1e3", " ", "x=--", "=--",
+           "-h", "--version"]
 
 
 def _flags(name: str) -> tuple[list[str], list[str]] | None:

@@ -54,7 +54,7 @@ class Parser(argparse.ArgumentParser):
         for word in words:
             if word == "--":  # what follows is positional
                 break
-            if word.startswith("-") and word.endswith("=--"):
+            if word.startswith("-") and word.partition("=")[2] == "--":
                 self.error(f"{word}: '--' cannot be an option's value; for a file named "
                            "'--' write ./--")
         return super().parse_known_args(words, namespace)
