@@ -8,14 +8,17 @@ so that argparse's own messages are printed.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
 from tpmseal.cli import quick
-from tpmseal.cli.main import _declare, _quick_register, build_parser
+from tpmseal.cli.main import COMMANDS, _declare, _quick_register, build_parser, main
 
 G = ["--tpm", "unix:/tmp/x.sock", "--trust-file", "/tmp/t.json"]
 
@@ -38,6 +41,7 @@ READ = [
     ["reseal", "--input", "b.json", "--add-state", "s1", "--drop-state", "s2"],
     ["import", "--public", "p", "--private", "q", "--pcrs", "sha256:7", "--output", "o"],
     ["unseal", "--input", ""],
+    ["unseal", "--input=a=--"],  # the value a=--: only a bare "--" value is argparse's
 ]
 
 #: lines argparse must handle: help, version, errors, abbreviations, odd spellings
@@ -53,6 +57,8 @@ DEFER = [
     ["seal", "--pcrs", "nope:1", "--output", "x"], ["seal", "--min-version-nv", "5"],
     ["unseal", "--input", "a", "--json=1"], ["-vd", "unseal", "--input", "a"],
     ["nosuch"], ["--tpm"],
+    # argparse 3.11 drops an explicit "--" value (the option becomes []): never read as "--"
+    ["unseal", "--input", "a", "--output=--"], ["--tpm=--", "unseal", "--input", "a"],
 ]
 
 
@@ -75,8 +81,6 @@ def test_quick_leaves_help_errors_and_odd_lines_to_argparse(argv: list[str]) -> 
 def test_every_command_is_read_or_deferred_consistently() -> None:
     """Each sub-command without options: the quick reader agrees, or defers where
     argparse reports an error (a required option, a nested sub-command)."""
-    from tpmseal.cli.main import COMMANDS
-
     for name in COMMANDS:
         got = quick.parse([name], _declare, _quick_register)
         try:
@@ -95,3 +99,77 @@ def test_unseal_parses_without_argparse() -> None:
     done = subprocess.run([sys.executable, "-c", code, *G, "unseal", "--input", "b.json"],
                           capture_output=True, env=dict(os.environ), check=False, timeout=60)
     assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+#: values for generated lines: options' values, choices, odd spellings argparse treats apart
+_VALUES = ["x", "-", "", "--", "-x", "-1", "a=b", "=", "sha256:7", "eve", "tcg", "0x01500000",
+           "5", "ecc", "auto", "a b", "-a b", "--input", "unseal", "1e3", " ", "x=--", "=--",
+           "-h", "--version"]
+
+
+def _flags(name: str) -> tuple[list[str], list[str]] | None:
+    top = quick.Declared()
+    commands = _declare(top)
+    try:
+        _quick_register(commands, name)
+    except quick.Unsupported:  # positionals or nested commands: argparse only
+        return None
+    parser = commands.parsers.get(name)
+    if parser is None or parser.commands is not None or not parser.flags:
+        return None
+    return list(parser.flags), list(top.flags)
+
+
+def _generated(rng: random.Random, name: str, flags: list[str], top: list[str]) -> list[str]:
+    line: list[str] = []
+    for _ in range(rng.randint(0, 2)):
+        line.append(rng.choice(top))
+        if line[-1] in ("--tpm", "--trust-file"):
+            line.append(rng.choice(_VALUES))
+    line.append(name)
+    for _ in range(rng.randint(0, 6)):
+        flag, r = rng.choice(flags), rng.random()
+        if r < 0.1:
+            flag = flag[:rng.randint(3, max(3, len(flag) - 1))]  # an abbreviation
+        if r < 0.3:
+            line.append(f"{flag}={rng.choice(_VALUES)}")
+        elif r < 0.35:
+            line.append(rng.choice(_VALUES))
+        else:
+            line += [flag, rng.choice(_VALUES)] if rng.random() < 0.7 else [flag]
+    return line
+
+
+def test_generated_lines_are_read_as_argparse_does_or_deferred() -> None:
+    """Random lines over every command's own flags, abbreviations, ``--opt=value``,
+    repeated and misplaced options and odd values: whatever the quick reader reads,
+    argparse must accept with the same namespace (before the fix, ``--output=--``
+    was the file "--" here and [] for argparse)."""
+    rng, read = random.Random(20261201), 0
+    for name in COMMANDS:
+        declared = _flags(name)
+        if declared is None:
+            continue
+        for _ in range(400):
+            argv = _generated(rng, name, *declared)
+            got = quick.parse(argv, _declare, _quick_register)
+            if got is None:
+                continue
+            read += 1
+            with contextlib.redirect_stderr(io.StringIO()):
+                assert vars(got) == _argparse(argv), argv
+    assert read > 200, "the generator no longer makes lines the quick reader reads"
+
+
+@pytest.mark.parametrize("argv", [["unseal", "--input", "a", "--output=--"],
+                                  ["unseal", "--inp", "a", "--output=--"],
+                                  ["--tpm=--", "seal", "--output", "b"]], ids=" ".join)
+def test_double_dash_as_an_explicit_value_is_a_usage_error(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse would set the option to [] (read as absent: the default TPM, a reseal in
+    place; or an internal error after the unseal): one line, exit 2, nothing run."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be an option's value" in err, err

@@ -21,6 +21,7 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,7 +34,14 @@ from tpmseal.errors import ExitCode, IntegrityError
 from tpmseal.recipes import cryptsetup as cs
 from tpmseal.recipes import systemd_pcrlock, systemd_tpm2
 from tpmseal.recipes.trust import load, trust_path
-from tpmseal.sniff.capture.hooks import HookContext, build_command, parse_command
+from tpmseal.sniff.capture.hooks import (
+    HookContext,
+    Respond,
+    Verdict,
+    build_command,
+    error_response,
+    parse_command,
+)
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_CC, TPMA_NV
@@ -328,7 +336,8 @@ def test_a_replayed_pcr_read_gains_nothing(tcg_sim: Simulator,
                                            enrolled: tuple[Path, Path, bytes]) -> None:
     """The PCRs are pre-checked with an unauthenticated PCR_Read, for the message. An
     interposer replaying the answer from before PCR 11 moved passes that check, not the
-    TPM: PolicyOR refuses the new value (exit 5) and no Unseal is sent."""
+    TPM: PolicyOR refuses the new value, no Unseal is sent, and the PCRs read again in an
+    audited session name PCR 11 (exit 5; replaying that read too breaks its HMAC)."""
     img, lock, secret = enrolled
     old: list[bytes] = []
 
@@ -337,7 +346,8 @@ def test_a_replayed_pcr_read_gains_nothing(tcg_sim: Simulator,
             old.append(ctx.response)
 
     def replay(ctx: HookContext) -> bytes | None:
-        return old[0] if ctx.code == TPM_CC.PCR_Read else None
+        plain = ctx.command[:2] == b"\x80\x01"
+        return old[0] if ctx.code == TPM_CC.PCR_Read and plain else None
 
     with interposer(tcg_sim, on_response=record) as p:
         assert tpm(p, "luks", "test", str(img), "--pcrlock", str(lock)).rc == 0 and old
@@ -345,6 +355,98 @@ def test_a_replayed_pcr_read_gains_nothing(tcg_sim: Simulator,
     with interposer(tcg_sim, on_response=replay) as p:
         r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
         exchanges = p.exchanges
-    expect_error(r, ExitCode.PCR_MISMATCH, "at TPM2_PolicyOR")
+    expect_error(r, ExitCode.PCR_MISMATCH, "PCR 11 holds a value")
+    assert "PolicyOR" in names(exchanges) and "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+RC_VALUE_P1 = 0x1C4  # TPM_RC_VALUE, parameter 1
+
+
+def _forge_plain_pcr_read(ctx: HookContext) -> bytes | None:
+    """Flip the last byte of every PCR value in an unauthenticated (sessionless) PCR_Read."""
+    if ctx.code != TPM_CC.PCR_Read or ctx.response is None \
+            or ctx.response[:2] != b"\x80\x01" or parse_header(ctx.response).code:
+        return None
+    return ctx.response[:-1] + bytes([ctx.response[-1] ^ 1])
+
+
+def _value_at(code: int) -> Callable[[HookContext], Verdict]:
+    return lambda ctx: Respond(error_response(RC_VALUE_P1)) if ctx.code == code else None
+
+
+@pytest.mark.parametrize("attack", ["pcr-read", "policy-or", "policy-pcr"])
+def test_forged_pcr_answers_are_tampering_not_a_pcr_change(
+        tcg_sim: Simulator, enrolled: tuple[Path, Path, bytes], attack: str) -> None:
+    """Attack 31: the pre-check's plain PCR_Read, or PolicyPCR/PolicyOR's TPM_RC_VALUE,
+    carries no HMAC. Forged while the PCRs fit the prediction, they were reported as a
+    PCR change (exit 5, "run systemd-pcrlock make-policy"); the PCRs read again in an
+    EK-salted audit session fit, so it is tampering (exit 6), no Unseal, no key."""
+    img, lock, secret = enrolled
+    hooks: dict[str, Any] = (
+        {"on_response": _forge_plain_pcr_read} if attack == "pcr-read"
+        else {"on_command": _value_at(TPM_CC.PolicyOR if attack == "policy-or"
+                                      else TPM_CC.PolicyPCR)})
+    with interposer(tcg_sim, **hooks) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.INTEGRITY, "forged", "interposer")
     assert "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+RC_AUTH_FAIL_S1 = 0x98E  # TPM_RC_AUTH_FAIL, session 1 (the owner's password)
+
+
+@pytest.mark.parametrize(("rc", "attack"), [(RC_VALUE_P1, "value"),
+                                            (RC_AUTH_FAIL_S1, "auth-fail")])
+def test_forged_policy_authorize_nv_refusal_is_tampering(
+        tcg_sim: Simulator, enrolled: tuple[Path, Path, bytes], rc: int, attack: str) -> None:
+    """Attack 32: PolicyAuthorizeNV's answer has no HMAC. A forged TPM_RC_VALUE read
+    "NV index does not hold the policy pcrlock.json predicts (the file is stale)" (exit
+    7, "run systemd-pcrlock make-policy again") and a forged AUTH_FAIL "the owner
+    hierarchy has a password … clear the owner password" (exit 2). The index read in
+    an EK-salted audit session (owner password, as systemd reads it) holds the fold of
+    this prediction: tampering, exit 6, no Unseal."""
+    img, lock, secret = enrolled
+    with interposer(tcg_sim, on_command=lambda ctx: Respond(error_response(rc))
+                    if ctx.code == TPM_CC.PolicyAuthorizeNV else None) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.INTEGRITY, "forged", "PolicyAuthorizeNV")
+    assert "Unseal" not in names(exchanges) and "NV_Read" in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+def test_redirected_policy_authorize_nv_to_a_stale_index_is_tampering(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The interposer points PolicyAuthorizeNV at an index of its own holding another
+    digest, so the TPM itself answers TPM_RC_VALUE: the real index, read audited, holds
+    this prediction's fold, so it is not reported as a stale pcrlock.json (exit 6)."""
+    img, pw = make_image(tmp_path)
+    secret = os.urandom(32)
+    token, lock = pcrlock_setup(tcg_sim, tmp_path / "t", secret)
+    add_token(img, pw, secret, token)
+    define_index(tcg_sim.tools_tcti, tmp_path / "t", OTHER, b"\x5a" * 32)
+    with interposer(tcg_sim) as p:
+        with p.interpose(on_command=_redirect(OTHER)):
+            r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.INTEGRITY, "forged", "PolicyAuthorizeNV")
+    assert "Unseal" not in names(exchanges)
+    assert_no_leak(exchanges, secret, base64.b64encode(secret))
+
+
+def test_a_real_owner_password_stays_a_usage_error(
+        tcg_sim: Simulator, enrolled: tuple[Path, Path, bytes], tmp_path: Path) -> None:
+    """The control for attack 32: with an owner password really set, the TPM refuses
+    PolicyAuthorizeNV and the audited read of the index alike, so the owner-password
+    explanation stands (exit 2), not "forged"."""
+    img, lock, secret = enrolled
+    _tools(tcg_sim.tools_tcti, tmp_path, "tpm2_changeauth", "-c", "o", "owner-secret")
+    with interposer(tcg_sim) as p:
+        r = tpm(p, "luks", "test", str(img), "--pcrlock", str(lock))
+        exchanges = p.exchanges
+    expect_error(r, ExitCode.USAGE, "owner hierarchy has a password")
+    assert "NV_Read" in names(exchanges) and "Unseal" not in names(exchanges)
     assert_no_leak(exchanges, secret, base64.b64encode(secret))

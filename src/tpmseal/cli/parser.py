@@ -46,6 +46,19 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """argparse's, refusing ``--name=--``: Python 3.11's argparse removes a ``--``
+        given as an option's explicit value and sets the option to ``[]``: ``--tpm=--``
+        would open the default TPM, ``reseal --output=--`` reseal in place."""
+        words = sys.argv[1:] if args is None else list(args)
+        for word in words:
+            if word == "--":  # what follows is positional
+                break
+            if word.startswith("-") and word.partition("=")[2] == "--":
+                self.error(f"{word}: '--' cannot be an option's value; for a file named "
+                           "'--' write ./--")
+        return super().parse_known_args(words, namespace)
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
         raise SystemExit(ExitCode.USAGE)

@@ -6,7 +6,8 @@ script. The options stay declared once, by each command module's ``register``
 functions (which also generate ``--help``, the man pages and shell completion,
 tools/cli_docs.py): :func:`parse` runs those functions against recorders that
 only note each ``add_argument``, and then reads *argv* itself — but only when the
-line is plain: every word an exact option name (or ``--name=value``), each value
+line is plain: every word an exact option name (or ``--name=value``, the value not
+``--``, which argparse 3.11 drops), each value
 not starting with ``-`` (``-`` itself is a value), the choices and types
 accepting every value, nothing required missing and no mutually exclusive
 options together. For anything else it returns None and the caller runs argparse,
@@ -140,6 +141,8 @@ def _read(parser: Declared, words: list[str], ns: SimpleNamespace, *, stop: bool
             setattr(ns, option.dest, True)
             continue
         if inline is not None:
+            if inline == "--":  # argparse removes it, leaving an empty list
+                raise Unsupported
             value = inline
         elif i < len(words) and (not words[i].startswith("-") or words[i] == "-"):
             value, i = words[i], i + 1

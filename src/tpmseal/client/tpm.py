@@ -155,10 +155,15 @@ class Tpm:
             return self._run(cmd, *sessions)
 
     def _flush_done(self) -> None:
+        """The FlushContexts :meth:`scoped` left for later. One that fails leaves its
+        handle to the kernel, as one never sent would: its error (which carries no HMAC)
+        must not become the next command's, whose error mapping would read it as its
+        own (SECURITY.md row 33: "the endorsement key does not match")."""
         done, self._done = self._done, []
         for h in done:
             if h in self._transients or h in self._sessions:
-                self.flush(h)
+                with contextlib.suppress(TpmsealError):
+                    self.flush(h)
 
     def _run(self, cmd: Command[R], *sessions: Session) -> R:
         if self.broken is not None:

@@ -123,6 +123,14 @@ class SealedUnderPrimary:
         return steps + ([AuthValueStep()] if pin else [])
 
 
+def require_trust(obj: SealedUnderPrimary, trust: TrustRecord | None) -> TrustRecord:
+    """*trust*, or UsageError: every unseal of another stack's object salts to the pinned EK."""
+    if trust is None:
+        raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
+                         "run `tpmseal provision` first, or pass the right --trust-file")
+    return trust
+
+
 def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord | None,
                          auth: bytes | None, policies: Sequence[SignedPolicy] = ()) -> bytes:
     """Recreate the parent (or name the persistent one), then unseal *obj* on tpmseal's
@@ -134,9 +142,7 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     when they moved (the TPM enforces the policy either way); a mismatch is only
     reported as one after an audited read agrees.
     """
-    if trust is None:
-        raise UsageError(f"unsealing a {obj.what} needs the pinned endorsement key",
-                         "run `tpmseal provision` first, or pass the right --trust-file")
+    trust = require_trust(obj, trust)
     if obj.parent is not None and obj.parent.handle == trust.srk_handle and (
             obj.parent.public.name() != trust.srk_name):
         raise IntegrityError(

@@ -33,9 +33,10 @@ def parse_pcrs(spec: str) -> PcrSelectionList:
             item = raw.strip()
             if not (item.isascii() and item.isdigit()):
                 raise UsageError(f"bad PCR spec {spec!r}: {item!r} is not a PCR index", _HINT)
-            i = int(item)
+            i = int(item) if len(item) <= 9 else 24  # int() refuses 4300+ digits
             if not 0 <= i <= 23:
-                raise UsageError(f"bad PCR spec {spec!r}: PCR {i} is outside 0-23", _HINT)
+                raise UsageError(f"bad PCR spec {spec[:40]!r}: PCR {item[:12]} is outside "
+                                 "0-23", _HINT)
             if i in pcrs:
                 raise UsageError(f"bad PCR spec {spec!r}: PCR {i} is listed twice", _HINT)
             pcrs.append(i)

@@ -41,7 +41,7 @@ import hmac
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from tpmseal import files, safejson
 from tpmseal.client.tpm import Tpm
@@ -54,8 +54,13 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.recipes import pcrspec
-from tpmseal.recipes.owner_primary import SealedUnderPrimary, unseal_under_primary
-from tpmseal.recipes.trust import TrustRecord
+from tpmseal.recipes.owner_primary import (
+    SealedUnderPrimary,
+    require_trust,
+    unseal_under_primary,
+)
+from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.session.auth import PasswordSession
 from tpmseal.session.policy import (
     MAX_BRANCHES,
     AuthorizeNvStep,
@@ -65,8 +70,16 @@ from tpmseal.session.policy import (
     compute_policy,
     pcr_digest,
 )
-from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_HT, TPMA_NV, handle_type
-from tpmseal.wire.marshal import parse_exact
+from tpmseal.wire.constants import (
+    HASH_SIZES,
+    TPM_ALG,
+    TPM_HT,
+    TPM_RH,
+    TPMA_NV,
+    TPMA_SESSION,
+    handle_type,
+)
+from tpmseal.wire.marshal import parse_exact, u16
 from tpmseal.wire.rc import TpmResponseError
 from tpmseal.wire.structures import NvPublic, PcrSelection, PcrSelectionList
 
@@ -126,8 +139,9 @@ class PcrlockPolicy:
         return [*steps, AuthorizeNvStep(self.nv.nv_index, self.nv_name)]
 
     def check_state(self, now: Mapping[tuple[int, int], bytes]) -> None:
-        """Raise :class:`PolicyMismatchError` naming the PCRs whose value *now* (read
-        without bus protection: for the message only) the prediction does not allow."""
+        """Raise :class:`PolicyMismatchError` naming the PCRs whose value *now* the
+        prediction does not allow (reported only on values read in an audited session:
+        :func:`unseal`)."""
         off = [p for p in sorted(self.values) if now.get((self.bank, p)) not in self.values[p]]
         if off:
             bank = pcrspec.bank_name(self.bank)
@@ -237,6 +251,43 @@ def load(path: str | None, token_nv: bytes | None) -> PcrlockPolicy:
     return pol
 
 
+def _forged_unless_changed(tpm: Tpm, lock: PcrlockPolicy, trust: TrustRecord,
+                           said: str) -> NoReturn:
+    """After the PCRs looked off the prediction (a plain PCR_Read, or PolicyPCR/PolicyOR's
+    TPM_RC_VALUE: neither HMAC-checked), read them again in an audited session salted to
+    the pinned EK: a PCR is only named as off on those values (PolicyMismatchError), and
+    values that fit mean the answer was forged (IntegrityError; SECURITY.md row 31)."""
+    audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    with tpm.scoped(audit.handle):
+        lock.check_state(tpm.pcr_read(lock.selection, audit))
+    raise IntegrityError(f"{said} the PCRs do not fit the pcrlock policy {lock.path}, but "
+                         "the same PCRs read through the pinned endorsement key do: a forged "
+                         "answer (possible interposer)", BUS_HINT)
+
+
+def _forged_unless_index_differs(tpm: Tpm, lock: PcrlockPolicy, trust: TrustRecord) -> None:
+    """After PolicyAuthorizeNV failed (its answer has no HMAC): IntegrityError if the index,
+    read as systemd reads it (the owner's empty password) in an audited session salted to
+    the pinned EK, holds the fold of this prediction, so the refusal was forged or the
+    command redirected (SECURITY.md row 32). The index's Name, from nvPublic, joins the
+    command HMAC, so the read cannot be pointed elsewhere. If the TPM refuses the read
+    too, the refusal's own explanation stands."""
+    index = lock.nv.nv_index
+    tpm.names[index] = lock.nv_name
+    audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
+    try:
+        with tpm.scoped(audit.handle):
+            held = tpm.nv_read(index, lock.nv.data_size, TPM_RH.OWNER, PasswordSession(),
+                               audit)
+    except TpmResponseError:
+        return
+    if hmac.compare_digest(held, u16(TPM_ALG.SHA256) + lock.digest()):
+        raise IntegrityError(
+            f"the TPM refused TPM2_PolicyAuthorizeNV, but NV index {index:#010x}, read through "
+            f"the pinned endorsement key, holds the policy {lock.path} predicts: a forged "
+            "answer or a redirected command (possible interposer)", BUS_HINT)
+
+
 def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustRecord | None,
            auth: bytes | None) -> bytes:
     """Unseal *obj*, whose policy *lock*'s steps lead (``obj.lead``), on tpmseal's encrypted
@@ -248,16 +299,18 @@ def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustR
                             "describes it" + (" with a PIN" if auth is not None else ""),
                             "the policy file or the token was edited, or they belong to "
                             f"different enrolments; {HINT}")
-    lock.check_state(tpm.pcr_read(lock.selection))
+    trust = require_trust(obj, trust)
+    try:
+        lock.check_state(tpm.pcr_read(lock.selection))
+    except PolicyMismatchError:
+        _forged_unless_changed(tpm, lock, trust, "PCR_Read said")
     try:
         return unseal_under_primary(tpm, obj, trust, auth)
     except TpmResponseError as e:
         if e.command in ("PolicyPCR", "PolicyOR") and e.name == "VALUE":
-            raise PolicyMismatchError(
-                f"PCR policy check failed at TPM2_{e.command}: the PCRs hold a state the "
-                f"pcrlock policy {lock.path} does not allow (their values were read without "
-                "bus protection before), or a command was altered in transit", None,
-                "boot a configuration systemd-pcrlock predicted") from None
+            _forged_unless_changed(tpm, lock, trust, f"TPM2_{e.command} said")
+        if e.command == "PolicyAuthorizeNV":
+            _forged_unless_index_differs(tpm, lock, trust)
         if e.command == "PolicyAuthorizeNV" and e.name == "VALUE":
             raise BadInputError(
                 f"the TPM refused TPM2_PolicyAuthorizeNV: NV index {lock.nv.nv_index:#010x} does "
@@ -265,7 +318,8 @@ def unseal(tpm: Tpm, obj: SealedUnderPrimary, lock: PcrlockPolicy, trust: TrustR
                 "or a command was altered in transit)", HINT) from None
         if e.command == "PolicyAuthorizeNV" and e.name in ("AUTH_FAIL", "BAD_AUTH"):
             raise UsageError("TPM2_PolicyAuthorizeNV needs the owner's authorization, and the "
-                             "owner hierarchy has a password (systemd cannot unlock it either)",
+                             "owner hierarchy has a password (systemd cannot unlock it either), "
+                             "or this answer and the audited read's were forged in transit",
                              "clear the owner password, or unlock with the recovery "
                              "passphrase") from None
         if e.command == "PolicyAuthorizeNV":
