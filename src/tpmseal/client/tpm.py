@@ -366,8 +366,14 @@ class Tpm:
         return r.out_public
 
     def nv_read_public(self, index: int, *sessions: Session) -> NvPublic:
-        """TPM2_NV_ReadPublic, verifying that the Name matches the public area."""
+        """TPM2_NV_ReadPublic, verifying that the public area is *index*'s and that the
+        Name matches it (an answer without an HMAC could otherwise describe, and put
+        into :attr:`names`, another index)."""
         r = self.run(cmds.NV_ReadPublic(index), *sessions)
+        if r.nv_public.nv_index != index:
+            raise IntegrityError(f"TPM returned the public area of NV {r.nv_public.nv_index:#x} "
+                                 f"for NV {index:#x}: another index, possible bus tampering",
+                                 hint=BUS_HINT)
         if not equal(r.nv_public.name(), r.nv_name):
             raise IntegrityError(f"TPM returned a Name for NV {index:#x} that does not match "
                                  "its public area: possible bus tampering",
