@@ -24,11 +24,26 @@ from pathlib import Path
 
 import pytest
 
-from attacks.bus import assert_no_leak, direct, expect_ok, interposer, tpm, unchanged
+from attacks.bus import (
+    assert_no_leak,
+    direct,
+    expect_error,
+    expect_ok,
+    interposer,
+    tpm,
+    unchanged,
+)
 from test_seal_support import TpmLog, cli
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import SRK_RSA_TEMPLATE
-from tpmseal.sniff.capture.hooks import HookContext, Verdict
+from tpmseal.records import replace
+from tpmseal.sniff.capture.hooks import (
+    HookContext,
+    Verdict,
+    error_response,
+    parse_response,
+    success_response,
+)
 from tpmseal.transport.simulator import Simulator
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPMA_SESSION
@@ -144,3 +159,93 @@ def test_swapping_the_parent_under_the_carrier_is_refused_by_the_tpm(
         with Tpm.open(tcg_sim.uri) as t:
             t.run(cmds.EvictControl(TPM_RH.OWNER, 0x81000077, 0x81000077))
     expect_ok(direct(tcg_sim, "unseal", "--input", str(tmp_path / "b.json")), secret)
+
+
+def _other_state(sim: Simulator, d: Path, name: str, value: str) -> Path:
+    now = json.loads(direct(sim, "pcrs", "show", "--pcrs", PCRS, "--json").out)
+    now["sha256"]["7"] = value * 32
+    (d / name).write_text(json.dumps(now))
+    return d / name
+
+
+@pytest.mark.parametrize("how", ["replayed", "spliced"])
+def test_create_response_under_the_carrier_is_authenticated(tcg_sim: Simulator,
+                                                            tmp_path: Path, how: str) -> None:
+    """Attack 35. The admin drops a state (PCR 7 of a boot path now known bad) from a
+    PolicyOR secret. The interposer answers the reseal's Create with the Create
+    response it recorded when that state was added (a real object of this TPM's
+    SRK that still admits it), or splices that object into the live answer, whose
+    session area (the carrier's fresh nonce and HMAC) it keeps.
+    The carrier's response HMAC covers outPrivate/outPublic with fresh nonces, so
+    both are refused (exit 6) and the blob keeps what it had; the dropped state is
+    still in it because the reseal failed, and says so."""
+    secret, _ = _sealed(tcg_sim, tmp_path, False)
+    blob = tmp_path / "b.json"
+    bad = _other_state(tcg_sim, tmp_path, "bad.json", "44")
+    recorded: list[bytes] = []
+
+    def record(ctx: HookContext) -> Verdict:
+        if ctx.code == TPM_CC.Create and ctx.response is not None:
+            recorded.append(ctx.response)
+        return None
+
+    with interposer(tcg_sim, on_response=record) as p:
+        expect_ok(tpm(p, "reseal", "--input", str(blob), "--add-state", str(bad)))
+    assert len(recorded) == 1 and recorded[0][6:10] == bytes(4)
+    watch = unchanged(tcg_sim, blob)
+
+    def answer(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.Create or ctx.response is None:
+            return None
+        if how == "replayed":
+            return recorded[0]
+        old, _ = parse_response(recorded[0], ctx.command)
+        live, auths = parse_response(ctx.response, ctx.command)
+        assert isinstance(old, cmds.CreateResponse) and isinstance(live, cmds.CreateResponse)
+        return success_response(replace(live, out_private=old.out_private,
+                                        out_public=old.out_public), auths)
+
+    with interposer(tcg_sim, on_response=answer) as p:
+        r = tpm(p, "reseal", "--input", str(blob), "--drop-state", str(bad))
+        assert_no_leak(p.exchanges, secret)
+    expect_error(r, 6, "HMAC")
+    watch.check()
+    expect_ok(direct(tcg_sim, "unseal", "--input", str(blob)), secret)
+
+
+RC_RETRY = 0x922  # TPM_RC_RETRY: a warning the client answers by sending the command again
+
+
+@pytest.mark.parametrize("pin", [False, True], ids=["plain", "pin"])
+@pytest.mark.parametrize("at", [TPM_CC.Unseal, TPM_CC.Create], ids=["unseal", "create"])
+def test_forged_retry_after_the_tpm_ran_the_command(tcg_sim: Simulator, tmp_path: Path,
+                                                    pin: bool, at: int) -> None:
+    """The TPM ran Unseal (which now continues the session) or Create (which ends the
+    carrier); the interposer keeps the real answer and says TPM_RC_RETRY, so the client
+    sends the command again in a session the TPM has moved on. Measured on swtpm: the
+    retried Unseal is refused without a PIN (exit 6, 'altered in transit') and runs
+    again with one (its answer encrypted and HMAC-checked like the first); the retried
+    Create names an ended session (exit 4). Nothing leaks, a failed reseal leaves the
+    blob as it was, and the stored copy unseals."""
+    secret, extra = _sealed(tcg_sim, tmp_path, pin)
+    more = _states(tcg_sim, tmp_path)
+    forged = {"n": 0}
+
+    def retry(ctx: HookContext) -> Verdict:
+        if ctx.code == at and ctx.response is not None and not forged["n"]:
+            forged["n"] += 1
+            return error_response(RC_RETRY)
+        return None
+
+    watch = unchanged(tcg_sim, tmp_path / "b.json")
+    with interposer(tcg_sim, on_response=retry) as p:
+        r = tpm(p, "reseal", *extra, "--input", str(tmp_path / "b.json"), "--add-state",
+                str(more))
+        assert forged["n"] == 1
+        assert_no_leak(p.exchanges, secret)
+    if at == TPM_CC.Unseal and pin:
+        expect_ok(r)
+    else:
+        expect_error(r, 6 if at == TPM_CC.Unseal else 4)
+        watch.check()
+    expect_ok(direct(tcg_sim, "unseal", *extra, "--input", str(tmp_path / "b.json")), secret)

@@ -13,6 +13,7 @@ SIGKILLed at chosen commands through a proxy.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -61,6 +62,8 @@ class Case:
     work: Path
     nv: bool
     current: str = OLD  # the PCRs of the copy that unsealed last
+    #: what the reseal seals to (the default reads the current PCRs)
+    new: tuple[str, ...] = ("--pcrs", NEW)
 
     @property
     def common(self) -> list[str]:
@@ -79,7 +82,7 @@ class Case:
     def reseal_argv(self) -> list[str]:
         where = (["--nv", "--old-pcrs", self.current] if self.nv
                  else ["--input", str(self.blob)])
-        return [*self.common, "reseal", "--profile", "eve", *where, "--pcrs", NEW]
+        return [*self.common, "reseal", "--profile", "eve", *where, *self.new]
 
     def unseal(self) -> bytes:
         """The secret from the old copy or the new one (NV: no recovery search, which
@@ -184,6 +187,31 @@ def test_reseal_file_crash_after_every_command(cases: Callable[[bool], Case],
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     total = _sweep(lambda: cases(False), monkeypatch)
     assert total == 8  # Load, StartAuthSession, PolicyPCR, Unseal, Flush; SAS, PCR_Read, Create
+
+
+def test_reseal_nv_to_states_crash_after_every_command(cases: Callable[[bool], Case],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-salted-session path (recipes/sealing.py, ``carrier``): a reseal --nv
+    that adds a PolicyOR state keeps the unseal's session open for Create. A crash
+    after any command (the kept session then left to the cleanup) leaves a copy that
+    unseals, and the next reseal (the same state added again, so the same states)
+    repairs the layout."""
+    def prepare(case: Case) -> None:
+        r = cli([*case.common, "pcrs", "show", "--pcrs", OLD, "--json"])
+        assert r.rc == 0, r.err
+        state = json.loads(r.out)
+        state["sha256"]["7"] = "55" * 32
+        case.new = ("--add-state", str(write(case.work / "state.json",
+                                             json.dumps(state).encode())))
+
+    log_case, log = cases(True), TpmLog()
+    prepare(log_case)
+    with monkeypatch.context() as m:
+        log.install(m)
+        assert cli(log_case.reseal_argv()).rc == 0
+    log_case.sim.stop()
+    assert log.names().count("StartAuthSession") == 1  # the carrier path
+    assert _sweep(lambda: cases(True), monkeypatch, prepare) == len(log.names())
 
 
 @pytest.mark.parametrize("state", ["main-mixed", "main-stale"])
