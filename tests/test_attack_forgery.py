@@ -359,10 +359,12 @@ def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
         eve_sim: Simulator) -> None:
     """NV_ReadPublic answers carry no HMAC unless audited: forging "never written" for
     0x1900000 on every read (and NV_UNINITIALIZED on NV_Read, which the trust file's
-    size hint reads it with first) hides the pair from the plain reads and makes the
-    listing (whose GetCapability is audited, so the indices cannot vanish) show a torn
-    layout. That is refused (exit 12) and nothing is written: never a new key over the
-    old."""
+    size hint reads it with first) hides the pair from the plain reads. The listing's
+    GetCapability is audited, so the indices cannot vanish; the layout then looked torn
+    (exit 12: "a seal was interrupted ... seal a new key the same way", advice that
+    has the admin overwrite the real key, attack matrix row 37). An index listed as
+    never written is now read again in the audit session, whose HMAC the forged answer
+    fails (exit 6), and nothing is written: never a new key over the old."""
     with interposer(eve_sim) as p:
         first = tpm(p, "vault-key")
         expect_ok(first, size=32)
@@ -385,7 +387,8 @@ def test_forged_unwritten_public_index_makes_vault_key_refuse_not_replace(
 
     with interposer(eve_sim, on_command=uninitialized, on_response=unwritten) as p:
         r = tpm(p, "vault-key")
-        expect_error(r, ExitCode.TORN_STORE, "0x1900000 (never written)", "nothing was changed")
+        expect_error(r, ExitCode.INTEGRITY, "NV 0x1900000", "possible interposer",
+                     "nothing was changed")
         assert not {"Create", "NV_Write", "NV_DefineSpace", "NV_UndefineSpace"} & set(
             names(p.exchanges))
         assert_no_leak(p.exchanges, first.out)

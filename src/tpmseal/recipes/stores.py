@@ -492,8 +492,10 @@ def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
     *audited*: the indices whose public areas must be HMAC-checked too (default:
     all). Each costs two NV_ReadPublic (the first learns the Name the audited
     one's cpHash needs); the others are read once, plainly, for callers that
-    only act on them in ways a forged answer cannot turn against the secret
-    (a forged "never written" makes a layout look torn, which is refused).
+    only act on them in ways a forged answer cannot turn against the secret,
+    except that one read as "never written" is read again audited: that answer
+    makes a layout look torn, and the torn-layout error tells the admin a seal
+    was interrupted and how to seal a new key over it (attack matrix row 37).
     """
     s = session or salted_session(tpm, trust)
     s.attributes = TPMA_SESSION.continueSession | TPMA_SESSION.audit
@@ -504,6 +506,9 @@ def authenticated_nv(tpm: Tpm, trust: TrustRecord, indices: list[int],
             try:
                 out[i] = tpm.nv_read_public(i, s) if audited is None or i in audited \
                     else tpm.nv_read_public(i)
+                if not out[i].attributes & TPMA_NV.WRITTEN and audited is not None and \
+                        i not in audited:
+                    out[i] = tpm.nv_read_public(i, s)
             except TpmResponseError as e:
                 raise IntegrityError(
                     f"NV {i:#x} is listed by the TPM but could not be read "
