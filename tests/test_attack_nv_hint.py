@@ -67,3 +67,33 @@ def test_forged_nv_read_public_of_another_index_does_not_poison_the_trust_file(
     watch.check()
     with interposer(eve_sim) as p:
         expect_ok(tpm(p, "vault-key"), first.out, what="the next boot's vault key")
+
+
+def test_forged_public_area_of_another_index_in_reseal_nv_changes_nothing(
+        eve_sim: Simulator) -> None:
+    """The same answer to the plain listing reseal --nv takes before it saves (crash
+    safety only: which indices to rewrite in place). Before, the reseal reported
+    success (exit 0) and its save recorded that public area as the new hint, with the
+    same effect on every later run; now it stops before writing anything (exit 6)."""
+    with interposer(eve_sim) as p:
+        first = tpm(p, "vault-key")
+        expect_ok(first, size=32)
+    watch = unchanged(eve_sim, eve_sim.state / "trust.json")
+
+    def other_index(ctx: HookContext) -> Verdict:
+        if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
+                ctx.response[6:10] != bytes(4) or \
+                int.from_bytes(ctx.command[10:14], "big") != MAIN_PRIVATE:
+            return None
+        real, auths = parse_response(ctx.response, ctx.command)
+        assert isinstance(real, cmds.NV_ReadPublicResponse)
+        fake = replace(real.nv_public, nv_index=MAIN_PRIVATE + 7)
+        return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
+
+    with interposer(eve_sim, on_response=other_index) as p:
+        r = tpm(p, "reseal", "--profile", "eve", "--nv")
+        assert "Unseal" in names(p.exchanges) and "NV_Write" not in names(p.exchanges)
+    expect_error(r, ExitCode.INTEGRITY, "NV 0x1800000", "another index")
+    watch.check()
+    with interposer(eve_sim) as p:
+        expect_ok(tpm(p, "vault-key"), first.out, what="the next boot's vault key")
