@@ -52,7 +52,6 @@ from tpmseal.recipes.blob import (
 )
 from tpmseal.recipes.policies import PcrValues, SealPolicy
 from tpmseal.recipes.profiles import TCG, Profile
-from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
 from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
@@ -214,6 +213,8 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
         elif not allow_unmeasured:
             for v in policy.states:
                 _check_measured(v, pcrs)
+        from tpmseal.recipes.templates import sealed_template  # seal only: off unseal's path
+
         template = sealed_template(policy.digest())
         sensitive = SensitiveCreate(pin or b"", secret)
         if session is not None:
