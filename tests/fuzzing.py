@@ -49,7 +49,8 @@ from tpmseal.transport.base import Transport, open_transport, parse_uri
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY
 from tpmseal.wire.constants import TPM_ALG, TPM_RH
-from tpmseal.wire.frames import decode_command, decode_response, split_response
+from tpmseal.wire.decode import decode_command, decode_response
+from tpmseal.wire.frames import split_response
 from tpmseal.wire.marshal import Reader
 from tpmseal.wire.structures import NvPublic, Public
 

@@ -29,14 +29,8 @@ from tpmseal.wire.constants import (
     TPMA_OBJECT,
     enum_name,
 )
-from tpmseal.wire.frames import (
-    AuthCommand,
-    AuthResponse,
-    build_command,
-    build_response,
-    decode_command,
-    decode_response,
-)
+from tpmseal.wire.decode import decode_command, decode_response
+from tpmseal.wire.frames import AuthCommand, AuthResponse, build_command, build_response
 from tpmseal.wire.structures import (
     AES_128_CFB,
     CapabilityData,

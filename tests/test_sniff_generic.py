@@ -17,15 +17,8 @@ from tpmseal.sniff.capture.proxy import Proxy
 from tpmseal.sniff.capture.tap import CapturingTransport
 from tpmseal.wire.commands import REGISTRY, Command
 from tpmseal.wire.constants import TPM_CC, TPM_RH, TPMA_SESSION, enum_name, members
-from tpmseal.wire.frames import (
-    AuthCommand,
-    AuthResponse,
-    build_command,
-    build_response,
-    command_name,
-    decode_command,
-    decode_response,
-)
+from tpmseal.wire.decode import command_name, decode_command, decode_response
+from tpmseal.wire.frames import AuthCommand, AuthResponse, build_command, build_response
 from tpmseal.wire.handles import SHAPES, shape
 
 PW = TPM_RH.RS_PW

@@ -20,7 +20,7 @@ import pytest
 
 from tpmseal.errors import DecodeError
 from tpmseal.records import fields, is_record
-from tpmseal.wire import codecs, frames, structures
+from tpmseal.wire import codecs, decode, frames, structures
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.commands import REGISTRY, Command, Response
 from tpmseal.wire.constants import (
@@ -187,7 +187,7 @@ def test_command_round_trip(cc: int, cls: type[Command[Any]], variant: int) -> N
     assert back == cmd
     # the framed command decodes field by field to the same values (sniffer view)
     frame = build_command(cc, cmd.handle_values(), [], params)
-    decoded = frames.decode_command(frame)
+    decoded = decode.decode_command(frame)
     assert decoded.error is None and decoded.code == cc
     assert [v for _, v in decoded.handles] == cmd.handle_values()
     assert [f.value for f in decoded.params] == [getattr(cmd, p.name)
@@ -416,7 +416,7 @@ def test_seed_legacy_create_bytes() -> None:
                           b"".join(cmd.param_parts()))
     assert len(frame) == 93
     assert frame[:0x2D] == b[:0x2D]
-    decoded = frames.decode_command(frame)
+    decoded = decode.decode_command(frame)
     assert decoded.name == "Create" and decoded.error is None
     assert decoded.params[0].value == SensitiveCreate(b"", b"secret")
 

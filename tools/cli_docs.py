@@ -135,14 +135,14 @@ def man_page(path: Path_, parser: argparse.ArgumentParser, summary: str,
     return "\n".join(out) + "\n"
 
 
-def _exit_codes() -> list[tuple[ExitCode, str]]:
+def _exit_codes() -> list[tuple[int, str]]:
     """Each exit code with the docstrings of the error classes that use it."""
     from tpmseal import errors
     from tpmseal.wire import rc
 
-    found: dict[ExitCode, list[str]] = {ExitCode.OK: ["success"],
-                                        ExitCode.INTERNAL: ["internal error (a bug: rerun "
-                                                            "with --debug and report it)"]}
+    found: dict[int, list[str]] = {ExitCode.OK: ["success"],
+                                   ExitCode.INTERNAL: ["internal error (a bug: rerun "
+                                                       "with --debug and report it)"]}
     for obj in [*vars(errors).values(), *vars(rc).values()]:
         if (isinstance(obj, type) and issubclass(obj, TpmsealError) and obj is not TpmsealError
                 and obj.__doc__ and obj.exit_code != ExitCode.INTERNAL):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import importlib
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -83,9 +82,16 @@ def _declare(parser: Any) -> Any:
     return parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
 
+def _module(name: str) -> Any:
+    """The module *name*, imported with the built-in ``__import__``: the ``importlib``
+    package is ~0.15 ms of start-up that nothing else on the unseal path imports."""
+    __import__(name)
+    return sys.modules[name]
+
+
 def _register(sub: Any, wanted: str) -> None:
     """Declare the sub-command *wanted* (only its parser: each costs start-up time)."""
-    module = importlib.import_module(COMMANDS[wanted])
+    module = _module(COMMANDS[wanted])
     one = getattr(module, "register_one", None)
     if one is not None:
         one(sub, wanted)
@@ -110,7 +116,7 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
     if argv is not None and "--version" in argv:
         return parser  # answered before any command is looked at
     for name in dict.fromkeys(COMMANDS.values()):
-        importlib.import_module(name).register(sub)
+        _module(name).register(sub)
     return parser
 
 

@@ -19,7 +19,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from tpmseal.digests import equal
 from tpmseal.errors import (
@@ -67,7 +67,6 @@ from tpmseal.wire.marshal import Reader, u32
 from tpmseal.wire.rc import RETRYABLE, TpmResponseError, decode_rc
 from tpmseal.wire.structures import (
     AES_128_CFB,
-    NvPublic,
     PcrSelection,
     PcrSelectionList,
     Public,
@@ -75,6 +74,9 @@ from tpmseal.wire.structures import (
     SymCipherParms,
     SymDef,
 )
+
+if TYPE_CHECKING:  # wire/structures_cold.py: loaded on use
+    from tpmseal.wire.structures import NvPublic
 
 log = get_logger("tpmseal.client")
 

@@ -27,7 +27,6 @@ from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.files import read_input
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.policies import PcrValues, SealPolicy
-from tpmseal.recipes.revocation import revocation_ref
 from tpmseal.records import field, record, replace
 from tpmseal.session import salt
 from tpmseal.session.policy import MAX_BRANCHES, Authorizer, Policy
@@ -305,10 +304,12 @@ def _with_policy(blob: SealedBlob, doc: dict[str, Any]) -> SealedBlob:
             raise BadInputError("authorizer name does not match its public area",
                                 "the file was edited or corrupted; restore it")
     nv = pol.get("revocation_nv")
-    if nv is not None and (authorizer is None
-                           or authorizer.policy_ref != revocation_ref(int(nv, 16))):
-        raise BadInputError("revocation_nv does not match the authorizer's policy_ref",
-                            "the file was edited or corrupted; restore it")
+    if nv is not None:
+        from tpmseal.recipes.revocation import revocation_ref  # signed policies only
+
+        if authorizer is None or authorizer.policy_ref != revocation_ref(int(nv, 16)):
+            raise BadInputError("revocation_nv does not match the authorizer's policy_ref",
+                                "the file was edited or corrupted; restore it")
     out = replace(blob, pcrs=pcrs, pcr_values=values, pin=bool(doc.get("pin")),
                   check=None if check is None else bytes.fromhex(check), states=states,
                   authorizer=authorizer, revocation_nv=None if nv is None else int(nv, 16))

@@ -47,10 +47,10 @@ from tpmseal.recipes.trust import TrustRecord, salted_session
 from tpmseal.records import field, record, replace
 from tpmseal.session.auth import AuthSession, Session
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
-from tpmseal.wire.structures import NvPublic
 
-if TYPE_CHECKING:  # signed policies load on use only
+if TYPE_CHECKING:  # signed policies and NV public areas load on use only
     from tpmseal.recipes.signed import SignedPolicy
+    from tpmseal.wire.structures import NvPublic
 
 log = get_logger("tpmseal.lifecycle")
 

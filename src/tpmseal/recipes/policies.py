@@ -24,7 +24,6 @@ from typing import Any
 
 from tpmseal.errors import UsageError
 from tpmseal.recipes.pcrspec import bank_name, parse_pcrs
-from tpmseal.recipes.revocation import revocation_ref
 from tpmseal.records import record, replace
 from tpmseal.session.policy import MAX_BRANCHES, Authorizer, PcrStep, Policy, pcr_digest
 from tpmseal.wire.constants import TPM_ALG
@@ -61,6 +60,8 @@ class SealPolicy:
             raise UsageError(f"{len(self.states)} PCR states given; PolicyOR allows at most "
                              f"{MAX_BRANCHES}", "seal to fewer states, or use a signer")
         if self.revocation_nv is not None:
+            from tpmseal.recipes.revocation import revocation_ref  # signed policies only
+
             if self.authorizer is None:
                 raise UsageError("--min-version-nv needs --authorized-by",
                                  "add --authorized-by SIGNER.pub, or drop --min-version-nv")
@@ -185,6 +186,8 @@ def signed_by(key: Any, pcrs: str | PcrSelectionList | None = None, *,
     or an :class:`~tpmseal.session.policy.Authorizer`. *min_version_nv*: only policies
     gated by this NV counter count, so ``policy revoke-below`` can void old ones.
     """
+    from tpmseal.recipes.revocation import revocation_ref
+
     ref = b"" if min_version_nv is None else revocation_ref(min_version_nv)
     if isinstance(key, Authorizer):
         authorizer = replace(key, policy_ref=ref)

@@ -9,6 +9,8 @@ TPM. docs/SECURITY.md says what can and cannot be revoked.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import IntegrityError, UsageError
 from tpmseal.records import replace
@@ -16,7 +18,9 @@ from tpmseal.session.auth import AuthSession, PasswordSession
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import NT_COUNTER, TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import NvPublic
+
+if TYPE_CHECKING:  # wire/structures_cold.py: loaded on use
+    from tpmseal.wire.structures import NvPublic
 
 
 def revocation_ref(index: int) -> bytes:
@@ -36,6 +40,8 @@ def counter_public(index: int) -> NvPublic:
     incremented with owner authorization, read with its own empty authValue (so
     PolicyNV needs no owner secret), no dictionary-attack lockout.
     """
+    from tpmseal.wire.structures import NvPublic
+
     return NvPublic(index, TPM_ALG.SHA256, NT_COUNTER | TPMA_NV.OWNERWRITE | TPMA_NV.AUTHREAD
                     | TPMA_NV.NO_DA | TPMA_NV.WRITTEN, b"", 8)
 

@@ -41,7 +41,7 @@ from tpmseal.errors import (
     UsageError,
 )
 from tpmseal.log import get_logger
-from tpmseal.recipes import pcrspec, revocation
+from tpmseal.recipes import pcrspec
 from tpmseal.recipes.blob import (
     ENCRYPTED,
     LEGACY,
@@ -52,7 +52,6 @@ from tpmseal.recipes.blob import (
 )
 from tpmseal.recipes.policies import PcrValues, SealPolicy
 from tpmseal.recipes.profiles import TCG, Profile
-from tpmseal.recipes.templates import sealed_template
 from tpmseal.recipes.trust import TrustRecord, salted_session, start_salted
 from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, PasswordSession, trim_auth
@@ -193,6 +192,8 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
     if not encrypted:
         session = None
     if policy.revocation_nv is not None:
+        from tpmseal.recipes import revocation  # signed policies only: off unseal's path
+
         start = revocation.define_counter(tpm, policy.revocation_nv)
         log.info("revocation counter %#x is at %d: signed policies need a version of at "
                  "least %d", policy.revocation_nv, start, start)
@@ -214,6 +215,8 @@ def seal(tpm: Tpm, secret: bytes, policy: SealPolicy | None = None, *,
         elif not allow_unmeasured:
             for v in policy.states:
                 _check_measured(v, pcrs)
+        from tpmseal.recipes.templates import sealed_template  # seal only: off unseal's path
+
         template = sealed_template(policy.digest())
         sensitive = SensitiveCreate(pin or b"", secret)
         if session is not None:
@@ -486,6 +489,8 @@ def forged_choice(tpm: Tpm, salt: SaltKey, blob: SealedBlob,
     (and, for revocable policies, the counter) fit one of *blob*'s PolicyOR states or one
     of the signed *candidates*: asked after none fitted in the policy session, whose
     TPM_RC_VALUE answers carry no HMAC, before a PCR mismatch is reported."""
+    from tpmseal.recipes import revocation  # signed policies only: off unseal's path
+
     audit = start_salted(tpm, salt.public, salt.handle, TPM_SE.HMAC,
                          TPMA_SESSION.continueSession | TPMA_SESSION.audit)
     read: dict[PcrSelectionList, PcrStep] = {}

@@ -57,7 +57,7 @@ import contextlib
 import os
 from collections.abc import Collection, Iterator, Sequence
 from itertools import chain
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import (
@@ -78,7 +78,10 @@ from tpmseal.session.auth import AuthSession
 from tpmseal.wire import commands as cmds
 from tpmseal.wire.constants import TPM_ALG, TPM_RH, TPMA_NV, TPMA_SESSION
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import NvPublic, PcrSelectionList, Public
+from tpmseal.wire.structures import PcrSelectionList, Public
+
+if TYPE_CHECKING:  # wire/structures_cold.py: loaded on use
+    from tpmseal.wire.structures import NvPublic
 
 log = get_logger("tpmseal.store")
 
@@ -168,6 +171,8 @@ def nv_undefine(tpm: Tpm, index: int) -> None:
 def nv_define_write(tpm: Tpm, index: int, data: bytes) -> NvPublic:
     """Define an ordinary owner read/write index of exactly len(data) bytes and fill it;
     returns its public area."""
+    from tpmseal.wire.structures import NvPublic
+
     pub = NvPublic(index, TPM_ALG.SHA256, NV_ATTRS, b"", len(data))
     tpm.run(cmds.NV_DefineSpace(TPM_RH.OWNER, b"", pub))
     tpm.nv_write(index, data)

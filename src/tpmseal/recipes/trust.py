@@ -65,7 +65,7 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal import safejson
 from tpmseal.client.tpm import Tpm
@@ -85,7 +85,10 @@ from tpmseal.session.auth import AuthSession
 from tpmseal.wire.constants import TPM_SE, TPMA_SESSION
 from tpmseal.wire.marshal import parse_exact
 from tpmseal.wire.rc import TpmResponseError
-from tpmseal.wire.structures import NvPublic, Public
+from tpmseal.wire.structures import Public
+
+if TYPE_CHECKING:  # wire/structures_cold.py: loaded on use
+    from tpmseal.wire.structures import NvPublic
 
 FORMAT = "tpmseal-trust/2"
 #: one record per profile: still written while it can hold the file (rollback)
@@ -215,7 +218,11 @@ class TrustRecord:
 
 def _nv_public(d: dict[str, str]) -> dict[int, NvPublic]:
     """The ``nv_public`` hints: TPMS_NV_PUBLIC hex by index; each must describe its index."""
-    out = {}
+    out: dict[int, NvPublic] = {}
+    if not d:  # most trust files pin no NV index: leave wire/structures_cold.py unloaded
+        return out
+    from tpmseal.wire.structures import NvPublic
+
     for key, value in d.items():
         pub = parse_exact(bytes.fromhex(value), NvPublic.unmarshal, "TPMS_NV_PUBLIC")
         if pub.nv_index != int(key, 16):

@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass, field
 
 from tpmseal.errors import DecodeError
-from tpmseal.wire.frames import (
+from tpmseal.wire.decode import (
     Deciphered,
     DecodedCommand,
     DecodedResponse,

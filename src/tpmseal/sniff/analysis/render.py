@@ -31,15 +31,8 @@ from tpmseal.sniff.analysis.record import (
     safe_decode_response,
 )
 from tpmseal.sniff.analysis.values import bytes_text, handle_text, value_lines
-from tpmseal.wire.frames import (
-    AuthCommand,
-    AuthResponse,
-    Deciphered,
-    DecodedCommand,
-    DecodedField,
-    command_name,
-    session_attrs_text,
-)
+from tpmseal.wire.decode import Deciphered, DecodedCommand, DecodedField, command_name
+from tpmseal.wire.frames import AuthCommand, AuthResponse, session_attrs_text
 from tpmseal.wire.rc import SENTENCES, decode_rc
 
 _HL = "\x1b[1;97;41m"  # bold white on red

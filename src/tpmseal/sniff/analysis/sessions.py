@@ -53,14 +53,8 @@ from tpmseal.wire.constants import (
     TPM_ST,
     TPMA_SESSION,
 )
-from tpmseal.wire.frames import (
-    AuthCommand,
-    AuthResponse,
-    Deciphered,
-    DecodedCommand,
-    DecodedField,
-    DecodedResponse,
-)
+from tpmseal.wire.decode import Deciphered, DecodedCommand, DecodedField, DecodedResponse
+from tpmseal.wire.frames import AuthCommand, AuthResponse
 from tpmseal.wire.handles import shape
 from tpmseal.wire.marshal import u8, u32
 from tpmseal.wire.structures import SymDef, digest

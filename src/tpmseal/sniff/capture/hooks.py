@@ -41,14 +41,12 @@ from tpmseal.errors import DecodeError
 from tpmseal.sniff.analysis.record import Exchange, safe_decode_command, safe_decode_response
 from tpmseal.wire.commands import REGISTRY, Command, Response
 from tpmseal.wire.constants import TPM_ST
+from tpmseal.wire.decode import DecodedCommand, DecodedResponse, command_name
 from tpmseal.wire.frames import (
     HEADER_SIZE,
     AuthCommand,
     AuthResponse,
-    DecodedCommand,
-    DecodedResponse,
     build_response,
-    command_name,
     parse_header,
     split_command,
     split_response,

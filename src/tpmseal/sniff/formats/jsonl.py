@@ -27,7 +27,8 @@ from tpmseal.sniff.analysis.record import (
 )
 from tpmseal.sniff.analysis.values import handle_text, int_text, to_json
 from tpmseal.sniff.formats.output import open_private
-from tpmseal.wire.frames import Deciphered, DecodedCommand, DecodedField, session_attrs_text
+from tpmseal.wire.decode import Deciphered, DecodedCommand, DecodedField
+from tpmseal.wire.frames import session_attrs_text
 from tpmseal.wire.rc import decode_rc, rc_name
 
 
