@@ -131,3 +131,34 @@ def test_profile_conflict_is_explained(eve_sim: Simulator) -> None:
     assert_one_line_error(r, 2, "0x81000001", "the eve profile keeps its EK at 0x81000001, "
                           "where the tcg profile keeps its SRK: one TPM serves only one of "
                           "the two profiles")
+
+
+def test_decode_recognises_a_policy_or_blob(tcg_sim: Simulator, tmp_path: Path) -> None:
+    """A blob sealed to several states is format tpmseal-sealed/2: still a blob to decode."""
+    shown = cli(["pcrs", "show", "--pcrs", "sha256:0", "--json"])
+    (tmp_path / "a.json").write_bytes(shown.out)
+    (tmp_path / "b.json").write_text(json.dumps({"sha256": {"0": "55" * 32}}))
+    blob = tmp_path / "disk.json"
+    assert cli(["seal", "--pcrs", "sha256:0", "--pcr-values", str(tmp_path / "a.json"),
+                "--pcr-values", str(tmp_path / "b.json"), "--output", str(blob)],
+               stdin=secret_bytes()).rc == 0
+    assert b"tpmseal-sealed/2" in blob.read_bytes()
+    r = cli(["decode", "--json", str(blob)])
+    assert r.rc == 0, r.err
+    assert json.loads(r.out)["kind"] == "sealed-blob"
+
+
+def test_states_without_pcr_4_seal_and_a_zero_pcr_0_state_is_refused(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The unmeasured-boot check looks at the anchors a given state holds (here PCR 0
+    only): it once read PCR 4 from states that cannot have it (an internal KeyError)."""
+    (tmp_path / "a.json").write_text(json.dumps({"sha256": {"0": "11" * 32}}))
+    (tmp_path / "z.json").write_text(json.dumps({"sha256": {"0": "00" * 32}}))
+    ok = cli(["seal", "--pcrs", "sha256:0", "--pcr-values", str(tmp_path / "a.json"),
+              "--output", str(tmp_path / "a.blob")], stdin=secret_bytes())
+    assert ok.rc == 0, ok.err
+    r = cli(["seal", "--pcrs", "sha256:0", "--pcr-values", str(tmp_path / "a.json"),
+             "--pcr-values", str(tmp_path / "z.json"), "--output", str(tmp_path / "z.blob")],
+            stdin=secret_bytes())
+    assert_one_line_error(r, 2, "PCR sha256:0 is all zero")
+    assert not (tmp_path / "z.blob").exists()

@@ -176,15 +176,16 @@ def _serve(proxy: Proxy, sim_started: str | None = None) -> None:
 
 def _is_sealed_blob(data: bytes) -> bool:
     """A tpmseal blob file (``seal --output``), which people hand to decode too."""
-    from tpmseal.recipes.blob import FORMAT
+    from tpmseal.recipes.blob import FORMAT, FORMAT_2
 
-    if data.lstrip()[:1] != b"{" or FORMAT.encode() not in data[:4096]:
+    head = data[:4096]
+    if data.lstrip()[:1] != b"{" or not (FORMAT.encode() in head or FORMAT_2.encode() in head):
         return False
     try:
         doc = json.loads(data)  # a JSON lines capture fails at its second line
     except (ValueError, UnicodeDecodeError):
         return False
-    return isinstance(doc, dict) and doc.get("format") == FORMAT
+    return isinstance(doc, dict) and doc.get("format") in (FORMAT, FORMAT_2)
 
 
 def _describe_blob(args: argparse.Namespace, data: bytes) -> int:

@@ -179,7 +179,8 @@ class SealedBlob:
             raise BadInputError(f"{where} is not a tpmseal blob (it has no format field)",
                                 "pass the JSON file written by `tpmseal seal --output`")
         if fmt not in (FORMAT, FORMAT_2):
-            raise BadInputError(f"{where} has format {fmt!r}, this tpmseal reads {FORMAT!r}",
+            raise BadInputError(f"{where} has format {fmt!r}, this tpmseal reads {FORMAT!r} "
+                                f"and {FORMAT_2!r}",
                                 "upgrade tpmseal or re-seal the secret")
         try:
             return _parse(doc)

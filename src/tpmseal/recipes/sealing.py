@@ -107,8 +107,11 @@ def _with_anchors(pcrs: PcrSelectionList) -> PcrSelectionList:
 
 
 def _check_measured(values: dict[tuple[int, int], bytes], pcrs: PcrSelectionList) -> None:
+    """Refuse values whose PCR 0 or 4 is all zero (the seal's own read always holds
+    both; a given state holds the ones its selection names)."""
     zero = [f"{pcrspec.bank_name(b)}:{i}" for s in pcrs.selections for (b, i) in
-            ((s.hash_alg, i) for i in ANCHOR_PCRS) if not any(values[(b, i)])]
+            ((s.hash_alg, i) for i in ANCHOR_PCRS)
+            if (b, i) in values and not any(values[(b, i)])]
     if zero:
         raise UsageError(
             f"refusing to seal: PCR {', '.join(zero)} is all zero, so the boot was not "

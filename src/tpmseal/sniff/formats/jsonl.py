@@ -134,23 +134,23 @@ def _hex(value: Any, what: str, line: int) -> bytes | None:
         return None
     if not isinstance(value, str):
         raise BadInputError(f"line {line}: {what} is not a hex string",
-                            hint="pass a capture written by `tpmseal sniff --jsonl`")
+                            hint="pass a capture written by `tpmseal sniff --json`")
     try:
         return bytes.fromhex(value)
     except ValueError:
         raise BadInputError(f"line {line}: {what} is not valid hex",
-                            hint="pass a capture written by `tpmseal sniff --jsonl`") from None
+                            hint="pass a capture written by `tpmseal sniff --json`") from None
 
 
 def exchange_from_json(obj: Any, line: int = 0) -> Exchange:
     """Rebuild an :class:`Exchange` from one parsed JSON line."""
     if not isinstance(obj, dict) or not isinstance(obj.get("command"), dict):
         raise BadInputError(f"line {line}: not a tpmseal exchange object",
-                            hint="pass a capture written by `tpmseal sniff --jsonl`")
+                            hint="pass a capture written by `tpmseal sniff --json`")
     command = _hex(obj["command"].get("hex"), "command.hex", line)
     if command is None:
         raise BadInputError(f"line {line}: command.hex is missing",
-                            hint="pass a capture written by `tpmseal sniff --jsonl`")
+                            hint="pass a capture written by `tpmseal sniff --json`")
     resp = obj.get("response")
     response = _hex(resp.get("hex"), "response.hex", line) if isinstance(resp, dict) else None
     tpm_command: bytes | None = command
@@ -167,7 +167,7 @@ def exchange_from_json(obj: Any, line: int = 0) -> Exchange:
                         tpm_response, str(obj.get("note", "")))
     except (TypeError, ValueError, OverflowError):
         raise BadInputError(f"line {line}: a number field has the wrong type",
-                            "pass a capture written by `tpmseal sniff --jsonl`") from None
+                            "pass a capture written by `tpmseal sniff --json`") from None
 
 
 def read_jsonl(text: str) -> list[Exchange]:
@@ -177,7 +177,7 @@ def read_jsonl(text: str) -> list[Exchange]:
         if not line.strip():
             continue
         obj = safejson.loads(line, f"line {n}",
-                             "pass a capture written by `tpmseal sniff --jsonl`")
+                             "pass a capture written by `tpmseal sniff --json`")
         out.append(exchange_from_json(obj, n))
     return out
 

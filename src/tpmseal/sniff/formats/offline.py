@@ -146,7 +146,7 @@ def load(data: bytes, fmt: str | None = None, port: int = TPM_PORT, bus: str | N
             text = data.decode("utf-8")
         except UnicodeDecodeError:
             raise BadInputError("JSON lines capture is not UTF-8",
-                                hint="pass a capture written by `tpmseal sniff --jsonl`") from None
+                                hint="pass a capture written by `tpmseal sniff --json`") from None
         cap = Capture(read_jsonl(text))
     elif fmt == "raw":
         cap = read_raw(data)
