@@ -462,3 +462,9 @@ def test_reseal_keeps_the_signer(tcg_sim: Simulator, tmp_path: Path) -> None:
 def test_malformed_policy_files_are_typed_errors(text: bytes) -> None:
     with pytest.raises((BadInputError, UsageError)):
         signed.parse_policies(text, "p.json")
+
+
+def test_revoke_below_an_undefined_counter_says_how_to_define_it(tcg_sim: Simulator) -> None:
+    r = direct(tcg_sim, "policy", "revoke-below", "3", "--nv-index", "0x01500777")
+    expect_error(r, ExitCode.NOT_FOUND, "NV 0x1500777 is not defined")
+    assert "--min-version-nv" in r.err

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import IntegrityError, UsageError
+from tpmseal.errors import IntegrityError, NotFoundError, UsageError
 from tpmseal.records import replace
 from tpmseal.session.auth import AuthSession, PasswordSession
 from tpmseal.wire import commands as cmds
@@ -87,7 +87,15 @@ def revoke_below(tpm: Tpm, index: int, version: int, audit: AuthSession) -> int:
     *audit* (a salted session): NV_Increment's index joins no HMAC (owner password),
     so an interposer can redirect the increments and fake an unaudited read
     (tests/test_attack_revocation.py)."""
-    now = read_counter(tpm, index, audit)
+    try:
+        now = read_counter(tpm, index, audit)
+    except TpmResponseError as e:
+        if e.name != "HANDLE":
+            raise
+        raise NotFoundError(f"NV {index:#x} is not defined on this TPM: there is no "
+                            "revocation counter to raise", "seal with --authorized-by … "
+                            f"--min-version-nv {index:#x} first (it defines the counter), "
+                            "or pass the index the secret was sealed with") from None
     if version - now > MAX_INCREMENTS:
         raise UsageError(f"NV {index:#x} is at {now}; reaching {version} takes "
                          f"{version - now} increments (at most {MAX_INCREMENTS})",
