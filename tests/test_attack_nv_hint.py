@@ -29,6 +29,19 @@ MAIN_PRIVATE = 0x01800000
 RC_HANDLE_NV_2 = 0x28B  # TPM_RC_HANDLE on NV_Read's second handle, the index
 
 
+def other_index(ctx: HookContext) -> Verdict:
+    """Answer NV_ReadPublic of the main private index with another index's public area
+    (and its matching Name)."""
+    if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
+            ctx.response[6:10] != bytes(4) or \
+            int.from_bytes(ctx.command[10:14], "big") != MAIN_PRIVATE:
+        return None
+    real, auths = parse_response(ctx.response, ctx.command)
+    assert isinstance(real, cmds.NV_ReadPublicResponse)
+    fake = replace(real.nv_public, nv_index=MAIN_PRIVATE + 7)
+    return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
+
+
 def test_forged_nv_read_public_of_another_index_does_not_poison_the_trust_file(
         eve_sim: Simulator) -> None:
     """The interposer fails the hinted NV_Read, then answers NV_ReadPublic of the main
@@ -50,16 +63,6 @@ def test_forged_nv_read_public_of_another_index_does_not_poison_the_trust_file(
             return Respond(error_response(RC_HANDLE_NV_2))
         return None
 
-    def other_index(ctx: HookContext) -> Verdict:
-        if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
-                ctx.response[6:10] != bytes(4) or \
-                int.from_bytes(ctx.command[10:14], "big") != MAIN_PRIVATE:
-            return None
-        real, auths = parse_response(ctx.response, ctx.command)
-        assert isinstance(real, cmds.NV_ReadPublicResponse)
-        fake = replace(real.nv_public, nv_index=MAIN_PRIVATE + 7)
-        return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
-
     with interposer(eve_sim, on_command=fail_hinted_read, on_response=other_index) as p:
         r = tpm(p, "vault-key")
         assert "NV_ReadPublic" in names(p.exchanges)
@@ -79,16 +82,6 @@ def test_forged_public_area_of_another_index_in_reseal_nv_changes_nothing(
         first = tpm(p, "vault-key")
         expect_ok(first, size=32)
     watch = unchanged(eve_sim, eve_sim.state / "trust.json")
-
-    def other_index(ctx: HookContext) -> Verdict:
-        if ctx.code != TPM_CC.NV_ReadPublic or ctx.response is None or \
-                ctx.response[6:10] != bytes(4) or \
-                int.from_bytes(ctx.command[10:14], "big") != MAIN_PRIVATE:
-            return None
-        real, auths = parse_response(ctx.response, ctx.command)
-        assert isinstance(real, cmds.NV_ReadPublicResponse)
-        fake = replace(real.nv_public, nv_index=MAIN_PRIVATE + 7)
-        return success_response(cmds.NV_ReadPublicResponse(fake, fake.name()), auths)
 
     with interposer(eve_sim, on_response=other_index) as p:
         r = tpm(p, "reseal", "--profile", "eve", "--nv")
