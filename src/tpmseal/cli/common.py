@@ -105,10 +105,11 @@ def add_profile(p: argparse.ArgumentParser) -> None:
                    help="handle layout: tcg (TCG conventions, default) or eve (LF Edge EVE)")
 
 
-def add_json(p: argparse.ArgumentParser) -> None:
+def add_json(p: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``--json``; *help* names the command's keys (default: see README.md)."""
     p.add_argument("--json", action="store_true",
-                   help="print one JSON object with the keys documented in README.md "
-                        "(never the secret)")
+                   help=help or "print one JSON object with the keys documented in README.md "
+                                "(never the secret)")
 
 
 def json_needs_file(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import print_json
+from tpmseal.cli.common import add_json, print_json
 from tpmseal.recipes import demo
 from tpmseal.sniff.analysis.record import safe_decode_command
 from tpmseal.sniff.analysis.render import color_enabled, command_lines, response_lines, secret_spans
@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
                     "the key highlighted wherever it appears.")
     p.add_argument("--state", metavar="DIR", type=Path,
                    help="keep the simulator state here (default: a temporary directory)")
-    p.add_argument("--json", action="store_true", help="machine-readable summary")
+    add_json(p, "machine-readable summary")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(handler=run)
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
+from tpmseal.cli.common import add_json, add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.cli.probe import UNAUTHENTICATED
 from tpmseal.cli.seal import _pcr_spec
 from tpmseal.errors import PolicyMismatchError
@@ -24,8 +24,7 @@ def register(sub: Any) -> None:
     add_profile(show)
     show.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
                       help="PCRs to show (default: the profile's list)")
-    show.add_argument("--json", action="store_true",
-                      help="one JSON object: {BANK: {INDEX: HEX}}, plus \"authenticated\"")
+    add_json(show, 'one JSON object: {BANK: {INDEX: HEX}}, plus "authenticated"')
     show.add_argument("--authenticated", action="store_true",
                       help="read through an audit session salted with the pinned EK (needs "
                            "`tpmseal provision`), so an interposer cannot change the values")
@@ -38,8 +37,7 @@ def register(sub: Any) -> None:
     g = rec.add_mutually_exclusive_group(required=True)
     g.add_argument("--input", metavar="BLOB.json", dest="blob")
     g.add_argument("--nv", action="store_true", help="EVE's NV layout")
-    rec.add_argument("--json", action="store_true",
-                     help='print {"pcrs": SPEC, "pin": bool} as one JSON object')
+    add_json(rec, 'print {"pcrs": SPEC, "pin": bool} as one JSON object')
     rec.set_defaults(handler=run_recover)
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
+from tpmseal.cli.common import add_json, add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.cli.seal import _nv_index, _pcr_spec
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.files import write_atomic
@@ -31,8 +31,7 @@ def register(sub: Any) -> None:
     kg.add_argument("--type", choices=("ecc", "rsa"), default="ecc",
                     help="ecc: ECDSA P-256 (default); rsa: RSA-2048 (needed by systemd)")
     kg.add_argument("--force", action="store_true", help="replace existing key files")
-    kg.add_argument("--json", action="store_true",
-                    help='print {"command", "private", "public", "type", "fingerprint"}')
+    add_json(kg, 'print {"command", "private", "public", "type", "fingerprint"}')
     kg.set_defaults(handler=run_keygen)
     sg = psub.add_parser("sign", help="sign the PCR values of a release",
                          description="Sign approvedPolicy = PolicyPCR over the given PCR "
@@ -56,8 +55,7 @@ def register(sub: Any) -> None:
     sg.add_argument("--format", choices=("tpmseal", "systemd"), default="tpmseal",
                     help="systemd: systemd-measure's tpm2-pcr-signature.json shape (sha256 "
                          "PCRs, no --nv-index), which tpmseal reads too")
-    sg.add_argument("--json", action="store_true",
-                    help='print {"command", "output", "pcrs", "approved_policy", "version", '
+    add_json(sg, 'print {"command", "output", "pcrs", "approved_policy", "version", '
                          '"nv_index", "format"}')
     sg.set_defaults(handler=run_sign)
     rv = psub.add_parser("revoke-below", help="revoke every signed policy older than N",
@@ -67,8 +65,7 @@ def register(sub: Any) -> None:
     rv.add_argument("version", type=int, metavar="N")
     rv.add_argument("--nv-index", type=_nv_index, required=True, metavar="INDEX",
                     help="the counter given to seal --min-version-nv")
-    rv.add_argument("--json", action="store_true",
-                    help='print {"command", "nv_index", "counter", "authenticated"}')
+    add_json(rv, 'print {"command", "nv_index", "counter", "authenticated"}')
     rv.set_defaults(handler=run_revoke)
 
 

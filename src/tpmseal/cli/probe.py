@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, record_of
+from tpmseal.cli.common import add_json, add_profile, open_tpm, print_json, profile_of, record_of
 from tpmseal.recipes.probe import probe
 
 
@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
                                    "AES-128-CFB support, the profile's EK/SRK and EK "
                                    "certificates.")
     add_profile(p)
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "machine-readable output")
     p.add_argument("--authenticated", action="store_true",
                    help="read everything through an audit session salted with the pinned EK "
                         "(needs `tpmseal provision`), so an interposer cannot change it")

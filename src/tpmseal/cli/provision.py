@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tpmseal.cli.common import add_profile, open_tpm, print_json, profile_of, trust_of
+from tpmseal.cli.common import add_json, add_profile, open_tpm, print_json, profile_of, trust_of
 from tpmseal.errors import UsageError
 from tpmseal.files import locked
 from tpmseal.recipes.profiles import Profile, conflicts
@@ -34,7 +34,7 @@ def register(sub: Any) -> None:
     p.add_argument("--allow-legacy", action="store_true",
                    help="pin a TPM without AES-128-CFB (later seals put secrets on the bus in "
                         "plaintext)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(p, "machine-readable output")
     p.set_defaults(handler=run)
 
 
