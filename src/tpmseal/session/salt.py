@@ -21,7 +21,6 @@ import os
 from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tpmseal.errors import UsageError
 from tpmseal.records import record
@@ -29,8 +28,8 @@ from tpmseal.session.kdf import LABEL_SECRET, kdfe
 from tpmseal.wire.constants import HASH_SIZES, TPM_ALG, TPM_ECC, enum_name
 from tpmseal.wire.structures import EccParms, EccPoint, Public, RsaParms
 
-if TYPE_CHECKING:  # ECC loads on use: an RSA-salted unseal does not need it
-    from cryptography.hazmat.primitives.asymmetric import ec
+if TYPE_CHECKING:  # each key type loads on use: a salt needs only its own (~2 ms for RSA)
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
     PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
@@ -73,6 +72,8 @@ def public_key(pub: Public) -> PublicKey:
     """The RSA or ECC public key held in a TPM public area."""
     if pub.type == TPM_ALG.RSA and isinstance(pub.parameters, RsaParms):
         assert isinstance(pub.unique, bytes)
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         e = pub.parameters.exponent or 65537
         return rsa.RSAPublicNumbers(e, int.from_bytes(pub.unique, "big")).public_key()
     if pub.type == TPM_ALG.ECC and isinstance(pub.parameters, EccParms):
@@ -134,13 +135,17 @@ def make_salt(pub: Public) -> Salt:
     """Draw a fresh salt and encrypt it to the key *pub* (Part 1 Annex B.10.3 / C.6.1)."""
     key = public_key(pub)
     size = HASH_SIZES[pub.name_alg]
-    if isinstance(key, rsa.RSAPublicKey):
+    if pub.type == TPM_ALG.RSA:
+        from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+        assert isinstance(key, rsa.RSAPublicKey)
         value = os.urandom(size)
         h = crypto_hash(pub.name_alg)
         pad = padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=LABEL_SECRET)
         return Salt(value, key.encrypt(value, pad))
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    assert isinstance(key, ec.EllipticCurvePublicKey)
     eph = ec.generate_private_key(key.curve)
     z = eph.exchange(ec.ECDH(), key)
     n = (key.curve.key_size + 7) // 8

@@ -7,8 +7,8 @@ stays silent past the time-out gives a :class:`TransportError`, never a hang.
 
 from __future__ import annotations
 
+import _socket  # the C module under socket.py, whose own imports cost an unseal ~2 ms
 import errno
-import socket
 import time
 
 from tpmseal.errors import TransportError
@@ -18,7 +18,7 @@ HEADER = 10
 MAX_FRAME = 1 << 16
 
 
-def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0,
+def recv_exact(sock: _socket.socket, n: int, what: str, uri: str, got: int = 0,
                deadline: float | None = None) -> bytes:
     """Read exactly *n* bytes or raise :class:`TransportError`.
 
@@ -48,7 +48,7 @@ def recv_exact(sock: socket.socket, n: int, what: str, uri: str, got: int = 0,
     return bytes(buf)
 
 
-def read_frame(sock: socket.socket, uri: str, what: str = "response",
+def read_frame(sock: _socket.socket, uri: str, what: str = "response",
                deadline: float | None = None) -> bytes:
     """Read one TPM frame (header + body) from *sock*, by *deadline* if given."""
     head = recv_exact(sock, HEADER, what, uri, deadline=deadline)
@@ -58,15 +58,17 @@ def read_frame(sock: socket.socket, uri: str, what: str = "response",
     return head + recv_exact(sock, size - HEADER, what, uri, HEADER, deadline)
 
 
-def _open(uri: TpmUri, timeout: float) -> socket.socket:
+def _open(uri: TpmUri, timeout: float) -> _socket.socket:
     """Connect, closing the socket again if that fails."""
     if uri.scheme != "unix":
-        s = socket.create_connection((uri.host, uri.port), timeout=timeout)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
+        import socket  # name resolution and address-family fallback: socket.py's
+
+        t = socket.create_connection((uri.host, uri.port), timeout=timeout)
+        t.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return t
     deadline = time.monotonic() + timeout
     while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             s.settimeout(timeout)
             s.connect(uri.path)
@@ -85,7 +87,7 @@ def _open(uri: TpmUri, timeout: float) -> socket.socket:
         return s
 
 
-def connect(uri: TpmUri, timeout: float) -> socket.socket:
+def connect(uri: TpmUri, timeout: float) -> _socket.socket:
     """Connect to a unix or TCP socket with errors that say what to do."""
     try:
         s = _open(uri, timeout)

@@ -315,9 +315,9 @@ class Proxy:
             self._forget()
             return
         try:
-            with up:
-                relay(conn, up, self._wake_r)
+            relay(conn, up, self._wake_r)
         finally:
+            up.close()
             self._drop_conn(conn)
             self._forget()
 

@@ -9,6 +9,7 @@ the control channel is not TPM traffic and is relayed byte for byte.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import errno
 import os
@@ -120,7 +121,7 @@ class Upstream:
     def __init__(self, uri: TpmUri, timeout: float):
         self.uri = uri
         self.timeout = timeout
-        self._sock: socket.socket | None = None
+        self._sock: _socket.socket | None = None  # transport/stream.py's kind
         self._transport: Transport | None = None
 
     def open(self) -> None:
@@ -164,7 +165,7 @@ class Upstream:
             self._transport = None
 
 
-def relay(a: socket.socket, b: socket.socket, wake: socket.socket) -> None:
+def relay(a: _socket.socket, b: _socket.socket, wake: _socket.socket) -> None:
     """Copy bytes both ways between *a* and *b* until either side closes or *wake* fires."""
     peers = {a: b, b: a}
     while True:
