@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +42,22 @@ def run_in_root(root: Path, argv: list[str], env: dict[str, str], timeout: float
                           env={"PATH": "/sbin:/usr/sbin:/bin:/usr/bin", **env},
                           stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                           check=False)
+
+
+def bytecode(root: Path) -> set[Path]:
+    """The compiled modules in the tree. Python writes a .pyc for each module it had to
+    compile from source (the tree is writable, like an initramfs' rootfs), so the set is
+    unchanged by a run only if the hook compiled every module the run imports."""
+    return set(root.rglob("__pycache__/*.pyc"))
+
+
+def assert_compiled(root: Path) -> set[Path]:
+    """Every tpmseal module in the tree has its hash-based .pyc (PEP 552), unchecked."""
+    sources = [p for p in root.rglob("tpmseal/**/*.py") if "__pycache__" not in p.parts]
+    assert sources, "no tpmseal modules in the tree"
+    for source in sources:
+        pyc = source.parent / "__pycache__" / f"{source.stem}.{sys.implementation.cache_tag}.pyc"
+        assert pyc.is_file(), f"{source.relative_to(root)} has no bytecode"
+        flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
+        assert flags == 0b01, f"{pyc.relative_to(root)}: not unchecked hash-based ({flags})"
+    return bytecode(root)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import assert_no_leak
-from boot_support import BOOT, needs_root_namespaces, run_in_root
+from boot_support import BOOT, assert_compiled, bytecode, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from ptyrelay import PtyRelay
 from test_seal_support import cli
@@ -83,11 +83,13 @@ def test_dracut_initramfs_unlocks(tcg_sim: Simulator, tmp_path: Path) -> None:
                             check=False)
     assert verify.returncode == 0 and not verify.stderr.strip(), verify.stderr
     shutil.copy(img, root / "luks.img")
+    compiled = assert_compiled(root)
     with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
             PtyRelay(parse_uri(proxy.uri)) as relay:  # the tree's /dev/tpmrm0
         done = run_in_root(root, ["/usr/lib/tpmseal/tpmseal", "luks", "passphrase",
                                   "/luks.img"], {}, tpmrm=relay.pts)
         exchanges = proxy.exchanges
     assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert bytecode(root) == compiled, "the unlock compiled modules the hook did not"
     assert opens(img, done.stdout, 1), "the passphrase from the initramfs does not open it"
     assert_no_leak(exchanges, done.stdout)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import assert_no_leak
-from boot_support import BOOT, needs_root_namespaces, run_in_root
+from boot_support import BOOT, assert_compiled, bytecode, needs_root_namespaces, run_in_root
 from luks_support import make_image, needs_cryptsetup, opens
 from ptyrelay import PtyRelay
 from test_seal_support import cli
@@ -64,6 +64,7 @@ def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> N
                  str(tcg_sim.state / "trust.json").lstrip("/")):
         assert (root / path).exists(), path
     shutil.copy(img, root / "luks.img")
+    compiled = assert_compiled(root)
     # /dev/tpmrm0 in the tree is a pty relayed to swtpm through the sniffer: the keyscript
     # uses tpmseal's default device with nothing configured
     with Proxy(f"unix:{tmp_path / 'bus.sock'}", tcg_sim.uri) as proxy, \
@@ -73,5 +74,6 @@ def test_keyscript_inside_the_initramfs(tcg_sim: Simulator, tmp_path: Path) -> N
                            tpmrm=relay.pts)
         exchanges = proxy.exchanges
     assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert bytecode(root) == compiled, "the unlock compiled modules the hook did not"
     assert opens(img, done.stdout, 1), "the keyscript's output does not open the keyslot"
     assert_no_leak(exchanges, done.stdout)

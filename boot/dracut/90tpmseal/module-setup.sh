@@ -41,6 +41,12 @@ install() {
                 esac ;;
         esac
     done <<< "$listing"
+    # bytecode compiled once, here, as unchecked hash-based .pyc (PEP 552): without it every
+    # boot compiles each module from source again, about 4x the unlock's start-up
+    sed -n 's/^file \(.*\.py\)$/\1/p' <<< "$listing" | while read -r path; do
+        [[ -f $initdir$path ]] && echo "$initdir$path"
+    done | "$py" -m compileall -q --invalidation-mode unchecked-hash -s "$initdir" -p / -i - \
+        > /dev/null || dwarn "tpmseal: bytecode not compiled: each boot compiles it"
     python="$(sed -n 's/^python //p' <<< "$listing")"
     pythonpath="$(sed -n 's/^path //p' <<< "$listing" | paste -sd:)"
     mkdir -p "$initdir/usr/lib/tpmseal"
