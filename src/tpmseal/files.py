@@ -29,11 +29,14 @@ import errno
 import os
 import stat
 import sys
-from collections.abc import Iterator
 
 from tpmseal.errors import BadInputError, UsageError
 from tpmseal.interrupt import deferred
 from tpmseal.log import get_logger
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (cli/main.py: main)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 log = get_logger("tpmseal.files")
 

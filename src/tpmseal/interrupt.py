@@ -17,11 +17,11 @@ the resource manager or the next run cleans up, as after SIGKILL).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (cli/main.py: main)
 if TYPE_CHECKING:
     import signal
+    from collections.abc import Iterator
     from types import FrameType
 else:  # the C module itself: signal.py only wraps it in IntEnums (~0.5 ms of start-up)
     import _signal as signal

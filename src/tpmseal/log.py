@@ -12,8 +12,11 @@ use through :func:`on_first_use`.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (cli/main.py: main)
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 DEBUG, INFO, WARNING = 10, 20, 30
 

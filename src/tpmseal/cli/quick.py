@@ -22,7 +22,10 @@ set over the global ones.
 from __future__ import annotations
 
 from types import SimpleNamespace
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (cli/main.py: main)
+if TYPE_CHECKING:
+    from typing import Any
 
 #: add_argument keywords the reader understands; any other makes it defer to argparse
 _KEYWORDS = frozenset({"action", "dest", "default", "type", "choices", "required", "help",
