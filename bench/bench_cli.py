@@ -14,7 +14,10 @@ times, interleaved round by round (the order rotating each round):
   7 and 5 tool processes);
 * the floor: bench/floor_unseal.py sending tpmseal unseal's 5 commands with the
   same checks, once with ``cryptography`` and once with the standard library only,
-  on the interpreter of that same virtual environment.
+  on the interpreter of that same virtual environment;
+* ``tpmseal unseal`` and the floor again with the ``tcg`` TPM's ECC EK (pinned in a
+  trust file of its own), the salt ``provision --ek-type auto`` picks where the TPM
+  has one.
 
 Per row: the median wall and CPU (user+sys, the process and its children) time,
 the peak RSS (one more run under GNU time, Debian package ``time``), and the TPM
@@ -51,13 +54,16 @@ from bench_unseal import (
     tools_version,
 )
 
+from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.profiles import EVE, TCG
+from tpmseal.recipes.provision import provision
 from tpmseal.sniff.capture.proxy import Proxy
 
 FLOOR = Path(__file__).resolve().parent / "floor_unseal.py"
 SOURCE = FLOOR.parent.parent
 TOOLS_BASE = "tpm2-tools unseal"
 FLOOR_BASE = "floor (cryptography)"
+ECC_ROW, ECC_FLOOR = "tpmseal unseal, ECC EK", "floor (crypto, ECC EK)"
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None  # GNU time, for %M
 
 
@@ -152,6 +158,7 @@ class Setup:
         (self.tools_dir / "secret.bin").write_bytes(os.urandom(32))
         self.vault_key = b""
         self.tools = False
+        self.ecc_trust = base / "trust-ecc.json"
 
     def cli_argv(self, m: Machine, uri: str, *args: str) -> list[str]:
         return [*self.cli, "--tpm", uri, "--trust-file", str(m.trust_file), *args]
@@ -166,10 +173,14 @@ class Setup:
         """The rows, against these endpoints (the simulators, or proxies in front)."""
         tcg, eve, b = self.tcg, self.eve, self.base
         blob = str(b / "blob.json")
+        ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)  # same TPM, its ECC EK
         rows = [
             Row("tpmseal unseal", self.cli_argv(tcg, tcg_uri, "unseal", "--input", blob,
                                                 "--output", "-"), self.env,
                 expect("tpmseal unseal", self.key)),
+            Row(ECC_ROW, self.cli_argv(ecc, tcg_uri, "unseal", "--input",
+                                       str(b / "blob-ecc.json"), "--output", "-"), self.env,
+                expect(ECC_ROW, self.key)),
             Row("tpmseal seal", self.cli_argv(tcg, tcg_uri, "seal", "--input",
                                               str(b / "key.bin"), "--output",
                                               str(b / "blob2.json"), "--force"), self.env),
@@ -179,6 +190,9 @@ class Setup:
             Row(FLOOR_BASE, [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
                              str(tcg.trust_file), "tcg", blob, "crypto"], self.env,
                 expect("floor", self.key)),
+            Row(ECC_FLOOR, [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
+                            str(self.ecc_trust), "tcg", str(b / "blob-ecc.json"), "crypto"],
+                self.env, expect(ECC_FLOOR, self.key)),
             Row("floor (stdlib only)", [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
                                         str(tcg.trust_file), "tcg", blob, "stdlib"], self.env,
                 expect("floor", self.key)),
@@ -197,6 +211,13 @@ class Setup:
         seal = self.cli_argv(tcg, tcg.sim.uri, "seal", "--input", str(self.base / "key.bin"),
                              "--output", str(self.base / "blob.json"))
         subprocess.run(seal, env=self.env, check=True, capture_output=True)
+        with Tpm.open(tcg.sim.uri) as tpm:  # the same TPM's ECC EK, pinned in its own file
+            provision(tpm, tcg.profile, ek_type="ecc", trust_file=self.ecc_trust)
+        ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)
+        subprocess.run([*self.cli_argv(ecc, tcg.sim.uri, "seal", "--input",
+                                       str(self.base / "key.bin"), "--output",
+                                       str(self.base / "blob-ecc.json"))],
+                       env=self.env, check=True, capture_output=True)
         vault = self.cli_argv(eve, eve.sim.uri, "vault-key", "--profile", "eve")
         self.vault_key = subprocess.run(vault, env=self.env, check=True,
                                         capture_output=True).stdout
@@ -264,6 +285,12 @@ def table(info: dict[str, Any], rows: list[Row]) -> str:
         rss = f"{r.rss[0]:7.1f}" if r.rss else f"{'-':>7}"
         out.append(f"{r.name:<22} {w or 0:8.1f} {c or 0:7.1f} {rss} "
                    f"{len(r.commands):5d}  " + "  ".join(f"{x:>13}" for x in ratios))
+    if ECC_ROW in by and ECC_FLOOR in by:
+        e, f = by[ECC_ROW], by[ECC_FLOOR]
+        ew, ec, fw, fc = _med(e.wall), _med(e.cpu), _med(f.wall), _med(f.cpu)
+        if ew and ec and fw and fc:
+            out += ["", f"ECC EK (provision --ek-type auto on a TPM with one): {ECC_ROW} / "
+                        f"{ECC_FLOOR} = {ew / fw:.2f}x wall, {ec / fc:.2f}x cpu"]
     out += ["", "commands per operation:"]
     out += [f"  {r.name}: {' '.join(r.commands)}" for r in rows]
     return "\n".join(out)

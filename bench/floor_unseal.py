@@ -2,18 +2,19 @@
 """The floor of a Python unseal: the 5 TPM commands of ``tpmseal unseal``, nothing else.
 
 Reads tpmseal's trust file and sealed blob, connects to swtpm's unix socket and
-sends TPM2_Load, TPM2_StartAuthSession (salted with the pinned EK, RSA-OAEP),
+sends TPM2_Load, TPM2_StartAuthSession (salted with the pinned EK: RSA-OAEP or ECDH),
 TPM2_PolicyPCR, TPM2_Unseal and TPM2_FlushContext, with the checks tpmseal makes:
 the loaded object's Name against its public area, the Unseal response HMAC
 (Part 1 §19.6), the blob's check value; then it writes the secret to stdout.
 No argparse, no registry, no error messages worth the name: what is left is the
 interpreter, the sockets and the crypto. bench/bench_cli.py runs it as a process.
 
-Modes: ``crypto`` (default) uses ``cryptography`` for OAEP and AES-128-CFB
-response encryption, as tpmseal does. ``stdlib`` uses only the standard library:
+Modes: ``crypto`` (default) uses ``cryptography`` for the salt (RSA-OAEP, or for
+an ECC EK ECDH and KDFe, Part 1 Annex C.6.1) and AES-128-CFB response
+encryption, as tpmseal does. ``stdlib`` uses only the standard library:
 OAEP by ``pow()`` and hashlib, and — the standard library having no AES — the
 Unseal response without parameter encryption (HMAC still checked), so it is a
-lower bound, not an equivalent.
+lower bound, not an equivalent (and RSA only).
 
 Usage: floor_unseal.py SOCKET TRUST_FILE PROFILE BLOB [crypto|stdlib]
 """
@@ -30,7 +31,7 @@ import struct
 import sys
 
 RH_NULL, RS_PW = 0x40000007, 0x40000009
-SHA256, AES, CFB, SE_POLICY = 0x000B, 0x0006, 0x0043, 0x01
+SHA256, AES, CFB, SE_POLICY, ECC = 0x000B, 0x0006, 0x0043, 0x01, 0x0023
 ATTR_ENCRYPT = 0x40
 
 
@@ -80,6 +81,38 @@ def rsa_modulus(public: bytes) -> int:
     return int.from_bytes(n, "big")
 
 
+def ecc_point(public: bytes) -> tuple[bytes, bytes]:
+    """The unique point (x, y) of an ECC TPMT_PUBLIC (Part 2 §12.2.4), the rest skipped."""
+    at = 8
+    _, at = take2(public, at)  # authPolicy
+    (sym,) = struct.unpack_from(">H", public, at)
+    at += 2 if sym == 0x0010 else 6
+    (scheme,) = struct.unpack_from(">H", public, at)
+    at += 2 if scheme == 0x0010 else 4
+    at += 2  # curveID
+    (kdf,) = struct.unpack_from(">H", public, at)
+    at += 2 if kdf == 0x0010 else 4
+    x, at = take2(public, at)
+    y, _ = take2(public, at)
+    return x, y
+
+
+def ecdh_salt(public: bytes) -> tuple[bytes, bytes]:
+    """A salt for a P-256 EK and its encryption, the ephemeral point (Part 1 Annex C.6.1):
+    salt = KDFe(SHA-256, Z, "SECRET", x(Q_e), x(Q_tpm), 256), one hash block."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    x, y = ecc_point(public)
+    key = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"),
+                                        ec.SECP256R1()).public_key()
+    eph = ec.generate_private_key(ec.SECP256R1())
+    z = eph.exchange(ec.ECDH(), key)
+    nums = eph.public_key().public_numbers()
+    ex, ey = nums.x.to_bytes(32, "big"), nums.y.to_bytes(32, "big")
+    salt = hashlib.sha256(struct.pack(">I", 1) + z + b"SECRET\0" + ex + x).digest()
+    return salt, b2(ex) + b2(ey)
+
+
 def oaep_stdlib(n: int, message: bytes, label: bytes) -> bytes:
     """RSAES-OAEP-ENCRYPT (RFC 8017 §7.1.1) with SHA-256 and MGF1-SHA-256, e = 65537."""
     k, hlen = (n.bit_length() + 7) // 8, 32
@@ -121,7 +154,12 @@ def main(sock: str, trust_file: str, profile: str, blob_file: str, mode: str = "
 
     # TPM2_StartAuthSession: policy session salted with the pinned EK, AES-128-CFB
     salt = os.urandom(32)
-    if mode == "stdlib":
+    ecc = struct.unpack_from(">H", ek_public)[0] == ECC
+    if ecc and mode == "stdlib":
+        raise SystemExit("the stdlib mode salts with RSA only: the standard library has no ECDH")
+    if ecc:
+        salt, secret = ecdh_salt(ek_public)
+    elif mode == "stdlib":
         secret = oaep_stdlib(rsa_modulus(ek_public), salt, b"SECRET\0")
     else:
         from cryptography.hazmat.primitives import hashes
