@@ -22,7 +22,9 @@ the context swaps of Linux's /dev/tpmrm0 resource manager). Rows:
 Per row: TPM commands, the modelled chip time (deterministic: the sum of the
 delays), the context swaps the resource manager added, the wall time (median;
 host time plus the modelled delays) and ratios to EVE's row of the same
-operation. Only what this run measured is printed.
+operation; under a row that ECC-salts, a line with its chip time had each ECC
+salt cost the ECDHE upper bound instead of the charged one-multiplication figure
+(chip_model.py). Only what this run measured is printed.
 
 Usage: python bench/bench_chip.py [--runs N] [--chips SLB9672,SLB9670,NPCT75x]
 """
@@ -71,6 +73,7 @@ class Result:
     modelled: list[float] = field(default_factory=list)
     swaps: list[int] = field(default_factory=list)
     wall: list[float] = field(default_factory=list)
+    ecc_salts: int = 0  # ECC-salted StartAuthSessions of the last run
 
 
 @dataclass
@@ -297,6 +300,7 @@ def run(runs: int, chips: list[str], base: Path) -> list[Result]:
                             res.wall.append((time.perf_counter() - t0) * 1000)
                             res.modelled.append(ms)
                             res.swaps.append(swaps)
+                            res.ecc_salts = model.ecc_salts
                             if op.expected is not None and op.expected() != res.commands:
                                 raise SystemExit(f"{op.who}: the bus carried {res.commands}, "
                                                  f"the replay meant {op.expected()}")
@@ -313,7 +317,10 @@ def table(results: list[Result], runs: int) -> str:
            f"under the /dev/tpmrm0 model {via}",
            f"{runs} run(s) per row; chip ms = modelled TPM time (sum of delays, no host "
            "time); swaps = ContextLoad/Save/Flush added by /dev/tpmrm0; wall = host + chip, "
-           "median; ratio = chip ms / EVE's chip ms for the same operation", ""]
+           "median; ratio = chip ms / EVE's chip ms for the same operation; an ECC salt "
+           "costs the table's ecc_salt, and an 'ECDHE upper bound' line under a row that "
+           "ECC-salts gives its chip ms with ecdhe_agree instead (not measured: the same "
+           "delays with that one figure swapped)", ""]
     configs = list(dict.fromkeys(r.config for r in results))
     for config in configs:
         out.append(config)
@@ -332,6 +339,12 @@ def table(results: list[Result], runs: int) -> str:
             out.append(f"  {r.op:<24} {r.who:<26} {len(r.commands):4d} "
                        f"{int(statistics.median(r.swaps)):5d} {chip:8.1f} "
                        f"{statistics.median(r.wall):8.1f} {ratio:>6}")
+            model = CHIPS[config.split()[0]]
+            if r.ecc_salts and model.ecc_salt < model.ecdhe_agree:
+                bound = chip + r.ecc_salts * (model.ecdhe_agree - model.ecc_salt)
+                ratio = f"{bound / statistics.median(eve.modelled):5.2f}x" if eve else "-"
+                out.append(f"  {'':<24} {'  ECDHE upper bound':<26} {'':4} {'':5} "
+                           f"{bound:8.1f} {'':8} {ratio:>6}")
         out.append("")
     out.append("commands per operation (the last run):")
     seen: set[tuple[str, str]] = set()
