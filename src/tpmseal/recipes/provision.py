@@ -27,7 +27,8 @@ EK type ``auto`` (the CLI's default) salts sessions with the ECC EK (TCG EK
 template L-2, NIST P-256) when the TPM has that curve: every seal and unseal
 starts one salted session, and the TPM's side of an ECDH salt (Part 1 §19.6.13)
 costs less than an RSA-2048 OAEP decryption on an SLB9672 or NPCT75x by
-wolfTPM's published figures, though not on an SLB9670 (bench/chip_model.py).
+wolfTPM's published figures, and on an SLB9670 by its one-multiplication ECDSA
+figure though not by its ECDHE upper bound (bench/chip_model.py).
 A pinned EK, or one already persisted, keeps its type (see :func:`choose_ek_type`).
 """
 
