@@ -42,6 +42,15 @@ READ = [
     ["import", "--public", "p", "--private", "q", "--pcrs", "sha256:7", "--output", "o"],
     ["unseal", "--input", ""],
     ["unseal", "--input=a=--"],  # the value a=--: only a bare "--" value is argparse's
+    # the boot-time unlock: a nested sub-command and positional arguments
+    ["luks", "passphrase", "/dev/sda2"],
+    [*G, "luks", "passphrase", "/dev/sda2", "--token-id", "1", "--output", "-"],
+    ["luks", "passphrase", "--token-type", "tpmseal", "img", "--pin-file", "-"],
+    ["luks", "unlock", "img", "data", "--readonly"],
+    ["luks", "unlock", "--allow-discards", "img", "--profile", "eve", "data"],
+    ["luks", "test", "img", "--policy", "a", "--policy", "b", "--json"],
+    ["luks", "list", "-"], ["luks", "passphrase", ""],
+    ["luks", "remove", "img", "--token-id", "3"],
 ]
 
 #: lines argparse must handle: help, version, errors, abbreviations, odd spellings
@@ -59,6 +68,12 @@ DEFER = [
     ["nosuch"], ["--tpm"],
     # argparse 3.11 drops an explicit "--" value (the option becomes []): never read as "--"
     ["unseal", "--input", "a", "--output=--"], ["--tpm=--", "unseal", "--input", "a"],
+    ["luks"], ["luks", "--help"], ["luks", "passphrase"], ["luks", "passphrase", "--help"],
+    ["luks", "nosuch", "img"], ["luks", "passphrase", "a", "b"], ["luks", "unlock", "img"],
+    ["luks", "passphrase", "-x"], ["luks", "passphrase", "-1"],
+    ["luks", "--token-id", "1", "passphrase", "img"],  # an option before its sub-command
+    ["luks", "passphrase", "img", "--token-id", "one"], ["luks", "remove", "img"],
+    ["luks", "passphrase", "img", "--", "x"], ["luks", "passphrase", "--", "img"],
 ]
 
 
@@ -107,27 +122,39 @@ _VALUES = ["x", "-", "", "--", "-x", "-1", "a=b", "=", "sha256:7", "eve", "tcg",
            "-h", "--version"]
 
 
-def _flags(name: str) -> tuple[list[str], list[str]] | None:
-    top = quick.Declared()
-    commands = _declare(top)
-    try:
+def _commands() -> list[tuple[list[str], list[str], int, list[str]]]:
+    """Each command as (its words, its flags, its positionals, the global flags), the
+    sub-commands of a nested one (``luks passphrase``) each on its own."""
+    out = []
+    for name in COMMANDS:
+        top = quick.Declared()
+        commands = _declare(top)
         _quick_register(commands, name)
-    except quick.Unsupported:  # positionals or nested commands: argparse only
-        return None
-    parser = commands.parsers.get(name)
-    if parser is None or parser.commands is not None or not parser.flags:
-        return None
-    return list(parser.flags), list(top.flags)
+        parser = commands.parsers.get(name)
+        if parser is None:
+            continue
+        nested = parser.commands.parsers.items() if parser.commands else [(None, parser)]
+        for sub, p in nested:
+            if p.flags:
+                out.append(([name] if sub is None else [name, sub], list(p.flags),
+                            len(p.positionals), list(top.flags)))
+    return out
 
 
-def _generated(rng: random.Random, name: str, flags: list[str], top: list[str]) -> list[str]:
+def _generated(rng: random.Random, words: list[str], flags: list[str], positionals: int,
+               top: list[str]) -> list[str]:
     line: list[str] = []
     for _ in range(rng.randint(0, 2)):
         line.append(rng.choice(top))
         if line[-1] in ("--tpm", "--trust-file"):
             line.append(rng.choice(_VALUES))
-    line.append(name)
-    for _ in range(rng.randint(0, 6)):
+    line += words
+    free = rng.choice([positionals, positionals, max(0, positionals - 1), positionals + 1])
+    for _ in range(rng.randint(0, 6) + free):
+        if free and rng.random() < 0.4:
+            free -= 1
+            line.append(rng.choice(_VALUES))
+            continue
         flag, r = rng.choice(flags), rng.random()
         if r < 0.1:
             flag = flag[:rng.randint(3, max(3, len(flag) - 1))]  # an abbreviation
@@ -145,20 +172,19 @@ def test_generated_lines_are_read_as_argparse_does_or_deferred() -> None:
     repeated and misplaced options and odd values: whatever the quick reader reads,
     argparse must accept with the same namespace (before the fix, ``--output=--``
     was the file "--" here and [] for argparse)."""
-    rng, read = random.Random(20261201), 0
-    for name in COMMANDS:
-        declared = _flags(name)
-        if declared is None:
-            continue
+    rng, read, nested = random.Random(20261201), 0, 0
+    for declared in _commands():
         for _ in range(400):
-            argv = _generated(rng, name, *declared)
+            argv = _generated(rng, *declared)
             got = quick.parse(argv, _declare, _quick_register)
             if got is None:
                 continue
             read += 1
+            nested += len(declared[0]) > 1
             with contextlib.redirect_stderr(io.StringIO()):
                 assert vars(got) == _argparse(argv), argv
     assert read > 200, "the generator no longer makes lines the quick reader reads"
+    assert nested > 100, "nor nested sub-commands with positional arguments"
 
 
 @pytest.mark.parametrize("argv", [["unseal", "--input", "a", "--output=--"],

@@ -7,16 +7,17 @@ functions (which also generate ``--help``, the man pages and shell completion,
 tools/cli_docs.py): :func:`parse` runs those functions against recorders that
 only note each ``add_argument``, and then reads *argv* itself — but only when the
 line is plain: every word an exact option name (or ``--name=value``, the value not
-``--``, which argparse 3.11 drops), each value
-not starting with ``-`` (``-`` itself is a value), the choices and types
-accepting every value, nothing required missing and no mutually exclusive
+``--``, which argparse 3.11 drops) or, after the sub-command, the value of the next
+positional argument (a plain one: a name and at most a type, choices, metavar and
+help), each value not starting with ``-`` (``-`` itself is a value), the choices
+and types accepting every value, nothing required missing and no mutually exclusive
 options together. For anything else it returns None and the caller runs argparse,
 so ``--help``, abbreviations and every error message are argparse's own.
 
 The result matches argparse's namespace: action defaults, ``set_defaults``
 (overriding the action defaults as argparse does), ``type`` applied to given
-values and to string defaults, appended lists copied, the sub-command's values
-set over the global ones.
+values and to string defaults, appended lists copied, each sub-command's values
+(``luks passphrase``: two levels) set over those of the parser above it.
 """
 
 from __future__ import annotations
@@ -38,21 +39,27 @@ class Unsupported(Exception):
 
 
 class Option:
-    """One declared option."""
+    """One declared option, or positional argument."""
 
-    __slots__ = ("action", "choices", "default", "dest", "required", "type")
+    __slots__ = ("action", "choices", "default", "dest", "positional", "required", "type")
 
     def __init__(self, flags: tuple[str, ...], kw: dict[str, Any]) -> None:
-        if not flags or not all(f.startswith("-") for f in flags) or kw.keys() - _KEYWORDS \
-                or kw.get("action") not in _ACTIONS:
+        self.positional = len(flags) == 1 and not flags[0].startswith("-")
+        if not flags or kw.keys() - _KEYWORDS or kw.get("action") not in _ACTIONS:
+            raise Unsupported
+        if self.positional:
+            if kw.keys() - {"type", "choices", "metavar", "help"}:
+                raise Unsupported
+        elif not all(f.startswith("-") for f in flags):
             raise Unsupported
         self.action: str = kw.get("action") or "store"
         long = [f for f in flags if f.startswith("--")]
-        self.dest: str = kw.get("dest") or (long or flags)[0].lstrip("-").replace("-", "_")
+        self.dest: str = flags[0] if self.positional else \
+            kw.get("dest") or (long or flags)[0].lstrip("-").replace("-", "_")
         self.default: Any = kw.get("default", False if self.action == "store_true" else None)
         self.type: Any = kw.get("type")
         self.choices: Any = kw.get("choices")
-        self.required: bool = bool(kw.get("required"))
+        self.required: bool = self.positional or bool(kw.get("required"))
 
 
 class Declared:
@@ -61,6 +68,7 @@ class Declared:
     def __init__(self) -> None:
         self.flags: dict[str, Option] = {}
         self.options: list[Option] = []
+        self.positionals: list[Option] = []
         self.groups: list[tuple[bool, list[Option]]] = []
         self.defaults: dict[str, Any] = {}
         self.commands: Commands | None = None
@@ -70,8 +78,11 @@ class Declared:
         if "default" not in kw and option.dest in self.defaults:
             option.default = self.defaults[option.dest]  # argparse: parser-level default
         self.options.append(option)
-        for f in flags:
-            self.flags[f] = option
+        if option.positional:
+            self.positionals.append(option)
+        else:
+            for f in flags:
+                self.flags[f] = option
         return option
 
     def add_mutually_exclusive_group(self, required: bool = False) -> Group:
@@ -125,12 +136,21 @@ def _read(parser: Declared, words: list[str], ns: SimpleNamespace, *, stop: bool
     for dest, value in parser.defaults.items():
         if not hasattr(ns, dest):
             setattr(ns, dest, value)
-    i = 0
+    i, positionals = 0, iter(parser.positionals)
     while i < len(words):
         word, inline = words[i], None
         if not word.startswith("-") and stop:
             break
-        option: Option | None = parser.flags.get(word)
+        option: Option | None
+        if not stop and (word == "-" or not word.startswith("-")):
+            option = next(positionals, None)
+            if option is None:
+                raise Unsupported
+            seen.add(id(option))
+            i += 1
+            _store(option, word, ns)
+            continue
+        option = parser.flags.get(word)
         if option is None and word.startswith("--") and "=" in word:
             word, _, inline = word.partition("=")
             option = parser.flags.get(word)
@@ -151,13 +171,7 @@ def _read(parser: Declared, words: list[str], ns: SimpleNamespace, *, stop: bool
             value, i = words[i], i + 1
         else:
             raise Unsupported
-        if option.type is not None:
-            value = option.type(value)
-        if option.choices is not None and value not in option.choices:
-            raise Unsupported
-        if option.action == "append":
-            value = [*(getattr(ns, option.dest) or []), value]
-        setattr(ns, option.dest, value)
+        _store(option, value, ns)
     for declared in parser.options:
         if id(declared) in seen:
             continue
@@ -171,6 +185,31 @@ def _read(parser: Declared, words: list[str], ns: SimpleNamespace, *, stop: bool
         if given > 1 or (required and not given):
             raise Unsupported
     return i
+
+
+def _store(option: Option, value: str, ns: SimpleNamespace) -> None:
+    """Set *option* to *value* in *ns*, typed and checked as argparse does."""
+    typed: Any = value if option.type is None else option.type(value)
+    if option.choices is not None and typed not in option.choices:
+        raise Unsupported
+    if option.action == "append":
+        typed = [*(getattr(ns, option.dest) or []), typed]
+    setattr(ns, option.dest, typed)
+
+
+def _command(commands: Commands, words: list[str], ns: SimpleNamespace) -> None:
+    """The sub-command ``words[0]`` and what follows it, read into *ns* as argparse's
+    sub-parsers action does: its name, then its parser's values set over *ns*."""
+    parser = commands.parsers.get(words[0]) if words else None
+    if parser is None:
+        raise Unsupported
+    setattr(ns, commands.dest, words[0])
+    sub = SimpleNamespace()
+    at = _read(parser, words[1:], sub, stop=parser.commands is not None)
+    if parser.commands is not None:
+        _command(parser.commands, words[1 + at:], sub)
+    for key, value in vars(sub).items():
+        setattr(ns, key, value)
 
 
 def parse(argv: list[str], declare: Any, register: Any) -> Any:
@@ -187,14 +226,7 @@ def parse(argv: list[str], declare: Any, register: Any) -> Any:
         if at == len(argv):
             return None
         register(commands, argv[at])
-        parser = commands.parsers.get(argv[at])
-        if parser is None or parser.commands is not None:  # no nested sub-commands
-            return None
-        setattr(ns, commands.dest, argv[at])
-        sub = SimpleNamespace()
-        _read(parser, argv[at + 1:], sub, stop=False)
+        _command(commands, argv[at:], ns)
     except Exception:  # anything unusual is argparse's to handle, and to report
         return None
-    for key, value in vars(sub).items():
-        setattr(ns, key, value)
     return ns
