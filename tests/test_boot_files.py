@@ -29,6 +29,7 @@ NOT_AT_BOOT = {
     "tpmseal.wire.decode",            # the sniffer's decoder
     "tpmseal.recipes.probe",
     "tpmseal.recipes.ekcert",         # provision --ek-ca
+    "tpmseal.recipes.systemd_enroll",  # luks enroll --token-type systemd-tpm2
 }
 
 
@@ -71,3 +72,12 @@ def test_every_module_the_unlock_path_imports_on_use_is_listed() -> None:
                for target in _lazy_imports(module)
                if target not in listed and target not in NOT_AT_BOOT}
     assert not missing, f"add these to boot/boot-files (imported on use by): {missing}"
+
+
+def test_every_token_type_module_is_listed() -> None:
+    """recipes/unlockers.py imports a token type's module by its name, on use."""
+    from tpmseal.recipes.unlockers import KINDS, kind_module
+
+    assert set(KINDS.values()) <= _listed()
+    for kind in KINDS:
+        assert kind == kind_module(kind).TOKEN_TYPE

@@ -7,7 +7,7 @@ Containers have no device-mapper, so the key is checked with cryptsetup's own
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +143,13 @@ def test_key_never_in_argv(tcg_sim: Simulator, image: tuple[Path, Path],
                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Every cryptsetup run gets keys on stdin or /dev/fd pipes; none in its argv."""
     seen: list[list[str]] = []
-    real = subprocess.run
+    real = os.posix_spawn
 
-    def spy(argv: list[str], **kw: Any) -> subprocess.CompletedProcess[bytes]:
+    def spy(path: str, argv: list[str], env: Any, **kw: Any) -> int:
         seen.append(list(argv))
-        return real(argv, **kw)
+        return real(path, argv, env, **kw)
 
-    monkeypatch.setattr(subprocess, "run", spy)
+    monkeypatch.setattr(os, "posix_spawn", spy)
     img, pw = image
     _enroll(img, pw)
     assert cli(["luks", "test", str(img)]).rc == 0

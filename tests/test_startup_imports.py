@@ -4,7 +4,8 @@ Start-up is most of an unseal (README: Performance), and each stdlib module or
 tpmseal module on its path costs time and memory. The child process records
 ``sys.modules`` at exit; every tpmseal and standard-library module in it must be
 in tests/data/unseal_modules.txt (its standard-library part on the Python version
-named in its first line). cryptography's internal modules vary between its
+named in its first line); ``luks passphrase``, the boot-time unlock, may add its own
+few. cryptography's internal modules vary between its
 releases, so only a few heavy ones are forbidden by name, as are the standard
 library modules the start-up work removed. When an import is
 deliberately added, add it to the list (and measure with ``make bench``).
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from luks_support import make_image, needs_cryptsetup, opens
 from test_seal_support import cli, secret_bytes, write
 from tpmseal.transport.simulator import Simulator
 
@@ -29,7 +31,11 @@ FORBIDDEN_CRYPTOGRAPHY = ("cryptography.x509", "cryptography.hazmat.primitives.s
 FORBIDDEN_STDLIB = {"logging", "hashlib", "hmac", "dataclasses", "inspect", "tempfile", "shutil",
                     "datetime", "getpass", "json.tool", "email", "pathlib", "urllib", "fcntl",
                     "threading", "argparse", "gettext", "locale", "signal", "socket",
-                    "selectors"}
+                    "selectors", "subprocess"}
+#: what `luks passphrase` adds to the unseal path's list: its own modules (a tpmseal
+#: token's; another type's module loads only for a token of that type)
+LUKS = {"select", "tpmseal.cli.luks", "tpmseal.recipes.cryptsetup", "tpmseal.recipes.luks",
+        "tpmseal.recipes.unlockers"}
 
 RECORD = """\
 import atexit, sys
@@ -55,15 +61,39 @@ def test_unseal_imports_only_the_allowed_modules(tcg_sim: Simulator, tmp_path: P
     key = write(tmp_path / "key", secret_bytes())
     blob = tmp_path / "b.json"
     assert cli(["seal", "--input", str(key), "--output", str(blob)]).rc == 0
+    out, imported = _recorded(tmp_path, ["unseal", "--input", str(blob), "--output", "-"])
+    assert out == key.read_bytes()
+    _check(imported, set())
+    # each salt loads its own key type only (session/salt.py): ~2 ms for RSA's
+    other = {"rsa": "ec", "ecc": "rsa"}[ek_type]
+    assert f"cryptography.hazmat.primitives.asymmetric.{other}" not in imported
+
+
+@needs_cryptsetup
+def test_luks_passphrase_imports_the_unseal_path_and_its_own_modules(
+        tcg_sim: Simulator, tmp_path: Path) -> None:
+    """The boot-time unlock (a crypttab keyscript's `luks passphrase`): no argparse,
+    subprocess, logging or dataclasses, and no module of another token type."""
+    img, pw = make_image(tmp_path)
+    assert cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw)]).rc == 0
+    out, imported = _recorded(tmp_path, ["luks", "passphrase", str(img)])
+    assert opens(img, out, 1)
+    _check(imported, LUKS)
+
+
+def _recorded(tmp_path: Path, argv: list[str]) -> tuple[bytes, set[str]]:
+    """What ``tpmseal ARGV`` wrote to stdout, and the modules it had imported at exit."""
     modules = tmp_path / "modules.txt"
-    done = subprocess.run(
-        [sys.executable, "-c", RECORD, str(modules), "unseal", "--input", str(blob),
-         "--output", "-"], capture_output=True, env=dict(os.environ), timeout=60, check=False)
+    done = subprocess.run([sys.executable, "-c", RECORD, str(modules), *argv],
+                          capture_output=True, env=dict(os.environ), timeout=60, check=False)
     assert done.returncode == 0, done.stderr.decode()
-    assert done.stdout == key.read_bytes()
-    imported = set(modules.read_text().split())
+    return done.stdout, set(modules.read_text().split())
+
+
+def _check(imported: set[str], extra: set[str]) -> None:
+    """*imported* is within the list (and *extra*), and holds nothing forbidden."""
     header, *names = ALLOWED.read_text().splitlines()
-    allowed = set(names)
+    allowed = set(names) | extra
     # the standard library's own imports differ between Python versions: the list is
     # checked in full on the version that recorded it, tpmseal's part on any other
     same_python = header == f"# Python {sys.version_info[0]}.{sys.version_info[1]}"
@@ -72,6 +102,3 @@ def test_unseal_imports_only_the_allowed_modules(tcg_sim: Simulator, tmp_path: P
         f"new imports on the unseal path; keep them off it or add them to {ALLOWED.name}"
     assert not [m for m in imported if m.startswith(FORBIDDEN_CRYPTOGRAPHY)]
     assert imported & FORBIDDEN_STDLIB == set()
-    # each salt loads its own key type only (session/salt.py): ~2 ms for RSA's
-    other = {"rsa": "ec", "ecc": "rsa"}[ek_type]
-    assert f"cryptography.hazmat.primitives.asymmetric.{other}" not in imported

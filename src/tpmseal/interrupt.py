@@ -29,7 +29,6 @@ else:  # the C module itself: signal.py only wraps it in IntEnums (~0.5 ms of st
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-
 class _State:
     depth = 0  #: nesting of deferred() blocks
     pending: int | None = None  #: the signal held until the outermost block ends

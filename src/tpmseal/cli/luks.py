@@ -5,8 +5,6 @@ Keys and passphrases reach cryptsetup on pipes only (never argv, never a file).
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -22,11 +20,16 @@ from tpmseal.cli.common import (
 from tpmseal.cli.seal import _pcr_spec, add_policy_options, seal_policy
 from tpmseal.cli.secrets import add_pin_options, read_pin, write_secret
 from tpmseal.errors import UsageError
-from tpmseal.recipes import cryptsetup, luks, systemd_enroll, systemd_tpm2, unlockers
+from tpmseal.recipes import cryptsetup, luks, unlockers
 from tpmseal.recipes.pcrspec import format_pcrs
 
-if TYPE_CHECKING:  # signed policies load on use only
+if TYPE_CHECKING:  # signed policies, argparse and the enrolment of systemd tokens: on use
+    import argparse
+
     from tpmseal.recipes.signed import SignedPolicy
+
+#: the token type systemd-cryptenroll writes (recipes/systemd_tpm2.py, loaded on use)
+SYSTEMD = "systemd-tpm2"
 
 
 def register(sub: Any) -> None:
@@ -50,7 +53,7 @@ def register(sub: Any) -> None:
     e.add_argument("--allow-unmeasured", action="store_true",
                    help="seal even if PCR 0 or 4 is all zero (unmeasured boot)")
     add_policy_options(e, " (tpmseal tokens only)")
-    e.add_argument("--token-type", choices=(luks.TOKEN_TYPE, systemd_tpm2.TOKEN_TYPE),
+    e.add_argument("--token-type", choices=(luks.TOKEN_TYPE, SYSTEMD),
                    default=luks.TOKEN_TYPE,
                    help="tpmseal (default), or systemd-tpm2: a token systemd-cryptsetup and "
                         "cryptsetup's systemd-tpm2 plugin also unlock (one PCR bank)")
@@ -158,6 +161,8 @@ def _existing_passphrase(args: argparse.Namespace) -> bytes | None:
     if not sys.stdin.isatty():
         raise UsageError("an existing passphrase of the volume is needed to add a keyslot, "
                          "and there is no terminal", "pass --unlock-key-file FILE")
+    import getpass
+
     return getpass.getpass(f"existing passphrase for {args.device}: ").encode()
 
 
@@ -175,7 +180,9 @@ def run_enroll(args: argparse.Namespace) -> int:
     cryptsetup.header(args.device)  # not LUKS2: say so before asking for anything
     pin = read_pin(args, needed=False, confirm=True)
     passphrase = _existing_passphrase(args)
-    if args.token_type == systemd_tpm2.TOKEN_TYPE:
+    if args.token_type == SYSTEMD:
+        from tpmseal.recipes import systemd_enroll
+
         if args.authorized_by or args.pcr_values or args.min_version_nv is not None:
             raise UsageError("--authorized-by, --pcr-values and --min-version-nv apply to "
                              "tpmseal tokens", "drop them, or --token-type systemd-tpm2")

@@ -24,7 +24,6 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -36,6 +35,7 @@ from tpmseal.errors import BadInputError, DecodeError, IntegrityError, UsageErro
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.owner_primary import PRIMARY_ALGS, SealedUnderPrimary, unseal_under_primary
 from tpmseal.recipes.trust import TrustRecord
+from tpmseal.records import field, record
 from tpmseal.wire.marshal import Reader, parse_exact
 from tpmseal.wire.structures import PcrSelection, PcrSelectionList, Public
 
@@ -64,7 +64,7 @@ def b64url(text: object, what: str) -> bytes:
         raise BadInputError(f"{what} is not base64url", hint=JWE_HINT) from None
 
 
-@dataclass(frozen=True)
+@record
 class ClevisBinding:
     """A parsed clevis tpm2 binding (nothing in it is secret)."""
 

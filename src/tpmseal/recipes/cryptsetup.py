@@ -16,11 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
-import subprocess
+import select
+import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tpmseal.errors import (
     AuthFailedError,
@@ -28,6 +27,12 @@ from tpmseal.errors import (
     MissingToolError,
     UsageError,
 )
+from tpmseal.records import record
+
+if TYPE_CHECKING:
+    from signal import SIGKILL, SIGPIPE, SIGXFSZ
+else:  # the C module itself: signal.py only wraps it in IntEnums (interrupt.py)
+    from _signal import SIGKILL, SIGPIPE, SIGXFSZ
 
 #: LUKS2 has 32 keyslots and 32 tokens (LUKS2 on-disk format, §3.1).
 LUKS2_SLOTS = 32
@@ -50,12 +55,14 @@ class CryptsetupError(UsageError):
 
 
 def binary() -> str:
-    path = shutil.which("cryptsetup") or next(
-        (p for p in ("/usr/sbin/cryptsetup", "/sbin/cryptsetup") if os.access(p, os.X_OK)), None)
-    if path is None:
-        raise MissingToolError("cryptsetup is not installed",
-                               "install it (Debian/Ubuntu: apt-get install cryptsetup-bin)")
-    return path
+    """cryptsetup on $PATH (empty entries, the current directory, skipped), else in
+    /usr/sbin or /sbin, which a user's or an initramfs' PATH may lack."""
+    for d in (*os.get_exec_path(), "/usr/sbin", "/sbin"):
+        path = os.path.join(d, "cryptsetup")
+        if d and os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    raise MissingToolError("cryptsetup is not installed",
+                           "install it (Debian/Ubuntu: apt-get install cryptsetup-bin)")
 
 
 @contextlib.contextmanager
@@ -76,6 +83,98 @@ def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
             os.close(fd)
 
 
+def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes],
+          timeout: float) -> tuple[int, bytes, bytes] | None:
+    """Run *program* with *args* (``{0}``, ``{1}``... naming pipes holding *pipes*) and
+    *stdin* on its stdin; its exit code, stdout and stderr, or None once *timeout*
+    seconds have passed (it is then killed).
+
+    :func:`os.posix_spawn` rather than :mod:`subprocess`, whose import (threading,
+    selectors, signal's enums) is ~5 ms of every boot-time unlock. As subprocess
+    does, the child gets SIGPIPE and SIGXFSZ back at their defaults (Python ignores
+    them, and an ignored signal stays ignored across exec) and no descriptor but its
+    pipes: those this process inherited are closed in the child (subprocess's
+    ``close_fds``), Python opens the rest close-on-exec, and the pipes are handed over
+    by dup2, whose copies are not, in the child only (another thread's child cannot
+    inherit them). Each is first copied above every descriptor involved, so no dup2
+    overwrites a source still to be copied, whatever numbers the pipes got.
+    """
+    with _pipes([stdin, *pipes]) as fds:
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
+            base = max(*sources, out_r, err_r) + 1
+            high = list(range(base, base + len(sources)))
+            names = [f"/dev/fd/{fd}" for fd in high[1:len(fds)]]
+            argv = [program, *(a.format(*names) for a in args)]
+            actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]
+            actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
+                                                                        strict=True)]
+            actions += [(os.POSIX_SPAWN_DUP2, high[0], 0), (os.POSIX_SPAWN_DUP2, high[-2], 1),
+                        (os.POSIX_SPAWN_DUP2, high[-1], 2)]
+            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in (high[0], high[-2], high[-1])]
+            pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
+                                 file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+    return _collect(pid, out_r, err_r, timeout)
+
+
+def _inherited() -> list[int]:
+    """This process's descriptors above 2 that a child would inherit (from its own parent:
+    Python opens everything close-on-exec)."""
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:  # no /proc: nothing to close, as before subprocess's close_fds
+        return []
+    out = []
+    for name in names:
+        fd = int(name)
+        with contextlib.suppress(OSError):  # the descriptor listdir read them through
+            if fd > 2 and os.get_inheritable(fd):
+                out.append(fd)
+    return out
+
+
+def _collect(pid: int, out_r: int, err_r: int, timeout: float) -> tuple[int, bytes, bytes] | None:
+    """Read the child's stdout and stderr to their end and reap it (see :func:`spawn`);
+    closes both read ends, and kills the child on a time-out or an exception."""
+    chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    reaped = False
+    try:
+        poller = select.poll()
+        for fd in chunks:
+            poller.register(fd, select.POLLIN)
+        deadline, open_ = time.monotonic() + timeout, len(chunks)
+        while open_:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in poller.poll(left * 1000):
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
+                    poller.unregister(fd)
+                    open_ -= 1
+        status = os.waitpid(pid, 0)[1]
+        reaped = True
+        return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
+    finally:
+        if not reaped:  # a time-out, or an exception (a signal) while it runs
+            with contextlib.suppress(OSError):
+                os.kill(pid, SIGKILL)
+                os.waitpid(pid, 0)
+        os.close(out_r)
+        os.close(err_r)
+
+
 def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
         what: str = "cryptsetup") -> str:
     """Run ``cryptsetup ARGS``; ``{0}``, ``{1}``... in *args* name pipes holding *pipes*.
@@ -83,30 +182,26 @@ def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[byte
     Returns stdout. A failure raises :class:`CryptsetupError` (an
     :class:`AuthFailedError` for a rejected passphrase).
     """
-    with _pipes(pipes) as fds:
-        argv = [binary()] + [a.format(*(f"/dev/fd/{fd}" for fd in fds)) for a in args]
-        try:
-            p = subprocess.run(argv, input=stdin if stdin is not None else b"",
-                               capture_output=True, pass_fds=fds, timeout=600, check=False,
-                               env={**os.environ, "LC_ALL": "C"})
-        except subprocess.TimeoutExpired:
-            raise CryptsetupError(f"{what} did not finish within 10 minutes",
-                                  hint="check that the device is not busy, then retry") from None
-    if p.returncode == 0:
-        return p.stdout.decode(errors="replace")
-    lines = [ln for ln in p.stderr.decode(errors="replace").splitlines() if ln.strip()]
-    last = lines[-1].strip() if lines else f"exit code {p.returncode}"
-    if p.returncode == EXIT_BAD_PASSPHRASE:
+    done = spawn(binary(), args, stdin or b"", pipes, 600)
+    if done is None:
+        raise CryptsetupError(f"{what} did not finish within 10 minutes",
+                              hint="check that the device is not busy, then retry")
+    returncode, stdout, stderr = done
+    if returncode == 0:
+        return stdout.decode(errors="replace")
+    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    last = lines[-1].strip() if lines else f"exit code {returncode}"
+    if returncode == EXIT_BAD_PASSPHRASE:
         if not lines:  # --batch-mode says nothing
             last = "no key available with this passphrase"
         raise AuthFailedError(f"{what}: {last}", "check the passphrase or key file")
-    raise CryptsetupError(f"{what} failed: {last}", None, p.returncode)
+    raise CryptsetupError(f"{what} failed: {last}", None, returncode)
 
 
 # ------------------------------------------------------------------------- metadata
 
 
-@dataclass(frozen=True)
+@record
 class Header:
     """The parts of a LUKS2 header's JSON metadata tpmseal uses."""
 
@@ -140,14 +235,20 @@ def token_keyslots(token: Mapping[str, Any]) -> list[int]:
 
 
 def header(device: str) -> Header:
-    """The LUKS2 metadata of *device* (``luksDump --dump-json-metadata``)."""
+    """The LUKS2 metadata of *device* (``luksDump --dump-json-metadata``); only when
+    that fails, ``isLuks`` tells a device that is not LUKS2 from one cryptsetup cannot
+    read (one cryptsetup process fewer on every unlock)."""
     try:
-        run(["isLuks", "--type", "luks2", device], what=f"checking {device}")
+        text = run(["luksDump", "--dump-json-metadata", device],
+                   what=f"reading {device}'s header")
     except CryptsetupError:
-        raise UsageError(f"{device} is not a LUKS2 device",
-                         "give a LUKS2 device or image (cryptsetup luksFormat --type luks2)") \
-            from None
-    text = run(["luksDump", "--dump-json-metadata", device], what=f"reading {device}'s header")
+        try:
+            run(["isLuks", "--type", "luks2", device], what=f"checking {device}")
+        except CryptsetupError:
+            raise UsageError(f"{device} is not a LUKS2 device",
+                             "give a LUKS2 device or image (cryptsetup luksFormat --type "
+                             "luks2)") from None
+        raise
     try:
         doc = json.loads(text)
         slots = frozenset(int(k) for k in doc["keyslots"])

@@ -21,33 +21,33 @@ Order of header changes, so that a crash never loses access:
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import BadInputError, NotFoundError, UsageError
+from tpmseal.log import get_logger
 from tpmseal.recipes import cryptsetup, sealing
 from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.pcrspec import format_pcrs
 from tpmseal.recipes.policies import SealPolicy
 from tpmseal.recipes.profiles import Profile
 from tpmseal.recipes.trust import TrustRecord
+from tpmseal.records import record
 from tpmseal.wire.structures import PcrSelectionList
 
 if TYPE_CHECKING:  # signed policies load on use only
     from tpmseal.recipes.signed import SignedPolicy
 
-log = logging.getLogger("tpmseal.luks")
+log = get_logger("tpmseal.luks")
 
 TOKEN_TYPE = "tpmseal"  # noqa: S105 (a LUKS2 token type, not a password)
 BLOB_FIELD = "tpmseal-blob"
 KEY_BYTES = 32
 
 
-@dataclass(frozen=True)
+@record
 class Enrolled:
     token_id: int
     keyslot: int
@@ -109,6 +109,11 @@ def unseal_token(tpm: Tpm, token: Mapping[str, Any], token_id: int,
                          "and --profile")
     return sealing.unseal(tpm, blob_of(token, token_id), trust=trust, pin=pin,
                           policies=policies)
+
+
+def needs_pin(token: Mapping[str, Any], token_id: int) -> bool:
+    """Whether the token's blob was sealed with a PIN."""
+    return blob_of(token, token_id).pin
 
 
 def describe(token: Mapping[str, Any], token_id: int) -> dict[str, Any]:

@@ -33,12 +33,11 @@ binds PCR 7 next to the signed PCR 11), then PolicyAuthValue for a PIN.
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import equal
 from tpmseal.errors import (
     BUS_HINT,
     EK_MISMATCH,
@@ -50,6 +49,7 @@ from tpmseal.errors import (
 from tpmseal.recipes import pcrspec, sealing
 from tpmseal.recipes.blob import ENCRYPTED, SaltKey, SealedBlob
 from tpmseal.recipes.trust import TrustRecord, salted_session
+from tpmseal.records import record
 from tpmseal.session.auth import AuthSession
 from tpmseal.session.policy import (
     Authorizer,
@@ -88,7 +88,7 @@ PRIMARY_TEMPLATES = {
 PRIMARY_ALGS = tuple(PRIMARY_TEMPLATES)
 
 
-@dataclass(frozen=True)
+@record
 class PersistentParent:
     """A persistent storage key given by its handle and public area (systemd's SRK)."""
 
@@ -96,7 +96,7 @@ class PersistentParent:
     public: Public
 
 
-@dataclass(frozen=True)
+@record
 class SealedUnderPrimary:
     """A sealed object, its PolicyPCR selection and its parent: a transient primary of
     *primary_alg*, or *parent* when that is set."""
@@ -224,7 +224,7 @@ def _pcrs_match(tpm: Tpm, obj: SealedUnderPrimary, pin: bool,
         audit = salted_session(tpm, trust, TPMA_SESSION.continueSession | TPMA_SESSION.audit)
         with tpm.scoped(audit.handle):
             values = tpm.pcr_read(obj.pcrs, audit)
-    return hmac.compare_digest(compute_policy(obj.steps(values, pin)), obj.public.auth_policy)
+    return equal(compute_policy(obj.steps(values, pin)), obj.public.auth_policy)
 
 
 def _own_steps(tpm: Tpm, obj: SealedUnderPrimary, blob: SealedBlob, trust: TrustRecord,

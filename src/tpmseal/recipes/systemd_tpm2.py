@@ -39,13 +39,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
+from tpmseal.digests import digest
 from tpmseal.errors import BadInputError, DecodeError, UsageError
 from tpmseal.recipes import pcrspec
 from tpmseal.recipes.owner_primary import (
@@ -55,6 +54,7 @@ from tpmseal.recipes.owner_primary import (
     unseal_under_primary,
 )
 from tpmseal.recipes.trust import TrustRecord
+from tpmseal.records import record
 from tpmseal.session.policy import Authorizer, PolicyStep, compute_policy
 from tpmseal.wire.constants import TPM_ALG, TPM_HT, handle_type
 from tpmseal.wire.marshal import Reader
@@ -130,7 +130,7 @@ def _parse_pubkey(raw: bytes, where: str) -> Authorizer:
     return signer.authorizer_for(key)
 
 
-@dataclass(frozen=True)
+@record
 class SystemdToken:
     """A parsed ``systemd-tpm2`` token (nothing in it is secret)."""
 
@@ -231,8 +231,10 @@ def pin_auth(pin: bytes, salt: bytes | None = None) -> bytes:
     """The authValue systemd gives the sealed object: SHA-256 of the PIN, or with
     ``tpm2_salt`` of base64(PBKDF2-HMAC-SHA256(PIN, salt, 10000, 32))."""
     if salt is not None:
+        import hashlib  # PBKDF2 for tpm2_salt tokens only: libcrypto's, loaded on use
+
         pin = base64.b64encode(hashlib.pbkdf2_hmac("sha256", pin, salt, PBKDF2_ITERATIONS))
-    return hashlib.sha256(pin).digest()
+    return digest("sha256", pin)
 
 
 def default_signatures() -> list[SignedPolicy]:

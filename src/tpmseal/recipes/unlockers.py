@@ -1,67 +1,69 @@
 """Unlocking a LUKS2 volume from whichever TPM token it carries.
 
-Each supported token type has an unsealer returning the keyslot passphrase
-(``tpmseal``: :mod:`tpmseal.recipes.luks`; ``systemd-tpm2``:
-:mod:`tpmseal.recipes.systemd_tpm2`; ``clevis``: :mod:`tpmseal.recipes.clevis`).
-The passphrase is then checked against the token's keyslots by cryptsetup
-itself (``--test-passphrase``) or used to open the volume, always on a pipe.
+Each supported token type has a module (``tpmseal``: :mod:`tpmseal.recipes.luks`;
+``systemd-tpm2``: :mod:`tpmseal.recipes.systemd_tpm2`; ``clevis``:
+:mod:`tpmseal.recipes.clevis`) with the same three functions: ``unseal_token``
+returning the keyslot passphrase, ``describe`` and ``needs_pin``. A module is
+imported only for a header holding a token of its type: the boot-time unlock of a
+tpmseal token loads neither clevis' JOSE nor systemd's PIN hashing. The
+passphrase is then checked against the token's keyslots by cryptsetup itself
+(``--test-passphrase``) or used to open the volume, always on a pipe.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
-from tpmseal.recipes import clevis, cryptsetup, luks, systemd_tpm2
+from tpmseal.log import get_logger
+from tpmseal.recipes import cryptsetup
 from tpmseal.recipes.trust import TrustRecord
+from tpmseal.records import field, record
 
 if TYPE_CHECKING:  # signed policies load on use only
+    from types import ModuleType
+
     from tpmseal.recipes.signed import SignedPolicy
 
-log = logging.getLogger("tpmseal.luks")
+log = get_logger("tpmseal.luks")
 
-#: (tpm, token, token id, trust, pin) -> keyslot passphrase
-Unsealer = Callable[[Tpm, Mapping[str, Any], int, TrustRecord | None, bytes | None], bytes]
-
-
-@dataclass(frozen=True)
-class Kind:
-    unseal: Unsealer
-    describe: Callable[[Mapping[str, Any], int], dict[str, Any]]
-    needs_pin: Callable[[Mapping[str, Any], int], bool]
-
-
-KINDS: dict[str, Kind] = {
-    luks.TOKEN_TYPE: Kind(luks.unseal_token, luks.describe,
-                          lambda t, i: luks.blob_of(t, i).pin),
-    systemd_tpm2.TOKEN_TYPE: Kind(systemd_tpm2.unseal_token, systemd_tpm2.describe,
-                                  systemd_tpm2.needs_pin),
-    clevis.TOKEN_TYPE: Kind(clevis.unseal_token, clevis.describe, clevis.needs_pin),
+#: The token types tpmseal unlocks and the module of each, whose ``TOKEN_TYPE`` it is.
+KINDS: dict[str, str] = {
+    "tpmseal": "tpmseal.recipes.luks",
+    "systemd-tpm2": "tpmseal.recipes.systemd_tpm2",
+    "clevis": "tpmseal.recipes.clevis",
 }
 
-#: The unsealers that also take signed policies (``policies=``; systemd-tpm2's is
-#: called directly by :func:`unseal_with`).
-SIGNED: dict[str, Callable[..., bytes]] = {luks.TOKEN_TYPE: luks.unseal_token}
+
+def kind_module(kind: str) -> ModuleType:
+    """The module of token type *kind* (a key of :data:`KINDS`), imported on first use."""
+    name = KINDS[kind]
+    __import__(name)  # not importlib: the package costs start-up time (cli/main.py)
+    return sys.modules[name]
 
 
 def unseal_with(tpm: Tpm, token: Mapping[str, Any], token_id: int, trust: TrustRecord | None,
                 pin: bytes | None, policies: Sequence[SignedPolicy] = (),
                 pcrlock: str | None = None) -> bytes:
     """The keyslot passphrase of *token*, offering *policies* to the types that take them
-    and *pcrlock* (a pcrlock.json) to systemd-tpm2 tokens."""
+    (tpmseal tokens sealed to a signer, systemd-tpm2's tpm2_pubkey) and *pcrlock* (a
+    pcrlock.json) to systemd-tpm2 tokens."""
     kind = str(token.get("type", ""))
-    if kind == systemd_tpm2.TOKEN_TYPE:
-        return systemd_tpm2.unseal_token(tpm, token, token_id, trust, pin, policies, pcrlock)
-    if policies and kind in SIGNED:
-        return SIGNED[kind](tpm, token, token_id, trust, pin, policies=policies)
-    return KINDS[kind].unseal(tpm, token, token_id, trust, pin)
+    module = kind_module(kind)
+    secret: bytes
+    if kind == "systemd-tpm2":
+        secret = module.unseal_token(tpm, token, token_id, trust, pin, policies, pcrlock)
+    elif policies and kind == "tpmseal":
+        secret = module.unseal_token(tpm, token, token_id, trust, pin, policies=policies)
+    else:
+        secret = module.unseal_token(tpm, token, token_id, trust, pin)
+    return secret
 
 
-@dataclass(frozen=True)
+@record
 class TokenInfo:
     token_id: int
     kind: str
@@ -77,14 +79,14 @@ def list_tokens(device: str) -> list[TokenInfo]:
         detail: dict[str, Any] = {"supported": kind in KINDS}
         if kind in KINDS:
             try:
-                detail.update(KINDS[kind].describe(token, tid))
+                detail.update(kind_module(kind).describe(token, tid))
             except TpmsealError as e:
                 detail["error"] = e.one_line()
         out.append(TokenInfo(tid, kind, cryptsetup.token_keyslots(token), detail))
     return out
 
 
-@dataclass(frozen=True)
+@record
 class Candidate:
     token_id: int
     kind: str
@@ -94,7 +96,7 @@ class Candidate:
     def needs_pin(self) -> bool:
         """Whether the token asks for a PIN (a malformed one says so when it is tried)."""
         try:
-            return KINDS[self.kind].needs_pin(self.token, self.token_id)
+            return bool(kind_module(self.kind).needs_pin(self.token, self.token_id))
         except TpmsealError:
             return False
 
@@ -124,7 +126,7 @@ def candidates(device: str, token_id: int | None = None,
     return found
 
 
-@dataclass(frozen=True)
+@record
 class Unlocked:
     token_id: int
     kind: str

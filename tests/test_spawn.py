@@ -1,0 +1,67 @@
+"""recipes/cryptsetup.py spawn: what cryptsetup runs under instead of subprocess.
+
+Each property is one subprocess would give it: stdin and the named pipes
+delivered, stdout and stderr captured in full even when both exceed a pipe buffer,
+no descriptor of ours inherited but the pipes, SIGPIPE back at its default, the
+C locale, and a child past its time-out killed and reaped.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tpmseal.recipes.cryptsetup import spawn
+
+SH = "/bin/sh"
+
+
+def test_stdin_pipes_and_exit_code() -> None:
+    done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', "{0}",
+                      "{1}"], b"in", [b"first", b"second"], 10)
+    assert done == (3, b"in|first|second", b"")
+
+
+def test_large_stdout_and_stderr_together() -> None:
+    big = 200_000  # each beyond a 64 KiB pipe buffer: read both at once or deadlock
+    script = f"head -c {big} /dev/zero; head -c {big} /dev/zero >&2; head -c {big} /dev/zero"
+    done = spawn(SH, ["-c", script], b"", [], 30)
+    assert done is not None
+    rc, out, err = done
+    assert (rc, len(out), len(err)) == (0, 2 * big, big)
+
+
+def test_only_the_pipes_are_inherited() -> None:
+    mine = os.open(os.devnull, os.O_RDONLY)  # close-on-exec, as Python opens everything
+    given = os.open(os.devnull, os.O_RDONLY)
+    os.set_inheritable(given, True)  # as one inherited from this process's parent
+    try:
+        done = spawn(SH, ["-c", 'echo "$0"; exec ls /proc/self/fd', "{0}"], b"", [b"x"], 10)
+    finally:
+        os.close(mine)
+        os.close(given)
+    assert done is not None and done[0] == 0, done
+    named, *fds = done[1].split()
+    piped = int(named.removeprefix(b"/dev/fd/"))
+    # 0-2, the named pipe, and the descriptor ls opens to read /proc/self/fd
+    assert sorted(int(n) for n in fds if int(n) not in (0, 1, 2, piped)) == [3], fds
+
+
+def test_signals_and_locale_as_subprocess_leaves_them() -> None:
+    done = spawn(SH, ["-c", 'grep SigIgn /proc/self/status; echo "$LC_ALL"'], b"", [], 10)
+    assert done is not None
+    ignored = int(done[1].split()[1], 16)
+    assert not ignored & (1 << (13 - 1)), "SIGPIPE is still ignored in the child"
+    assert done[1].split()[-1] == b"C"
+
+
+def test_time_out_kills_and_reaps(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    t = time.monotonic()
+    assert spawn(SH, ["-c", f'echo $$ > "{pid_file}"; exec sleep 30'], b"", [], 1) is None
+    assert time.monotonic() - t < 10
+    with pytest.raises(ChildProcessError):  # killed, and reaped: no zombie is left
+        os.waitpid(int(pid_file.read_text()), os.WNOHANG)
