@@ -30,7 +30,7 @@ import struct
 import sys
 
 RH_NULL, RS_PW = 0x40000007, 0x40000009
-SHA256, AES, CFB, SE_POLICY = 0x000B, 0x0006, 0x0043, 0x01
+SHA256, AES, CFB, SE_POLICY, ALG_RSA = 0x000B, 0x0006, 0x0043, 0x01, 0x0001
 ATTR_ENCRYPT = 0x40
 
 
@@ -105,6 +105,9 @@ def main(sock: str, trust_file: str, profile: str, blob_file: str, mode: str = "
     if struct.pack(">H", SHA256) + hashlib.sha256(ek_public).digest() \
             != bytes.fromhex(trust["ek"]["name"]):
         raise SystemExit("EK public area does not match its pinned Name")
+    if ek_public[:2] != struct.pack(">H", ALG_RSA):  # TPMT_PUBLIC.type (Part 2 §12.2.4)
+        raise SystemExit("the pinned EK is not RSA, and this floor salts with RSA-OAEP only: "
+                         "provision the simulator with --ek-type rsa")
     ek, srk = int(trust["ek"]["handle"], 16), int(trust["srk"]["handle"], 16)
     public, private = base64.b64decode(blob["public"]), base64.b64decode(blob["private"])
     pcrs = blob["pcrs"]["sha256"]

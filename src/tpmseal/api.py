@@ -34,7 +34,7 @@ from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, VaultResult
 from tpmseal.recipes.pcrspec import parse_pcrs
 from tpmseal.recipes.policies import SealPolicy, any_of_states, pcr_policy, signed_by
-from tpmseal.recipes.profiles import Profile, get_profile
+from tpmseal.recipes.profiles import DEFAULT_EK_TYPE, Profile, get_profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store
 
 if TYPE_CHECKING:
@@ -85,18 +85,22 @@ def _record(tpm: Tpm, trust_file: str | PathLike[str] | None, profile: Profile, 
                 salt_name=salt)
 
 
-def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
+def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = DEFAULT_EK_TYPE,
               trust_file: str | PathLike[str] | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
     """Create the profile's EK and SRK if missing, persist them and pin them in the trust file.
 
-    Idempotent. *trust_file* defaults to ``$TPMSEAL_TRUST_FILE`` or
-    /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or directory) verifies the EK
-    certificate first; *repin* accepts an EK other than the pinned one (a replaced TPM);
-    *allow_legacy* pins a TPM without AES-128-CFB. The record is keyed by the EK's Name
-    and holds the address *tpm* was opened on, next to other TPMs' records. Raises
-    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one pinned at that
-    address; nothing is persisted on the TPM when it refuses.
+    Idempotent. *ek_type*: the EK that salts sessions, as the CLI's ``--ek-type``:
+    ``"auto"`` (the default, as the CLI's) keeps the type of a pinned or persisted EK, else
+    takes the ECC EK (NIST P-256) when the TPM has that curve, else RSA (the eve profile
+    stays RSA); ``"rsa"`` or ``"ecc"`` ask for one (another type than the one pinned raises
+    :class:`~tpmseal.errors.UsageError` unless *repin*). *trust_file* defaults to
+    ``$TPMSEAL_TRUST_FILE`` or /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or
+    directory) verifies the EK certificate first; *repin* accepts an EK other than the
+    pinned one (a replaced TPM); *allow_legacy* pins a TPM without AES-128-CFB. The record
+    is keyed by the EK's Name and holds the address *tpm* was opened on, next to other TPMs'
+    records. Raises :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one
+    pinned at that address; nothing is persisted on the TPM when it refuses.
     """
     from tpmseal.recipes.provision import provision as run
 
