@@ -1,11 +1,13 @@
-"""Named PCRs against the trust file's record of an NV object (recipes/stores.py, NvStore).
+"""Named PCRs and signers against the trust file's record of an NV object.
 
 An object tpmseal sealed into EVE's layout has a policy record in the trust file
-(``nv_records``), which says which PCRs it is sealed to. PCRs a user names
-(`unseal --nv --pcrs`, `reseal --nv --old-pcrs`, `vault-key --pcrs`) are honoured
-when they are the record's, in any order; other ones are refused with exit 2
-naming both lists, before any session starts, with NV and the trust file untouched
-and no secret printed, instead of being silently replaced by the record's.
+(``nv_records``), which says which PCRs (or signer) it is sealed to. PCRs a user
+names (`unseal --nv --pcrs`, `reseal --nv --old-pcrs`, `vault-key --pcrs`) are
+honoured when they are the record's, in any order; other ones are refused with exit
+2 naming both lists, before any session starts, with NV and the trust file
+untouched and no secret printed, instead of being silently replaced by the record's
+(recipes/stores.py, NvStore.candidates). So is a signer `--authorized-by` names
+that the record does not (recipes/lifecycle.py, _with_signer).
 """
 
 from __future__ import annotations
@@ -95,3 +97,33 @@ def test_api_refuses_pcrs_the_record_does_not_give(eve_sim: Simulator) -> None:
             tpmseal.reseal(tpm, "nv", profile="eve", old_pcrs=OTHER, pcrs="sha256:0,7")
         assert "drop --old-pcrs" in e.value.one_line()
         assert tpmseal.unseal(tpm, "nv", profile="eve", pcrs=SEALED) == key
+
+
+def test_unseal_refuses_a_signer_the_record_does_not_name(eve_sim: Simulator,
+                                                         tmp_path: Path) -> None:
+    pubs = {}
+    for name in ("signer", "other"):
+        pem = tmp_path / f"{name}.pem"
+        assert cli(["policy", "keygen", "--output", str(pem)]).rc == 0
+        pubs[name] = str(pem.with_suffix(".pub"))
+    key = write(tmp_path / "key", secret_bytes())
+    assert cli(["seal", *NV, "--pcrs", SEALED, "--input", str(key),
+                "--authorized-by", pubs["signer"]]).rc == 0
+    policy = tmp_path / "p.json"
+    assert cli(["policy", "sign", "--key", str(tmp_path / "signer.pem"), "--pcrs", SEALED,
+                "--current", "--output", str(policy)]).rc == 0
+    before = _state(eve_sim)
+    unseal = ["unseal", *NV, "--policy", str(policy)]
+    r = cli([*unseal, "--authorized-by", pubs["other"]])
+    assert_one_line_error(r, 2, "--authorized-by names signer", "says it is sealed to signer",
+                          "nothing was changed", "drop --authorized-by")
+    assert r.out == b"" and key.read_bytes().hex() not in r.err
+    assert _state(eve_sim) == before
+    assert cli([*unseal, "--authorized-by", pubs["signer"]]).out == key.read_bytes()
+    assert cli(unseal).out == key.read_bytes()
+
+    # a record of a plain PCR policy: a signer named for it is refused too
+    assert cli(["seal", *NV, "--force", "--pcrs", SEALED, "--input", str(key)]).rc == 0
+    r = cli(["unseal", *NV, "--authorized-by", pubs["signer"]])
+    assert_one_line_error(r, 2, "sealed to PCR values, not a signer")
+    assert r.out == b""

@@ -169,7 +169,8 @@ def _register_unseal(sub: Any) -> None:
 def _nv_signer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--authorized-by", metavar="SIGNER.pub",
                    help="with --nv, for an object the trust file has no record of (sealed by "
-                        "an older tpmseal): the signer it was sealed to")
+                        "an older tpmseal): the signer it was sealed to (a signer other than "
+                        "a record's is refused)")
     p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
                    help="with --nv --authorized-by: the revocation counter it was sealed with")
 
