@@ -102,7 +102,7 @@ class Bench:
         key = self.work / "key"
         key.write_bytes(os.urandom(32))
         self.eve("provision")
-        self.tpm(lambda t: provision(t, EVE, trust_file=self.trust_file))
+        self.tpm(lambda t: provision(t, EVE, ek_type="rsa", trust_file=self.trust_file))
 
         def boot(t: Tpm) -> None:
             for pcr in range(8):

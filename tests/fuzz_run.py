@@ -62,7 +62,7 @@ def main() -> int:
     try:
         sim.start()
         with Tpm.open(sim.uri) as t:
-            provision(t, get_profile("tcg"), trust_file=work / "trust.json")
+            provision(t, get_profile("tcg"), ek_type="rsa", trust_file=work / "trust.json")
         seeds = collect_seeds(sim.uri, work / "trust.json", work)
     finally:
         sim.stop()

@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 
 import tpmseal
-from test_seal_support import extend, secret_bytes
+from test_seal_support import cli, extend, secret_bytes
+from tpmseal.client.tpm import Tpm
+from tpmseal.recipes.profiles import TCG
 from tpmseal.transport.simulator import Simulator
+from tpmseal.wire import commands as cmds
+from tpmseal.wire.constants import TPM_RH
 
 
 def test_import_tpmseal_loads_nothing_else() -> None:
@@ -91,6 +95,23 @@ def test_provision(blank_sim: Simulator, tmp_path: Path) -> None:
         key = secret_bytes()
         blob = tpmseal.seal(tpm, key, trust_file=trust, allow_unmeasured=True)
         assert tpmseal.unseal(tpm, blob, trust_file=trust) == key
+
+
+def test_provision_defaults_to_the_clis_ek_type(blank_sim: Simulator, tmp_path: Path) -> None:
+    """The API's default EK type is the CLI's (``auto``): on the same fresh swtpm, which has
+    NIST P-256, both create and pin the ECC EK."""
+    r = cli(["--tpm", blank_sim.uri, "--trust-file", str(tmp_path / "cli.json"), "provision",
+             "--json"])
+    assert r.rc == 0, r.err
+    by_cli = json.loads(r.out)["ek"]
+    assert by_cli["created"]
+    ek = int(by_cli["handle"], 16)
+    with Tpm.open(blank_sim.uri) as t:  # a fresh TPM again: no persisted EK to keep
+        t.run(cmds.EvictControl(TPM_RH.OWNER, ek, ek))
+    with tpmseal.open_tpm(blank_sim.uri) as tpm:
+        by_api = tpmseal.provision(tpm, trust_file=tmp_path / "api.json")
+    assert by_api.ek.created and by_api.ek.handle == ek == TCG.ek_ecc
+    assert by_api.ek.name.hex() == by_cli["name"]  # the same template: the same key
 
 
 def test_unreachable_tpm_is_a_typed_error(tmp_path: Path) -> None:

@@ -568,6 +568,6 @@ def test_forged_reread_during_reseal_nv_cannot_lose_the_secret(eve_sim: Simulato
     with interposer(eve_sim, on_command=attack) as p:
         r = tpm(p, "reseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7")
     assert r.rc != 0
-    # whatever the interposer did, one complete copy is left, and it unseals
-    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv", "--pcrs", "sha256:0,4,7"),
-              key.read_bytes())
+    # whatever the interposer did, one complete copy is left, and it unseals (with the
+    # PCRs its record gives: naming the old or the new list would refuse the other copy)
+    expect_ok(direct(eve_sim, "unseal", "--profile", "eve", "--nv"), key.read_bytes())

@@ -169,7 +169,7 @@ def other_tpm(tmp_path: Path) -> Iterator[Simulator]:
     s = Simulator(d)
     s.start()
     with Tpm.open(s.uri) as t:
-        provision(t, get_profile("tcg"), trust_file=d / "trust.json")
+        provision(t, get_profile("tcg"), ek_type="rsa", trust_file=d / "trust.json")
     measure_boot(s)
     yield s
     s.stop()

@@ -116,7 +116,7 @@ def all_banks_template() -> Iterator[Path]:
     s.start()
     try:
         with Tpm.open(s.uri) as t:
-            provision(t, get_profile("tcg"), trust_file=d / "trust.json")
+            provision(t, get_profile("tcg"), ek_type="rsa", trust_file=d / "trust.json")
     finally:
         s.stop()
     yield d

@@ -34,7 +34,7 @@ from tpmseal.recipes.blob import SealedBlob
 from tpmseal.recipes.lifecycle import UnsealOptions, VaultResult
 from tpmseal.recipes.pcrspec import parse_pcrs
 from tpmseal.recipes.policies import SealPolicy, any_of_states, pcr_policy, signed_by
-from tpmseal.recipes.profiles import Profile, get_profile
+from tpmseal.recipes.profiles import DEFAULT_EK_TYPE, Profile, get_profile
 from tpmseal.recipes.stores import FileStore, NvStore, Store
 
 if TYPE_CHECKING:
@@ -85,18 +85,22 @@ def _record(tpm: Tpm, trust_file: str | PathLike[str] | None, profile: Profile, 
                 salt_name=salt)
 
 
-def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = "rsa",
+def provision(tpm: Tpm, *, profile: str | Profile = "tcg", ek_type: str = DEFAULT_EK_TYPE,
               trust_file: str | PathLike[str] | None = None, ek_ca: str | None = None,
               repin: bool = False, allow_legacy: bool = False) -> ProvisionResult:
     """Create the profile's EK and SRK if missing, persist them and pin them in the trust file.
 
-    Idempotent. *trust_file* defaults to ``$TPMSEAL_TRUST_FILE`` or
-    /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or directory) verifies the EK
-    certificate first; *repin* accepts an EK other than the pinned one (a replaced TPM);
-    *allow_legacy* pins a TPM without AES-128-CFB. The record is keyed by the EK's Name
-    and holds the address *tpm* was opened on, next to other TPMs' records. Raises
-    :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one pinned at that
-    address; nothing is persisted on the TPM when it refuses.
+    Idempotent. *ek_type*: the EK that salts sessions, as the CLI's ``--ek-type``:
+    ``"auto"`` (the default, as the CLI's) keeps the type of a pinned or persisted EK, else
+    takes the ECC EK (NIST P-256) when the TPM has that curve, else RSA (the eve profile
+    stays RSA); ``"rsa"`` or ``"ecc"`` ask for one (another type than the one pinned raises
+    :class:`~tpmseal.errors.UsageError` unless *repin*). *trust_file* defaults to
+    ``$TPMSEAL_TRUST_FILE`` or /var/lib/tpmseal/trust.json; *ek_ca* (a PEM file or
+    directory) verifies the EK certificate first; *repin* accepts an EK other than the
+    pinned one (a replaced TPM); *allow_legacy* pins a TPM without AES-128-CFB. The record
+    is keyed by the EK's Name and holds the address *tpm* was opened on, next to other TPMs'
+    records. Raises :class:`~tpmseal.errors.TrustError` (6) when the EK is not the one
+    pinned at that address; nothing is persisted on the TPM when it refuses.
     """
     from tpmseal.recipes.provision import provision as run
 
@@ -143,11 +147,12 @@ def seal(tpm: Tpm, secret: bytes, *, policy: SealPolicy | None = None,
 
 
 def _source(source: str | PathLike[str] | SealedBlob, profile: Profile,
-            rec: TrustRecord | None, pcrs: PcrSelectionList | None, pin: bool) -> Store:
+            rec: TrustRecord | None, pcrs: PcrSelectionList | None, pin: bool,
+            pcrs_option: str = "--pcrs") -> Store:
     if isinstance(source, SealedBlob):
         return _Given(source)
     if isinstance(source, str) and source == "nv":
-        return NvStore.for_profile(profile, pcrs, rec, pin)
+        return NvStore.for_profile(profile, pcrs, rec, pin, pcrs_option=pcrs_option)
     return FileStore(Path(source))
 
 
@@ -180,10 +185,12 @@ def unseal(tpm: Tpm, source: str | PathLike[str] | SealedBlob, *,
     """Unseal the secret in *source*: a blob file path, a :class:`SealedBlob`, or ``"nv"``
     (the string: the profile's NV layout; a file named nv is ``Path("nv")`` or ``"./nv"``).
 
-    *pcrs* applies to ``"nv"`` only (a blob records its PCRs; so does the trust file for
-    an object tpmseal stored in NV). With *recover*, a policy failure of a blob without
-    recorded values searches for the PCR list it covers. *policies*: signed policy files
-    or directories, for a secret sealed :func:`signed_by` a key.
+    *pcrs* applies to ``"nv"`` only (a blob records its PCRs; so does the trust file for an
+    object tpmseal stored in NV, and *pcrs* other than the record's raise
+    :class:`~tpmseal.errors.UsageError`, 2, before any session starts). With *recover*,
+    a policy failure of a blob without recorded values searches for the PCR list it
+    covers. *policies*: signed policy files or directories, for a secret sealed
+    :func:`signed_by` a key.
     Raises :class:`~tpmseal.errors.PolicyMismatchError` (5) naming the changed PCRs,
     :class:`~tpmseal.errors.AuthFailedError` (9) for a wrong PIN,
     :class:`~tpmseal.errors.IntegrityError` (6) when a response fails its checks.
@@ -218,14 +225,15 @@ def reseal(tpm: Tpm, source: str | PathLike[str], *, policy: SealPolicy | None =
     of the PCRs it is sealed to now), crash-safely: at every moment one copy unseals.
 
     *output* writes the new blob elsewhere instead of replacing *source*. *old_pcrs*: with
-    ``"nv"``, the PCRs an object with no record is sealed to now. *policies*: signed
+    ``"nv"``, the PCRs an object with no record is sealed to now (other ones than a record's
+    raise :class:`~tpmseal.errors.UsageError`). *policies*: signed
     policies, for a secret sealed to a signer.
     """
     prof = _profile(profile)
     with trust.naming(_path(trust_file)):
         rec = _record(tpm, trust_file, prof, required=not legacy, source=source)
         lifecycle.refuse_downgrade(legacy, rec, allow_downgrade)
-        store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None)
+        store = _source(source, prof, rec, _pcrs(old_pcrs), pin is not None, "--old-pcrs")
         target = FileStore(Path(output)) if output is not None else None
         sel = _pcrs(pcrs)
         new: lifecycle.NewPolicy = policy.with_pcrs(sel) if policy is not None else (
@@ -242,7 +250,9 @@ def vault_key(tpm: Tpm, *, pcrs: str | PcrSelectionList | None = None,
               allow_unmeasured: bool = False) -> VaultResult:
     """EVE's FetchSealedVaultKey: generate and seal a key into NV, migrate a legacy
     plaintext key, or unseal the sealed one. ``result.key`` is the key, ``result.action``
-    says which (``"generated"``, ``"migrated"``, ``"unsealed"``)."""
+    says which (``"generated"``, ``"migrated"``, ``"unsealed"``). *pcrs*: what a new key is
+    sealed to; for a sealed one, PCRs other than its trust file record's raise
+    :class:`~tpmseal.errors.UsageError`."""
     prof = _profile(profile)
     lifecycle.require_nv(prof)
     with trust.naming(_path(trust_file)):

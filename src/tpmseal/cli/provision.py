@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 from tpmseal.cli.common import add_json, add_profile, open_tpm, print_json, profile_of, trust_of
 from tpmseal.errors import UsageError
 from tpmseal.files import locked
-from tpmseal.recipes.profiles import Profile, conflicts
-from tpmseal.recipes.provision import EK_TYPES, provision
+from tpmseal.recipes.profiles import DEFAULT_EK_TYPE, EK_TYPES, Profile, conflicts
+from tpmseal.recipes.provision import provision
 
 if TYPE_CHECKING:  # argparse loads only when parsing needs it (cli/quick.py)
     import argparse
@@ -23,7 +23,7 @@ def register(sub: Any) -> None:
                     "creates exactly EVE's keys (its EK template under the owner hierarchy); "
                     "with --ek-ca the certified EK at the TCG handle salts the sessions.")
     add_profile(p)
-    p.add_argument("--ek-type", choices=EK_TYPES, default="auto",
+    p.add_argument("--ek-type", choices=EK_TYPES, default=DEFAULT_EK_TYPE,
                    help="EK that salts sessions: auto (default: the pinned or persisted one, "
                         "else ecc when the TPM has NIST P-256, else rsa), rsa (template L-1) "
                         "or ecc (L-2, P-256; a cheaper salt on most SPI TPMs)")

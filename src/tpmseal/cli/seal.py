@@ -61,8 +61,8 @@ def register_one(sub: Any, name: str) -> None:
 def _pcrs_option(p: argparse.ArgumentParser, help_: str,
                  default: str = "the profile's list") -> None:
     p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
-                   help=f"{help_}, e.g. sha256:0,1,2,3,4,6,7 or sha256:0,7+sha384:0 "
-                        f"(default: {default})")
+                   help=f"{help_} (e.g. sha256:0,1,2,3,4,6,7 or sha256:0,7+sha384:0; "
+                        f"default: {default})")
 
 
 def _pcr_spec(text: str) -> PcrSelectionList:
@@ -145,7 +145,9 @@ def _register_unseal(sub: Any) -> None:
                                    "as `cryptsetup open --key-file=-`) or to a 0600 file.")
     add_profile(p)
     _storage(p, "in")
-    _pcrs_option(p, "with --nv: the PCRs the secret was sealed to")
+    _pcrs_option(p, "with --nv: the PCRs the secret was sealed to, needed only for an object "
+                    "the trust file has no record of (EVE's, an older tpmseal's); for one it "
+                    "records, PCRs other than the record's are refused")
     p.add_argument("--output", metavar="FILE|-", help="where to write the secret "
                                                       "(default stdout, refused on a terminal)")
     p.add_argument("--legacy", action="store_true", help="no parameter encryption")
@@ -167,7 +169,8 @@ def _register_unseal(sub: Any) -> None:
 def _nv_signer_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--authorized-by", metavar="SIGNER.pub",
                    help="with --nv, for an object the trust file has no record of (sealed by "
-                        "an older tpmseal): the signer it was sealed to")
+                        "an older tpmseal): the signer it was sealed to (a signer other than "
+                        "a record's is refused)")
     p.add_argument("--min-version-nv", metavar="INDEX", type=_nv_index,
                    help="with --nv --authorized-by: the revocation counter it was sealed with")
 
@@ -184,7 +187,9 @@ def _register_reseal(sub: Any) -> None:
     p.add_argument("--force", action="store_true",
                    help="let --output replace another sealed secret (which is then lost)")
     p.add_argument("--old-pcrs", metavar="SPEC", type=_pcr_spec,
-                   help="with --nv: the PCRs the secret is sealed to now")
+                   help="with --nv: the PCRs the secret is sealed to now, needed only for an "
+                        "object the trust file has no record of (PCRs other than a record's "
+                        "are refused)")
     p.add_argument("--legacy", action="store_true", help="no parameter encryption")
     p.add_argument("--allow-downgrade", action="store_true",
                    help="allow --legacy on a secret sealed with parameter encryption")
@@ -239,10 +244,11 @@ def _trust(args: argparse.Namespace, profile: Profile, *, required: bool,
 
 
 def _store(args: argparse.Namespace, profile: Profile, rec: TrustRecord | None,
-           pcrs: PcrSelectionList | None, pin: bool = False) -> Store:
+           pcrs: PcrSelectionList | None, pin: bool = False,
+           pcrs_option: str = "--pcrs") -> Store:
     if args.nv:
         return NvStore.for_profile(profile, pcrs, rec, pin,
-                                   getattr(args, "accept_sealed_object", False))
+                                   getattr(args, "accept_sealed_object", False), pcrs_option)
     return FileStore(args.blob)
 
 
@@ -373,7 +379,7 @@ def run_reseal(args: argparse.Namespace) -> int:
     refuse_downgrade(args.legacy, rec, args.allow_downgrade)
     with locked(_lock_target(args)), open_tpm(args) as tpm:
         pin_given = bool(args.pin_file)
-        store = _store(args, profile, rec, args.old_pcrs, pin_given)
+        store = _store(args, profile, rec, args.old_pcrs, pin_given, "--old-pcrs")
         pin = _pin_for(args, store, tpm)
         target = FileStore(args.output) if args.output else None
         if target is not None and args.nv:

@@ -42,7 +42,9 @@ def register(sub: Any) -> None:
     add_profile(p)
     p.set_defaults(profile="eve")
     p.add_argument("--pcrs", metavar="SPEC", type=_pcr_spec,
-                   help="PCRs to seal to (default: the profile's list)")
+                   help="PCRs to seal a new key to (default: the profile's list); for a key "
+                        "already sealed, PCRs other than the ones the trust file records for "
+                        "it are refused")
     p.add_argument("--output", metavar="FILE|-", help="where to write the key (default stdout)")
     p.add_argument("--legacy", action="store_true", help="no parameter encryption")
     p.add_argument("--allow-downgrade", action="store_true",

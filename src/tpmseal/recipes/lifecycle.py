@@ -66,7 +66,7 @@ class UnsealOptions:
     recover: bool = True
     policies: tuple[SignedPolicy, ...] = ()  # for a secret sealed to a signer (signed.py)
     #: the signer of an NV-stored object that has no record in the trust file
-    #: (sealed before records, or by other software); a record wins
+    #: (sealed before records, or by other software); a record must name the same
     nv_signer: SealPolicy | None = None
     #: reseal: for the copy about to be unsealed, the list that receives its confirmed
     #: salted session kept alive (sealing.unseal *keep*), or None to end it at Unseal
@@ -118,12 +118,33 @@ def _unseal_one(tpm: Tpm, blob: SealedBlob, opts: UnsealOptions) -> bytes:
             "retry; if it persists, suspect an interposer on the TPM bus") from None
 
 
-def _with_signer(blob: SealedBlob, signer: SealPolicy | None) -> SealedBlob:
-    """*blob* sealed to *signer* (``--authorized-by`` at unseal) when it records no
-    policy of its own: an NV object the trust file has no record of."""
-    if signer is None or blob.authorizer is not None or blob.pcr_values:
+def _with_signer(blob: SealedBlob, opts: UnsealOptions) -> SealedBlob:
+    """*blob* sealed to the signer ``--authorized-by`` names at unseal (*opts.nv_signer*)
+    when it records no policy of its own: an NV object the trust file has no record of.
+
+    A record naming the same signer and counter agrees; one naming another, or a PCR
+    policy, is :class:`UsageError`: a named signer is never silently replaced by a
+    record's (as named PCRs are not: stores.py, NvStore.candidates).
+    """
+    signer = opts.nv_signer
+    if signer is None:
         return blob
-    return replace(blob, authorizer=signer.authorizer, revocation_nv=signer.revocation_nv)
+    if blob.authorizer is None and not blob.pcr_values:
+        return replace(blob, authorizer=signer.authorizer, revocation_nv=signer.revocation_nv)
+    assert signer.authorizer is not None
+    if blob.authorizer is not None and blob.authorizer.name == signer.authorizer.name and \
+            blob.revocation_nv == signer.revocation_nv:
+        return blob
+    says = "PCR values, not a signer" if blob.authorizer is None else (
+        f"signer {blob.authorizer.name.hex()[:16]}" + (
+            "" if blob.revocation_nv is None else f" with counter {blob.revocation_nv:#x}"))
+    where = opts.trust.path if opts.trust is not None else None
+    raise UsageError(
+        f"--authorized-by names signer {signer.authorizer.name.hex()[:16]}"
+        + ("" if signer.revocation_nv is None else f" with counter {signer.revocation_nv:#x}")
+        + f", but the record of NV object {blob.name.hex()[:16]} in trust file {where} says "
+        f"it is sealed to {says}; nothing was changed",
+        "drop --authorized-by and --min-version-nv (the record is used)")
 
 
 def unseal_stored(tpm: Tpm, store: Store, opts: UnsealOptions) -> bytes:
@@ -139,8 +160,8 @@ def unseal_source(tpm: Tpm, store: Store, opts: UnsealOptions,
     """
     first_error: TpmsealError | None = None
     for stored in blobs if blobs is not None else require_candidates(tpm, store):
-        blob = _with_signer(stored, opts.nv_signer)
-        try:
+        try:  # a copy whose record disagrees with --authorized-by fails like any other
+            blob = _with_signer(stored, opts)
             secret = _unseal_one(tpm, blob, opts)
         except TpmsealError as e:
             if first_error is None:

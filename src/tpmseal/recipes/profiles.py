@@ -53,6 +53,14 @@ class Profile:
         return self.ek_ecc if ek_type == "ecc" else self.ek_rsa
 
 
+#: what ``provision --ek-type`` and the API's ``provision(ek_type=)`` take: ``auto``
+#: (recipes/provision.py, choose_ek_type) or the type itself
+EK_TYPES = ("auto", "rsa", "ecc")
+#: the default of both: the ECC EK where the TPM has P-256 (a cheaper salt on an SLB9672
+#: or NPCT75x, not on an SLB9670: README.md, Performance)
+DEFAULT_EK_TYPE = "auto"
+
+
 def _sha256(*pcrs: int) -> PcrSelectionList:
     return PcrSelectionList((PcrSelection(TPM_ALG.SHA256, pcrs),))
 

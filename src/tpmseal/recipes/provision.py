@@ -23,8 +23,9 @@ certificate; the sealed objects stay under the profile's SRK.
 Finally the salt key's public area and the SRK's Name are pinned in the trust
 file (:mod:`tpmseal.recipes.trust`).
 
-EK type ``auto`` (the CLI's default) salts sessions with the ECC EK (TCG EK
-template L-2, NIST P-256) when the TPM has that curve: every seal and unseal
+EK type ``auto`` (``DEFAULT_EK_TYPE``, the CLI's and the API's default; this
+module's :func:`provision` keeps ``rsa`` as its own) salts sessions with the ECC
+EK (TCG EK template L-2, NIST P-256) when the TPM has that curve: every seal and unseal
 starts one salted session, and the TPM's side of an ECDH salt (Part 1 §19.6.13)
 costs less than an RSA-2048 OAEP decryption on an SLB9672 or NPCT75x by
 wolfTPM's published figures, and on an SLB9670 by its one-multiplication ECDSA
@@ -43,7 +44,7 @@ from tpmseal.errors import BadInputError, IntegrityError, TpmsealError, UsageErr
 from tpmseal.log import get_logger
 from tpmseal.recipes import trust
 from tpmseal.recipes.hierarchy import HIERARCHY_NAMES, primary_hierarchy
-from tpmseal.recipes.profiles import TCG, Profile
+from tpmseal.recipes.profiles import EK_TYPES, TCG, Profile
 from tpmseal.recipes.stores import nv_public
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, EK_RSA_TEMPLATE, SRK_RSA_TEMPLATE
 from tpmseal.records import record, replace
@@ -216,9 +217,6 @@ def _records(path: str | os.PathLike[str], repin: bool) -> list[trust.TrustRecor
         if repin:
             return []
         raise
-
-
-EK_TYPES = ("auto", "rsa", "ecc")
 
 
 def has_p256(tpm: Tpm) -> bool:

@@ -30,11 +30,12 @@ leaves at least one complete copy that unseals (the old or the new).
   signer, the PIN flag, the check value) has no room in EVE's layout, so a save
   records it in the trust file next to the pinned Name (``nv_records``) and the
   store reads it back for that Name: ``unseal --nv`` of a signed or PolicyOR
-  secret needs no extra options. The record is a local file, not an
-  HMAC-verified answer, so it is treated as input that can be wrong: it must give
-  the object's own authPolicy (which the pinned Name covers), and the TPM's
-  policy check at Unseal still decides; a tampered record can make an unseal
-  fail, never succeed where the object's policy would not.
+  secret needs no extra options, and PCRs the caller names that are not the
+  record's are refused (:class:`UsageError`), not silently overridden. The record
+  is a local file, not an HMAC-verified answer, so it is treated as input that can
+  be wrong: it must give the object's own authPolicy (which the pinned Name
+  covers), and the TPM's policy check at Unseal still decides; a tampered record
+  can make an unseal fail, never succeed where the object's policy would not.
 
   Reading a pair costs NV_ReadPublic (size, "written") and NV_Read per index.
   The trust record also keeps the main pair's public areas as the last save left
@@ -71,7 +72,8 @@ from tpmseal.errors import (
 from tpmseal.files import read_capped, write_atomic
 from tpmseal.log import get_logger
 from tpmseal.recipes.blob import ENCRYPTED, LEGACY, SaltKey, SealedBlob
-from tpmseal.recipes.profiles import NvLayout, Profile
+from tpmseal.recipes.pcrspec import format_pcrs
+from tpmseal.recipes.profiles import PROFILES, NvLayout, Profile
 from tpmseal.recipes.trust import TrustRecord, pin_sealed, salted_session
 from tpmseal.records import field, mutable_record, record
 from tpmseal.session.auth import AuthSession
@@ -230,7 +232,11 @@ class NvStore:
     comes from its record in the trust file; for another object (sealed by EVE, or
     before records) the caller says which PCRs it was sealed to (*pcrs*) and whether
     it needs a PIN. *accept_any*: take whatever object is stored and pin it (after
-    other software, e.g. EVE, re-sealed it)."""
+    other software, e.g. EVE, re-sealed it).
+
+    *pcrs_option*: the option the caller named *pcrs* with (None: *pcrs* is the
+    profile's default). A copy whose record gives other PCRs than named ones is
+    refused (:meth:`candidates`), not silently preferred to them."""
 
     layout: NvLayout
     pcrs: PcrSelectionList
@@ -238,6 +244,7 @@ class NvStore:
     trust: TrustRecord | None
     pin: bool = False
     accept_any: bool = False
+    pcrs_option: str | None = None
     #: the index each candidate's private part was read from (by private part)
     _origin: dict[bytes, int] = field(default_factory=dict, repr=False)
     #: the main pair's public areas as an ordinary read found them (by private part),
@@ -247,12 +254,14 @@ class NvStore:
     @classmethod
     def for_profile(cls, profile: Profile, pcrs: PcrSelectionList | None,
                     trust: TrustRecord | None, pin: bool = False,
-                    accept_any: bool = False) -> NvStore:
+                    accept_any: bool = False, pcrs_option: str = "--pcrs") -> NvStore:
+        """*pcrs*: the PCRs the caller named (with *pcrs_option*), None for the profile's."""
         if profile.nv is None:
             raise UsageError(f"profile {profile.name!r} has no NV layout",
                              "use --profile eve with --nv, or a blob file")
         return cls(profile.nv, pcrs or profile.default_pcrs,
-                   trust.srk_handle if trust else profile.srk, trust, pin, accept_any)
+                   trust.srk_handle if trust else profile.srk, trust, pin, accept_any,
+                   pcrs_option if pcrs is not None else None)
 
     def describe(self) -> str:
         return f"NV {self.layout.private:#x}/{self.layout.public:#x}"
@@ -316,6 +325,31 @@ class NvStore:
                           salt, sealed_with, self.pin)
 
     def candidates(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        """The stored copies, each with the policy its record gives (:meth:`_recorded`).
+
+        A copy whose record gives other PCRs than the caller named is skipped (after a
+        reseal was cut, main and staging may hold copies sealed to different PCRs, and
+        the named ones choose between them); if every copy is skipped, the first one's
+        :class:`UsageError` is raised, before any session starts: named PCRs are never
+        silently replaced by a record's.
+        """
+        refused: UsageError | None = None
+        yielded = False
+        for blob in self._stored(tpm):
+            recorded = self._recorded(blob)
+            wrong = self._refuse_named_pcrs(recorded)
+            if wrong is None:
+                yielded = True
+                yield recorded
+            elif refused is None:
+                refused = wrong
+            else:
+                log.info("skipping a copy in %s: %s", self.describe(), wrong.one_line())
+        if refused is not None and not yielded:
+            raise refused
+
+    def _stored(self, tpm: Tpm) -> Iterator[SealedBlob]:
+        """The pinned copies as read (no record applied), best first."""
         # staging is read only if the main pair is missing or did not unseal; a main pair
         # read with the hint is read again the ordinary way if it did not unseal
         lay = self.layout
@@ -323,13 +357,12 @@ class NvStore:
         fast = self._hinted(tpm, hint) if hint is not None else None
         if fast is not None:
             self._origin[fast.private] = lay.private
-            yield self._recorded(fast)
+            yield fast
         for priv, pub in ((lay.private, lay.public), (lay.staging_private, lay.staging_public)):
             blob = self._pair(tpm, priv, pub)
             if blob is not None and (fast is None or (blob.private, blob.public) !=
                                      (fast.private, fast.public)):
                 self._check_pinned(blob, priv, pub)
-                blob = self._recorded(blob)
                 self._origin[blob.private] = priv
                 yield blob
 
@@ -339,8 +372,31 @@ class NvStore:
         doc = t.nv_records.get(blob.name.hex()) if t is not None else None
         if doc is None:
             return blob
-        return blob.with_record(doc, f"trust file {t.path if t else ''}: the record of NV "
-                                     f"object {blob.name.hex()[:16]}")
+        return blob.with_record(doc, f"{self._where()}: the record of NV object "
+                                     f"{blob.name.hex()[:16]}")
+
+    def _where(self) -> str:
+        return f"trust file {self.trust.path if self.trust else ''}"
+
+    def _refuse_named_pcrs(self, recorded: SealedBlob) -> UsageError | None:
+        """The refusal of a copy whose record gives other PCRs than the caller named
+        (compared as sets of bank and index: the record's order is used), else None.
+
+        A record wins over the profile's default list, never over named PCRs (a copy
+        without a record has the named PCRs: :meth:`_blob`).
+        """
+        option = self.pcrs_option
+        if option is None or set(recorded.pcrs.pairs()) == set(self.pcrs.pairs()):
+            return None
+        asked, says = format_pcrs(self.pcrs), format_pcrs(recorded.pcrs)
+        profile = next((f" --profile {p.name}" for p in PROFILES.values()
+                        if p.nv == self.layout), "")
+        return UsageError(
+            f"{option} {asked} is not what NV object {recorded.name.hex()[:16]} is sealed "
+            f"to: its record in {self._where()} says {says}; nothing was changed",
+            f"drop {option} (the recorded PCRs are used)" + (
+                f", or move the secret to {asked} with `tpmseal reseal --nv{profile} "
+                f"--pcrs {asked}`" if option == "--pcrs" else ""))
 
     def _check_pinned(self, blob: SealedBlob, priv: int, pub: int) -> None:
         t = self.trust
