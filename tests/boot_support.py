@@ -61,3 +61,32 @@ def assert_compiled(root: Path) -> set[Path]:
         flags = int.from_bytes(pyc.read_bytes()[4:8], "little")
         assert flags == 0b01, f"{pyc.relative_to(root)}: not unchecked hash-based ({flags})"
     return bytecode(root)
+
+
+class Hostile:
+    """Where an administrator may build an initramfs from (``sudo update-initramfs -u`` in
+    a user's home directory): a working directory holding a ``compileall.py`` another user
+    planted, and an environment whose ``PYTHONPYCACHEPREFIX`` sends bytecode elsewhere. A
+    hook must neither run the one (as root) nor write into the other."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.cwd, self.prefix = tmp / "hostile-cwd", tmp / "pycache-prefix"
+        self.cwd.mkdir()
+        self.prefix.mkdir()
+        self.marker = tmp / "planted-module-ran"
+        (self.cwd / "compileall.py").write_text(
+            f"open({str(self.marker)!r}, 'w').close()\n")
+
+    def env(self, base: dict[str, str]) -> dict[str, str]:
+        return {**base, "PYTHONPYCACHEPREFIX": str(self.prefix)}
+
+    def check(self) -> None:
+        """After the build: nothing planted ran, and no module of the image (whose build
+        tree is gone by now) has its bytecode under the prefix; the host's own modules,
+        which the hook's Python imports, may."""
+        assert not self.marker.exists(), "the hook ran compileall.py from its working directory"
+        tag = f".{sys.implementation.cache_tag}.pyc"
+        image = [pyc for pyc in self.prefix.rglob(f"*{tag}")
+                 if not (Path("/") / pyc.relative_to(self.prefix)).with_name(
+                     pyc.name.removesuffix(tag) + ".py").exists()]
+        assert not image, f"the hook wrote the image's bytecode outside it: {image[:3]}"

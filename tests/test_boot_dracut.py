@@ -19,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import assert_no_leak
-from boot_support import BOOT, assert_compiled, bytecode, needs_root_namespaces, run_in_root
+from boot_support import (
+    BOOT,
+    Hostile,
+    assert_compiled,
+    bytecode,
+    needs_root_namespaces,
+    run_in_root,
+)
 from luks_support import make_image, needs_cryptsetup, opens
 from ptyrelay import PtyRelay
 from test_seal_support import cli
@@ -48,12 +55,14 @@ def build_dracut(tmp: Path, trust: Path, volumes: Path) -> Path:
     conf.write_text(f"TPMSEAL_PYTHON={sys.executable}\nTPMSEAL_LIB={BOOT}\n"
                     f"TPMSEAL_TRUST_FILE={trust}\nTPMSEAL_VOLUMES={volumes}\n")
     out = tmp / "initrd.img"
+    hostile = Hostile(tmp)  # every build: a planted compileall.py, a pycache prefix
     done = subprocess.run(
         ["dracut", "--no-kernel", "--force", "--no-hostonly", "--no-compress", "--conf",
          str(conf), "--confdir", str(confdir), "--modules", "base systemd tpmseal", str(out)],
-        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "dracutbasedir": str(base)},
-        capture_output=True, timeout=300, check=False)
+        env=hostile.env({"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "dracutbasedir": str(base)}),
+        cwd=hostile.cwd, capture_output=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    hostile.check()
     root = tmp / "root"
     root.mkdir()
     with open(out, "rb") as f:

@@ -10,6 +10,7 @@ tmpfs on /boot holding a one-line config, so nothing on the machine changes.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,14 @@ from pathlib import Path
 import pytest
 
 from attacks.bus import assert_no_leak
-from boot_support import BOOT, assert_compiled, bytecode, needs_root_namespaces, run_in_root
+from boot_support import (
+    BOOT,
+    Hostile,
+    assert_compiled,
+    bytecode,
+    needs_root_namespaces,
+    run_in_root,
+)
 from luks_support import make_image, needs_cryptsetup, opens
 from ptyrelay import PtyRelay
 from test_seal_support import cli
@@ -44,11 +52,14 @@ def build_initramfs(tmp: Path, trust: Path) -> Path:
     out = tmp / "initrd.img"
     script = (f"mount -t tmpfs none /boot && echo CONFIG_RD_GZIP=y > /boot/config-{VERSION} "
               f'&& mkinitramfs -d "{conf}" -o "{out}" {VERSION}')
+    hostile = Hostile(tmp)  # every build: a planted compileall.py, a pycache prefix
     done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True,
-                          timeout=300, check=False)
+                          cwd=hostile.cwd, env=hostile.env(dict(os.environ)), timeout=300,
+                          check=False)
     if done.returncode != 0 and b"unshare failed" in done.stderr:
         pytest.skip("no mount namespaces here (unshare -m failed)")
     assert done.returncode == 0, done.stderr.decode(errors="replace")[-2000:]
+    hostile.check()
     root = tmp / "root"
     done = subprocess.run(["unmkinitramfs", str(out), str(root)], capture_output=True,
                           timeout=120, check=False)

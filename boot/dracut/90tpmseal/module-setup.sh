@@ -42,10 +42,12 @@ install() {
         esac
     done <<< "$listing"
     # bytecode compiled once, here, as unchecked hash-based .pyc (PEP 552): without it every
-    # boot compiles each module from source again, about 4x the unlock's start-up
+    # boot compiles each module from source again, about 4x the unlock's start-up. Isolated
+    # (-I): `-m` would put the working directory first on sys.path (a compileall.py there
+    # would run as root) and PYTHONPYCACHEPREFIX would put the bytecode outside the image
     sed -n 's/^file \(.*\.py\)$/\1/p' <<< "$listing" | while read -r path; do
         [[ -f $initdir$path ]] && echo "$initdir$path"
-    done | "$py" -m compileall -q --invalidation-mode unchecked-hash -s "$initdir" -p / -i - \
+    done | "$py" -I -m compileall -q --invalidation-mode unchecked-hash -s "$initdir" -p / -i - \
         > /dev/null || dwarn "tpmseal: bytecode not compiled: each boot compiles it"
     python="$(sed -n 's/^python //p' <<< "$listing")"
     pythonpath="$(sed -n 's/^path //p' <<< "$listing" | paste -sd:)"
