@@ -3,17 +3,22 @@
 Each property is one subprocess would give it: stdin and the named pipes
 delivered, stdout and stderr captured in full even when both exceed a pipe buffer,
 no descriptor of ours inherited but the pipes, SIGPIPE back at its default, the
-C locale, and a child past its time-out killed and reaped.
+C locale, a child past its time-out killed and reaped, and an interrupted one given
+subprocess's moment to finish, then killed and reaped, even when the signal arrives
+as posix_spawn returns.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tpmseal import interrupt
 from tpmseal.recipes.cryptsetup import spawn
 
 SH = "/bin/sh"
@@ -65,3 +70,34 @@ def test_time_out_kills_and_reaps(tmp_path: Path) -> None:
     assert time.monotonic() - t < 10
     with pytest.raises(ChildProcessError):  # killed, and reaped: no zombie is left
         os.waitpid(int(pid_file.read_text()), os.WNOHANG)
+
+
+def test_a_signal_as_the_child_starts_kills_and_reaps_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT arriving while posix_spawn runs is raised by Python as the call returns,
+    before its caller holds the pid: the child (cryptsetup opening the volume) must not
+    run on, unkilled and unreaped, after tpmseal reported the interrupt."""
+    started: list[int] = []
+    real = os.posix_spawn
+
+    def spawn_then_signal(*args: Any, **kwargs: Any) -> int:
+        pid = real(*args, **kwargs)
+        started.append(pid)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, handled as the call returns
+        return pid
+
+    monkeypatch.setattr(os, "posix_spawn", spawn_then_signal)
+    with interrupt.installed(), pytest.raises(interrupt.Interrupted):
+        spawn(SH, ["-c", "exec sleep 30"], b"", [], 10)
+    with pytest.raises(ChildProcessError):  # killed and reaped
+        os.waitpid(started[0], os.WNOHANG)
+
+
+def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
+    """As subprocess does: on SIGINT/SIGTERM the child, which a terminal's Ctrl-C reaches
+    too, gets a moment to finish (cryptsetup half way through creating a mapping) before
+    it is killed; the interrupt is raised all the same."""
+    done = tmp_path / "finished"
+    with interrupt.installed(), pytest.raises(interrupt.Interrupted):
+        spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.05; echo > "$0"; exec sleep 30', str(done)],
+              b"", [], 10)
+    assert done.exists(), "the child was killed at once"

@@ -27,6 +27,7 @@ from tpmseal.errors import (
     MissingToolError,
     UsageError,
 )
+from tpmseal.interrupt import deferred
 from tpmseal.records import record
 
 if TYPE_CHECKING:
@@ -98,32 +99,74 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     by dup2, whose copies are not, in the child only (another thread's child cannot
     inherit them). Each is first copied above every descriptor involved, so no dup2
     overwrites a source still to be copied, whatever numbers the pipes got.
+
+    Whatever ends the wait, the child does not outlive it: a time-out or an error kills
+    it, and an interrupt (:mod:`tpmseal.interrupt`) once it has had
+    :data:`INTERRUPT_GRACE` seconds to finish, as subprocess allows (a terminal's Ctrl-C
+    reaches it too: cryptsetup half way through creating a mapping). A signal while
+    posix_spawn runs is held until its pid is noted (:func:`~tpmseal.interrupt.deferred`):
+    raised as the call returns, it would lose the only handle on the child.
     """
-    with _pipes([stdin, *pipes]) as fds:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-            base = max(*sources, out_r, err_r) + 1
-            high = list(range(base, base + len(sources)))
-            names = [f"/dev/fd/{fd}" for fd in high[1:len(fds)]]
-            argv = [program, *(a.format(*names) for a in args)]
-            actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]
-            actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
-                                                                        strict=True)]
-            actions += [(os.POSIX_SPAWN_DUP2, high[0], 0), (os.POSIX_SPAWN_DUP2, high[-2], 1),
-                        (os.POSIX_SPAWN_DUP2, high[-1], 2)]
-            actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in (high[0], high[-2], high[-1])]
-            pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
-                                 file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
-        except BaseException:
-            os.close(out_r)
-            os.close(err_r)
-            raise
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-    return _collect(pid, out_r, err_r, timeout)
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid, grace = 0, 0.0
+    try:
+        with _pipes([stdin, *pipes]) as fds:
+            try:
+                sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
+                base = max(*sources, out_r, err_r) + 1
+                high = list(range(base, base + len(sources)))
+                names = [f"/dev/fd/{fd}" for fd in high[1:len(fds)]]
+                argv = [program, *(a.format(*names) for a in args)]
+                actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd)
+                                                  for fd in _inherited()]
+                actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
+                                                                            strict=True)]
+                actions += [(os.POSIX_SPAWN_DUP2, high[0], 0),
+                            (os.POSIX_SPAWN_DUP2, high[-2], 1),
+                            (os.POSIX_SPAWN_DUP2, high[-1], 2)]
+                actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in (high[0], high[-2], high[-1])]
+                with deferred():
+                    pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
+                                         file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+        outputs = _read_all(out_r, err_r, timeout)
+        if outputs is None:
+            return None  # killed below
+        status = os.waitpid(pid, 0)[1]
+        pid = 0
+        return (os.waitstatus_to_exitcode(status), *outputs)
+    except KeyboardInterrupt:
+        grace = INTERRUPT_GRACE
+        raise
+    finally:
+        if pid:
+            _end(pid, grace)
+        os.close(out_r)
+        os.close(err_r)
+
+
+#: How long an interrupted child may take to finish before it is killed (subprocess's).
+INTERRUPT_GRACE = 0.25
+
+
+def _end(pid: int, grace: float) -> None:
+    """Reap the child *pid*, killed unless it exits within *grace* seconds."""
+    reaped = False
+    try:
+        end = time.monotonic() + grace
+        with contextlib.suppress(ChildProcessError):  # reaped already: nothing to kill
+            while not reaped and time.monotonic() < end:
+                reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
+                if not reaped:
+                    time.sleep(0.01)
+    finally:  # also when a second signal cuts the grace short
+        if not reaped:
+            with contextlib.suppress(OSError):
+                os.kill(pid, SIGKILL)
+                os.waitpid(pid, 0)
 
 
 def _inherited() -> list[int]:
@@ -142,37 +185,26 @@ def _inherited() -> list[int]:
     return out
 
 
-def _collect(pid: int, out_r: int, err_r: int, timeout: float) -> tuple[int, bytes, bytes] | None:
-    """Read the child's stdout and stderr to their end and reap it (see :func:`spawn`);
-    closes both read ends, and kills the child on a time-out or an exception."""
+def _read_all(out_r: int, err_r: int, timeout: float) -> tuple[bytes, bytes] | None:
+    """The child's stdout and stderr, read to their end (see :func:`spawn`), or None
+    once *timeout* seconds have passed."""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    reaped = False
-    try:
-        poller = select.poll()
-        for fd in chunks:
-            poller.register(fd, select.POLLIN)
-        deadline, open_ = time.monotonic() + timeout, len(chunks)
-        while open_:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            for fd, _ in poller.poll(left * 1000):
-                data = os.read(fd, 65536)
-                if data:
-                    chunks[fd].append(data)
-                else:
-                    poller.unregister(fd)
-                    open_ -= 1
-        status = os.waitpid(pid, 0)[1]
-        reaped = True
-        return os.waitstatus_to_exitcode(status), b"".join(chunks[out_r]), b"".join(chunks[err_r])
-    finally:
-        if not reaped:  # a time-out, or an exception (a signal) while it runs
-            with contextlib.suppress(OSError):
-                os.kill(pid, SIGKILL)
-                os.waitpid(pid, 0)
-        os.close(out_r)
-        os.close(err_r)
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    deadline, open_ = time.monotonic() + timeout, len(chunks)
+    while open_:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        for fd, _ in poller.poll(left * 1000):
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                poller.unregister(fd)
+                open_ -= 1
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
 def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
