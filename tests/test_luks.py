@@ -128,6 +128,23 @@ def test_errors(tcg_sim: Simulator, image: tuple[Path, Path], tmp_path: Path) ->
     assert_one_line_error(cli(["luks", "test", str(img)]), ExitCode.NOT_FOUND)
 
 
+def test_a_cryptsetup_that_cannot_start_is_one_line(tcg_sim: Simulator,
+                                                     image: tuple[Path, Path], tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """posix_spawn failing (here ENOEXEC: an executable file that is no program; EAGAIN at
+    the process limit likewise) names the program in one line, not as an internal error."""
+    img, _ = image
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "cryptsetup"
+    fake.write_bytes(b"\0not a program")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    for argv in (["luks", "list", str(img)], ["luks", "test", str(img)]):
+        assert_one_line_error(cli(argv), ExitCode.MISSING_TOOL, f"cannot run {fake}",
+                              "cryptsetup --version")
+
+
 def test_corrupt_token_is_reported(tcg_sim: Simulator, image: tuple[Path, Path]) -> None:
     img, _ = image
     r = cryptsetup("token", "import", "--json-file=-", "--key-slot", "0", str(img),

@@ -214,7 +214,14 @@ def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[byte
     Returns stdout. A failure raises :class:`CryptsetupError` (an
     :class:`AuthFailedError` for a rejected passphrase).
     """
-    done = spawn(binary(), args, stdin or b"", pipes, 600)
+    program = binary()
+    try:
+        done = spawn(program, args, stdin or b"", pipes, 600)
+    except OSError as e:  # not a program, not permitted, or no process/descriptor to spare
+        raise MissingToolError(f"cannot run {program}: {e.strerror or e}",
+                               "check that `cryptsetup --version` runs (reinstall "
+                               "cryptsetup-bin) and that processes and memory are to spare"
+                               ) from None
     if done is None:
         raise CryptsetupError(f"{what} did not finish within 10 minutes",
                               hint="check that the device is not busy, then retry")
