@@ -98,6 +98,6 @@ def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
     it is killed; the interrupt is raised all the same."""
     done = tmp_path / "finished"
     with interrupt.installed(), pytest.raises(interrupt.Interrupted):
-        spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.05; echo > "$0"; exec sleep 30', str(done)],
+        spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.02; echo > "$0"; exec sleep 30', str(done)],
               b"", [], 10)
     assert done.exists(), "the child was killed at once"
