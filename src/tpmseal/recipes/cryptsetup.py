@@ -67,16 +67,27 @@ def binary() -> str:
 
 
 @contextlib.contextmanager
-def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
-    """Read ends of pipes pre-filled with each of *extra* (each fits the pipe buffer)."""
+def _pipes(data: Sequence[bytes], rest: dict[int, bytes]) -> Iterator[list[int]]:
+    """Read ends of pipes holding each of *data*. One that does not fit its pipe buffer
+    (64 KiB; a page or two for a user past fs.pipe-user-pages-soft) leaves its write end
+    and the rest in *rest*, for :func:`_exchange` to write as the child reads; a key or
+    passphrase always fits, written before the child starts, its write end closed."""
     fds: list[int] = []
     try:
-        for data in extra:
+        for chunk in data:
             r, w = os.pipe()
             fds.append(r)
             try:
-                os.write(w, data)  # small (a key or passphrase): fits the 64 KiB buffer
-            finally:
+                os.set_blocking(w, False)
+                done = os.write(w, chunk) if chunk else 0
+            except BlockingIOError:
+                done = 0
+            except BaseException:
+                os.close(w)
+                raise
+            if done < len(chunk):
+                rest[w] = chunk[done:]
+            else:
                 os.close(w)
         yield fds
     finally:
@@ -110,8 +121,9 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     pid, grace = 0, 0.0
+    rest: dict[int, bytes] = {}  # by write end: what is left to write (see _pipes)
     try:
-        with _pipes([stdin, *pipes]) as fds:
+        with _pipes([stdin, *pipes], rest) as fds:
             try:
                 sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
                 base = max(*sources, out_r, err_r) + 1
@@ -132,7 +144,7 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             finally:
                 os.close(out_w)
                 os.close(err_w)
-        outputs = _read_all(out_r, err_r, timeout)
+        outputs = _exchange(out_r, err_r, rest, timeout)
         if outputs is None:
             return None  # killed below
         status = os.waitpid(pid, 0)[1]
@@ -144,8 +156,8 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     finally:
         if pid:
             _end(pid, grace)
-        os.close(out_r)
-        os.close(err_r)
+        for fd in (out_r, err_r, *rest):
+            os.close(fd)
 
 
 #: How long an interrupted child may take to finish before it is killed (subprocess's).
@@ -185,19 +197,35 @@ def _inherited() -> list[int]:
     return out
 
 
-def _read_all(out_r: int, err_r: int, timeout: float) -> tuple[bytes, bytes] | None:
-    """The child's stdout and stderr, read to their end (see :func:`spawn`), or None
-    once *timeout* seconds have passed."""
+def _exchange(out_r: int, err_r: int, rest: dict[int, bytes],
+              timeout: float) -> tuple[bytes, bytes] | None:
+    """Write *rest* (write end: what is left to write) as the child reads it, and read its
+    stdout and stderr to their end (see :func:`spawn`); None once *timeout* seconds have
+    passed. Each write end is closed once written, or once the child closed its side."""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     poller = select.poll()
     for fd in chunks:
         poller.register(fd, select.POLLIN)
+    for fd in rest:
+        poller.register(fd, select.POLLOUT)
     deadline, open_ = time.monotonic() + timeout, len(chunks)
-    while open_:
+    while open_ or rest:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
         for fd, _ in poller.poll(left * 1000):
+            if fd in rest:
+                try:
+                    rest[fd] = rest[fd][os.write(fd, rest[fd][:65536]):]
+                except BlockingIOError:
+                    continue
+                except OSError:  # EPIPE: the child will not read the rest
+                    rest[fd] = b""
+                if not rest[fd]:
+                    poller.unregister(fd)
+                    del rest[fd]
+                    os.close(fd)
+                continue
             data = os.read(fd, 65536)
             if data:
                 chunks[fd].append(data)
