@@ -9,7 +9,10 @@ times, interleaved round by round (the order rotating each round):
   path: the key exists and is unsealed) and ``provision`` (already provisioned:
   what a boot script runs), each the console script of a normal, non-editable
   ``pip install`` of this tree into a private virtual environment (an editable
-  install adds import hooks and ``.pth`` files to every start-up);
+  install adds import hooks and ``.pth`` files to every start-up) of Debian's
+  python3 where there is one (``--python`` chooses another), as a Debian or Ubuntu
+  machine runs it (interpreters built otherwise, e.g. by pyenv, start at another
+  speed);
 * tpm2-tools' salted unseal and seal sequences (tests/peers/tpm2_tools_flow.sh:
   7 and 5 tool processes);
 * the floor: bench/floor_unseal.py sending tpmseal unseal's 5 commands with the
@@ -123,12 +126,26 @@ def peak_rss(row: Row, report: Path) -> None:
     row.rss = [int(report.read_text().split()[-1]) / 1024]
 
 
-def install(venv: Path) -> Path:
-    """A normal (non-editable) ``pip install`` of this tree into *venv*; its python.
+#: the interpreter the issue's figures are measured on: Debian's, when there is one
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def default_python() -> str:
+    """Debian's python3 if it has venv (Debian package python3-venv), else this one."""
+    if Path(DEBIAN_PYTHON).exists() and subprocess.run(
+            [DEBIAN_PYTHON, "-c", "import venv"], capture_output=True,
+            check=False).returncode == 0:
+        return DEBIAN_PYTHON
+    return sys.executable
+
+
+def install(venv: Path, base_python: str) -> Path:
+    """A normal (non-editable) ``pip install`` of this tree into a virtual environment
+    *venv* of *base_python*; its python.
 
     The venv has no pip or setuptools of its own (so no ``distutils-precedence.pth``
     runs at each start-up); this interpreter's pip installs into it."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
                            "-q", "--no-cache-dir", str(SOURCE)], capture_output=True, check=False)
@@ -148,12 +165,12 @@ def expect(what: str, want: bytes) -> Callable[[bytes], None]:
 class Setup:
     """The simulators, files and rows of one bench run."""
 
-    def __init__(self, base: Path, tcg: Machine, eve: Machine) -> None:
+    def __init__(self, base: Path, tcg: Machine, eve: Machine, base_python: str) -> None:
         self.base, self.tcg, self.eve = base, tcg, eve
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")  # run from compiled bytecode
         self.env = env
-        self.python = str(install(base / "venv"))
+        self.python = str(install(base / "venv", base_python))
         self.cli = [str(base / "venv" / "bin" / "tpmseal")]
         self.key = os.urandom(32)
         (base / "key.bin").write_bytes(self.key)
@@ -262,9 +279,9 @@ class Setup:
                               env=self.env, check=True, capture_output=True).stdout
 
 
-def run(runs: int, base: Path) -> tuple[dict[str, Any], list[Row]]:
+def run(runs: int, base: Path, base_python: str) -> tuple[dict[str, Any], list[Row]]:
     with simulator(base, TCG) as tcg, simulator(base, EVE) as eve:
-        s = Setup(base, tcg, eve)
+        s = Setup(base, tcg, eve, base_python)
         s.prepare()
         rows = s.build(tcg.sim.uri, eve.sim.uri, tcg.sim.tools_tcti)
         for row in rows:  # warm the bytecode caches and the page cache
@@ -285,6 +302,10 @@ def run(runs: int, base: Path) -> tuple[dict[str, Any], list[Row]]:
                 measure(via, record=False)
                 row.commands = [e.name for e in proxy.exchanges]
         info = machine_info(runs, None, tools_version())
+        info["python"] = subprocess.run(  # the interpreter the processes ran on
+            [s.python, "-c", "import platform, sys; print(platform.python_version(), "
+                             "sys._base_executable)"],
+            capture_output=True, text=True, check=True).stdout.strip()
     return info, rows
 
 
@@ -334,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=15, metavar="N",
                     help="interleaved rounds (default 15)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--python", metavar="PATH", default=None,
+                    help=f"the interpreter whose virtual environment tpmseal is installed in "
+                         f"(default: Debian's {DEBIAN_PYTHON} when it has venv, else this one)")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="tpmseal-bc-", dir="/tmp"))  # short socket paths
     try:
-        info, rows = run(max(1, args.runs), base)
+        info, rows = run(max(1, args.runs), base, args.python or default_python())
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:
