@@ -1,7 +1,7 @@
 """recipes/cryptsetup.py spawn: what cryptsetup runs under instead of subprocess.
 
 Each property is one subprocess would give it: stdin and the named pipes
-delivered, stdout and stderr captured in full even when both exceed a pipe buffer,
+delivered, stdin, stdout and stderr in full even beyond a pipe buffer,
 no descriptor of ours inherited but the pipes, SIGPIPE back at its default, the
 C locale, and a child past its time-out killed and reaped.
 """
@@ -23,6 +23,14 @@ def test_stdin_pipes_and_exit_code() -> None:
     done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', "{0}",
                       "{1}"], b"in", [b"first", b"second"], 10)
     assert done == (3, b"in|first|second", b"")
+
+
+def test_stdin_beyond_a_pipe_buffer() -> None:
+    data = os.urandom(300_000)  # a LUKS2 token as JSON may exceed the 64 KiB buffer
+    assert spawn(SH, ["-c", "cat"], data, [], 30) == (0, data, b"")
+    # a child that exits without reading it all: no hang, no error of ours
+    done = spawn(SH, ["-c", "head -c 10 >/dev/null; exit 4"], data, [], 30)
+    assert done is not None and done[0] == 4
 
 
 def test_large_stdout_and_stderr_together() -> None:

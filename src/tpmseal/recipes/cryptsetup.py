@@ -67,7 +67,8 @@ def binary() -> str:
 
 @contextlib.contextmanager
 def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
-    """Read ends of pipes pre-filled with each of *extra* (each fits the pipe buffer)."""
+    """Read ends of pipes pre-filled with each of *extra* (each a key or passphrase, which
+    fits the pipe buffer)."""
     fds: list[int] = []
     try:
         for data in extra:
@@ -97,16 +98,18 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     ``close_fds``), Python opens the rest close-on-exec, and the pipes are handed over
     by dup2, whose copies are not, in the child only (another thread's child cannot
     inherit them). Each is first copied above every descriptor involved, so no dup2
-    overwrites a source still to be copied, whatever numbers the pipes got.
+    overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
+    is written as the child reads it, stdout and stderr read as it writes them.
     """
-    with _pipes([stdin, *pipes]) as fds:
+    with _pipes(pipes) as named:
+        in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-            base = max(*sources, out_r, err_r) + 1
+            sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
+            base = max(*sources, in_w, out_r, err_r) + 1
             high = list(range(base, base + len(sources)))
-            names = [f"/dev/fd/{fd}" for fd in high[1:len(fds)]]
+            names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
             argv = [program, *(a.format(*names) for a in args)]
             actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited()]
             actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
@@ -117,13 +120,13 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
                                  file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
         except BaseException:
-            os.close(out_r)
-            os.close(err_r)
+            for fd in (in_w, out_r, err_r):
+                os.close(fd)
             raise
         finally:
-            os.close(out_w)
-            os.close(err_w)
-    return _collect(pid, out_r, err_r, timeout)
+            for fd in (in_r, out_w, err_w):
+                os.close(fd)
+    return _collect(pid, stdin, in_w, out_r, err_r, timeout)
 
 
 def _inherited() -> list[int]:
@@ -142,21 +145,38 @@ def _inherited() -> list[int]:
     return out
 
 
-def _collect(pid: int, out_r: int, err_r: int, timeout: float) -> tuple[int, bytes, bytes] | None:
-    """Read the child's stdout and stderr to their end and reap it (see :func:`spawn`);
-    closes both read ends, and kills the child on a time-out or an exception."""
+def _collect(pid: int, stdin: bytes, in_w: int, out_r: int, err_r: int,
+             timeout: float) -> tuple[int, bytes, bytes] | None:
+    """Feed *stdin*, read stdout and stderr to their end and reap the child (see
+    :func:`spawn`); closes the three descriptors, and kills the child on a time-out or
+    an exception."""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
+    pending, writing = memoryview(stdin), True
     reaped = False
     try:
         poller = select.poll()
         for fd in chunks:
             poller.register(fd, select.POLLIN)
+        os.set_blocking(in_w, False)
+        poller.register(in_w, select.POLLOUT)
         deadline, open_ = time.monotonic() + timeout, len(chunks)
         while open_:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
             for fd, _ in poller.poll(left * 1000):
+                if fd == in_w:
+                    try:
+                        pending = pending[os.write(in_w, pending[:65536]):] if pending else pending
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it exited or closed stdin without reading all
+                        pending = pending[:0]
+                    if not pending:
+                        poller.unregister(in_w)
+                        os.close(in_w)
+                        writing = False
+                    continue
                 data = os.read(fd, 65536)
                 if data:
                     chunks[fd].append(data)
@@ -171,8 +191,8 @@ def _collect(pid: int, out_r: int, err_r: int, timeout: float) -> tuple[int, byt
             with contextlib.suppress(OSError):
                 os.kill(pid, SIGKILL)
                 os.waitpid(pid, 0)
-        os.close(out_r)
-        os.close(err_r)
+        for fd in (out_r, err_r, *((in_w,) if writing else ())):
+            os.close(fd)
 
 
 def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
