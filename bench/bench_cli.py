@@ -9,7 +9,10 @@ times, interleaved round by round (the order rotating each round):
   path: the key exists and is unsealed) and ``provision`` (already provisioned:
   what a boot script runs), each the console script of a normal, non-editable
   ``pip install`` of this tree into a private virtual environment (an editable
-  install adds import hooks and ``.pth`` files to every start-up);
+  install adds import hooks and ``.pth`` files to every start-up) of Debian's
+  python3 where there is one (``--python`` chooses another), as a Debian or Ubuntu
+  machine runs it (interpreters built otherwise, e.g. by pyenv, start at another
+  speed);
 * tpm2-tools' salted unseal and seal sequences (tests/peers/tpm2_tools_flow.sh:
   7 and 5 tool processes);
 * the floor: bench/floor_unseal.py sending tpmseal unseal's 5 commands with the
@@ -17,7 +20,10 @@ times, interleaved round by round (the order rotating each round):
   on the interpreter of that same virtual environment;
 * ``tpmseal unseal`` and the floor again with the ``tcg`` TPM's ECC EK (pinned in a
   trust file of its own), the salt ``provision --ek-type auto`` picks where the TPM
-  has one.
+  has one;
+* ``tpmseal luks passphrase`` on a LUKS2 image file with a tpmseal token, what a
+  crypttab keyscript runs at boot (its two cryptsetup processes included), when
+  cryptsetup is installed.
 
 Per row: the median wall and CPU (user+sys, the process and its children) time,
 the peak RSS (one more run under GNU time, Debian package ``time``), and the TPM
@@ -64,6 +70,7 @@ SOURCE = FLOOR.parent.parent
 TOOLS_BASE = "tpm2-tools unseal"
 FLOOR_BASE = "floor (cryptography)"
 ECC_ROW, ECC_FLOOR = "tpmseal unseal, ECC EK", "floor (crypto, ECC EK)"
+LUKS_ROW = "tpmseal luks passphrase"
 TIME = "/usr/bin/time" if Path("/usr/bin/time").exists() else None  # GNU time, for %M
 
 
@@ -119,12 +126,26 @@ def peak_rss(row: Row, report: Path) -> None:
     row.rss = [int(report.read_text().split()[-1]) / 1024]
 
 
-def install(venv: Path) -> Path:
-    """A normal (non-editable) ``pip install`` of this tree into *venv*; its python.
+#: the interpreter the issue's figures are measured on: Debian's, when there is one
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def default_python() -> str:
+    """Debian's python3 if it has venv (Debian package python3-venv), else this one."""
+    if Path(DEBIAN_PYTHON).exists() and subprocess.run(
+            [DEBIAN_PYTHON, "-c", "import venv"], capture_output=True,
+            check=False).returncode == 0:
+        return DEBIAN_PYTHON
+    return sys.executable
+
+
+def install(venv: Path, base_python: str) -> Path:
+    """A normal (non-editable) ``pip install`` of this tree into a virtual environment
+    *venv* of *base_python*; its python.
 
     The venv has no pip or setuptools of its own (so no ``distutils-precedence.pth``
     runs at each start-up); this interpreter's pip installs into it."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    subprocess.run([base_python, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
                            "-q", "--no-cache-dir", str(SOURCE)], capture_output=True, check=False)
@@ -144,12 +165,12 @@ def expect(what: str, want: bytes) -> Callable[[bytes], None]:
 class Setup:
     """The simulators, files and rows of one bench run."""
 
-    def __init__(self, base: Path, tcg: Machine, eve: Machine) -> None:
+    def __init__(self, base: Path, tcg: Machine, eve: Machine, base_python: str) -> None:
         self.base, self.tcg, self.eve = base, tcg, eve
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(base / "pycache")  # run from compiled bytecode
         self.env = env
-        self.python = str(install(base / "venv"))
+        self.python = str(install(base / "venv", base_python))
         self.cli = [str(base / "venv" / "bin" / "tpmseal")]
         self.key = os.urandom(32)
         (base / "key.bin").write_bytes(self.key)
@@ -159,6 +180,8 @@ class Setup:
         self.vault_key = b""
         self.tools = False
         self.ecc_trust = base / "trust-ecc.json"
+        self.provision_trust = base / "trust-provision.json"
+        self.luks = b""
 
     def cli_argv(self, m: Machine, uri: str, *args: str) -> list[str]:
         return [*self.cli, "--tpm", uri, "--trust-file", str(m.trust_file), *args]
@@ -174,6 +197,9 @@ class Setup:
         tcg, eve, b = self.tcg, self.eve, self.base
         blob = str(b / "blob.json")
         ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)  # same TPM, its ECC EK
+        # provision gets a copy of the trust file: run through the counting proxy (a new
+        # address) it pins that address too, which no other row should see
+        again = Machine(tcg.profile, tcg.sim, self.provision_trust, tcg.trust)
         rows = [
             Row("tpmseal unseal", self.cli_argv(tcg, tcg_uri, "unseal", "--input", blob,
                                                 "--output", "-"), self.env,
@@ -186,7 +212,13 @@ class Setup:
                                               str(b / "blob2.json"), "--force"), self.env),
             Row("tpmseal vault-key", self.cli_argv(eve, eve_uri, "vault-key", "--profile", "eve"),
                 self.env, expect("tpmseal vault-key", self.vault_key)),
-            Row("tpmseal provision", self.cli_argv(tcg, tcg_uri, "provision"), self.env),
+            Row("tpmseal provision", self.cli_argv(again, tcg_uri, "provision"), self.env),
+        ]
+        if self.luks:
+            rows.append(Row(LUKS_ROW, self.cli_argv(tcg, tcg_uri, "luks", "passphrase",
+                                                    str(b / "luks.img")), self.env,
+                            expect(LUKS_ROW, self.luks)))
+        rows += [
             Row(FLOOR_BASE, [self.python, str(FLOOR), tcg_uri.removeprefix("unix:"),
                              str(tcg.trust_file), "tcg", blob, "crypto"], self.env,
                 expect("floor", self.key)),
@@ -221,6 +253,8 @@ class Setup:
         vault = self.cli_argv(eve, eve.sim.uri, "vault-key", "--profile", "eve")
         self.vault_key = subprocess.run(vault, env=self.env, check=True,
                                         capture_output=True).stdout
+        self.luks = self._luks_image(tcg) if shutil.which("cryptsetup") else b""
+        shutil.copy(tcg.trust_file, self.provision_trust)
         self.tools = TOOLS_FLOW.exists() and tools_version() is not None
         if self.tools:
             subprocess.run(["bash", str(TOOLS_FLOW), "seal"],
@@ -229,9 +263,25 @@ class Setup:
             flush_leftovers(tcg.sim.uri)
 
 
-def run(runs: int, base: Path) -> tuple[dict[str, Any], list[Row]]:
+    def _luks_image(self, m: Machine) -> bytes:
+        """A LUKS2 image file with a tpmseal token enrolled; its keyslot passphrase."""
+        img, pw = self.base / "luks.img", self.base / "luks.pw"
+        with open(img, "wb") as f:
+            f.truncate(20 << 20)
+        pw.write_bytes(os.urandom(16).hex().encode())
+        subprocess.run(["cryptsetup", "luksFormat", "--type", "luks2", "--batch-mode",
+                        "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", str(img),
+                        str(pw)], check=True, capture_output=True)
+        subprocess.run(self.cli_argv(m, m.sim.uri, "luks", "enroll", str(img),
+                                     "--unlock-key-file", str(pw)),
+                       env=self.env, check=True, capture_output=True)
+        return subprocess.run(self.cli_argv(m, m.sim.uri, "luks", "passphrase", str(img)),
+                              env=self.env, check=True, capture_output=True).stdout
+
+
+def run(runs: int, base: Path, base_python: str) -> tuple[dict[str, Any], list[Row]]:
     with simulator(base, TCG) as tcg, simulator(base, EVE) as eve:
-        s = Setup(base, tcg, eve)
+        s = Setup(base, tcg, eve, base_python)
         s.prepare()
         rows = s.build(tcg.sim.uri, eve.sim.uri, tcg.sim.tools_tcti)
         for row in rows:  # warm the bytecode caches and the page cache
@@ -252,6 +302,10 @@ def run(runs: int, base: Path) -> tuple[dict[str, Any], list[Row]]:
                 measure(via, record=False)
                 row.commands = [e.name for e in proxy.exchanges]
         info = machine_info(runs, None, tools_version())
+        info["python"] = subprocess.run(  # the interpreter the processes ran on
+            [s.python, "-c", "import platform, sys; print(platform.python_version(), "
+                             "sys._base_executable)"],
+            capture_output=True, text=True, check=True).stdout.strip()
     return info, rows
 
 
@@ -271,9 +325,9 @@ def table(info: dict[str, Any], rows: list[Row]) -> str:
         f"{info['runs']} interleaved runs per row, medians; cpu = user+sys of the process "
         "and its children; cmds = TPM commands (one run through the recording proxy)",
         "",
-        f"{'row':<22} {'wall ms':>8} {'cpu ms':>7} {'RSS MB':>7} {'cmds':>5}  "
+        f"{'row':<24} {'wall ms':>8} {'cpu ms':>7} {'RSS MB':>7} {'cmds':>5}  "
         + "  ".join(f"{'/' + ('tools' if n == TOOLS_BASE else 'floor'):>13}" for n, _ in bases),
-        f"{'':<22} {'':>8} {'':>7} {'':>7} {'':>5}  "
+        f"{'':<24} {'':>8} {'':>7} {'':>7} {'':>5}  "
         + "  ".join(f"{'wall   cpu':>13}" for _ in bases),
     ]
     for r in rows:
@@ -283,7 +337,7 @@ def table(info: dict[str, Any], rows: list[Row]) -> str:
             bw, bc = _med(b.wall), _med(b.cpu)
             ratios.append(f"{w / bw:5.2f}x {c / bc:5.2f}x" if w and bw and c and bc else "-")
         rss = f"{r.rss[0]:7.1f}" if r.rss else f"{'-':>7}"
-        out.append(f"{r.name:<22} {w or 0:8.1f} {c or 0:7.1f} {rss} "
+        out.append(f"{r.name:<24} {w or 0:8.1f} {c or 0:7.1f} {rss} "
                    f"{len(r.commands):5d}  " + "  ".join(f"{x:>13}" for x in ratios))
     if ECC_ROW in by and ECC_FLOOR in by:
         e, f = by[ECC_ROW], by[ECC_FLOOR]
@@ -301,10 +355,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=15, metavar="N",
                     help="interleaved rounds (default 15)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    ap.add_argument("--python", metavar="PATH", default=None,
+                    help=f"the interpreter whose virtual environment tpmseal is installed in "
+                         f"(default: Debian's {DEBIAN_PYTHON} when it has venv, else this one)")
     args = ap.parse_args(argv)
     base = Path(tempfile.mkdtemp(prefix="tpmseal-bc-", dir="/tmp"))  # short socket paths
     try:
-        info, rows = run(max(1, args.runs), base)
+        info, rows = run(max(1, args.runs), base, args.python or default_python())
     finally:
         shutil.rmtree(base, ignore_errors=True)
     if args.json:

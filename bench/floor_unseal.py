@@ -68,28 +68,25 @@ class Tpm:
         return rest
 
 
-def rsa_modulus(public: bytes) -> int:
-    """The RSA modulus of a TPMT_PUBLIC (Part 2 §12.2.4), symmetric and scheme skipped."""
-    at = 8
-    _, at = take2(public, at)  # authPolicy
+def _parameters(public: bytes) -> int:
+    """Where the key-specific parameters of a TPMT_PUBLIC (Part 2 §12.2.4) start: after
+    authPolicy, the symmetric definition and the scheme."""
+    _, at = take2(public, 8)  # type, nameAlg, objectAttributes; authPolicy
     (sym,) = struct.unpack_from(">H", public, at)
     at += 2 if sym == 0x0010 else 6
     (scheme,) = struct.unpack_from(">H", public, at)
-    at += 2 if scheme == 0x0010 else 4
-    at += 6  # keyBits, exponent
-    n, _ = take2(public, at)
+    return at + (2 if scheme == 0x0010 else 4)
+
+
+def rsa_modulus(public: bytes) -> int:
+    """The RSA modulus of a TPMT_PUBLIC."""
+    n, _ = take2(public, _parameters(public) + 6)  # keyBits, exponent
     return int.from_bytes(n, "big")
 
 
 def ecc_point(public: bytes) -> tuple[bytes, bytes]:
-    """The unique point (x, y) of an ECC TPMT_PUBLIC (Part 2 §12.2.4), the rest skipped."""
-    at = 8
-    _, at = take2(public, at)  # authPolicy
-    (sym,) = struct.unpack_from(">H", public, at)
-    at += 2 if sym == 0x0010 else 6
-    (scheme,) = struct.unpack_from(">H", public, at)
-    at += 2 if scheme == 0x0010 else 4
-    at += 2  # curveID
+    """The unique point (x, y) of an ECC TPMT_PUBLIC."""
+    at = _parameters(public) + 2  # curveID
     (kdf,) = struct.unpack_from(">H", public, at)
     at += 2 if kdf == 0x0010 else 4
     x, at = take2(public, at)

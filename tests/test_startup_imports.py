@@ -36,6 +36,9 @@ FORBIDDEN_STDLIB = {"logging", "hashlib", "hmac", "dataclasses", "inspect", "tem
 #: token's; another type's module loads only for a token of that type)
 LUKS = {"select", "tpmseal.cli.luks", "tpmseal.recipes.cryptsetup", "tpmseal.recipes.luks",
         "tpmseal.recipes.unlockers"}
+#: and for a systemd-tpm2 token: its module, and the commands that recreate systemd's SRK
+SYSTEMD = {"tpmseal.recipes.systemd_tpm2", "tpmseal.recipes.owner_primary",
+           "tpmseal.wire.commands_cold", "tpmseal.wire.structures_cold"}
 
 RECORD = """\
 import atexit, sys
@@ -70,15 +73,17 @@ def test_unseal_imports_only_the_allowed_modules(tcg_sim: Simulator, tmp_path: P
 
 
 @needs_cryptsetup
+@pytest.mark.parametrize("token_type", ["tpmseal", "systemd-tpm2"])
 def test_luks_passphrase_imports_the_unseal_path_and_its_own_modules(
-        tcg_sim: Simulator, tmp_path: Path) -> None:
+        tcg_sim: Simulator, tmp_path: Path, token_type: str) -> None:
     """The boot-time unlock (a crypttab keyscript's `luks passphrase`): no argparse,
-    subprocess, logging or dataclasses, and no module of another token type."""
+    subprocess, logging, dataclasses or datetime, and no module of another token type."""
     img, pw = make_image(tmp_path)
-    assert cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw)]).rc == 0
+    assert cli(["luks", "enroll", str(img), "--unlock-key-file", str(pw), "--token-type",
+                token_type, "--pcrs", "sha256:7"]).rc == 0
     out, imported = _recorded(tmp_path, ["luks", "passphrase", str(img)])
     assert opens(img, out, 1)
-    _check(imported, LUKS)
+    _check(imported, LUKS | (SYSTEMD if token_type == "systemd-tpm2" else set()))
 
 
 def _recorded(tmp_path: Path, argv: list[str]) -> tuple[bytes, set[str]]:

@@ -67,27 +67,17 @@ def binary() -> str:
 
 
 @contextlib.contextmanager
-def _pipes(data: Sequence[bytes], rest: dict[int, bytes]) -> Iterator[list[int]]:
-    """Read ends of pipes holding each of *data*. One that does not fit its pipe buffer
-    (64 KiB; a page or two for a user past fs.pipe-user-pages-soft) leaves its write end
-    and the rest in *rest*, for :func:`_exchange` to write as the child reads; a key or
-    passphrase always fits, written before the child starts, its write end closed."""
+def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
+    """Read ends of pipes pre-filled with each of *extra* (each a key or passphrase, which
+    fits the pipe buffer)."""
     fds: list[int] = []
     try:
-        for chunk in data:
+        for data in extra:
             r, w = os.pipe()
             fds.append(r)
             try:
-                os.set_blocking(w, False)
-                done = os.write(w, chunk) if chunk else 0
-            except BlockingIOError:
-                done = 0
-            except BaseException:
-                os.close(w)
-                raise
-            if done < len(chunk):
-                rest[w] = chunk[done:]
-            else:
+                os.write(w, data)  # small (a key or passphrase): fits the 64 KiB buffer
+            finally:
                 os.close(w)
         yield fds
     finally:
@@ -109,7 +99,8 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     ``close_fds``), Python opens the rest close-on-exec, and the pipes are handed over
     by dup2, whose copies are not, in the child only (another thread's child cannot
     inherit them). Each is first copied above every descriptor involved, so no dup2
-    overwrites a source still to be copied, whatever numbers the pipes got.
+    overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
+    is written as the child reads it, stdout and stderr read as it writes them.
 
     Whatever ends the wait, the child does not outlive it: a time-out or an error kills
     it, and an interrupt (:mod:`tpmseal.interrupt`) once it has had
@@ -118,17 +109,17 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     posix_spawn runs is held until its pid is noted (:func:`~tpmseal.interrupt.deferred`):
     raised as the call returns, it would lose the only handle on the child.
     """
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
     pid, grace = 0, 0.0
-    rest: dict[int, bytes] = {}  # by write end: what is left to write (see _pipes)
     try:
-        with _pipes([stdin, *pipes], rest) as fds:
+        with _pipes(pipes) as named:
+            in_r, in_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
             try:
-                sources = [*fds, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-                base = max(*sources, out_r, err_r) + 1
+                sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
+                base = max(*sources, in_w, out_r, err_r) + 1
                 high = list(range(base, base + len(sources)))
-                names = [f"/dev/fd/{fd}" for fd in high[1:len(fds)]]
+                names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
                 argv = [program, *(a.format(*names) for a in args)]
                 actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd)
                                                   for fd in _inherited()]
@@ -141,10 +132,14 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
                 with deferred():
                     pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
                                          file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
+            except BaseException:
+                for fd in (in_w, out_r, err_r):
+                    os.close(fd)
+                raise
             finally:
-                os.close(out_w)
-                os.close(err_w)
-        outputs = _exchange(out_r, err_r, rest, timeout)
+                for fd in (in_r, out_w, err_w):
+                    os.close(fd)
+        outputs = _exchange(stdin, in_w, out_r, err_r, timeout)
         if outputs is None:
             return None  # killed below
         status = os.waitpid(pid, 0)[1]
@@ -156,8 +151,6 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     finally:
         if pid:
             _end(pid, grace)
-        for fd in (out_r, err_r, *rest):
-            os.close(fd)
 
 
 #: How long an interrupted child may take to finish before it is killed (subprocess's).
@@ -197,42 +190,46 @@ def _inherited() -> list[int]:
     return out
 
 
-def _exchange(out_r: int, err_r: int, rest: dict[int, bytes],
+def _exchange(stdin: bytes, in_w: int, out_r: int, err_r: int,
               timeout: float) -> tuple[bytes, bytes] | None:
-    """Write *rest* (write end: what is left to write) as the child reads it, and read its
-    stdout and stderr to their end (see :func:`spawn`); None once *timeout* seconds have
-    passed. Each write end is closed once written, or once the child closed its side."""
+    """Feed *stdin*, read stdout and stderr to their end (see :func:`spawn`), or None once
+    *timeout* seconds have passed; closes the three descriptors."""
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    poller = select.poll()
-    for fd in chunks:
-        poller.register(fd, select.POLLIN)
-    for fd in rest:
-        poller.register(fd, select.POLLOUT)
-    deadline, open_ = time.monotonic() + timeout, len(chunks)
-    while open_ or rest:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return None
-        for fd, _ in poller.poll(left * 1000):
-            if fd in rest:
-                try:
-                    rest[fd] = rest[fd][os.write(fd, rest[fd][:65536]):]
-                except BlockingIOError:
+    pending, writing = memoryview(stdin), True
+    try:
+        poller = select.poll()
+        for fd in chunks:
+            poller.register(fd, select.POLLIN)
+        os.set_blocking(in_w, False)
+        poller.register(in_w, select.POLLOUT)
+        deadline, open_ = time.monotonic() + timeout, len(chunks)
+        while open_:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            for fd, _ in poller.poll(left * 1000):
+                if fd == in_w:
+                    try:
+                        pending = pending[os.write(in_w, pending[:65536]):] if pending else pending
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # it exited or closed stdin without reading all
+                        pending = pending[:0]
+                    if not pending:
+                        poller.unregister(in_w)
+                        os.close(in_w)
+                        writing = False
                     continue
-                except OSError:  # EPIPE: the child will not read the rest
-                    rest[fd] = b""
-                if not rest[fd]:
+                data = os.read(fd, 65536)
+                if data:
+                    chunks[fd].append(data)
+                else:
                     poller.unregister(fd)
-                    del rest[fd]
-                    os.close(fd)
-                continue
-            data = os.read(fd, 65536)
-            if data:
-                chunks[fd].append(data)
-            else:
-                poller.unregister(fd)
-                open_ -= 1
-    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
+                    open_ -= 1
+        return b"".join(chunks[out_r]), b"".join(chunks[err_r])
+    finally:
+        for fd in (out_r, err_r, *((in_w,) if writing else ())):
+            os.close(fd)
 
 
 def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),

@@ -159,7 +159,7 @@ def unseal_under_primary(tpm: Tpm, obj: SealedUnderPrimary, trust: TrustRecord |
     def unseal(parent: int, parent_name: bytes) -> bytes:
         blob = SealedBlob(obj.public, obj.private, obj.signed_pcrs or obj.pcrs, {}, parent,
                           parent_name, salt, ENCRYPTED, auth is not None,
-                          authorizer=obj.authorizer)
+                          authorizer=obj.authorizer, created="")  # never saved: no clock
         if obj.lead or (obj.authorizer is not None and obj.pcrs.selections):
             return _own_steps(tpm, obj, blob, trust, auth, policies)
         try:
