@@ -103,9 +103,10 @@ def test_a_signal_as_the_child_starts_kills_and_reaps_it(monkeypatch: pytest.Mon
 def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
     """As subprocess does: on SIGINT/SIGTERM the child, which a terminal's Ctrl-C reaches
     too, gets a moment to finish (cryptsetup half way through creating a mapping) before
-    it is killed; the interrupt is raised all the same."""
+    it is killed, its stdout and stderr still open (closed, its report of the outcome
+    would kill it with SIGPIPE); the interrupt is raised all the same."""
     done = tmp_path / "finished"
     with interrupt.installed(), pytest.raises(interrupt.Interrupted):
-        spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.02; echo > "$0"; exec sleep 30', str(done)],
-              b"", [], 10)
+        spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.02; echo out; echo err >&2; echo > "$0"; '
+                         "exec sleep 30", str(done)], b"", [], 10)
     assert done.exists(), "the child was killed at once"

@@ -110,14 +110,16 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     raised as the call returns, it would lose the only handle on the child.
     """
     pid, grace = 0, 0.0
+    ours: list[int] = []  # this process's ends: stdin's write end, stdout's, stderr's read ends
     try:
         with _pipes(pipes) as named:
             in_r, in_w = os.pipe()
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
+            ours += (in_w, out_r, err_r)
             try:
                 sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-                base = max(*sources, in_w, out_r, err_r) + 1
+                base = max(*sources, *ours) + 1
                 high = list(range(base, base + len(sources)))
                 names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
                 argv = [program, *(a.format(*names) for a in args)]
@@ -132,14 +134,10 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
                 with deferred():
                     pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
                                          file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
-            except BaseException:
-                for fd in (in_w, out_r, err_r):
-                    os.close(fd)
-                raise
             finally:
                 for fd in (in_r, out_w, err_w):
                     os.close(fd)
-        outputs = _exchange(stdin, in_w, out_r, err_r, timeout)
+        outputs = _exchange(stdin, ours, timeout)
         if outputs is None:
             return None  # killed below
         status = os.waitpid(pid, 0)[1]
@@ -149,8 +147,10 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
         grace = INTERRUPT_GRACE
         raise
     finally:
-        if pid:
+        if pid:  # its pipes still open: what it reports meanwhile does not kill it (SIGPIPE)
             _end(pid, grace)
+        for fd in ours:
+            os.close(fd)
 
 
 #: How long an interrupted child may take to finish before it is killed (subprocess's).
@@ -190,46 +190,43 @@ def _inherited() -> list[int]:
     return out
 
 
-def _exchange(stdin: bytes, in_w: int, out_r: int, err_r: int,
-              timeout: float) -> tuple[bytes, bytes] | None:
-    """Feed *stdin*, read stdout and stderr to their end (see :func:`spawn`), or None once
-    *timeout* seconds have passed; closes the three descriptors."""
+def _exchange(stdin: bytes, ours: list[int], timeout: float) -> tuple[bytes, bytes] | None:
+    """Feed *stdin* to the write end ``ours[0]`` (closed and removed once written), read
+    stdout and stderr from ``ours[1:]`` to their end (see :func:`spawn`); None once
+    *timeout* seconds have passed."""
+    in_w, out_r, err_r = ours
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
-    pending, writing = memoryview(stdin), True
-    try:
-        poller = select.poll()
-        for fd in chunks:
-            poller.register(fd, select.POLLIN)
-        os.set_blocking(in_w, False)
-        poller.register(in_w, select.POLLOUT)
-        deadline, open_ = time.monotonic() + timeout, len(chunks)
-        while open_:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            for fd, _ in poller.poll(left * 1000):
-                if fd == in_w:
-                    try:
-                        pending = pending[os.write(in_w, pending[:65536]):] if pending else pending
-                    except BlockingIOError:
-                        continue
-                    except BrokenPipeError:  # it exited or closed stdin without reading all
-                        pending = pending[:0]
-                    if not pending:
-                        poller.unregister(in_w)
-                        os.close(in_w)
-                        writing = False
+    pending = memoryview(stdin)
+    poller = select.poll()
+    for fd in chunks:
+        poller.register(fd, select.POLLIN)
+    os.set_blocking(in_w, False)
+    poller.register(in_w, select.POLLOUT)
+    deadline, open_ = time.monotonic() + timeout, len(chunks)
+    while open_:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        for fd, _ in poller.poll(left * 1000):
+            if fd == in_w:
+                try:
+                    pending = pending[os.write(in_w, pending[:65536]):] if pending else pending
+                except BlockingIOError:
                     continue
-                data = os.read(fd, 65536)
-                if data:
-                    chunks[fd].append(data)
-                else:
-                    poller.unregister(fd)
-                    open_ -= 1
-        return b"".join(chunks[out_r]), b"".join(chunks[err_r])
-    finally:
-        for fd in (out_r, err_r, *((in_w,) if writing else ())):
-            os.close(fd)
+                except BrokenPipeError:  # it exited or closed stdin without reading all
+                    pending = pending[:0]
+                if not pending:
+                    poller.unregister(in_w)
+                    ours.remove(in_w)
+                    os.close(in_w)
+                continue
+            data = os.read(fd, 65536)
+            if data:
+                chunks[fd].append(data)
+            else:
+                poller.unregister(fd)
+                open_ -= 1
+    return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
 def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
