@@ -36,3 +36,15 @@ def test_collector_runs_for_the_command_and_is_restored(monkeypatch: pytest.Monk
 def test_collector_is_restored_after_a_usage_error() -> None:
     assert cli(["unseal", "--no-such-option"]).rc == 2
     assert gc.isenabled() and gc.get_freeze_count() == 0
+
+
+def test_a_callers_frozen_objects_stay_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(seal, "run_unseal", lambda args: 0)
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 0
+        assert cli(["unseal", "--input", "blob.json"]).rc == 0
+        assert gc.get_freeze_count() == frozen and gc.isenabled()
+    finally:
+        gc.unfreeze()

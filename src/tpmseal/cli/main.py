@@ -161,36 +161,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     The cyclic garbage collector is off while the command's modules load. Its
     thresholds trip every few hundred allocations, and then it walks the tracked
-    objects of its generations: the ~40,000 that loading an unseal's ~120 modules
-    creates, all of which live until exit. That was ~4 ms of a ~50 ms unseal. Once
-    they are loaded they are frozen (:func:`gc.freeze`: left out of every later
-    collection) and the collector runs again for the command itself, which may be a
-    long capture; on return they are unfrozen, for a caller that goes on.
+    objects of its generations: the ~15,000 that loading an unseal's ~120 modules
+    creates, all of which live until exit; its collections took 3-5 ms of a ~50 ms
+    unseal. Once they are loaded they are frozen (:func:`gc.freeze`: left out of every
+    later collection) and the collector runs again for the command itself, which may be
+    a long capture; on return they are unfrozen, for a caller that goes on. A caller
+    that keeps the collector off, or has frozen objects of its own, finds both as it
+    left them.
     """
     guard_stdio()
     collecting = gc.isenabled()
+    freezing = collecting and gc.get_freeze_count() == 0
     gc.disable()
     try:
         with interrupt.installed():
-            rc = _main(sys.argv[1:] if argv is None else list(argv), collecting)
+            rc = _main(sys.argv[1:] if argv is None else list(argv), collecting, freezing)
             return rc or _flush_stdout()
     except KeyboardInterrupt as e:  # a second signal while unwinding the first
         return _interrupted(e)
     finally:
-        gc.unfreeze()
+        if freezing:
+            gc.unfreeze()
         if collecting:
             gc.enable()
 
 
-def _main(argv: list[str], collecting: bool) -> int:
+def _main(argv: list[str], collecting: bool, freezing: bool) -> int:
     try:
         args = quick.parse(argv, _declare, _quick_register)
         if args is None:  # help, an error, or an unusual line: argparse decides
             args = build_parser(argv).parse_args(argv)
     except KeyboardInterrupt as e:
         return _interrupted(e)
-    if collecting:  # the command's modules are loaded (main's docstring)
+    if freezing:  # the command's modules are loaded (main's docstring)
         gc.freeze()
+    if collecting:
         gc.enable()
     level = log.DEBUG if args.debug else log.INFO if args.verbose else log.WARNING
     if level < log.WARNING:
