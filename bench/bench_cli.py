@@ -104,11 +104,11 @@ def _timed_popen(row: Row, argv: list[str], env: dict[str, str]) -> tuple[float,
 
 
 def measure(row: Row, argv: list[str] | None = None, env: dict[str, str] | None = None,
-            record: bool = True) -> None:
+            record: bool = True, after: bool = True) -> None:
     wall, ru, out = _timed_popen(row, argv or row.argv, env or row.env)
     if row.check is not None:
         row.check(out)
-    if row.after is not None:
+    if after and row.after is not None:
         row.after()
     if record:
         row.wall.append(wall)
@@ -299,8 +299,10 @@ def run(runs: int, base: Path, base_python: str) -> tuple[dict[str, Any], list[R
             for row, via in zip(rows, counted, strict=True):
                 proxy = pe if "vault-key" in row.name else pt
                 proxy.clear()
-                measure(via, record=False)
+                measure(via, record=False, after=False)
                 row.commands = [e.name for e in proxy.exchanges]
+                if via.after is not None:  # the bench's clean-up: not the row's commands
+                    via.after()
         info = machine_info(runs, None, tools_version())
         info["python"] = subprocess.run(  # the interpreter the processes ran on
             [s.python, "-c", "import platform, sys; print(platform.python_version(), "
