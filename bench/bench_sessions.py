@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from tpmseal.client.tpm import Tpm
 from tpmseal.recipes.templates import EK_ECC_TEMPLATE, SRK_RSA_TEMPLATE, sealed_template
-from tpmseal.session.auth import AuthSession
+from tpmseal.session.auth import AuthSession, PasswordSession
 from tpmseal.session.policy import PcrStep, compute_policy, pcr_digest
 from tpmseal.transport.base import Transport, open_transport
 from tpmseal.transport.simulator import Simulator
@@ -183,8 +183,9 @@ def measure(b: Bench, eks: dict[str, tuple[int, Public]], step: PcrStep,
 
     load()
 
-    def policy_ready() -> None:
+    def policy_ready() -> None:  # confirmed first, as the confirmation rule requires
         policy_session()
+        tpm.confirm(holder["p"])
         tpm.run_policy(holder["p"], [step])
 
     def unseal() -> None:
@@ -196,9 +197,11 @@ def measure(b: Bench, eks: dict[str, tuple[int, Public]], step: PcrStep,
     flush_loaded()
 
     for ek in ("RSA-2048", "ECC P-256", "ECC P-384"):
-        def flow(ek: str = ek) -> None:
-            h = tpm.run(c.Load(SRK, blob.out_private, blob.out_public)).object_handle
-            pol = salted(TPM_SE.POLICY, ek, ENC)
+        def flow(ek: str = ek) -> None:  # tpmseal's order: Load confirms the salted session
+            pol = salted(TPM_SE.POLICY, ek, CONT | DEC)
+            h = tpm.run(c.Load(SRK, blob.out_private, blob.out_public), PasswordSession(),
+                        pol).object_handle
+            pol.attributes = ENC
             tpm.run_policy(pol, [step])
             out = tpm.run(c.Unseal(h), pol).out_data
             tpm.flush(h)
