@@ -317,7 +317,8 @@ def table(results: list[Result], runs: int) -> str:
            f"under the /dev/tpmrm0 model {via}",
            f"{runs} run(s) per row; chip ms = modelled TPM time (sum of delays, no host "
            "time); swaps = ContextLoad/Save/Flush added by /dev/tpmrm0; wall = host + chip, "
-           "median; ratio = chip ms / EVE's chip ms for the same operation; an ECC salt "
+           "median; ratio = chip ms / EVE's chip ms for the same operation (for the blob "
+           "rows, EVE's NV unseal and NV seal: EVE has no blob format); an ECC salt "
            "costs the table's ecc_salt, and an 'ECDHE upper bound' line under a row that "
            "ECC-salts gives its chip ms with ecdhe_agree instead (not measured: the same "
            "delays with that one figure swapped)", ""]
