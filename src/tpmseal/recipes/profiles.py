@@ -57,7 +57,8 @@ class Profile:
 #: (recipes/provision.py, choose_ek_type) or the type itself
 EK_TYPES = ("auto", "rsa", "ecc")
 #: the default of both: the ECC EK where the TPM has P-256 (a cheaper salt on an SLB9672
-#: or NPCT75x, not on an SLB9670: README.md, Performance)
+#: or NPCT75x, and on an SLB9670 by its one-multiplication figure though not by the ECDHE
+#: upper bound: README.md, Performance)
 DEFAULT_EK_TYPE = "auto"
 
 
