@@ -110,3 +110,28 @@ def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
         spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.02; echo out; echo err >&2; echo > "$0"; '
                          "exec sleep 30", str(done)], b"", [], 10)
     assert done.exists(), "the child was killed at once"
+
+
+def test_a_child_that_closes_its_output_is_still_timed_out(tmp_path: Path) -> None:
+    """The time-out covers the whole run, not only the reading: a child that closes
+    stdout and stderr and runs on (or a cryptsetup whose output ends before it does) is
+    killed and reaped at its time-out, as subprocess.run's wait does, not waited for."""
+    pid_file = tmp_path / "pid"
+    t = time.monotonic()
+    done = spawn(SH, ["-c", f'echo $$ > "{pid_file}"; exec >&- 2>&-; exec sleep 30'],
+                 b"", [], 1)
+    assert done is None
+    assert time.monotonic() - t < 10
+    with pytest.raises(ChildProcessError):
+        os.waitpid(int(pid_file.read_text()), os.WNOHANG)
+
+
+def test_stdin_is_fed_after_the_child_closes_its_output() -> None:
+    """stdin beyond a pipe buffer is still written once stdout and stderr have ended
+    (their end stopped the feeding: the child waited for the rest of its stdin, this
+    process for the child, for ever, past any time-out)."""
+    data = os.urandom(300_000)
+    t = time.monotonic()
+    done = spawn(SH, ["-c", "exec >&- 2>&-; exec cat >/dev/null"], data, [], 10)
+    assert done == (0, b"", b"")
+    assert time.monotonic() - t < 10
