@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from tpmseal import interrupt
-from tpmseal.recipes.cryptsetup import spawn
+from tpmseal.errors import MissingToolError
+from tpmseal.recipes.cryptsetup import run, spawn
 
 SH = "/bin/sh"
 
@@ -134,4 +135,45 @@ def test_stdin_is_fed_after_the_child_closes_its_output() -> None:
     t = time.monotonic()
     done = spawn(SH, ["-c", "exec >&- 2>&-; exec cat >/dev/null"], data, [], 10)
     assert done == (0, b"", b"")
+    assert time.monotonic() - t < 10
+
+
+@pytest.fixture
+def sigchld_ignored() -> Any:
+    """SIGCHLD ignored, as a parent that lets the kernel reap its children leaves it
+    (an ignored signal stays ignored across exec): no child's exit status can be had."""
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_the_cli_learns_exit_codes_with_sigchld_ignored() -> None:
+    """subprocess reported every child of such a process as exit 0 (a wrong key 'opens'
+    the volume); spawn's waitpid failed with ECHILD, 'cannot run cryptsetup'. The CLI's
+    signal set-up (interrupt.installed) puts SIGCHLD back at its default for the run."""
+    with interrupt.installed():
+        assert spawn(SH, ["-c", "echo out; exit 3"], b"", [], 10) == (3, b"out\n", b"")
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN  # and restores it
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_an_api_caller_ignoring_sigchld_is_told_so(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    fake = tmp_path / "cryptsetup"
+    fake.write_text("#!/bin/sh\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError) as e:
+        run(["open", "--test-passphrase", "--key-file=-", "/dev/null"], stdin=b"wrong")
+    assert "SIGCHLD" in str(e.value) and "exit status" in str(e.value), e.value
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_time_out_with_sigchld_ignored(tmp_path: Path) -> None:
+    """Killed at its time-out, and spawn returns: the kernel reaps it."""
+    t = time.monotonic()
+    assert spawn(SH, ["-c", "exec sleep 30"], b"", [], 0.5) is None
     assert time.monotonic() - t < 10

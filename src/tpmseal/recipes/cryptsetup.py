@@ -139,7 +139,11 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
                     os.close(fd)
         deadline = time.monotonic() + timeout
         outputs = _exchange(stdin, ours, deadline)
-        status = _wait(pid, deadline) if outputs is not None else None
+        try:
+            status = _wait(pid, deadline) if outputs is not None else None
+        except ChildProcessError:  # reaped by the kernel: its pid, free, is not to be killed
+            pid = 0
+            raise
         if outputs is None or status is None:
             return None  # killed below
         pid = 0
@@ -163,11 +167,13 @@ def _end(pid: int, grace: float) -> None:
     reaped = False
     try:
         end = time.monotonic() + grace
-        with contextlib.suppress(ChildProcessError):  # reaped already: nothing to kill
+        try:  # looked at once even without a grace: a pid the kernel reaped is not killed
+            reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
             while not reaped and time.monotonic() < end:
+                time.sleep(0.01)
                 reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
-                if not reaped:
-                    time.sleep(0.01)
+        except ChildProcessError:  # reaped by the kernel (SIGCHLD ignored): its pid is free
+            reaped = True
     finally:  # also when a second signal cuts the grace short
         if not reaped:
             with contextlib.suppress(OSError):
@@ -257,6 +263,11 @@ def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[byte
     program = binary()
     try:
         done = spawn(program, args, stdin or b"", pipes, 600)
+    except ChildProcessError:  # it ran, and the kernel reaped it (interrupt.installed)
+        raise MissingToolError(f"{what}: cryptsetup's exit status is lost, this process "
+                               "ignores SIGCHLD",
+                               "set SIGCHLD to its default (SIG_DFL) before calling tpmseal"
+                               ) from None
     except OSError as e:  # not a program, not permitted, or no process/descriptor to spare
         raise MissingToolError(f"cannot run {program}: {e.strerror or e}",
                                "check that `cryptsetup --version` runs (reinstall "
