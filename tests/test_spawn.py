@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -177,3 +179,20 @@ def test_time_out_with_sigchld_ignored(tmp_path: Path) -> None:
     t = time.monotonic()
     assert spawn(SH, ["-c", "exec sleep 30"], b"", [], 0.5) is None
     assert time.monotonic() - t < 10
+
+
+def test_near_the_descriptor_limit() -> None:
+    """A caller with its descriptors up to near RLIMIT_NOFILE (a server's sockets) can
+    still run cryptsetup, as under subprocess: the child's copies of the pipes took the
+    numbers above every one of them, past the limit (dup2 failed: 'cannot run')."""
+    script = f"""
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+while os.open(os.devnull, os.O_RDONLY) < 64 - 10:
+    pass
+from tpmseal.recipes.cryptsetup import spawn
+print(spawn({SH!r}, ["-c", 'cat; cat "$0"', "{{0}}"], b"in", [b"named"], 10))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "(0, b'innamed', b'')", r.stderr

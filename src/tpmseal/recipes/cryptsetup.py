@@ -98,8 +98,8 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     pipes: those this process inherited are closed in the child (subprocess's
     ``close_fds``), Python opens the rest close-on-exec, and the pipes are handed over
     by dup2, whose copies are not, in the child only (another thread's child cannot
-    inherit them). Each is first copied above every descriptor involved, so no dup2
-    overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
+    inherit them). Each is first copied to a number no source has (:func:`_free_numbers`),
+    so no dup2 overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
     is written as the child reads it, stdout and stderr read as it writes them.
 
     Whatever ends the wait, the child does not outlive it: a time-out or an error kills
@@ -119,8 +119,7 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             ours += (in_w, out_r, err_r)
             try:
                 sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-                base = max(*sources, *ours) + 1
-                high = list(range(base, base + len(sources)))
+                high = _free_numbers(sources)
                 names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
                 argv = [program, *(a.format(*names) for a in args)]
                 actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd)
@@ -156,6 +155,20 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             _end(pid, grace)
         for fd in ours:
             os.close(fd)
+
+
+def _free_numbers(sources: Sequence[int]) -> list[int]:
+    """One descriptor number per source for its copy in the child: the lowest above 2
+    that none of *sources* has (not above them all: that can pass RLIMIT_NOFILE for a
+    caller with many descriptors open). A copy may land on another descriptor of this
+    process in the child: it is close-on-exec there, or closed before (_inherited)."""
+    taken, n = set(sources), 3
+    out: list[int] = []
+    while len(out) < len(sources):
+        if n not in taken:
+            out.append(n)
+        n += 1
+    return out
 
 
 #: How long an interrupted child may take to finish before it is killed (subprocess's).
