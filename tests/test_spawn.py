@@ -28,8 +28,8 @@ SH = "/bin/sh"
 
 
 def test_stdin_pipes_and_exit_code() -> None:
-    done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', "{0}",
-                      "{1}"], b"in", [b"first", b"second"], 10)
+    done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', 0, 1],
+                 b"in", [b"first", b"second"], 10)
     assert done == (3, b"in|first|second", b"")
 
 
@@ -55,7 +55,7 @@ def test_only_the_pipes_are_inherited() -> None:
     given = os.open(os.devnull, os.O_RDONLY)
     os.set_inheritable(given, True)  # as one inherited from this process's parent
     try:
-        done = spawn(SH, ["-c", 'echo "$0"; exec ls /proc/self/fd', "{0}"], b"", [b"x"], 10)
+        done = spawn(SH, ["-c", 'echo "$0"; exec ls /proc/self/fd', 0], b"", [b"x"], 10)
     finally:
         os.close(mine)
         os.close(given)
@@ -191,7 +191,7 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIM
 while os.open(os.devnull, os.O_RDONLY) < 64 - 10:
     pass
 from tpmseal.recipes.cryptsetup import spawn
-print(spawn({SH!r}, ["-c", 'cat; cat "$0"', "{{0}}"], b"in", [b"named"], 10))
+print(spawn({SH!r}, ["-c", 'cat; cat "$0"', 0], b"in", [b"named"], 10))
 """
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=60, check=False)

@@ -85,9 +85,9 @@ def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
             os.close(fd)
 
 
-def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes],
+def spawn(program: str, args: Sequence[str | int], stdin: bytes, pipes: Sequence[bytes],
           timeout: float) -> tuple[int, bytes, bytes] | None:
-    """Run *program* with *args* (``{0}``, ``{1}``... naming pipes holding *pipes*) and
+    """Run *program* with *args* (an int *i* naming the pipe holding ``pipes[i]``) and
     *stdin* on its stdin; its exit code, stdout and stderr, or None once *timeout*
     seconds have passed (it is then killed).
 
@@ -121,7 +121,7 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
                 sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
                 high = _free_numbers(sources)
                 names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
-                argv = [program, *(a.format(*names) for a in args)]
+                argv = [program, *(names[a] if isinstance(a, int) else a for a in args)]
                 actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd)
                                                   for fd in _inherited()]
                 actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
@@ -266,9 +266,10 @@ def _exchange(stdin: bytes, ours: list[int], deadline: float) -> tuple[bytes, by
     return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
-def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
-        what: str = "cryptsetup") -> str:
-    """Run ``cryptsetup ARGS``; ``{0}``, ``{1}``... in *args* name pipes holding *pipes*.
+def run(args: Sequence[str | int], *, stdin: bytes | None = None,
+        pipes: Sequence[bytes] = (), what: str = "cryptsetup") -> str:
+    """Run ``cryptsetup ARGS``; an int *i* in *args* names the pipe holding ``pipes[i]``
+    (a path such as ``/dev/fd/5``; only those: a device path may hold any character).
 
     Returns stdout. A failure raises :class:`CryptsetupError` (an
     :class:`AuthFailedError` for a rejected passphrase).
@@ -372,7 +373,7 @@ def add_key(device: str, new_key: bytes, slot: int, *, key_file: str | None = No
         raise UsageError("adding a keyslot needs exactly one existing passphrase or key file",
                          "pass --unlock-key-file FILE, or answer the passphrase prompt")
     auth = ["--key-file", key_file] if key_file is not None else ["--key-file=-"]
-    run(["luksAddKey", "--batch-mode", *FAST_KDF, *auth, "--new-keyfile", "{0}",
+    run(["luksAddKey", "--batch-mode", *FAST_KDF, *auth, "--new-keyfile", 0,
          "--new-key-slot", str(slot), device], stdin=passphrase, pipes=[new_key],
         what=f"adding a keyslot to {device}")
 
