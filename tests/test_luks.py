@@ -222,3 +222,31 @@ def test_braces_in_a_device_path(tcg_sim: Simulator, tmp_path: Path, name: str) 
     assert r.rc == 0 and b"token 0: tpmseal keyslots=1" in r.out, r.err
     r = cli(["luks", "test", str(img)])
     assert (r.rc, r.out) == (0, b"token 0 (tpmseal) unlocks keyslot 1\n"), r.err
+
+
+def test_a_parent_ignoring_sigchld(tcg_sim: Simulator, image: tuple[Path, Path]) -> None:
+    """Run from a parent that ignores SIGCHLD (inherited across exec), `luks test` still
+    learns cryptsetup's verdicts: the right key accepted, a wrong one refused (the
+    subprocess version took every exit for 0; spawn said 'cannot run cryptsetup')."""
+    import signal
+    import subprocess
+    import sys
+
+    img, pw = image
+    _enroll(img, pw)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "tpmseal.cli.main", *argv], capture_output=True,
+            timeout=60, check=False,
+            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+
+    r = run("luks", "test", str(img))
+    assert (r.returncode, r.stdout) == (0, b"token 0 (tpmseal) unlocks keyslot 1\n"), r.stderr
+    token = cs.header(str(img)).tokens[0]
+    cs.remove_token(str(img), 0)
+    # now for keyslot 0 only, which its key does not open
+    cs.import_token(str(img), 0, {**token, "keyslots": []}, 0)
+    r = run("luks", "test", str(img))
+    assert r.returncode == int(ExitCode.AUTH_FAILED), r.stderr
+    assert b"opens none of its keyslots" in r.stderr
