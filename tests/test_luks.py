@@ -209,3 +209,44 @@ def test_a_malformed_token_does_not_stop_a_good_one(tcg_sim: Simulator,
     assert r2.rc == 0, r2.err
     r3 = cli(["luks", "test", str(img)])
     assert (r3.rc, r3.out) == (0, b"token 1 (tpmseal) unlocks keyslot 1\n"), r3.err
+
+
+@pytest.mark.parametrize("name", ["vol{1}.img", "a}b{.img", "key{0}.img"])
+def test_braces_in_a_device_path(tcg_sim: Simulator, tmp_path: Path, name: str) -> None:
+    """Only the argument naming a pipe is replaced by its /dev/fd path: the device path
+    was run through str.format with the rest (an image named vol{1}.img was an internal
+    error, key{0}.img gave luksAddKey the key's pipe as part of the device path)."""
+    img, pw = make_image(tmp_path, name)
+    _enroll(img, pw)
+    r = cli(["luks", "list", str(img)])
+    assert r.rc == 0 and b"token 0: tpmseal keyslots=1" in r.out, r.err
+    r = cli(["luks", "test", str(img)])
+    assert (r.rc, r.out) == (0, b"token 0 (tpmseal) unlocks keyslot 1\n"), r.err
+
+
+def test_a_parent_ignoring_sigchld(tcg_sim: Simulator, image: tuple[Path, Path]) -> None:
+    """Run from a parent that ignores SIGCHLD (inherited across exec), `luks test` still
+    learns cryptsetup's verdicts: the right key accepted, a wrong one refused (the
+    subprocess version took every exit for 0; spawn said 'cannot run cryptsetup')."""
+    import signal
+    import subprocess
+    import sys
+
+    img, pw = image
+    _enroll(img, pw)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [sys.executable, "-m", "tpmseal.cli.main", *argv], capture_output=True,
+            timeout=60, check=False,
+            preexec_fn=lambda: signal.signal(signal.SIGCHLD, signal.SIG_IGN))
+
+    r = run("luks", "test", str(img))
+    assert (r.returncode, r.stdout) == (0, b"token 0 (tpmseal) unlocks keyslot 1\n"), r.stderr
+    token = cs.header(str(img)).tokens[0]
+    cs.remove_token(str(img), 0)
+    # now for keyslot 0 only, which its key does not open
+    cs.import_token(str(img), 0, {**token, "keyslots": []}, 0)
+    r = run("luks", "test", str(img))
+    assert r.returncode == int(ExitCode.AUTH_FAILED), r.stderr
+    assert b"opens none of its keyslots" in r.stderr

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,14 +21,15 @@ from typing import Any
 import pytest
 
 from tpmseal import interrupt
-from tpmseal.recipes.cryptsetup import spawn
+from tpmseal.errors import MissingToolError
+from tpmseal.recipes.cryptsetup import run, spawn
 
 SH = "/bin/sh"
 
 
 def test_stdin_pipes_and_exit_code() -> None:
-    done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', "{0}",
-                      "{1}"], b"in", [b"first", b"second"], 10)
+    done = spawn(SH, ["-c", 'cat; printf "|"; cat "$0"; printf "|"; cat "$1"; exit 3', 0, 1],
+                 b"in", [b"first", b"second"], 10)
     assert done == (3, b"in|first|second", b"")
 
 
@@ -52,7 +55,7 @@ def test_only_the_pipes_are_inherited() -> None:
     given = os.open(os.devnull, os.O_RDONLY)
     os.set_inheritable(given, True)  # as one inherited from this process's parent
     try:
-        done = spawn(SH, ["-c", 'echo "$0"; exec ls /proc/self/fd', "{0}"], b"", [b"x"], 10)
+        done = spawn(SH, ["-c", 'echo "$0"; exec ls /proc/self/fd', 0], b"", [b"x"], 10)
     finally:
         os.close(mine)
         os.close(given)
@@ -110,3 +113,86 @@ def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
         spawn(SH, ["-c", 'kill -INT "$PPID"; sleep 0.02; echo out; echo err >&2; echo > "$0"; '
                          "exec sleep 30", str(done)], b"", [], 10)
     assert done.exists(), "the child was killed at once"
+
+
+def test_a_child_that_closes_its_output_is_still_timed_out(tmp_path: Path) -> None:
+    """The time-out covers the whole run, not only the reading: a child that closes
+    stdout and stderr and runs on (or a cryptsetup whose output ends before it does) is
+    killed and reaped at its time-out, as subprocess.run's wait does, not waited for."""
+    pid_file = tmp_path / "pid"
+    t = time.monotonic()
+    done = spawn(SH, ["-c", f'echo $$ > "{pid_file}"; exec >&- 2>&-; exec sleep 30'],
+                 b"", [], 1)
+    assert done is None
+    assert time.monotonic() - t < 10
+    with pytest.raises(ChildProcessError):
+        os.waitpid(int(pid_file.read_text()), os.WNOHANG)
+
+
+def test_stdin_is_fed_after_the_child_closes_its_output() -> None:
+    """stdin beyond a pipe buffer is still written once stdout and stderr have ended
+    (their end stopped the feeding: the child waited for the rest of its stdin, this
+    process for the child, for ever, past any time-out)."""
+    data = os.urandom(300_000)
+    t = time.monotonic()
+    done = spawn(SH, ["-c", "exec >&- 2>&-; exec cat >/dev/null"], data, [], 10)
+    assert done == (0, b"", b"")
+    assert time.monotonic() - t < 10
+
+
+@pytest.fixture
+def sigchld_ignored() -> Any:
+    """SIGCHLD ignored, as a parent that lets the kernel reap its children leaves it
+    (an ignored signal stays ignored across exec): no child's exit status can be had."""
+    old = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGCHLD, old)
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_the_cli_learns_exit_codes_with_sigchld_ignored() -> None:
+    """subprocess reported every child of such a process as exit 0 (a wrong key 'opens'
+    the volume); spawn's waitpid failed with ECHILD, 'cannot run cryptsetup'. The CLI's
+    signal set-up (interrupt.installed) puts SIGCHLD back at its default for the run."""
+    with interrupt.installed():
+        assert spawn(SH, ["-c", "echo out; exit 3"], b"", [], 10) == (3, b"out\n", b"")
+    assert signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN  # and restores it
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_an_api_caller_ignoring_sigchld_is_told_so(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    fake = tmp_path / "cryptsetup"
+    fake.write_text("#!/bin/sh\nexit 2\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingToolError) as e:
+        run(["open", "--test-passphrase", "--key-file=-", "/dev/null"], stdin=b"wrong")
+    assert "SIGCHLD" in str(e.value) and "exit status" in str(e.value), e.value
+
+
+@pytest.mark.usefixtures("sigchld_ignored")
+def test_time_out_with_sigchld_ignored(tmp_path: Path) -> None:
+    """Killed at its time-out, and spawn returns: the kernel reaps it."""
+    t = time.monotonic()
+    assert spawn(SH, ["-c", "exec sleep 30"], b"", [], 0.5) is None
+    assert time.monotonic() - t < 10
+
+
+def test_near_the_descriptor_limit() -> None:
+    """A caller with its descriptors up to near RLIMIT_NOFILE (a server's sockets) can
+    still run cryptsetup, as under subprocess: the child's copies of the pipes took the
+    numbers above every one of them, past the limit (dup2 failed: 'cannot run')."""
+    script = f"""
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+while os.open(os.devnull, os.O_RDONLY) < 64 - 10:
+    pass
+from tpmseal.recipes.cryptsetup import spawn
+print(spawn({SH!r}, ["-c", 'cat; cat "$0"', 0], b"in", [b"named"], 10))
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "(0, b'innamed', b'')", r.stderr

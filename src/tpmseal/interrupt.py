@@ -63,7 +63,11 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 def installed() -> Iterator[None]:
     """Route SIGINT and SIGTERM to :class:`Interrupted` for the block, then restore.
 
-    Off the main thread (where Python cannot set handlers) the block runs as is.
+    SIGCHLD is put back at its default for the block if it is ignored (a parent that
+    ignores it leaves it so across exec): the kernel then reaps every child itself and
+    no exit status of cryptsetup can be learnt (``waitpid`` fails with ECHILD;
+    subprocess reported each as 0). Off the main thread (where Python cannot set
+    handlers) the block runs as is.
     """
     try:
         saved = {s: signal.signal(s, _handler) for s in SIGNALS}
@@ -72,6 +76,8 @@ def installed() -> Iterator[None]:
     if not saved:
         yield
         return
+    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+        saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         yield
     finally:

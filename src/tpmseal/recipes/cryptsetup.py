@@ -85,9 +85,9 @@ def _pipes(extra: Sequence[bytes]) -> Iterator[list[int]]:
             os.close(fd)
 
 
-def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes],
+def spawn(program: str, args: Sequence[str | int], stdin: bytes, pipes: Sequence[bytes],
           timeout: float) -> tuple[int, bytes, bytes] | None:
-    """Run *program* with *args* (``{0}``, ``{1}``... naming pipes holding *pipes*) and
+    """Run *program* with *args* (an int *i* naming the pipe holding ``pipes[i]``) and
     *stdin* on its stdin; its exit code, stdout and stderr, or None once *timeout*
     seconds have passed (it is then killed).
 
@@ -98,8 +98,8 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
     pipes: those this process inherited are closed in the child (subprocess's
     ``close_fds``), Python opens the rest close-on-exec, and the pipes are handed over
     by dup2, whose copies are not, in the child only (another thread's child cannot
-    inherit them). Each is first copied above every descriptor involved, so no dup2
-    overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
+    inherit them). Each is first copied to a number no source has (:func:`_free_numbers`),
+    so no dup2 overwrites a source still to be copied, whatever numbers the pipes got. *stdin*
     is written as the child reads it, stdout and stderr read as it writes them.
 
     Whatever ends the wait, the child does not outlive it: a time-out or an error kills
@@ -119,10 +119,9 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             ours += (in_w, out_r, err_r)
             try:
                 sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
-                base = max(*sources, *ours) + 1
-                high = list(range(base, base + len(sources)))
+                high = _free_numbers(sources)
                 names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
-                argv = [program, *(a.format(*names) for a in args)]
+                argv = [program, *(names[a] if isinstance(a, int) else a for a in args)]
                 actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_CLOSE, fd)
                                                   for fd in _inherited()]
                 actions += [(os.POSIX_SPAWN_DUP2, fd, to) for fd, to in zip(sources, high,
@@ -137,10 +136,15 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             finally:
                 for fd in (in_r, out_w, err_w):
                     os.close(fd)
-        outputs = _exchange(stdin, ours, timeout)
-        if outputs is None:
+        deadline = time.monotonic() + timeout
+        outputs = _exchange(stdin, ours, deadline)
+        try:
+            status = _wait(pid, deadline) if outputs is not None else None
+        except ChildProcessError:  # reaped by the kernel: its pid, free, is not to be killed
+            pid = 0
+            raise
+        if outputs is None or status is None:
             return None  # killed below
-        status = os.waitpid(pid, 0)[1]
         pid = 0
         return (os.waitstatus_to_exitcode(status), *outputs)
     except KeyboardInterrupt:
@@ -153,6 +157,20 @@ def spawn(program: str, args: Sequence[str], stdin: bytes, pipes: Sequence[bytes
             os.close(fd)
 
 
+def _free_numbers(sources: Sequence[int]) -> list[int]:
+    """One descriptor number per source for its copy in the child: the lowest above 2
+    that none of *sources* has (not above them all: that can pass RLIMIT_NOFILE for a
+    caller with many descriptors open). A copy may land on another descriptor of this
+    process in the child: it is close-on-exec there, or closed before (_inherited)."""
+    taken, n = set(sources), 3
+    out: list[int] = []
+    while len(out) < len(sources):
+        if n not in taken:
+            out.append(n)
+        n += 1
+    return out
+
+
 #: How long an interrupted child may take to finish before it is killed (subprocess's).
 INTERRUPT_GRACE = 0.25
 
@@ -162,16 +180,34 @@ def _end(pid: int, grace: float) -> None:
     reaped = False
     try:
         end = time.monotonic() + grace
-        with contextlib.suppress(ChildProcessError):  # reaped already: nothing to kill
+        try:  # looked at once even without a grace: a pid the kernel reaped is not killed
+            reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
             while not reaped and time.monotonic() < end:
+                time.sleep(0.01)
                 reaped = os.waitpid(pid, os.WNOHANG)[0] == pid
-                if not reaped:
-                    time.sleep(0.01)
+        except ChildProcessError:  # reaped by the kernel (SIGCHLD ignored): its pid is free
+            reaped = True
     finally:  # also when a second signal cuts the grace short
         if not reaped:
             with contextlib.suppress(OSError):
                 os.kill(pid, SIGKILL)
                 os.waitpid(pid, 0)
+
+
+def _wait(pid: int, deadline: float) -> int | None:
+    """The wait status of *pid*, or None at *deadline* (its output can end before it
+    does: a child that closes stdout and stderr and runs on). Polled as
+    subprocess's ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart."""
+    delay = 0.0005
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return status
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.05)
 
 
 def _inherited() -> list[int]:
@@ -190,10 +226,10 @@ def _inherited() -> list[int]:
     return out
 
 
-def _exchange(stdin: bytes, ours: list[int], timeout: float) -> tuple[bytes, bytes] | None:
+def _exchange(stdin: bytes, ours: list[int], deadline: float) -> tuple[bytes, bytes] | None:
     """Feed *stdin* to the write end ``ours[0]`` (closed and removed once written), read
-    stdout and stderr from ``ours[1:]`` to their end (see :func:`spawn`); None once
-    *timeout* seconds have passed."""
+    stdout and stderr from ``ours[1:]`` to their end (see :func:`spawn`), all three to
+    the end whichever ends first; None at *deadline* (:func:`time.monotonic`)."""
     in_w, out_r, err_r = ours
     chunks: dict[int, list[bytes]] = {out_r: [], err_r: []}
     pending = memoryview(stdin)
@@ -202,7 +238,7 @@ def _exchange(stdin: bytes, ours: list[int], timeout: float) -> tuple[bytes, byt
         poller.register(fd, select.POLLIN)
     os.set_blocking(in_w, False)
     poller.register(in_w, select.POLLOUT)
-    deadline, open_ = time.monotonic() + timeout, len(chunks)
+    open_ = len(chunks) + 1  # stdout, stderr and stdin's write end
     while open_:
         left = deadline - time.monotonic()
         if left <= 0:
@@ -219,6 +255,7 @@ def _exchange(stdin: bytes, ours: list[int], timeout: float) -> tuple[bytes, byt
                     poller.unregister(in_w)
                     ours.remove(in_w)
                     os.close(in_w)
+                    open_ -= 1
                 continue
             data = os.read(fd, 65536)
             if data:
@@ -229,9 +266,10 @@ def _exchange(stdin: bytes, ours: list[int], timeout: float) -> tuple[bytes, byt
     return b"".join(chunks[out_r]), b"".join(chunks[err_r])
 
 
-def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[bytes] = (),
-        what: str = "cryptsetup") -> str:
-    """Run ``cryptsetup ARGS``; ``{0}``, ``{1}``... in *args* name pipes holding *pipes*.
+def run(args: Sequence[str | int], *, stdin: bytes | None = None,
+        pipes: Sequence[bytes] = (), what: str = "cryptsetup") -> str:
+    """Run ``cryptsetup ARGS``; an int *i* in *args* names the pipe holding ``pipes[i]``
+    (a path such as ``/dev/fd/5``; only those: a device path may hold any character).
 
     Returns stdout. A failure raises :class:`CryptsetupError` (an
     :class:`AuthFailedError` for a rejected passphrase).
@@ -239,6 +277,11 @@ def run(args: Sequence[str], *, stdin: bytes | None = None, pipes: Sequence[byte
     program = binary()
     try:
         done = spawn(program, args, stdin or b"", pipes, 600)
+    except ChildProcessError:  # it ran, and the kernel reaped it (interrupt.installed)
+        raise MissingToolError(f"{what}: cryptsetup's exit status is lost, this process "
+                               "ignores SIGCHLD",
+                               "set SIGCHLD to its default (SIG_DFL) before calling tpmseal"
+                               ) from None
     except OSError as e:  # not a program, not permitted, or no process/descriptor to spare
         raise MissingToolError(f"cannot run {program}: {e.strerror or e}",
                                "check that `cryptsetup --version` runs (reinstall "
@@ -330,7 +373,7 @@ def add_key(device: str, new_key: bytes, slot: int, *, key_file: str | None = No
         raise UsageError("adding a keyslot needs exactly one existing passphrase or key file",
                          "pass --unlock-key-file FILE, or answer the passphrase prompt")
     auth = ["--key-file", key_file] if key_file is not None else ["--key-file=-"]
-    run(["luksAddKey", "--batch-mode", *FAST_KDF, *auth, "--new-keyfile", "{0}",
+    run(["luksAddKey", "--batch-mode", *FAST_KDF, *auth, "--new-keyfile", 0,
          "--new-key-slot", str(slot), device], stdin=passphrase, pipes=[new_key],
         what=f"adding a keyslot to {device}")
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tpmseal.client.tpm import Tpm
-from tpmseal.errors import AuthFailedError, NotFoundError, TpmsealError
+from tpmseal.errors import AuthFailedError, IntegrityError, NotFoundError, TpmsealError
 from tpmseal.log import get_logger
 from tpmseal.recipes import cryptsetup
 from tpmseal.recipes.trust import TrustRecord
@@ -141,10 +141,14 @@ def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord
 
     *policies*: signed policies, offered to tokens sealed to a signer (tpmseal tokens
     enrolled --authorized-by, systemd-tpm2 tokens with tpm2_pubkey); *pcrlock*: the
-    systemd-pcrlock policy file for ``tpm2_pcrlock`` tokens. The first
-    failure is reported if none works (later ones are logged).
+    systemd-pcrlock policy file for ``tpm2_pcrlock`` tokens. If none works, the first
+    failure a security check gave (:class:`IntegrityError`: possible bus tampering) is
+    raised, else the first failure (the others are logged); if one works, each such
+    check failure of another is still said (a warning): an interposer found while
+    unlocking through the next token is not to go unreported.
     """
     first: TpmsealError | None = None
+    tampered: list[tuple[Candidate, IntegrityError]] = []
     for c in cands:
         try:
             secret = unseal_with(tpm, c.token, c.token_id, trust,
@@ -154,6 +158,9 @@ def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord
                     cryptsetup.test_key(device, secret, slot)
                 except AuthFailedError:
                     continue
+                for t, e in tampered:
+                    log.warning("token %d (%s) failed a security check, token %d unlocked "
+                                "instead: %s", t.token_id, t.kind, c.token_id, e.one_line())
                 return Unlocked(c.token_id, c.kind, slot, secret)
             raise AuthFailedError(f"the key unsealed from token {c.token_id} opens none of "
                                   "its keyslots", "the token does not belong to this header; "
@@ -161,5 +168,7 @@ def unlock_key(tpm: Tpm, device: str, cands: list[Candidate], trust: TrustRecord
         except TpmsealError as e:
             log.info("token %d (%s) did not unlock: %s", c.token_id, c.kind, e.one_line())
             first = first or e
+            if isinstance(e, IntegrityError):
+                tampered.append((c, e))
     assert first is not None
-    raise first
+    raise tampered[0][1] if tampered else first
