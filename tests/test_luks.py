@@ -125,6 +125,8 @@ def test_errors(tcg_sim: Simulator, image: tuple[Path, Path], tmp_path: Path) ->
     assert_one_line_error(cli(["luks", "enroll", str(img)]), ExitCode.USAGE,
                           "--unlock-key-file")
     assert_one_line_error(cli(["luks", "test", str(pw)]), ExitCode.USAGE, "not a LUKS2")
+    assert_one_line_error(cli(["luks", "passphrase", str(tmp_path / "gone.img")]),
+                          ExitCode.USAGE, "gone.img does not exist")
     assert_one_line_error(cli(["luks", "test", str(img)]), ExitCode.NOT_FOUND)
 
 

@@ -346,6 +346,9 @@ def header(device: str) -> Header:
         text = run(["luksDump", "--dump-json-metadata", device],
                    what=f"reading {device}'s header")
     except CryptsetupError:
+        if not os.path.exists(device):
+            raise UsageError(f"{device} does not exist",
+                             "give the LUKS2 block device or image file") from None
         try:
             run(["isLuks", "--type", "luks2", device], what=f"checking {device}")
         except CryptsetupError:
