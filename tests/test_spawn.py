@@ -115,10 +115,16 @@ def test_an_interrupted_child_may_finish_first(tmp_path: Path) -> None:
     assert done.exists(), "the child was killed at once"
 
 
-def test_a_child_that_closes_its_output_is_still_timed_out(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "polled"])
+def test_a_child_that_closes_its_output_is_still_timed_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfd: bool) -> None:
     """The time-out covers the whole run, not only the reading: a child that closes
     stdout and stderr and runs on (or a cryptsetup whose output ends before it does) is
-    killed and reaped at its time-out, as subprocess.run's wait does, not waited for."""
+    killed and reaped at its time-out, as subprocess.run's wait does, not waited for;
+    through a pidfd, or polled where there is none."""
+    if not pidfd:
+        monkeypatch.delattr(os, "pidfd_open")
+    assert spawn(SH, ["-c", "exec >&- 2>&-; exit 5"], b"", [], 10) == (5, b"", b"")
     pid_file = tmp_path / "pid"
     t = time.monotonic()
     done = spawn(SH, ["-c", f'echo $$ > "{pid_file}"; exec >&- 2>&-; exec sleep 30'],

@@ -196,8 +196,22 @@ def _end(pid: int, grace: float) -> None:
 
 def _wait(pid: int, deadline: float) -> int | None:
     """The wait status of *pid*, or None at *deadline* (its output can end before it
-    does: a child that closes stdout and stderr and runs on). Polled as
-    subprocess's ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart."""
+    does: a child that closes stdout and stderr and runs on). Through a pidfd (Linux
+    5.3), readable once the child has exited; else polled as subprocess's
+    ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # an older kernel or Python build: poll
+        pidfd = -1
+    if pidfd >= 0:
+        try:
+            poller = select.poll()
+            poller.register(pidfd, select.POLLIN)
+            while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                if time.monotonic() >= deadline:
+                    return None
+        finally:
+            os.close(pidfd)
     delay = 0.0005
     while True:
         done, status = os.waitpid(pid, os.WNOHANG)
