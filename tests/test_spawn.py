@@ -202,3 +202,38 @@ print(spawn({SH!r}, ["-c", 'cat; cat "$0"', 0], b"in", [b"named"], 10))
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.stdout.strip() == "(0, b'innamed', b'')", r.stderr
+
+
+def test_no_descriptor_leaks_when_descriptors_run_out() -> None:
+    """Descriptors running out (EMFILE) as spawn makes its pipes is 'cannot run
+    cryptsetup' (run's OSError), and the pipes already made are closed: stdin's pair was
+    left open when stdout's failed, both pairs when stderr's did, at every retry of a
+    caller that goes on (a daemon unlocking volumes)."""
+    script = f"""
+import os, resource
+from tpmseal.recipes.cryptsetup import spawn
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+held = []
+for free in range(1, 7):  # 7 run it: the named pipe's read end, stdin, stdout, stderr
+    try:
+        while True:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+    except OSError:
+        pass
+    for fd in held[-free:]:
+        os.close(fd)
+    del held[-free:]
+    before = sorted(os.listdir("/proc/self/fd"))
+    try:
+        spawn({SH!r}, ["-c", "cat", 0], b"in", [b"named"], 10)
+    except OSError:
+        pass
+    else:
+        raise SystemExit(f"ran with {{free}} descriptors free")
+    after = sorted(os.listdir("/proc/self/fd"))
+    assert after == before, (free, before, after)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.stdout.strip() == "ok", r.stderr

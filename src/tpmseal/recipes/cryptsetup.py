@@ -113,11 +113,13 @@ def spawn(program: str, args: Sequence[str | int], stdin: bytes, pipes: Sequence
     ours: list[int] = []  # this process's ends: stdin's write end, stdout's, stderr's read ends
     try:
         with _pipes(pipes) as named:
-            in_r, in_w = os.pipe()
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            ours += (in_w, out_r, err_r)
+            theirs: list[int] = []  # the child's: stdin's read end, stdout's, stderr's write ends
             try:
+                for writes in (True, False, False):  # each kept as made: EMFILE may end it
+                    r, w = os.pipe()
+                    ours.append(w if writes else r)
+                    theirs.append(r if writes else w)
+                in_r, out_w, err_w = theirs
                 sources = [in_r, *named, out_w, err_w]  # stdin, the named pipes, stdout, stderr
                 high = _free_numbers(sources)
                 names = [f"/dev/fd/{fd}" for fd in high[1:1 + len(named)]]
@@ -134,7 +136,7 @@ def spawn(program: str, args: Sequence[str | int], stdin: bytes, pipes: Sequence
                     pid = os.posix_spawn(argv[0], argv, {**os.environ, "LC_ALL": "C"},
                                          file_actions=actions, setsigdef=(SIGPIPE, SIGXFSZ))
             finally:
-                for fd in (in_r, out_w, err_w):
+                for fd in theirs:
                     os.close(fd)
         deadline = time.monotonic() + timeout
         outputs = _exchange(stdin, ours, deadline)
