@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import signal
     from collections.abc import Iterator
     from types import FrameType
+    from typing import Any
 else:  # the C module itself: signal.py only wraps it in IntEnums (~0.5 ms of start-up)
     import _signal as signal
 
@@ -68,21 +69,40 @@ def installed() -> Iterator[None]:
     no exit status of cryptsetup can be learnt (``waitpid`` fails with ECHILD;
     subprocess reported each as 0). Off the main thread (where Python cannot set
     handlers) the block runs as is.
+
+    A signal while the handlers are set or restored is held (:func:`deferred`) and
+    raised once all are set, or all restored: raised half way, it left the rest as
+    they were (the caller's SIGTERM raising :class:`Interrupted` ever after). While
+    they are restored SIGINT and SIGTERM are blocked, so that one arriving after its
+    caller's handler is back reaches that handler once all are.
     """
+    saved: dict[int, Any] = {}
     try:
-        saved = {s: signal.signal(s, _handler) for s in SIGNALS}
-    except ValueError:  # signal.signal() refuses off the main thread (no threading import)
-        saved = {}
-    if not saved:
-        yield
-        return
-    if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
-        saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    try:
+        with deferred():
+            try:
+                for s in SIGNALS:
+                    saved[s] = signal.signal(s, _handler)
+            except ValueError:  # signal.signal() refuses off the main thread (no threading)
+                pass
+            else:
+                if signal.getsignal(signal.SIGCHLD) == signal.SIG_IGN:
+                    saved[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         yield
     finally:
-        for s, old in saved.items():
-            signal.signal(s, old)
+        if saved:
+            _restore(saved)
+
+
+def _restore(saved: dict[int, Any]) -> None:
+    """Put back each handler of *saved* (see :func:`installed`)."""
+    with deferred():
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # as it is: changes nothing
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+            for s, old in saved.items():
+                signal.signal(s, old)
+        finally:  # one that arrived meanwhile reaches its restored handler here
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 @contextlib.contextmanager
