@@ -237,3 +237,40 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                        timeout=60, check=False)
     assert r.stdout.strip() == "ok", r.stderr
+
+
+FOREIGN = """P=$$
+( while kill -0 $P 2>/dev/null; do :; done  # until the kernel has reaped it (SIGCHLD ignored)
+  echo $((P - 1)) >/proc/sys/kernel/ns_last_pid
+  sleep 30 </dev/null >/dev/null 2>&1 &  # a process not spawn's child takes its pid
+  echo $! >"$0" ) &
+exit 0
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/unshare").exists(),
+                    reason="a pid namespace whose next pid is chosen needs root and unshare")
+def test_a_reaped_childs_pid_taken_by_another_process(tmp_path: Path) -> None:
+    """SIGCHLD ignored (an API caller): the kernel reaps the child, and here another
+    process gets its pid before spawn waits (in a pid namespace, ns_last_pid). The wait
+    slept on a pidfd of that process, to the time-out (10 minutes under run), and said
+    'did not finish'; it is told the exit status is lost, at once, the process untouched."""
+    script = f"""
+import os, signal, sys, time
+from tpmseal.recipes.cryptsetup import spawn
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+t = time.monotonic()
+try:
+    done = repr(spawn({SH!r}, ["-c", {FOREIGN!r}, {str(tmp_path / "pid")!r}], b"", [], 8))
+except ChildProcessError:
+    done = "lost"
+foreign = int(open({str(tmp_path / "pid")!r}).read())
+print(done, os.path.exists(f"/proc/{{foreign}}"), time.monotonic() - t < 4)
+os.kill(foreign, signal.SIGKILL)
+"""
+    r = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", SH, "-c",
+                        '"$0" -c "$1"; :', sys.executable, script], capture_output=True,
+                       text=True, timeout=60, check=False)
+    if "unshare failed" in r.stderr or "unshare:" in r.stderr:
+        pytest.skip(f"no pid namespace here: {r.stderr.strip()}")
+    assert r.stdout.split() == ["lost", "True", "True"], (r.stdout, r.stderr)

@@ -200,13 +200,18 @@ def _wait(pid: int, deadline: float) -> int | None:
     """The wait status of *pid*, or None at *deadline* (its output can end before it
     does: a child that closes stdout and stderr and runs on). Through a pidfd (Linux
     5.3), readable once the child has exited; else polled as subprocess's
-    ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart."""
+    ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart. ChildProcessError if the
+    kernel reaped it (SIGCHLD ignored)."""
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):  # an older kernel or Python build: poll
         pidfd = -1
     if pidfd >= 0:
-        try:
+        try:  # still this process's child once the pidfd is open (ECHILD: reaped), so
+            # the pidfd is of it, not of another process given its freed pid meanwhile
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return status
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
