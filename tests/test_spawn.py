@@ -274,3 +274,20 @@ os.kill(foreign, signal.SIGKILL)
     if "unshare failed" in r.stderr or "unshare:" in r.stderr:
         pytest.skip(f"no pid namespace here: {r.stderr.strip()}")
     assert r.stdout.split() == ["lost", "True", "True"], (r.stdout, r.stderr)
+
+
+def test_a_signal_as_the_pidfd_opens(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGINT arriving as pidfd_open returns was raised before the pidfd was kept: a
+    descriptor left open by every interrupted wait (an API caller's process goes on)."""
+    real = os.pidfd_open
+
+    def open_then_signal(pid: int, flags: int = 0) -> int:
+        fd = real(pid, flags)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, handled as the call returns
+        return fd
+
+    monkeypatch.setattr(os, "pidfd_open", open_then_signal)
+    before = sorted(os.listdir("/proc/self/fd"))
+    with interrupt.installed(), pytest.raises(interrupt.Interrupted):
+        spawn(SH, ["-c", "exec <&- >&- 2>&- sleep 30"], b"", [], 10)
+    assert sorted(os.listdir("/proc/self/fd")) == before

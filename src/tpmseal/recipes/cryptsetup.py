@@ -202,13 +202,15 @@ def _wait(pid: int, deadline: float) -> int | None:
     5.3), readable once the child has exited; else polled as subprocess's
     ``wait(timeout)`` does, from 0.5 ms up to 50 ms apart. ChildProcessError if the
     kernel reaped it (SIGCHLD ignored)."""
+    pidfd = -1
     try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # an older kernel or Python build: poll
-        pidfd = -1
-    if pidfd >= 0:
-        try:  # still this process's child once the pidfd is open (ECHILD: reaped), so
-            # the pidfd is of it, not of another process given its freed pid meanwhile
+        # an interrupt as it returns is raised once it is kept (and closed below); an
+        # older kernel or Python build has none: poll
+        with deferred(), contextlib.suppress(AttributeError, OSError):
+            pidfd = os.pidfd_open(pid)
+        if pidfd >= 0:
+            # still this process's child once the pidfd is open (ECHILD: reaped), so the
+            # pidfd is of it, not of another process given its freed pid meanwhile
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == pid:
                 return status
@@ -217,7 +219,8 @@ def _wait(pid: int, deadline: float) -> int | None:
             while not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
                 if time.monotonic() >= deadline:
                     return None
-        finally:
+    finally:
+        if pidfd >= 0:
             os.close(pidfd)
     delay = 0.0005
     while True:
