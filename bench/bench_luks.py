@@ -10,7 +10,7 @@ token (sealed under the SRK with tpm2-tools, as systemd 254+ does; 252 cannot),
 one with a systemd 255 ``tpm2_pcrlock`` token (an NV index, its fold of PCR 7 and of
 two allowed PCR 11 values, and ``pcrlock.json``, as systemd-pcrlock makes them, with
 tpm2-tools), one bound by ``clevis luks bind … tpm2``. Each volume's TPM secret is then
-unsealed by tpmseal (in-process, ``unlockers.KINDS[...].unseal``) and by the
+unsealed by tpmseal (in-process, ``unlockers.unseal_with``) and by the
 stack that made it where it runs here (``systemd-cryptsetup attach``, which
 stops after unsealing without device-mapper; ``clevis luks pass``), through
 tpmseal's recording proxy, which counts the TPM commands and runs the leak
