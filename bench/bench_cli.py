@@ -181,6 +181,11 @@ class Setup:
         self.tools = False
         self.ecc_trust = base / "trust-ecc.json"
         self.provision_trust = base / "trust-provision.json"
+        #: the same TPM with its ECC EK, pinned in a file of its own
+        self.ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)
+        #: provision gets a copy of the trust file: run through the counting proxy (a new
+        #: address) it pins that address too, which no other row should see
+        self.again = Machine(tcg.profile, tcg.sim, self.provision_trust, tcg.trust)
         self.luks = b""
 
     def cli_argv(self, m: Machine, uri: str, *args: str) -> list[str]:
@@ -196,10 +201,7 @@ class Setup:
         """The rows, against these endpoints (the simulators, or proxies in front)."""
         tcg, eve, b = self.tcg, self.eve, self.base
         blob = str(b / "blob.json")
-        ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)  # same TPM, its ECC EK
-        # provision gets a copy of the trust file: run through the counting proxy (a new
-        # address) it pins that address too, which no other row should see
-        again = Machine(tcg.profile, tcg.sim, self.provision_trust, tcg.trust)
+        ecc, again = self.ecc, self.again
         rows = [
             Row("tpmseal unseal", self.cli_argv(tcg, tcg_uri, "unseal", "--input", blob,
                                                 "--output", "-"), self.env,
@@ -245,8 +247,7 @@ class Setup:
         subprocess.run(seal, env=self.env, check=True, capture_output=True)
         with Tpm.open(tcg.sim.uri) as tpm:  # the same TPM's ECC EK, pinned in its own file
             provision(tpm, tcg.profile, ek_type="ecc", trust_file=self.ecc_trust)
-        ecc = Machine(tcg.profile, tcg.sim, self.ecc_trust, tcg.trust)
-        subprocess.run([*self.cli_argv(ecc, tcg.sim.uri, "seal", "--input",
+        subprocess.run([*self.cli_argv(self.ecc, tcg.sim.uri, "seal", "--input",
                                        str(self.base / "key.bin"), "--output",
                                        str(self.base / "blob-ecc.json"))],
                        env=self.env, check=True, capture_output=True)
